@@ -1,0 +1,138 @@
+"""`bench quality`: detection and retrieval quality of each method across noise kinds, ratios and seeds.
+
+From dataset D's clean originals (injected noise undone), each (kind, ratio, seed) gets a noisy copy in a
+temporary database (never the user's); every method trains on it with that seed, and b1 on the clean data
+gives the ceiling. Figures: AUROC, AUPRC, F1 (training pairs, meta-data excluded), rSum on the clean `test`
+split, seconds per epoch. The summary (means over seeds) goes to stdout and to `docs/benchmarks.md`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core import paths
+from core.benchmarks import write_section
+
+METRICS = ("auroc", "auprc", "f1", "rsum", "seconds_per_epoch")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("quality", parents=[common], help="detection and retrieval quality of the methods",
+                       description=__doc__)
+    p.add_argument("--dataset", default="demo", help="dataset whose clean originals are used (default demo)")
+    p.add_argument("--noise", default="0.4", help="comma-separated noise ratios (default 0.4)")
+    p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr, decl, hard")
+    p.add_argument("--methods", default="b1", help="comma-separated methods (b1, npc, npc-released, mscn)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for noise and training (default 1)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: each method's default)")
+    p.add_argument("--model", default=None, help="model (default concord-tiny)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a setting for one method, e.g. npc.tau=0.8 (repeatable)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip b1 on clean data")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def method_settings(sets: list[str], method: str) -> dict[str, str]:
+    """The `METHOD.KEY=VALUE` settings that apply to `method`."""
+    from core.cli.train import parse_sets
+    out = {}
+    for key, value in parse_sets(sets).items():
+        m, _, k = key.partition(".")
+        if m == method:
+            out[k] = value
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (method, kind, ratio)."""
+    frame = pd.DataFrame(rows)
+    agg = frame.groupby(["kind", "ratio", "method"], sort=False)[list(METRICS)].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    return agg.reset_index().assign(seeds=frame.groupby(["kind", "ratio", "method"], sort=False).size().to_numpy())
+
+
+def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
+    fmt = lambda v, p: "–" if v is None or pd.isna(v) else f"{v:.{p}f}"  # noqa: E731
+    lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}; "
+             "means over seeds, ± one standard deviation).", "",
+             "| noise | ratio | method | AUROC | AUPRC | F1 | rSum | s/epoch | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary.to_dict("records"):
+        pm = lambda m, p: f"{fmt(r[m + '_mean'], p)} ± {fmt(r[m + '_std'], p)}" if r["seeds"] > 1 else fmt(r[m + "_mean"], p)  # noqa: E731
+        lines.append(f"| {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | {pm('auprc', 3)} | "
+                     f"{pm('f1', 3)} | {pm('rsum', 1)} | {fmt(r['seconds_per_epoch_mean'], 1)} | {r['seeds']} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from core.cli import cli_progress
+    from core.evaluate import evaluate_run
+    from core.models import DEFAULT_MODEL
+    from core.noise import clean_records, inject_noise_copy
+    from core.store import Store
+    from core.training import execute_run, start_run
+
+    ratios = [float(r) for r in args.noise.split(",") if r.strip()]
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model = args.model or DEFAULT_MODEL
+    source = ctx.store.dataset(args.dataset)
+    records = clean_records(ctx.store.dataset_records(source.id))
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    progress, bar = cli_progress()
+
+    def train(store, name: str, kind: str, ratio: float, method: str, seed: int) -> None:
+        run_id = start_run(store, name, method, model=model, device=args.device, seed=seed, epochs=args.epochs,
+                           settings=method_settings(args.sets, method))
+        t0 = time.perf_counter()
+        execute_run(store, run_id, progress)
+        result = evaluate_run(store, run_id)
+        row = {"kind": kind, "ratio": ratio, "method": method, "seed": seed, "run_seconds": time.perf_counter() - t0}
+        row |= {m: result.get(m) for m in METRICS}
+        rows.append(row)
+        if not args.json:
+            bar.close()
+            print(json.dumps(row))
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="concord-bench-quality-") as tmp, \
+                Store.open(Path(tmp) / "bench.duckdb") as store:
+            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+            for seed in range(args.seeds):
+                if not args.no_ceiling:
+                    train(store, "clean", "clean", 0.0, "b1", seed)
+                for kind in kinds:
+                    for ratio in ratios:
+                        name = f"{kind}-{ratio}-s{seed}"
+                        inject_noise_copy(store, "clean", name, ratio, kind, seed)
+                        for method in methods:
+                            train(store, name, kind, ratio, method, seed)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    summary = summarise(rows)
+    command = ("python -m core bench quality --dataset " + args.dataset + f" --noise {args.noise} --kinds {args.kinds}"
+               f" --methods {args.methods} --seeds {args.seeds}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               + "".join(f" --set {s}" for s in args.sets))
+    if not args.no_docs:
+        write_section(f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}",
+                      "## Quality (`bench quality`)\n\n" + markdown(summary, command, seconds))
+    out = {"rows": rows, "summary": summary.replace({np.nan: None}).to_dict("records"), "seconds": seconds,
+           "dataset": args.dataset, "model": model, "cache": str(paths.cache_dir())}
+    if args.json:
+        print(json.dumps(out, default=float))
+    else:
+        print(markdown(summary, command, seconds))
+    return 0

@@ -1,0 +1,313 @@
+"""Exporting the cleaned dataset: rejected pairs dropped, fixes applied, per-pair scores attached.
+
+`plan_export` decides what would be written (rows and counts) without touching the disk; the Export
+page previews it and `write_export` writes exactly it. Writing is atomic: everything goes into a hidden
+temporary folder beside the destination (`.NAME.concord-tmp-<pid>`) that is renamed at the end, so a
+crash never leaves a half export; `clean_stale_exports` removes the temporary folders of processes that
+died (called at the start of every export, and meant for the app's start too).
+
+Layout of an export folder: the data file(s) (`pairs.csv|jsonl|parquet`, `captions_<split>.json` for
+COCO, `dataset.json` for Karpathy) whose image paths are the original relative paths; `images/` holding
+the kept images under those same paths (`--images copy`; re-import with `images_root=DIR/images`) or no
+images and `images_root` in the manifest pointing at the original root (`--images paths`);
+`manifest.json`; `decisions.csv` (the full decision log).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+import core
+from core.errors import ConcordError
+from core.progress import Progress
+from core.store import Dataset, Run, Store
+
+FORMATS = ("csv", "jsonl", "parquet", "coco", "karpathy")
+IMAGE_MODES = ("copy", "paths")
+TABULAR_COLUMNS = ["image", "caption", "split", "pair_id", "clean_prob", "weight", "decision"]
+ZIP_LIMIT_BYTES = 200 * 1024 * 1024
+_TEMP = re.compile(r"^\..+\.concord-(tmp|old)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export. `format=None`: the dataset's own format (csv for generated ones);
+    `run_id=None`: the latest finished run (or none: scores left empty)."""
+
+    format: str | None = None
+    run_id: int | None = None
+    drop_flagged_unreviewed: bool = False
+    images: str = "copy"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export writes: `rows` (one per kept pair, tabular columns plus `image_path`) and counts."""
+
+    dataset: Dataset
+    run: Run | None
+    format: str
+    options: ExportOptions
+    rows: pd.DataFrame
+    counts: dict[str, int]
+    image_bytes: int
+
+
+def default_format(dataset: Dataset) -> str:
+    """The format a dataset came in, or csv for generated ones (demo, noise copies)."""
+    return dataset.source_format if dataset.source_format in FORMATS else "csv"
+
+
+def plan_export(store: Store, name: str, options: ExportOptions = ExportOptions()) -> ExportPlan:
+    """Which pairs an export of dataset `name` keeps, with which caption, and the counts (nothing written)."""
+    dataset = store.dataset(name)
+    fmt = options.format or default_format(dataset)
+    if fmt not in FORMATS:
+        raise ConcordError(f"unknown export format {fmt!r} (choose one of {', '.join(FORMATS)})")
+    if options.images not in IMAGE_MODES:
+        raise ConcordError(f"unknown images mode {options.images!r} (choose one of {', '.join(IMAGE_MODES)})")
+    if options.run_id is not None:
+        run = store.run(options.run_id)
+        if run.dataset_id != dataset.id:
+            raise ConcordError(f"run {run.id} belongs to another dataset, not {name!r}")
+    else:
+        run = store.latest_finished_run(dataset.id)
+    if options.drop_flagged_unreviewed and run is None:
+        raise ConcordError(f"dataset {name!r} has no finished run, so no pair is flagged; "
+                           "score it first or export without --drop-flagged-unreviewed")
+    pairs = store.pairs_frame(dataset.id, None if run is None else run.id)
+    decision = pairs["decision"].astype(object).where(pairs["decision"].notna(), None)
+    rejected = decision == "reject"
+    undecided = decision.isna() | (decision == "skip")  # a skip looks at a pair without deciding it
+    flagged = pairs["flagged"].fillna(False).astype(bool)
+    dropped_flagged = undecided & flagged if options.drop_flagged_unreviewed else pd.Series(False, index=pairs.index)
+    fixed = decision == "fix"
+    keep = ~(rejected | dropped_flagged)
+    kept = pairs[keep]
+    rows = pd.DataFrame({
+        "image": kept["image_path"].astype(str),
+        "caption": kept["fixed_caption"].where(fixed[keep], kept["caption"]).astype(str),
+        "split": kept["split"].astype(str),
+        "pair_id": kept["key"].astype(str),
+        "clean_prob": kept["clean_prob"].astype(float),
+        "weight": kept["weight"].astype(float),
+        "decision": decision[keep],
+        "image_path": kept["image_path"].astype(str),
+    }).reset_index(drop=True)
+    counts = {"in": len(pairs), "dropped": int((~keep).sum()), "dropped_rejected": int(rejected.sum()),
+              "dropped_flagged_unreviewed": int(dropped_flagged.sum()), "fixed": int((fixed & keep).sum()),
+              "out": len(rows)}
+    image_bytes = 0
+    if options.images == "copy":
+        sizes = store.images_frame(dataset.id).drop_duplicates("path").set_index("path")["nbytes"]
+        image_bytes = int(sizes.reindex(rows["image_path"].unique()).fillna(0).sum())
+    return ExportPlan(dataset, run, fmt, options, rows, counts, image_bytes)
+
+
+# ------------------------------------------------------------------------------------------ writers
+def _write_tabular(plan: ExportPlan, folder: Path) -> list[str]:
+    table = plan.rows[TABULAR_COLUMNS]
+    name = f"pairs.{plan.format}"
+    if plan.format == "csv":
+        table.to_csv(folder / name, index=False)
+    elif plan.format == "jsonl":
+        table.to_json(folder / name, orient="records", lines=True, force_ascii=False)
+    else:
+        table.to_parquet(folder / name, index=False)
+    return [name]
+
+
+def _int_or(value: str, fallback: int) -> int:
+    return int(value) if value.isdigit() else fallback
+
+
+def _write_coco(plan: ExportPlan, folder: Path) -> list[str]:
+    """One `captions_<split>.json` per split; image ids as imported when known, annotation ids = pair keys."""
+    source = plan.dataset.info.get("coco") or {}
+    known_ids: dict[str, Any] = source.get("image_ids") or {}
+    image_ids: dict[str, Any] = {}
+    next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
+    files = []
+    for split, part in plan.rows.groupby("split", sort=True):
+        images, annotations, listed = [], [], set()
+        for position, row in enumerate(part.itertuples(index=False)):
+            if row.image not in image_ids:
+                if row.image in known_ids:
+                    image_ids[row.image] = known_ids[row.image]
+                else:
+                    image_ids[row.image], next_id = next_id, next_id + 1
+            if row.image not in listed:
+                listed.add(row.image)
+                images.append({"id": image_ids[row.image], "file_name": row.image})
+            annotations.append({"id": _int_or(row.pair_id, position + 1), "image_id": image_ids[row.image],
+                                "caption": row.caption})
+        doc = {"info": source.get("info") or {"description": f"Concord export of {plan.dataset.name}"},
+               "licenses": source.get("licenses") or [], "images": images, "annotations": annotations}
+        name = f"captions_{split}.json"
+        (folder / name).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        files.append(name)
+    return files
+
+
+def _write_karpathy(plan: ExportPlan, folder: Path) -> list[str]:
+    """`dataset.json`: one image entry per image (in first-appearance order) with its sentences."""
+    source = plan.dataset.info.get("karpathy") or {}
+    kept_fields: dict[str, dict[str, Any]] = source.get("images") or {}
+    images: dict[tuple[str, str], dict[str, Any]] = {}
+    for sentid, row in enumerate(plan.rows.itertuples(index=False)):
+        entry = images.get((row.image, row.split))
+        if entry is None:
+            path = PurePosixPath(row.image)
+            original = kept_fields.get(row.image, {})
+            entry = {k: v for k, v in original.items() if k in ("imgid", "cocoid")}
+            if str(path.parent) != ".":
+                entry["filepath"] = str(path.parent)
+            restval = original.get("split") == "restval" and row.split == "train"
+            entry |= {"filename": path.name, "imgid": entry.get("imgid", len(images)),
+                      "split": "restval" if restval else row.split, "sentences": [], "sentids": []}
+            images[(row.image, row.split)] = entry
+        sid = _int_or(row.pair_id, sentid)
+        entry["sentences"].append({"raw": row.caption, "tokens": re.findall(r"\w+", row.caption.lower()),
+                                   "imgid": entry["imgid"], "sentid": sid})
+        entry["sentids"].append(sid)
+    doc = {"dataset": source.get("dataset") or plan.dataset.name, "images": list(images.values())}
+    (folder / "dataset.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return ["dataset.json"]
+
+
+_WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_tabular,
+            "coco": _write_coco, "karpathy": _write_karpathy}
+
+
+def _copy_images(plan: ExportPlan, folder: Path, progress: Progress) -> None:
+    root = Path(plan.dataset.root)
+    unique = list(dict.fromkeys(plan.rows["image_path"]))
+    progress.start("copying images", len(unique))
+    for i, rel in enumerate(unique):
+        source = root / rel
+        if not source.is_file():
+            raise ConcordError(f"image {rel!r} of dataset {plan.dataset.name!r} is missing from {root}; "
+                               "restore it or export with --images paths")
+        target = folder / "images" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        progress.advance()
+        if i % 64 == 0:
+            progress.check()
+
+
+def _manifest(plan: ExportPlan, files: list[str]) -> dict[str, Any]:
+    run = plan.run
+    return {
+        "concord_version": core.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"name": plan.dataset.name, "id": plan.dataset.id, "source_format": plan.dataset.source_format,
+                    "source_path": plan.dataset.source_path, "root": plan.dataset.root},
+        "run": None if run is None else {"id": run.id, "method": run.method, "model": run.model,
+                                         "state": run.state, "threshold": run.threshold},
+        "model": None if run is None else run.model,
+        "threshold": None if run is None else run.threshold,
+        "format": plan.format,
+        "files": files,
+        "images": plan.options.images,
+        "images_root": "images" if plan.options.images == "copy" else plan.dataset.root,
+        "counts": plan.counts,
+        "options": asdict(plan.options),
+    }
+
+
+# ------------------------------------------------------------------------------------------ atomicity
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_exports(parent_dir: str | Path) -> list[Path]:
+    """Remove the temporary folders in `parent_dir` left by exports whose process is gone; returns them."""
+    parent = Path(parent_dir)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        m = _TEMP.match(entry.name)
+        if m and entry.is_dir() and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Write `plan` into `out_dir` atomically; returns the manifest. Refuses a non-empty `out_dir`
+    unless the plan's options say `overwrite`."""
+    progress = progress or Progress()
+    out = Path(out_dir).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_exports(out.parent)
+    if out.exists() and not out.is_dir():
+        raise ConcordError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not plan.options.overwrite:
+        raise ConcordError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    tmp = out.parent / f".{out.name}.concord-tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.concord-old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if plan.options.images == "copy":
+            _copy_images(plan, tmp, progress)
+        progress.start("writing files", 3)
+        files = _WRITERS[plan.format](plan, tmp)
+        progress.advance()
+        store.decisions_frame(plan.dataset.id).to_csv(tmp / "decisions.csv", index=False)
+        progress.advance()
+        manifest = _manifest(plan, files)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        progress.advance()
+        progress.check()
+        if out.is_dir():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.is_dir() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def export_dataset(store: Store, name: str, out_dir: str | Path, options: ExportOptions = ExportOptions(),
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Plan and write an export of dataset `name` into `out_dir`; returns the manifest."""
+    return write_export(store, plan_export(store, name, options), out_dir, progress)
+
+
+def folder_size(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def zip_folder(folder: str | Path) -> bytes:
+    """An export folder as zip bytes (entries under the folder's name), for downloads of small exports."""
+    root = Path(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                zf.write(path, (Path(root.name) / path.relative_to(root)).as_posix())
+    return buffer.getvalue()

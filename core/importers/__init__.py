@@ -1,0 +1,172 @@
+"""Importing a dataset: read a data file (CSV / JSONL / Parquet / MS-COCO / Karpathy), check every row
+(caption, image path within the root, image decodable in full), then write all good pairs in one
+transaction — or refuse the whole import, changing nothing, when any row is bad and `skip_bad` is off.
+
+`import_dataset` is the one entry point (CLI `python -m core import`, the Datasets page, round-trip
+tests of exports).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core import paths
+from core.errors import ConcordError
+from core.importers.formats import FORMATS, read_source
+from core.importers.tabular import ColumnNames
+from core.importers.validation import Problem, caption_problem, check_images, resolve_image_path
+from core.progress import Progress
+
+__all__ = ["FORMATS", "ColumnNames", "ImportReport", "Problem", "import_dataset"]
+
+_SHOWN_PROBLEMS = 5
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: counts (total and per split), the rows it skipped and where they are listed."""
+
+    name: str
+    dataset_id: int
+    format: str
+    source_path: str
+    root: str
+    rows: int
+    images: int
+    captions: int
+    pairs: int
+    splits: dict[str, dict[str, int]]
+    merged_duplicates: int
+    skipped: tuple[Problem, ...] = ()
+    report_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "skipped"} | {
+            "skipped": len(self.skipped), "skipped_rows": [p.__dict__ for p in self.skipped[:100]]}
+
+    def summary_lines(self) -> list[str]:
+        """What the import did, as the CLI prints it and the Datasets page shows it."""
+        lines = [f"imported {self.name!r} ({self.format}): {self.images:,} images, {self.captions:,} captions, "
+                 f"{self.pairs:,} pairs from {self.rows:,} rows"]
+        lines += [f"  {split}: {c['images']:,} images, {c['captions']:,} captions, {c['pairs']:,} pairs"
+                  for split, c in self.splits.items()]
+        if self.merged_duplicates:
+            lines.append(f"  {self.merged_duplicates:,} rows repeating an earlier (image, caption) were merged")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped):,} bad rows, listed in {self.report_path}")
+        return lines
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A row that passed the row checks, waiting for its image check."""
+
+    row_index: int
+    image_path: str
+    abs_path: Path
+    caption: str
+    split: str
+    key: str
+
+
+def _write_problem_report(name: str, problems: list[tuple[Problem, Any, Any]]) -> Path:
+    """List refused rows as CSV under CONCORD_HOME/import-reports/NAME-<UTC time>.csv."""
+    folder = paths.home() / "import-reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "dataset"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    out = folder / f"{safe}-{stamp}.csv"
+    with out.open("w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "location", "reason", "image", "caption"])
+        for p, image, caption in problems:
+            w.writerow([p.file, p.where, p.reason, "" if image is None else image, "" if caption is None else caption])
+    return out
+
+
+def import_dataset(store, path: str | Path, name: str, *, fmt: str = "auto", images_root: str | Path | None = None,
+                   replace: bool = False, skip_bad: bool = False, columns: ColumnNames = ColumnNames(),
+                   split: str | None = None, progress: Progress | None = None, workers: int = 2) -> ImportReport:
+    """Import the data file `path` as dataset `name`, all or nothing (see the module docstring).
+
+    `images_root` (default: the data file's folder) is what image paths are relative to; `split` names
+    the split of rows whose file gives none (for COCO it overrides the guess from file names);
+    `skip_bad` imports the good rows and lists the others in a CSV report instead of refusing."""
+    progress = progress or Progress()
+    if not name or not name.strip():
+        raise ConcordError("a dataset needs a name (--name)")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConcordError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConcordError(f"{path} is a folder; give the data file (CSV, JSONL, Parquet, COCO or Karpathy JSON)")
+    if not replace and store.has_dataset(name):
+        raise ConcordError(f"dataset {name!r} already exists; pass --replace to replace it "
+                           "(decisions on pairs that still exist are kept)")
+    root = Path(images_root).expanduser() if images_root is not None else path.parent
+    if not root.is_dir():
+        raise ConcordError(f"images root {root} is not a folder")
+    root = root.resolve()
+
+    progress.start("reading", None, message=f"reading {path.name}")
+    source = read_source(path, fmt, columns, split)
+    file = str(path)
+    problems: dict[int, tuple[Problem, Any, Any]] = {}
+    checked: list[_Checked] = []
+    first_key: dict[str, str] = {}
+    for i, row in enumerate(source.rows):
+        key = row.key if row.key is not None else str(i + 1)
+        reason = row.problem
+        if reason is None and key in first_key:
+            reason = f"duplicate pair_id {key!r} (first at {first_key[key]})"
+        first_key.setdefault(key, row.where)
+        reason = reason or caption_problem(row.caption)
+        resolved = None if reason else resolve_image_path(root, row.image)
+        if isinstance(resolved, str):
+            reason = resolved
+        if reason:
+            problems[i] = (Problem(file, row.where, reason), row.image, row.caption)
+            continue
+        rel, target = resolved
+        checked.append(_Checked(i, rel, target, row.caption, row.split, key))
+
+    results = check_images((c.abs_path for c in checked), progress, workers)
+    good = []
+    for c in checked:
+        result = results[c.abs_path]
+        if isinstance(result, str):
+            problems[c.row_index] = (Problem(file, source.rows[c.row_index].where, result), c.image_path, c.caption)
+        else:
+            good.append({"image_path": c.image_path, "image_hash": result.hash, "width": result.width,
+                         "height": result.height, "nbytes": result.nbytes, "caption": c.caption,
+                         "split": c.split, "key": c.key})
+    ordered = [problems[i] for i in sorted(problems)]
+    if ordered and not skip_bad:
+        report = _write_problem_report(name, ordered)
+        shown = "; ".join(str(p) for p, _, _ in ordered[:_SHOWN_PROBLEMS])
+        raise ConcordError(f"import of {name!r} refused, nothing changed: {len(ordered)} bad row(s) of "
+                           f"{len(source.rows)}: {shown}{'; …' if len(ordered) > _SHOWN_PROBLEMS else ''} "
+                           f"(all listed in {report}; fix them or pass --skip-bad to import the good rows)")
+    if not good:
+        raise ConcordError(f"{path}: nothing to import, all {len(source.rows)} rows are bad "
+                           f"(first: {ordered[0][0]})")
+
+    progress.check()
+    progress.start("writing", None, message=f"writing {len(good):,} pairs")
+    counts = store.write_dataset(name, root, source.format, pd.DataFrame(good), source_path=str(path.resolve()),
+                                 info=source.info, replace=replace)
+    report_path = _write_problem_report(name, ordered) if ordered else None
+    pairs = store.pairs_frame(counts["dataset_id"])
+    splits = {str(s): {"images": int(g["image_id"].nunique()), "captions": int(g["caption_id"].nunique()),
+                       "pairs": int(len(g))} for s, g in pairs.groupby("split", sort=True)}
+    return ImportReport(name=name, dataset_id=counts["dataset_id"], format=source.format,
+                        source_path=str(path.resolve()), root=str(root), rows=len(source.rows),
+                        images=counts["images"], captions=counts["captions"], pairs=counts["pairs"],
+                        splits=splits, merged_duplicates=counts["merged_duplicates"],
+                        skipped=tuple(p for p, _, _ in ordered),
+                        report_path=None if report_path is None else str(report_path))

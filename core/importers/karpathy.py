@@ -1,0 +1,48 @@
+"""The Karpathy split JSON (Flickr30K, MS-COCO): `images[]` with `filename`, optional `filepath`,
+`split` (`restval` counts as `train`) and `sentences[].raw`. Pair keys are `sentid`s; the per-image ids
+and original split go into the dataset info for a faithful re-export."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConcordError
+from core.importers.source import Source, SourceRow
+
+_KEPT_FIELDS = ("imgid", "cocoid", "filepath", "filename", "split")
+
+
+def is_karpathy(obj: Any) -> bool:
+    images = obj.get("images") if isinstance(obj, dict) else None
+    return isinstance(images, list) and bool(images) and isinstance(images[0], dict) and "sentences" in images[0]
+
+
+def read_karpathy(path: Path, obj: Any) -> Source:
+    """Rows of a parsed Karpathy file, one per sentence, image by image."""
+    if not is_karpathy(obj):
+        raise ConcordError(f"{path}: not a Karpathy split file (needs 'images' with 'sentences')")
+    rows: list[SourceRow] = []
+    kept: dict[str, dict[str, Any]] = {}
+    for i, img in enumerate(obj["images"]):
+        if not isinstance(img, dict):
+            rows.append(SourceRow(f"images[{i}]", None, None, "train", problem="an image entry must be an object"))
+            continue
+        filename, filepath = img.get("filename"), img.get("filepath")
+        image = f"{filepath}/{filename}" if filepath and isinstance(filename, str) else filename
+        raw_split = img.get("split") or "train"
+        split = "train" if raw_split == "restval" else str(raw_split)
+        if isinstance(image, str):
+            kept[image] = {k: img[k] for k in _KEPT_FIELDS if k in img}
+        sentences = img.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            rows.append(SourceRow(f"images[{i}]", image, None, split, problem="image has no sentences"))
+            continue
+        for j, sent in enumerate(sentences):
+            where = f"images[{i}].sentences[{j}]"
+            if not isinstance(sent, dict):
+                rows.append(SourceRow(where, image, None, split, problem="a sentence must be a JSON object"))
+                continue
+            key = str(sent["sentid"]) if sent.get("sentid") is not None else None
+            rows.append(SourceRow(where, image, sent.get("raw"), split, key,
+                                  problem=None if isinstance(filename, str) else "image has no filename"))
+    return Source("karpathy", rows, {"karpathy": {"dataset": obj.get("dataset"), "images": kept}})

@@ -1,0 +1,131 @@
+"""CSV, JSON Lines and Parquet: one row per pair, with an image path and a caption column (names
+configurable), and optionally a split and a pair id; other columns are ignored."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.errors import ConcordError
+from core.importers.source import Source, SourceRow, as_text, optional_text, read_text
+
+
+@dataclass(frozen=True)
+class ColumnNames:
+    """Which columns hold what. `image` and `caption` are required; `split` and `id` are used when present."""
+
+    image: str = "image"
+    caption: str = "caption"
+    split: str = "split"
+    id: str = "pair_id"
+
+
+_FLAGS = {"image": "--image-column", "caption": "--caption-column"}
+
+
+def _require(path: Path, present: list[str], columns: ColumnNames) -> None:
+    for role in ("image", "caption"):
+        name = getattr(columns, role)
+        if name not in present:
+            raise ConcordError(f"{path}: missing column {name!r} (the file has: {', '.join(map(repr, present))}); "
+                               f"name the {role} column with {_FLAGS[role]}")
+
+
+def _row(where: str, get: Callable[[str], Any], columns: ColumnNames, default_split: str) -> SourceRow:
+    return SourceRow(where=where, image=as_text(get(columns.image)), caption=as_text(get(columns.caption)),
+                     split=optional_text(get(columns.split)) or default_split, key=optional_text(get(columns.id)))
+
+
+def _info(columns: ColumnNames, present: list[str], **extra: Any) -> dict[str, Any]:
+    used = {role: name for role, name in asdict(columns).items() if name in present}
+    return {"columns": used, **extra}
+
+
+def read_csv(path: Path, columns: ColumnNames, default_split: str) -> Source:
+    """A CSV file (tab-separated when it ends in `.tsv`) with a header row; rows are named by line."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise ConcordError(f"{path} line 1: malformed CSV header ({exc})") from None
+    _require(path, header, columns)
+    index = {name: i for i, name in reversed(list(enumerate(header)))}
+    rows: list[SourceRow] = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rows.append(SourceRow(f"line {line}", None, None, default_split, problem=f"malformed CSV ({exc})"))
+            continue
+        if not cells:
+            continue
+        where = f"line {line}"
+        needed = max(index[columns.image], index[columns.caption])
+        if len(cells) <= needed:
+            rows.append(SourceRow(where, None, None, default_split,
+                                  problem=f"row has {len(cells)} fields, the header has {len(header)}"))
+            continue
+        get = lambda col, c=cells: c[index[col]] if col in index and index[col] < len(c) else None  # noqa: E731
+        rows.append(_row(where, get, columns, default_split))
+    if not rows:
+        raise ConcordError(f"{path}: no data rows (only a header)")
+    return Source("csv", rows, _info(columns, header, delimiter=delimiter))
+
+
+def read_jsonl(path: Path, columns: ColumnNames, default_split: str) -> Source:
+    """JSON Lines: one object per line; a line that is not a JSON object is a bad row, not a bad file."""
+    rows: list[SourceRow] = []
+    present: dict[str, None] = {}
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append(SourceRow(where, None, None, default_split,
+                                  problem=f"malformed JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            rows.append(SourceRow(where, None, None, default_split,
+                                  problem=f"not a JSON object ({type(obj).__name__})"))
+            continue
+        present.update(dict.fromkeys(obj))
+        lacking = [name for name in (columns.image, columns.caption) if name not in obj]
+        if lacking:
+            rows.append(SourceRow(where, None, None, default_split, problem=f"no {lacking[0]!r} field"))
+            continue
+        rows.append(_row(where, obj.get, columns, default_split))
+    if not rows:
+        raise ConcordError(f"{path}: the file is empty")
+    if any(r.problem is None for r in rows):
+        _require(path, list(present), columns)
+    return Source("jsonl", rows, _info(columns, list(present)))
+
+
+def read_parquet(path: Path, columns: ColumnNames, default_split: str) -> Source:
+    """A Parquet file; rows are named by their 1-based number."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ConcordError(f"{path}: not a readable Parquet file ({exc})") from None
+    present = table.column_names
+    _require(path, present, columns)
+    if table.num_rows == 0:
+        raise ConcordError(f"{path}: the file is empty (no rows)")
+    wanted = [c for c in dict.fromkeys((columns.image, columns.caption, columns.split, columns.id)) if c in present]
+    data = {c: table.column(c).to_pylist() for c in wanted}
+    rows = [_row(f"row {i + 1}", lambda col, i=i: data[col][i] if col in data else None, columns, default_split)
+            for i in range(table.num_rows)]
+    return Source("parquet", rows, _info(columns, present))

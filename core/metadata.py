@@ -1,0 +1,261 @@
+"""Curating the meta-data: the trusted set of matched (1) and mismatched (0) pairs MSCN learns from.
+
+Entries come from four sources: `seed` (drawn from a split the user names as clean, methods.md §3.3),
+`decision` (Keep / Reject / Fix in Review; the store keeps these in step with decisions and undo),
+`import` (a whole trusted split, or a CSV of pair ids and labels) and `manual` (added or flipped here).
+Every function works through the store's methods; the table they change is the one every method reads.
+
+The CSV of labels has a header with columns `pair_id` and `label` (1 matched, 0 mismatched). `pair_id` is
+the pair's key (its id in the imported file, as in `decide --csv`), or with `store_ids` the numeric store
+id. A file is checked as a whole: the first bad row is refused with its file and line, and nothing is stored.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.cli.decide import _pair_lookup
+from core.errors import ConcordError, NotFound
+from core.store import META_SOURCES, Store
+
+TRAIN_SPLIT = "train"
+"""The split the methods train on and score: the noisy one, never a source of trusted entries."""
+
+
+@dataclass(frozen=True)
+class MetaThresholds:
+    """When the meta-data is too small or too unbalanced for MSCN to learn a reliable correction from."""
+
+    min_positives: int = 50
+    """Fewer positives than this is too small, whatever the dataset's size."""
+    min_fraction: float = 0.01
+    """Fewer positives than this fraction of the training pairs is too small (the paper uses 2%)."""
+    max_negative_ratio: float = 3.0
+    """More negatives than this many times the positives is unbalanced."""
+
+
+def _splits(store: Store, dataset_id: int) -> dict[str, int]:
+    return store.dataset_summary(dataset_id)["splits"]
+
+
+def _trusted_split(store: Store, dataset_id: int, split: str) -> dict[str, int]:
+    """The dataset's split sizes, after refusing a split that cannot hold trusted pairs."""
+    splits = _splits(store, dataset_id)
+    if split == TRAIN_SPLIT:
+        raise ConcordError(f"the {TRAIN_SPLIT!r} split is the noisy one being cleaned, so it cannot be trusted; "
+                           "name a clean split (splits: " + ", ".join(splits) + ")")
+    if split not in splits:
+        raise NotFound(f"no split {split!r} in this dataset (splits: {', '.join(splits) or 'none'})")
+    return splits
+
+
+def _unclaimed_pairs(store: Store, dataset_id: int, split: str) -> pd.DataFrame:
+    """The split's pairs that have no active meta-data entry (a person's label is never overwritten)."""
+    pairs = store.pairs_frame(dataset_id, split=split)[["pair_id", "image_id", "caption_id", "is_noisy"]]
+    noisy = int(pairs["is_noisy"].fillna(False).astype(bool).sum())
+    if noisy:
+        raise ConcordError(f"split {split!r} holds {noisy} pairs with injected noise, so it is not clean")
+    meta = store.meta_frame(dataset_id)
+    taken = set(zip(meta["image_id"].astype(int), meta["caption_id"].astype(int)))
+    keep = [(int(i), int(c)) not in taken for i, c in zip(pairs["image_id"], pairs["caption_id"])]
+    return pairs[keep]
+
+
+def seed_size(train_pairs: int, fraction: float) -> int:
+    """How many seed positives `fraction` of the training split makes (at least one)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConcordError(f"the seed fraction must be within (0, 1], got {fraction}")
+    return max(1, round(fraction * train_pairs))
+
+
+def seed_from_split(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
+    """Add `fraction` × (training pairs) random pairs of the clean `split` as positives (source `seed`).
+
+    Pairs already in the meta-data keep their entry. Returns how many entries were added (fewer than
+    asked when the split is smaller)."""
+    splits = _trusted_split(store, dataset_id, split)
+    train = splits.get(TRAIN_SPLIT, 0)
+    if train == 0:
+        raise ConcordError(f"the dataset has no {TRAIN_SPLIT!r} split to size the seed from")
+    want = seed_size(train, fraction)
+    pool = _unclaimed_pairs(store, dataset_id, split)
+    rng = np.random.default_rng(seed)
+    chosen = pool.iloc[np.sort(rng.choice(len(pool), size=min(want, len(pool)), replace=False))]
+    return len(store.add_meta(dataset_id, list(zip(chosen["image_id"], chosen["caption_id"], [1] * len(chosen))),
+                              "seed"))
+
+
+def ensure_seed(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
+    """Seed the meta-data before a run that reads it, once per dataset; returns how many entries it added.
+
+    Seeds only when the dataset never had a seed entry (so seed entries a person removed stay removed).
+    Without the named split it does nothing when the dataset already has positives from elsewhere."""
+    if store.meta_entry_count(dataset_id, source="seed", include_removed=True):
+        return 0
+    if split not in _splits(store, dataset_id) and meta_summary(store, dataset_id)["positives"] > 0:
+        return 0
+    return seed_from_split(store, dataset_id, split, fraction, seed)
+
+
+def import_split(store: Store, dataset_id: int, split: str, label: int = 1) -> int:
+    """Add every pair of a trusted split with `label` (source `import`); pairs already in the meta-data keep
+    their entry. Returns how many entries were added."""
+    label = _check_label(label)
+    _trusted_split(store, dataset_id, split)
+    pool = _unclaimed_pairs(store, dataset_id, split)
+    return len(store.add_meta(dataset_id, list(zip(pool["image_id"], pool["caption_id"], [label] * len(pool))),
+                              "import"))
+
+
+def _check_label(label: Any) -> int:
+    if str(label).strip() not in ("0", "1"):
+        raise ConcordError(f"a label is 1 (matched) or 0 (mismatched), got {label!r}")
+    return int(str(label).strip())
+
+
+def _resolve(lookup: dict[str, int | None], ident: str) -> int:
+    """The store id a pair identifier names, or ConcordError saying why none."""
+    ident = ident.strip()
+    if ident not in lookup:
+        raise ConcordError(f"no pair {ident!r} in this dataset")
+    pid = lookup[ident]
+    if pid is None:
+        raise ConcordError(f"pair key {ident!r} names several pairs; use store ids")
+    return pid
+
+
+def resolve_pairs(store: Store, dataset_id: int, idents: Sequence[str], store_ids: bool = False) -> list[int]:
+    """Store ids of pairs named by key (or, with `store_ids`, by numeric store id)."""
+    lookup = _pair_lookup(store, dataset_id, store_ids)
+    return [_resolve(lookup, str(i)) for i in idents]
+
+
+def read_labels_csv(text: str, name: str, lookup: dict[str, int | None]) -> dict[int, int]:
+    """Store pair id → label for every row of a labels CSV, checked; the first bad row is refused with
+    `name` and its line."""
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in ("pair_id", "label") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConcordError(f"{name} line 1: missing column(s) {', '.join(missing)} (needs pair_id, label)")
+    labels: dict[int, int] = {}
+    lines: dict[int, int] = {}
+    for row in reader:
+        where = f"{name} line {reader.line_num}"
+        ident = (row.get("pair_id") or "").strip()
+        try:
+            label = _check_label(row.get("label") or "")
+            pid = _resolve(lookup, ident)
+            if pid in labels:
+                raise ConcordError(f"pair {ident!r} is already listed on line {lines[pid]}")
+        except ConcordError as exc:
+            raise ConcordError(f"{where}: {exc}; nothing was stored") from None
+        labels[pid], lines[pid] = label, reader.line_num
+    if not labels:
+        raise ConcordError(f"{name}: no labels in the file")
+    return labels
+
+
+def import_csv_text(store: Store, dataset_id: int, text: str, name: str, store_ids: bool = False) -> int:
+    """Import a labels CSV given as text (an upload), all or nothing; returns how many entries were stored."""
+    labels = read_labels_csv(text, name, _pair_lookup(store, dataset_id, store_ids))
+    by_label: dict[int, list[int]] = {1: [], 0: []}
+    for pid, label in labels.items():
+        by_label[label].append(pid)
+    with store.transaction():
+        return sum(len(add_pairs(store, dataset_id, pids, label, source="import"))
+                   for label, pids in by_label.items() if pids)
+
+
+def import_csv(store: Store, dataset_id: int, path: str | Path, store_ids: bool = False) -> int:
+    """Import a labels CSV file (see the module docs), all or nothing; returns how many entries were stored."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConcordError(f"{path}: cannot read the file ({exc})") from None
+    return import_csv_text(store, dataset_id, text, str(path), store_ids)
+
+
+def add_pairs(store: Store, dataset_id: int, pair_ids: Sequence[int], label: int, source: str = "manual") -> list[int]:
+    """Make the given pairs meta-data entries with `label` (replacing their current entry); returns entry ids."""
+    label = _check_label(label)
+    ids = [int(p) for p in pair_ids]
+    pairs = store.pairs_frame(dataset_id, pair_ids=ids).set_index("pair_id")
+    missing = [p for p in ids if p not in pairs.index]
+    if missing:
+        raise NotFound(f"no pair {missing[0]} in this dataset")
+    return store.add_meta(dataset_id, [(int(pairs.at[p, "image_id"]), int(pairs.at[p, "caption_id"]), label)
+                                       for p in ids], source)
+
+
+def _check_active(store: Store, dataset_id: int, entry_ids: Sequence[int]) -> list[int]:
+    ids = [int(e) for e in entry_ids]
+    if not ids:
+        raise ConcordError("no meta-data entries given")
+    active = set(store.meta_frame(dataset_id)["entry_id"].astype(int))
+    gone = [e for e in ids if e not in active]
+    if gone:
+        raise NotFound(f"no active meta-data entry {gone[0]} in this dataset")
+    return ids
+
+
+def remove_entries(store: Store, dataset_id: int, entry_ids: Sequence[int]) -> int:
+    """Remove active entries (all named ids must be active); returns how many were removed."""
+    return store.remove_meta(dataset_id, _check_active(store, dataset_id, entry_ids))
+
+
+def flip_entries(store: Store, dataset_id: int, entry_ids: Sequence[int]) -> list[int]:
+    """Flip the label of active entries (they become `manual` entries); returns the new entry ids."""
+    return store.flip_meta(dataset_id, _check_active(store, dataset_id, entry_ids))
+
+
+def search_pairs(store: Store, dataset_id: int, text: str, split: str | None = None, limit: int = 50) -> pd.DataFrame:
+    """Pairs whose caption contains `text` (or whose key is `text`), with their current meta-data label."""
+    return store.search_pairs(dataset_id, text, split=split, limit=limit)
+
+
+def meta_summary(store: Store, dataset_id: int, thresholds: MetaThresholds = MetaThresholds()) -> dict[str, Any]:
+    """Counts (positives, negatives, per source), balance (the positives' share) and warnings.
+
+    Too small: fewer positives than max(`min_positives`, `min_fraction` of the training pairs). Unbalanced:
+    more than `max_negative_ratio` negatives per positive."""
+    meta = store.meta_frame(dataset_id)
+    positives = int((meta["label"] == 1).sum())
+    negatives = int((meta["label"] == 0).sum())
+    by_source = {s: {"positives": int(((meta["source"] == s) & (meta["label"] == 1)).sum()),
+                     "negatives": int(((meta["source"] == s) & (meta["label"] == 0)).sum())} for s in META_SOURCES}
+    train = _splits(store, dataset_id).get(TRAIN_SPLIT, 0)
+    needed = max(thresholds.min_positives, math.ceil(thresholds.min_fraction * train))
+    warnings = []
+    if positives == 0:
+        warnings.append("No positives: MSCN learns what a matched pair looks like from the positives. Seed them "
+                        "from a clean split, import a trusted split or CSV, or keep pairs in Review.")
+    elif positives < needed:
+        warnings.append(f"Too small: {positives} positives, fewer than {needed} (at least "
+                        f"{thresholds.min_positives}, and {thresholds.min_fraction:.0%} of the {train} training "
+                        "pairs). MSCN fits its correction to these few and overfits; add positives.")
+    if positives and negatives > thresholds.max_negative_ratio * positives:
+        warnings.append(f"Unbalanced: {negatives} negatives for {positives} positives. MSCN balances each meta "
+                        "batch 1:1, filling with random negatives, so hard negatives beyond the positives are "
+                        "fine, but positives are what it is short of; add positives.")
+    return {"positives": positives, "negatives": negatives, "by_source": by_source,
+            "balance": positives / (positives + negatives) if positives + negatives else None,
+            "warnings": warnings, "needed_positives": needed, "train_pairs": int(train)}
+
+
+def agreement_history(store: Store, dataset_id: int, runs: int = 2) -> list[dict[str, Any]]:
+    """How many of the person's current decisions the newest `runs` finished runs agree with, newest first:
+    run id, method, finished time, AUROC (from the run's metrics) and `decision_agreement`'s counts."""
+    from core.evaluate import decision_agreement  # the scoring engine: imported only when needed
+
+    out = []
+    for run in store.runs(dataset_id, state="finished")[:runs]:
+        out.append({"run_id": run.id, "method": run.method, "finished_at": run.finished_at,
+                    "auroc": run.metrics.get("auroc")} | decision_agreement(store, run.id))
+    return out

@@ -1,0 +1,829 @@
+"""The store: Concord's DuckDB database, and the only module that holds SQL.
+
+One `Store` per process (DuckDB admits one read-write process per file). Each thread gets its own
+cursor; every write runs in a transaction under a process-wide write lock, so concurrent writers in
+one process never conflict and a failed write leaves nothing behind.
+
+Identity: a pair is (image content hash, caption text hash); re-importing a dataset keeps the ids,
+decisions and meta-data of the pairs that still exist. Decisions are append-only (an undo is a new
+row naming the decision it reverts). The meta-data table is the one trusted set every method reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from core import paths
+from core.errors import ConcordError, DatabaseLocked, NotFound
+from core.hashing import pair_uid, text_hash
+
+SCHEMA_VERSION = 2
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE schema_version(version INTEGER NOT NULL)",
+        "INSERT INTO schema_version VALUES (0)",
+        "CREATE SEQUENCE seq_dataset START 1",
+        "CREATE SEQUENCE seq_image START 1",
+        "CREATE SEQUENCE seq_caption START 1",
+        "CREATE SEQUENCE seq_pair START 1",
+        "CREATE SEQUENCE seq_run START 1",
+        "CREATE SEQUENCE seq_decision START 1",
+        "CREATE SEQUENCE seq_meta START 1",
+        """CREATE TABLE datasets(
+            id BIGINT PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, root VARCHAR NOT NULL,
+            source_format VARCHAR NOT NULL, source_path VARCHAR, parent VARCHAR, info JSON,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE images(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, path VARCHAR NOT NULL, hash VARCHAR NOT NULL,
+            width INTEGER, height INTEGER, nbytes BIGINT)""",
+        """CREATE TABLE captions(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, text VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
+        """CREATE TABLE pairs(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, image_id BIGINT NOT NULL,
+            caption_id BIGINT NOT NULL, split VARCHAR NOT NULL, key VARCHAR NOT NULL, uid VARCHAR NOT NULL,
+            is_noisy BOOLEAN, original_caption_id BIGINT, position BIGINT NOT NULL)""",
+        """CREATE TABLE runs(
+            id BIGINT PRIMARY KEY, dataset_id BIGINT NOT NULL, method VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            regime VARCHAR, device VARCHAR, seed INTEGER, config JSON, state VARCHAR NOT NULL,
+            owner_pid INTEGER, owner_host VARCHAR, heartbeat DOUBLE, created_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP, finished_at TIMESTAMP, threshold DOUBLE NOT NULL DEFAULT 0.5,
+            metrics JSON, progress JSON, error VARCHAR, checkpoint VARCHAR, parent_run BIGINT)""",
+        """CREATE TABLE scores(
+            run_id BIGINT NOT NULL, pair_id BIGINT NOT NULL, similarity DOUBLE, clean_prob DOUBLE,
+            weight DOUBLE)""",
+        """CREATE TABLE score_extras(
+            run_id BIGINT NOT NULL, pair_id BIGINT NOT NULL, name VARCHAR NOT NULL, value DOUBLE)""",
+        """CREATE TABLE decisions(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, pair_id BIGINT NOT NULL, action VARCHAR NOT NULL,
+            reviewer VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, new_caption_id BIGINT,
+            reverts BIGINT, run_id BIGINT)""",
+        """CREATE TABLE meta_entries(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, image_id BIGINT NOT NULL,
+            caption_id BIGINT NOT NULL, label SMALLINT NOT NULL, source VARCHAR NOT NULL,
+            decision_id BIGINT, replaces BIGINT, created_at TIMESTAMP NOT NULL,
+            removed_at TIMESTAMP, removed_by BIGINT)""",
+    ],
+    2: [
+        "CREATE SEQUENCE seq_review_set START 1",
+        """CREATE TABLE review_sets(
+            id BIGINT NOT NULL, dataset_id BIGINT NOT NULL, name VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE review_set_pairs(set_id BIGINT NOT NULL, pair_id BIGINT NOT NULL,
+            position INTEGER NOT NULL)""",
+    ],
+}
+
+ACTIONS = ("keep", "reject", "fix", "skip")
+META_SOURCES = ("seed", "decision", "import", "manual")
+RUN_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+
+# Effective decisions: not an undo and not reverted by one. The current decision of a pair is its
+# latest effective one.
+_EFFECTIVE = """(SELECT d.* FROM decisions d WHERE d.dataset_id = {ds} AND d.action <> 'undo'
+    AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.dataset_id = {ds} AND u.reverts = d.id))"""
+_CURRENT = """(SELECT * FROM {eff} e QUALIFY row_number() OVER (PARTITION BY e.pair_id ORDER BY e.id DESC) = 1)"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset's row: `root` is the folder its image paths are relative to."""
+
+    id: int
+    name: str
+    root: str
+    source_format: str
+    source_path: str | None
+    parent: str | None
+    info: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """A scoring run's row (config, metrics and progress decoded from JSON)."""
+
+    id: int
+    dataset_id: int
+    method: str
+    model: str
+    regime: str | None
+    device: str | None
+    seed: int | None
+    config: dict[str, Any]
+    state: str
+    owner_pid: int | None
+    owner_host: str | None
+    heartbeat: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    threshold: float
+    metrics: dict[str, Any]
+    progress: dict[str, Any]
+    error: str | None
+    checkpoint: str | None
+    parent_run: int | None
+
+
+_RUN_COLUMNS = [f for f in Run.__dataclass_fields__]
+_JSON_RUN_FIELDS = ("config", "metrics", "progress")
+
+
+def _locked_pid(message: str) -> tuple[int | None, str | None]:
+    m = re.search(r"held in (.*?) \(PID (\d+)\)", message)
+    return (int(m.group(2)), m.group(1)) if m else (None, None)
+
+
+class Store:
+    """Access to one DuckDB file. Open with `Store.open()`; close with `close()` or a `with` block."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool = False) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- opening, cursors, transactions
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, read_only: bool = False, migrate: bool = True) -> "Store":
+        """Open (creating and migrating if needed) the database at `path` or the configured default."""
+        db = paths.db_path(path)
+        if not read_only:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.exists():
+            raise NotFound(f"no database at {db}")
+        try:
+            con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                pid, holder = _locked_pid(str(exc))
+                raise DatabaseLocked(str(db), pid, holder) from None
+            raise ConcordError(f"cannot open database {db}: {exc}") from None
+        store = cls(con, str(db), read_only)
+        if migrate and not read_only:
+            store.migrate()
+        return store
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._cursors_lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+        self._con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB: one cursor per thread)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction on this thread's cursor: committed as a whole or rolled back as a whole."""
+        with self._write_lock:
+            cur = self.cursor()
+            if getattr(self._local, "in_tx", False):  # nested: join the outer transaction
+                yield cur
+                return
+            cur.execute("BEGIN TRANSACTION")
+            self._local.in_tx = True
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.in_tx = False
+
+    def _q(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        return self.cursor().execute(sql, params or [])
+
+    def _df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return self._q(sql, params).df()
+
+    # ---------------------------------------------------------------- schema
+    def schema_version(self) -> int:
+        try:
+            row = self._q("SELECT version FROM schema_version").fetchone()
+        except duckdb.CatalogException:
+            return 0
+        return int(row[0]) if row else 0
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        """Apply every migration between the file's version and `target`, each in its own transaction."""
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise ConcordError(
+                f"database {self.path} has schema version {current}, newer than this Concord ({SCHEMA_VERSION})")
+        for version in range(current + 1, target + 1):
+            with self.transaction() as cur:
+                for statement in _MIGRATIONS[version]:
+                    cur.execute(statement)
+                cur.execute("UPDATE schema_version SET version = ?", [version])
+
+    # ---------------------------------------------------------------- datasets
+    def _dataset_from_row(self, row: tuple) -> Dataset:
+        id_, name, root, fmt, src, parent, info, created = row
+        return Dataset(int(id_), name, root, fmt, src, parent, json.loads(info) if info else {}, created)
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called `name`; `NotFound` with the known names otherwise."""
+        row = self._q("SELECT id, name, root, source_format, source_path, parent, info, created_at "
+                      "FROM datasets WHERE name = ?", [name]).fetchone()
+        if row is None:
+            known = ", ".join(self.dataset_names()) or "none yet"
+            raise NotFound(f"no dataset named {name!r} (datasets: {known})")
+        return self._dataset_from_row(row)
+
+    def dataset_by_id(self, dataset_id: int) -> Dataset:
+        row = self._q("SELECT id, name, root, source_format, source_path, parent, info, created_at "
+                      "FROM datasets WHERE id = ?", [dataset_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no dataset with id {dataset_id}")
+        return self._dataset_from_row(row)
+
+    def dataset_names(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT name FROM datasets ORDER BY name").fetchall()]
+
+    def has_dataset(self, name: str) -> bool:
+        return self._q("SELECT count(*) FROM datasets WHERE name = ?", [name]).fetchone()[0] > 0
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        """Every dataset with its counts: images, captions, pairs, per split, injected noise, reviewed,
+        flagged (under its latest finished run's threshold)."""
+        out = []
+        for ds_id, name in self._q("SELECT id, name FROM datasets ORDER BY name").fetchall():
+            out.append(self.dataset_summary(int(ds_id)) | {"name": name})
+        return out
+
+    def dataset_summary(self, dataset_id: int) -> dict[str, Any]:
+        ds = self.dataset_by_id(dataset_id)
+        q = lambda sql: self._q(sql, [dataset_id]).fetchone()[0]  # noqa: E731
+        splits = dict(self._q("SELECT split, count(*) FROM pairs WHERE dataset_id = ? GROUP BY split ORDER BY split",
+                              [dataset_id]).fetchall())
+        latest = self.latest_finished_run(dataset_id)
+        flagged = None
+        if latest is not None:
+            flagged = self._q("SELECT count(*) FROM scores WHERE run_id = ? AND clean_prob < ?",
+                              [latest.id, latest.threshold]).fetchone()[0]
+        reviewed = self._q(f"SELECT count(*) FROM {_CURRENT.format(eff=_EFFECTIVE.format(ds=int(dataset_id)))}"
+                           ).fetchone()[0]
+        return {
+            "id": ds.id, "name": ds.name, "root": ds.root, "source_format": ds.source_format,
+            "parent": ds.parent, "created_at": ds.created_at.isoformat(timespec="seconds"),
+            "images": q("SELECT count(*) FROM images WHERE dataset_id = ?"),
+            "captions": q("SELECT count(DISTINCT caption_id) FROM pairs WHERE dataset_id = ?"),
+            "pairs": q("SELECT count(*) FROM pairs WHERE dataset_id = ?"),
+            "splits": {k: int(v) for k, v in splits.items()},
+            "noisy": q("SELECT count(*) FROM pairs WHERE dataset_id = ? AND is_noisy"),
+            "reviewed": int(reviewed),
+            "flagged": None if flagged is None else int(flagged),
+            "latest_run": None if latest is None else latest.id,
+            "info": ds.info,
+        }
+
+    def write_dataset(self, name: str, root: str | os.PathLike, source_format: str, records: pd.DataFrame,
+                      *, source_path: str | None = None, parent: str | None = None,
+                      info: dict[str, Any] | None = None, replace: bool = False) -> dict[str, int]:
+        """Create dataset `name` from `records`, or with `replace=True` reconcile an existing one, atomically.
+
+        `records` has one row per pair: `image_path` (relative to `root`), `image_hash`, `width`, `height`,
+        `nbytes`, `caption`, `split`, `key` (the user's pair id) and optionally `is_noisy` and
+        `original_caption`. Rows repeating an earlier row's (image content, caption text) are merged.
+        Replacing keeps the ids (and so the decisions, meta-data and scores) of pairs that still exist
+        and deletes what belonged only to pairs that are gone. Returns counts.
+        """
+        if records.empty:
+            raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
+        recs = records.copy()
+        for col in ("is_noisy", "original_caption"):
+            if col not in recs:
+                recs[col] = None
+        recs["caption_hash"] = [text_hash(t) for t in recs["caption"]]
+        recs["orig_hash"] = [None if (t is None or (isinstance(t, float) and np.isnan(t))) else text_hash(t)
+                             for t in recs["original_caption"]]
+        recs["uid"] = [pair_uid(i, c) for i, c in zip(recs["image_hash"], recs["caption_hash"])]
+        before = len(recs)
+        recs = recs.drop_duplicates("uid", keep="first").reset_index(drop=True)
+        recs["position"] = np.arange(len(recs), dtype=np.int64)
+        recs["key"] = recs["key"].astype(str)
+        images = recs.drop_duplicates("image_path")[["image_path", "image_hash", "width", "height", "nbytes"]]
+        caps = pd.concat([
+            recs[["caption", "caption_hash"]].rename(columns={"caption": "text", "caption_hash": "hash"}),
+            recs.loc[recs["orig_hash"].notna(), ["original_caption", "orig_hash"]].rename(
+                columns={"original_caption": "text", "orig_hash": "hash"}),
+        ]).drop_duplicates("hash")
+        with self.transaction() as cur:
+            existing = cur.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchone()
+            if existing and not replace:
+                raise ConcordError(f"dataset {name!r} already exists; pass --replace to replace it "
+                                   "(decisions on pairs that still exist are kept)")
+            info_json = json.dumps(info or {})
+            if existing:
+                ds_id = int(existing[0])
+                cur.execute("UPDATE datasets SET root = ?, source_format = ?, source_path = ?, parent = ?, info = ? "
+                            "WHERE id = ?", [str(root), source_format, source_path, parent, info_json, ds_id])
+            else:
+                ds_id = cur.execute("SELECT nextval('seq_dataset')").fetchone()[0]
+                cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [ds_id, name, str(root), source_format, source_path, parent, info_json, _now()])
+            cur.register("new_images", images)
+            cur.register("new_caps", caps)
+            cur.register("new_pairs", recs)
+            try:
+                # images: keep rows whose (path, hash) is unchanged
+                cur.execute("""DELETE FROM images WHERE dataset_id = ? AND NOT EXISTS (SELECT 1 FROM new_images n
+                               WHERE n.image_path = images.path AND n.image_hash = images.hash)""", [ds_id])
+                cur.execute("""INSERT INTO images SELECT nextval('seq_image'), ?, n.image_path, n.image_hash,
+                               n.width, n.height, n.nbytes FROM new_images n WHERE NOT EXISTS (SELECT 1 FROM images i
+                               WHERE i.dataset_id = ? AND i.path = n.image_path AND i.hash = n.image_hash)""",
+                            [ds_id, ds_id])
+                # captions: keep every caption row (decisions may reference typed captions); add new texts
+                cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, n.text, n.hash FROM new_caps n
+                               WHERE NOT EXISTS (SELECT 1 FROM captions c WHERE c.dataset_id = ? AND c.hash = n.hash)""",
+                            [ds_id, ds_id])
+                # pairs: reconcile by uid
+                gone = "(SELECT id FROM pairs WHERE dataset_id = ? AND uid NOT IN (SELECT uid FROM new_pairs))"
+                for table in ("decisions", "scores", "score_extras", "review_set_pairs"):
+                    cur.execute(f"DELETE FROM {table} WHERE pair_id IN {gone}", [ds_id])
+                cur.execute("DELETE FROM pairs WHERE dataset_id = ? AND uid NOT IN (SELECT uid FROM new_pairs)",
+                            [ds_id])
+                cur.execute("""UPDATE pairs SET split = n.split, key = n.key, position = n.position,
+                               is_noisy = n.is_noisy,
+                               original_caption_id = (SELECT c.id FROM captions c WHERE c.dataset_id = pairs.dataset_id
+                                                      AND c.hash = n.orig_hash),
+                               image_id = (SELECT i.id FROM images i WHERE i.dataset_id = pairs.dataset_id
+                                           AND i.path = n.image_path)
+                               FROM new_pairs n WHERE pairs.dataset_id = ? AND pairs.uid = n.uid""", [ds_id])
+                cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, n.split, n.key, n.uid,
+                               n.is_noisy, oc.id, n.position
+                               FROM new_pairs n
+                               JOIN images i ON i.dataset_id = ? AND i.path = n.image_path
+                               JOIN captions c ON c.dataset_id = ? AND c.hash = n.caption_hash
+                               LEFT JOIN captions oc ON oc.dataset_id = ? AND oc.hash = n.orig_hash
+                               WHERE NOT EXISTS (SELECT 1 FROM pairs p WHERE p.dataset_id = ? AND p.uid = n.uid)
+                               ORDER BY n.position""", [ds_id] * 5)
+                # meta-data entries whose image is gone go too
+                cur.execute("""DELETE FROM meta_entries WHERE dataset_id = ? AND image_id NOT IN
+                               (SELECT id FROM images WHERE dataset_id = ?)""", [ds_id, ds_id])
+            finally:
+                for view in ("new_images", "new_caps", "new_pairs"):
+                    try:
+                        cur.unregister(view)
+                    except duckdb.Error:  # an aborted transaction refuses it; the next register replaces it
+                        pass
+            counts = {
+                "images": cur.execute("SELECT count(*) FROM images WHERE dataset_id = ?", [ds_id]).fetchone()[0],
+                "captions": cur.execute("SELECT count(DISTINCT caption_id) FROM pairs WHERE dataset_id = ?",
+                                        [ds_id]).fetchone()[0],
+                "pairs": cur.execute("SELECT count(*) FROM pairs WHERE dataset_id = ?", [ds_id]).fetchone()[0],
+                "merged_duplicates": before - len(recs),
+            }
+        return {k: int(v) for k, v in counts.items()} | {"dataset_id": int(ds_id)}
+
+    def delete_dataset(self, name: str) -> None:
+        """Delete a dataset and everything that belongs to it (runs, scores, decisions, meta-data)."""
+        ds = self.dataset(name)
+        with self.transaction() as cur:
+            runs = "(SELECT id FROM runs WHERE dataset_id = ?)"
+            cur.execute(f"DELETE FROM scores WHERE run_id IN {runs}", [ds.id])
+            cur.execute(f"DELETE FROM score_extras WHERE run_id IN {runs}", [ds.id])
+            cur.execute("DELETE FROM review_set_pairs WHERE set_id IN (SELECT id FROM review_sets WHERE dataset_id = ?)",
+                        [ds.id])
+            for table in ("runs", "review_sets", "decisions", "meta_entries", "pairs", "captions", "images"):
+                cur.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [ds.id])
+            cur.execute("DELETE FROM datasets WHERE id = ?", [ds.id])
+
+    # ---------------------------------------------------------------- pairs
+    def pairs_frame(self, dataset_id: int, run_id: int | None = None, *, split: str | None = None,
+                    pair_ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """One row per pair, in import order: ids, paths, caption text and hashes, split, ground truth,
+        and (with `run_id`) the run's scores and `flagged`; always the current decision."""
+        ds = int(dataset_id)
+        where, params = ["p.dataset_id = ?"], [ds]
+        if split is not None:
+            where.append("p.split = ?")
+            params.append(split)
+        if pair_ids is not None:
+            where.append("p.id IN (SELECT unnest(?::BIGINT[]))")
+            params.append([int(x) for x in pair_ids])
+        score_cols = ("NULL::DOUBLE AS similarity, NULL::DOUBLE AS clean_prob, NULL::DOUBLE AS weight, "
+                      "NULL::BOOLEAN AS flagged")
+        score_join = ""
+        if run_id is not None:
+            score_cols = ("s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged")
+            score_join = ("LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ? "
+                          "LEFT JOIN runs r ON r.id = s.run_id")
+            params = [int(run_id)] + params
+        sql = f"""
+            SELECT p.id AS pair_id, p.key, p.split, p.position, p.image_id, i.path AS image_path,
+                   i.hash AS image_hash, p.caption_id, c.text AS caption, c.hash AS caption_hash,
+                   p.is_noisy, oc.text AS original_caption, {score_cols},
+                   cd.action AS decision, cd.reviewer AS decided_by, cd.created_at AS decided_at,
+                   nc.text AS fixed_caption
+            FROM pairs p
+            JOIN images i ON i.id = p.image_id
+            JOIN captions c ON c.id = p.caption_id
+            LEFT JOIN captions oc ON oc.id = p.original_caption_id
+            {score_join}
+            LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
+            LEFT JOIN captions nc ON nc.id = cd.new_caption_id
+            WHERE {' AND '.join(where)}
+            ORDER BY p.position"""
+        return self._df(sql, params)
+
+    def images_frame(self, dataset_id: int) -> pd.DataFrame:
+        return self._df("SELECT id AS image_id, path, hash, width, height, nbytes FROM images "
+                        "WHERE dataset_id = ? ORDER BY id", [dataset_id])
+
+    def captions_frame(self, dataset_id: int) -> pd.DataFrame:
+        """Every caption row of the dataset, those typed in fixes included."""
+        return self._df("SELECT id AS caption_id, text, hash FROM captions WHERE dataset_id = ? ORDER BY id",
+                        [dataset_id])
+
+    def caption_id(self, dataset_id: int, text: str, create: bool = True) -> int | None:
+        """The id of caption `text` in the dataset, inserting it when `create` (typed fixes)."""
+        h = text_hash(text)
+        with self.transaction() as cur:
+            row = cur.execute("SELECT id FROM captions WHERE dataset_id = ? AND hash = ?", [dataset_id, h]).fetchone()
+            if row is not None or not create:
+                return None if row is None else int(row[0])
+            new_id = cur.execute("SELECT nextval('seq_caption')").fetchone()[0]
+            cur.execute("INSERT INTO captions VALUES (?, ?, ?, ?)", [new_id, dataset_id, text, h])
+            return int(new_id)
+
+    # ---------------------------------------------------------------- runs
+    def _run_from_row(self, row: tuple) -> Run:
+        values = dict(zip(_RUN_COLUMNS, row))
+        for f in _JSON_RUN_FIELDS:
+            values[f] = json.loads(values[f]) if values[f] else {}
+        return Run(**values)
+
+    def create_run(self, dataset_id: int, method: str, model: str, *, regime: str | None = None,
+                   device: str | None = None, seed: int | None = None, config: dict[str, Any] | None = None,
+                   threshold: float = 0.5, parent_run: int | None = None) -> int:
+        """A new run in state `queued`; returns its id."""
+        with self.transaction() as cur:
+            run_id = int(cur.execute("SELECT nextval('seq_run')").fetchone()[0])
+            cur.execute("""INSERT INTO runs (id, dataset_id, method, model, regime, device, seed, config, state,
+                           created_at, threshold, parent_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
+                        [run_id, dataset_id, method, model, regime, device, seed, json.dumps(config or {}),
+                         _now(), threshold, parent_run])
+        return run_id
+
+    def run(self, run_id: int) -> Run:
+        row = self._q(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+        if row is None:
+            raise NotFound(f"no run with id {run_id}")
+        return self._run_from_row(row)
+
+    def runs(self, dataset_id: int | None = None, state: str | None = None) -> list[Run]:
+        """Runs, newest first, optionally of one dataset and/or in one state."""
+        where, params = [], []
+        if dataset_id is not None:
+            where.append("dataset_id = ?")
+            params.append(int(dataset_id))
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._run_from_row(r) for r in self._q(sql + " ORDER BY id DESC", params).fetchall()]
+
+    def latest_finished_run(self, dataset_id: int) -> Run | None:
+        runs = self.runs(dataset_id, state="finished")
+        return runs[0] if runs else None
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set run columns; dict values of config/metrics/progress are stored as JSON.
+        `state="running"` also records this process as the owner and beats the heartbeat."""
+        if not fields:
+            return
+        unknown = set(fields) - set(_RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        if fields.get("state") == "running":
+            fields.setdefault("owner_pid", os.getpid())
+            fields.setdefault("owner_host", socket.gethostname())
+            fields.setdefault("heartbeat", time.time())
+            fields.setdefault("started_at", _now())
+        if fields.get("state") in ("finished", "failed", "cancelled"):
+            fields.setdefault("finished_at", _now())
+        values = [json.dumps(v) if k in _JSON_RUN_FIELDS else v for k, v in fields.items()]
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                        values + [int(run_id)])
+
+    def heartbeat(self, run_id: int, progress: dict[str, Any] | None = None) -> None:
+        """Beat a running run's heartbeat (and store its latest progress snapshot)."""
+        fields: dict[str, Any] = {"heartbeat": time.time()}
+        if progress is not None:
+            fields["progress"] = progress
+        self.update_run(run_id, **fields)
+
+    def set_threshold(self, run_id: int, threshold: float) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConcordError(f"threshold must be within [0, 1], got {threshold}")
+        self.update_run(run_id, threshold=float(threshold))
+
+    def delete_run(self, run_id: int) -> None:
+        with self.transaction() as cur:
+            for table in ("scores", "score_extras"):
+                cur.execute(f"DELETE FROM {table} WHERE run_id = ?", [int(run_id)])
+            cur.execute("DELETE FROM runs WHERE id = ?", [int(run_id)])
+
+    # ---------------------------------------------------------------- scores
+    def write_scores(self, run_id: int, pair_ids: np.ndarray, similarity: np.ndarray, clean_prob: np.ndarray,
+                     weight: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> None:
+        """Replace a run's per-pair scores (and extra columns such as NPC's `r`) in one transaction."""
+        frame = pd.DataFrame({
+            "run_id": np.full(len(pair_ids), int(run_id), dtype=np.int64),
+            "pair_id": np.asarray(pair_ids, dtype=np.int64),
+            "similarity": np.asarray(similarity, dtype=np.float64),
+            "clean_prob": np.asarray(clean_prob, dtype=np.float64),
+            "weight": np.asarray(weight, dtype=np.float64),
+        })
+        extra_frames = [pd.DataFrame({"run_id": frame["run_id"], "pair_id": frame["pair_id"], "name": name,
+                                      "value": np.asarray(values, dtype=np.float64)})
+                        for name, values in (extras or {}).items()]
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM scores WHERE run_id = ?", [int(run_id)])
+            cur.execute("DELETE FROM score_extras WHERE run_id = ?", [int(run_id)])
+            cur.register("new_scores", frame)
+            cur.execute("INSERT INTO scores SELECT run_id, pair_id, similarity, clean_prob, weight FROM new_scores")
+            cur.unregister("new_scores")
+            for ef in extra_frames:
+                cur.register("new_extras", ef)
+                cur.execute("INSERT INTO score_extras SELECT run_id, pair_id, name, value FROM new_extras")
+                cur.unregister("new_extras")
+
+    def scores_frame(self, run_id: int, extras: bool = True) -> pd.DataFrame:
+        """A run's scores, one row per pair, with `flagged` under the run's threshold and extras as columns."""
+        df = self._df("""SELECT s.pair_id, s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged
+                         FROM scores s JOIN runs r ON r.id = s.run_id WHERE s.run_id = ? ORDER BY s.pair_id""",
+                      [int(run_id)])
+        if extras:
+            ex = self._df("SELECT pair_id, name, value FROM score_extras WHERE run_id = ?", [int(run_id)])
+            if not ex.empty:
+                wide = ex.pivot(index="pair_id", columns="name", values="value").reset_index()
+                df = df.merge(wide, on="pair_id", how="left")
+        return df
+
+    # ---------------------------------------------------------------- decisions
+    def decide(self, dataset_id: int, pair_ids: Sequence[int], action: str, reviewer: str, *,
+               new_caption: str | None = None, run_id: int | None = None) -> list[int]:
+        """Record `action` on each pair in one transaction, with its meta-data effect; returns decision ids.
+
+        keep → the pair becomes a positive; reject → a (hard) negative; fix → the image with
+        `new_caption` becomes a positive and the old pair a negative; skip → no meta-data change.
+        """
+        if action not in ACTIONS:
+            raise ConcordError(f"unknown action {action!r} (choose one of {', '.join(ACTIONS)})")
+        if not reviewer or not reviewer.strip():
+            raise ConcordError("a decision needs a reviewer name")
+        if action == "fix":
+            if new_caption is None or not new_caption.strip():
+                raise ConcordError("a fix needs the new caption")
+        elif new_caption is not None:
+            raise ConcordError(f"only a fix takes a new caption, not {action}")
+        ids: list[int] = []
+        with self.transaction() as cur:
+            new_caption_id = self.caption_id(dataset_id, new_caption) if action == "fix" else None
+            wanted = [int(p) for p in pair_ids]
+            found = cur.execute("SELECT id, image_id, caption_id FROM pairs WHERE dataset_id = ? AND id IN "
+                                "(SELECT unnest(?::BIGINT[]))", [dataset_id, wanted]).fetchall()
+            by_id = {int(r[0]): (int(r[1]), int(r[2])) for r in found}
+            missing = [p for p in wanted if p not in by_id]
+            if missing:
+                raise NotFound(f"no pair {missing[0]} in this dataset")
+            now = _now()
+            for pid in wanted:
+                image_id, caption_id = by_id[pid]
+                did = int(cur.execute("SELECT nextval('seq_decision')").fetchone()[0])
+                cur.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                            [did, dataset_id, pid, action, reviewer, now, new_caption_id, run_id])
+                effects: list[tuple[int, int, int]] = []
+                if action == "keep":
+                    effects = [(image_id, caption_id, 1)]
+                elif action == "reject":
+                    effects = [(image_id, caption_id, 0)]
+                elif action == "fix":
+                    effects = [(image_id, new_caption_id, 1), (image_id, caption_id, 0)]
+                for img, cap, label in effects:
+                    self._put_meta(cur, dataset_id, img, cap, label, "decision", decision_id=did)
+                ids.append(did)
+        return ids
+
+    def undo(self, dataset_id: int, reviewer: str) -> int | None:
+        """Revert `reviewer`'s latest effective decision and its meta-data effect; returns the reverted id."""
+        with self.transaction() as cur:
+            row = cur.execute(f"""SELECT id FROM {_EFFECTIVE.format(ds=int(dataset_id))} e
+                                  WHERE e.reviewer = ? ORDER BY e.id DESC LIMIT 1""", [reviewer]).fetchone()
+            if row is None:
+                return None
+            target = int(row[0])
+            pair_id = cur.execute("SELECT pair_id FROM decisions WHERE id = ?", [target]).fetchone()[0]
+            did = int(cur.execute("SELECT nextval('seq_decision')").fetchone()[0])
+            cur.execute("INSERT INTO decisions VALUES (?, ?, ?, 'undo', ?, ?, NULL, ?, NULL)",
+                        [did, dataset_id, pair_id, reviewer, _now(), target])
+            now = _now()
+            made = cur.execute("SELECT id, replaces FROM meta_entries WHERE decision_id = ? AND removed_at IS NULL",
+                               [target]).fetchall()
+            for entry_id, replaces in made:
+                cur.execute("UPDATE meta_entries SET removed_at = ?, removed_by = ? WHERE id = ?", [now, did, entry_id])
+                if replaces is not None:
+                    cur.execute("UPDATE meta_entries SET removed_at = NULL, removed_by = NULL WHERE id = ?", [replaces])
+            return target
+
+    def decisions_frame(self, dataset_id: int) -> pd.DataFrame:
+        """The full decision log, oldest first, with pair keys and caption texts."""
+        return self._df("""SELECT d.id AS decision_id, d.pair_id, p.key AS pair_key, d.action, d.reviewer,
+                                  d.created_at, nc.text AS new_caption, d.reverts, d.run_id,
+                                  i.path AS image_path, c.text AS caption
+                           FROM decisions d
+                           LEFT JOIN pairs p ON p.id = d.pair_id
+                           LEFT JOIN images i ON i.id = p.image_id
+                           LEFT JOIN captions c ON c.id = p.caption_id
+                           LEFT JOIN captions nc ON nc.id = d.new_caption_id
+                           WHERE d.dataset_id = ? ORDER BY d.id""", [dataset_id])
+
+    def current_decisions(self, dataset_id: int) -> pd.DataFrame:
+        """Each decided pair's current (latest effective) decision."""
+        ds = int(dataset_id)
+        return self._df(f"""SELECT cd.pair_id, cd.id AS decision_id, cd.action, cd.reviewer, cd.created_at,
+                                   nc.text AS new_caption
+                            FROM {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd
+                            LEFT JOIN captions nc ON nc.id = cd.new_caption_id ORDER BY cd.pair_id""")
+
+    # ---------------------------------------------------------------- meta-data
+    def _put_meta(self, cur: duckdb.DuckDBPyConnection, dataset_id: int, image_id: int, caption_id: int,
+                  label: int, source: str, decision_id: int | None = None) -> int:
+        """Make (image, caption) an active entry with `label`, replacing the active one it supersedes."""
+        prev = cur.execute("""SELECT id FROM meta_entries WHERE dataset_id = ? AND image_id = ? AND caption_id = ?
+                              AND removed_at IS NULL""", [dataset_id, image_id, caption_id]).fetchone()
+        now = _now()
+        if prev is not None:
+            cur.execute("UPDATE meta_entries SET removed_at = ?, removed_by = ? WHERE id = ?",
+                        [now, decision_id, prev[0]])
+        entry_id = int(cur.execute("SELECT nextval('seq_meta')").fetchone()[0])
+        cur.execute("INSERT INTO meta_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                    [entry_id, dataset_id, image_id, caption_id, int(label), source, decision_id,
+                     None if prev is None else prev[0], now])
+        return entry_id
+
+    def add_meta(self, dataset_id: int, entries: Sequence[tuple[int, int, int]], source: str) -> list[int]:
+        """Add (image_id, caption_id, label) entries in one transaction; an entry for the same image and
+        caption is replaced. Returns the new entry ids."""
+        if source not in META_SOURCES:
+            raise ConcordError(f"unknown meta-data source {source!r} (one of {', '.join(META_SOURCES)})")
+        with self.transaction() as cur:
+            for _, _, label in entries:
+                if int(label) not in (0, 1):
+                    raise ConcordError(f"a meta-data label is 1 (matched) or 0 (mismatched), got {label!r}")
+            return [self._put_meta(cur, dataset_id, int(i), int(c), int(l), source) for i, c, l in entries]
+
+    def remove_meta(self, dataset_id: int, entry_ids: Sequence[int]) -> int:
+        """Deactivate entries; returns how many were active."""
+        with self.transaction() as cur:
+            ids = [int(e) for e in entry_ids]
+            n = cur.execute("""SELECT count(*) FROM meta_entries WHERE dataset_id = ? AND removed_at IS NULL
+                               AND id IN (SELECT unnest(?::BIGINT[]))""", [dataset_id, ids]).fetchone()[0]
+            cur.execute("""UPDATE meta_entries SET removed_at = ? WHERE dataset_id = ? AND removed_at IS NULL
+                           AND id IN (SELECT unnest(?::BIGINT[]))""", [_now(), dataset_id, ids])
+            return int(n)
+
+    def flip_meta(self, dataset_id: int, entry_ids: Sequence[int]) -> list[int]:
+        """Replace each active entry by one with the opposite label (source `manual`)."""
+        with self.transaction() as cur:
+            rows = cur.execute("""SELECT image_id, caption_id, label FROM meta_entries WHERE dataset_id = ?
+                                  AND removed_at IS NULL AND id IN (SELECT unnest(?::BIGINT[])) ORDER BY id""",
+                               [dataset_id, [int(e) for e in entry_ids]]).fetchall()
+            return [self._put_meta(cur, dataset_id, i, c, 1 - int(l), "manual") for i, c, l in rows]
+
+    def meta_frame(self, dataset_id: int) -> pd.DataFrame:
+        """The active meta-data entries (the table every method reads), with the matching pair if any."""
+        return self._df("""SELECT m.id AS entry_id, m.image_id, m.caption_id, m.label, m.source, m.decision_id,
+                                  m.created_at, i.path AS image_path, c.text AS caption, p.id AS pair_id, p.split
+                           FROM meta_entries m
+                           JOIN images i ON i.id = m.image_id
+                           JOIN captions c ON c.id = m.caption_id
+                           LEFT JOIN pairs p ON p.dataset_id = m.dataset_id AND p.image_id = m.image_id
+                                             AND p.caption_id = m.caption_id
+                           WHERE m.dataset_id = ? AND m.removed_at IS NULL ORDER BY m.id""", [dataset_id])
+
+    # ---------------------------------------------------------------- meta-data curation (issue 12)
+    def meta_entry_count(self, dataset_id: int, source: str | None = None, include_removed: bool = False) -> int:
+        """How many meta-data entries the dataset has (of one source; with `include_removed`, ever had)."""
+        where, params = ["dataset_id = ?"], [int(dataset_id)]
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
+        if not include_removed:
+            where.append("removed_at IS NULL")
+        return int(self._q(f"SELECT count(*) FROM meta_entries WHERE {' AND '.join(where)}", params).fetchone()[0])
+
+    def search_pairs(self, dataset_id: int, text: str, split: str | None = None, limit: int = 50) -> pd.DataFrame:
+        """Pairs whose caption contains `text` (case-insensitive) or whose key is `text`, in import order,
+        with the label and id of their active meta-data entry (NULL when they have none)."""
+        where = ["p.dataset_id = ?", "(contains(lower(c.text), lower(?)) OR p.key = ?)"]
+        params: list[Any] = [int(dataset_id), text, text.strip()]
+        if split is not None:
+            where.append("p.split = ?")
+            params.append(split)
+        return self._df(f"""SELECT p.id AS pair_id, p.key, p.split, p.image_id, i.path AS image_path,
+                                   i.hash AS image_hash, p.caption_id, c.text AS caption,
+                                   m.label AS meta_label, m.id AS entry_id
+                            FROM pairs p
+                            JOIN images i ON i.id = p.image_id
+                            JOIN captions c ON c.id = p.caption_id
+                            LEFT JOIN meta_entries m ON m.dataset_id = p.dataset_id AND m.image_id = p.image_id
+                                 AND m.caption_id = p.caption_id AND m.removed_at IS NULL
+                            WHERE {' AND '.join(where)} ORDER BY p.position LIMIT ?""", params + [int(limit)])
+
+    # ---------------------------------------------------------------- review sets
+    def create_review_set(self, dataset_id: int, name: str, pair_ids: Sequence[int]) -> int:
+        """Save a named list of pairs (replacing a set of the same name); returns its id."""
+        if not name.strip():
+            raise ConcordError("a review set needs a name")
+        with self.transaction() as cur:
+            old = cur.execute("SELECT id FROM review_sets WHERE dataset_id = ? AND name = ?",
+                              [dataset_id, name]).fetchone()
+            if old is not None:
+                cur.execute("DELETE FROM review_set_pairs WHERE set_id = ?", [old[0]])
+                cur.execute("DELETE FROM review_sets WHERE id = ?", [old[0]])
+            set_id = int(cur.execute("SELECT nextval('seq_review_set')").fetchone()[0])
+            cur.execute("INSERT INTO review_sets VALUES (?, ?, ?, ?)", [set_id, dataset_id, name, _now()])
+            frame = pd.DataFrame({"set_id": set_id, "pair_id": np.asarray(pair_ids, dtype=np.int64),
+                                  "position": np.arange(len(pair_ids), dtype=np.int32)})
+            cur.register("new_set", frame)
+            cur.execute("INSERT INTO review_set_pairs SELECT set_id, pair_id, position FROM new_set")
+            cur.unregister("new_set")
+        return set_id
+
+    def review_sets(self, dataset_id: int) -> pd.DataFrame:
+        return self._df("""SELECT s.id AS set_id, s.name, s.created_at, count(p.pair_id) AS pairs
+                           FROM review_sets s LEFT JOIN review_set_pairs p ON p.set_id = s.id
+                           WHERE s.dataset_id = ? GROUP BY ALL ORDER BY s.id DESC""", [dataset_id])
+
+    def review_set_pair_ids(self, set_id: int) -> list[int]:
+        return [int(r[0]) for r in self._q("SELECT pair_id FROM review_set_pairs WHERE set_id = ? ORDER BY position",
+                                           [set_id]).fetchall()]
+
+    # ---------------------------------------------------------------- dataset records (copies, benchmarks)
+    def dataset_records(self, dataset_id: int) -> pd.DataFrame:
+        """The dataset as `write_dataset` takes it: one row per pair with its image's path, hash and size,
+        caption, split, key, and the injected-noise columns."""
+        return self._df("""SELECT i.path AS image_path, i.hash AS image_hash, i.width, i.height, i.nbytes,
+                                  c.text AS caption, p.split, p.key, p.is_noisy, oc.text AS original_caption
+                           FROM pairs p JOIN images i ON i.id = p.image_id JOIN captions c ON c.id = p.caption_id
+                           LEFT JOIN captions oc ON oc.id = p.original_caption_id
+                           WHERE p.dataset_id = ? ORDER BY p.position""", [int(dataset_id)])
+
+    # ---------------------------------------------------------------- projection (explore)
+    def run_pairs(self, run_id: int) -> pd.DataFrame:
+        """The pairs a run scored, with their image and caption ids (what its map projects), by pair id."""
+        return self._df("""SELECT p.id AS pair_id, p.image_id, p.caption_id FROM scores s
+                           JOIN pairs p ON p.id = s.pair_id WHERE s.run_id = ? ORDER BY p.id""", [int(run_id)])
+
+    # ---------------------------------------------------------------- datasets page: sample pairs
+    def sample_pair_ids(self, dataset_id: int, n: int, seed: int = 0) -> list[int]:
+        """`n` pair ids of the dataset in an order fixed by `seed` (a hash of id and seed), for a sample grid."""
+        rows = self._q("SELECT id FROM pairs WHERE dataset_id = ? ORDER BY hash(id, ?), id LIMIT ?",
+                       [int(dataset_id), int(seed), int(n)]).fetchall()
+        return [int(r[0]) for r in rows]

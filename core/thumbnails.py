@@ -1,0 +1,59 @@
+"""Thumbnails: small PNGs of dataset images, made once and cached by image content and size.
+
+Pages show these bytes instead of reading and decoding the original file on every rerun. The image path is
+resolved inside the dataset root (never escaping it).
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from core import paths
+from core.errors import ConcordError
+
+
+def image_file(root: str | os.PathLike, rel_path: str) -> Path:
+    """The file of image `rel_path` under `root`; refuses a path that escapes the root."""
+    base = Path(root).resolve()
+    target = (base / rel_path).resolve()
+    if target != base and base not in target.parents:
+        raise ConcordError(f"image path {rel_path!r} escapes the dataset root {base}")
+    return target
+
+
+def thumbnail(root: str | os.PathLike, rel_path: str, image_hash: str, size: int = 128, upscale: bool = False) -> bytes:
+    """PNG bytes of the image fitted within `size`×`size` (aspect kept), cached per (hash, size).
+
+    With `upscale`, an image smaller than `size` is enlarged by a whole factor with nearest-neighbour
+    sampling, so small generated images stay sharp when shown large."""
+    kind = f"{int(size)}{'u' if upscale else ''}"
+    cached = paths.cache_dir() / "thumbs" / kind / image_hash[:2] / f"{image_hash}.png"
+    if cached.exists():
+        return cached.read_bytes()
+    try:
+        with Image.open(image_file(root, rel_path)) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+            factor = size // max(im.size)
+            if upscale and factor > 1:
+                im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+            buf = io.BytesIO()
+            im.save(buf, format="PNG", optimize=False, compress_level=6)
+    except OSError as exc:
+        raise ConcordError(f"cannot read image {rel_path} under {root}: {exc}") from None
+    data = buf.getvalue()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, cached)
+    return data
+
+
+def large_image(root: str | os.PathLike, rel_path: str, image_hash: str, size: int = 384) -> bytes:
+    """The image for a large view (the Review page), small images enlarged sharply."""
+    return thumbnail(root, rel_path, image_hash, size, upscale=True)

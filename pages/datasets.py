@@ -1,0 +1,150 @@
+"""Datasets page: the datasets with their counts; create the demo, import, inject noise, delete; sample pairs."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import ConcordError
+from core.generated import SOURCES, GenerateOptions, create_generated, delete_dataset, deletion_summary, \
+    describe_deletion
+from core.importers import FORMATS, ColumnNames, import_dataset
+from core.noise import DEFAULT_K, KINDS, inject_noise_copy
+from core.progress import Progress
+from pages.common import get_store
+
+SAMPLES = 12
+
+
+def progress_bar() -> Progress:
+    """A progress object drawn as a Streamlit progress bar while this script run does the work."""
+    bar = st.progress(0.0)
+    return Progress(listener=lambda p: bar.progress(p.fraction or 0.0, text=p.message))
+
+
+def done(lines: list[str]) -> None:
+    """Show `lines` after a rerun (so that the sidebar lists the datasets as they are now)."""
+    st.session_state["datasets_notice"] = lines
+    st.rerun()
+
+
+st.title("Datasets")
+store = get_store()
+notice = st.session_state.pop("datasets_notice", None)
+if notice:
+    st.success(notice[0])
+    if notice[1:]:
+        st.text("\n".join(notice[1:]))
+
+rows = store.list_datasets()
+if rows:
+    table = pd.DataFrame([{
+        "name": r["name"], "source": r["source_format"], "parent": r["parent"], "images": r["images"],
+        "captions": r["captions"], "pairs": r["pairs"],
+        **{f"{split} pairs": count for split, count in r["splits"].items()},
+        "injected noise": r["noisy"], "reviewed": r["reviewed"], "flagged": r["flagged"]} for r in rows])
+    st.dataframe(table, hide_index=True)
+else:
+    st.info("No dataset yet. Create the demo or import one below.")
+names = [r["name"] for r in rows]
+
+create, importing, noise, delete = st.tabs(["Create demo", "Import", "Inject noise", "Delete"])
+with create:
+    defaults = GenerateOptions()
+    source = st.selectbox("Source", SOURCES, key="demo_source",
+                          help="demo: procedural scenes; fashion-mnist, emoji: offline real sets (Debian packages)")
+    name = st.text_input("Name", value="demo", key="demo_name")
+    c1, c2, c3 = st.columns(3)
+    images = c1.number_input("Images", 2, 1_000_000, defaults.images, key="demo_images")
+    size = c2.number_input("Image size (pixels)", 16, 1024, defaults.image_size, key="demo_image_size")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="demo_seed")
+    c1, c2 = st.columns(2)
+    ratio = c1.number_input("Noise in train", 0.0, 1.0, defaults.noise, step=0.1, key="demo_noise")
+    kind = c2.selectbox("Noise kind", KINDS, key="demo_noise_kind")
+    replace = st.checkbox("Replace a dataset of that name", key="demo_replace")
+    if st.button("Create", type="primary", key="demo_create", disabled=not name.strip()):
+        options = GenerateOptions(source=source, images=int(images), image_size=int(size), seed=int(seed),
+                                  noise=float(ratio), noise_kind=kind)
+        try:
+            result = create_generated(store, name.strip(), options, replace=replace, progress=progress_bar())
+        except ConcordError as exc:
+            st.error(str(exc))
+        else:
+            done([f"Created {result['name']!r}: {result['images']:,} images, {result['pairs']:,} pairs, "
+                  f"{result['noisy']:,} with injected noise"])
+
+with importing:
+    path = st.text_input("Data file on the server", key="import_path",
+                         help="CSV / JSONL / Parquet of image, caption rows; MS-COCO or Karpathy JSON")
+    import_name = st.text_input("Name", key="import_name")
+    c1, c2, c3 = st.columns(3)
+    fmt = c1.selectbox("Format", FORMATS, key="import_format")
+    images_root = c2.text_input("Images root (default: the file's folder)", key="import_images_root")
+    split = c3.text_input("Split of rows naming none (default train)", key="import_split")
+    column_defaults = ColumnNames()
+    cols = st.columns(4)
+    columns = ColumnNames(**{role: col.text_input(f"{role} column", getattr(column_defaults, role),
+                                                  key=f"import_{role}_column")
+                             for col, role in zip(cols, ("image", "caption", "split", "id"))})
+    import_replace = st.checkbox("Replace a dataset of that name (keeps decisions on pairs that still exist)",
+                                 key="import_replace")
+    skip_bad = st.checkbox("Import the good rows and list the bad ones in a report", key="import_skip_bad")
+    if st.button("Import", type="primary", key="import_run", disabled=not (path.strip() and import_name.strip())):
+        try:
+            report = import_dataset(store, path.strip(), import_name.strip(), fmt=fmt,
+                                    images_root=images_root.strip() or None, replace=import_replace,
+                                    skip_bad=skip_bad, columns=columns, split=split.strip() or None,
+                                    progress=progress_bar())
+        except ConcordError as exc:
+            st.error(str(exc))
+        else:
+            done(report.summary_lines())
+
+with noise:
+    if not names:
+        st.caption("No dataset to copy yet.")
+    else:
+        source_name = st.selectbox("Copy of", names, key="noise_source")
+        c1, c2, c3, c4 = st.columns(4)
+        noise_ratio = c1.number_input("Ratio", 0.0, 1.0, 0.4, step=0.1, key="noise_ratio")
+        noise_kind = c2.selectbox("Kind", KINDS, key="noise_kind",
+                                  help="ncr: random swaps; decl: all captions of chosen images; hard: near misses")
+        noise_seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="noise_seed")
+        k = c4.number_input("k (hard)", 1, 1000, DEFAULT_K, key="noise_k")
+        new_name = st.text_input("New dataset name", key="noise_new_name")
+        if st.button("Inject noise into a copy", type="primary", key="noise_run", disabled=not new_name.strip()):
+            try:
+                result = inject_noise_copy(store, source_name, new_name.strip(), float(noise_ratio), noise_kind,
+                                           int(noise_seed), k=int(k), progress=progress_bar())
+            except ConcordError as exc:
+                st.error(str(exc))
+            else:
+                done([f"Created {new_name.strip()!r} from {source_name!r}: {result['noisy']:,} of "
+                      f"{result['train_pairs']:,} train pairs carry {noise_kind} noise"])
+
+with delete:
+    if not names:
+        st.caption("No dataset to delete.")
+    else:
+        target = st.selectbox("Dataset", names, key="delete_name")
+        st.warning(describe_deletion(deletion_summary(store, target)).capitalize() + ".")
+        sure = st.checkbox(f"Yes, delete {target} and its decisions", key=f"delete_confirm_{target}")
+        if st.button("Delete", key="delete_run", disabled=not sure):
+            summary = delete_dataset(store, target)
+            done([f"Deleted {target!r} ({summary['pairs']:,} pairs, {summary['decisions']:,} decisions)"])
+
+if names:
+    st.subheader("Sample pairs")
+    current = st.session_state.get("dataset")
+    shown = st.selectbox("Dataset", names, index=names.index(current) if current in names else 0,
+                         key="samples_dataset")
+    dataset = store.dataset(shown)
+    sample = store.pairs_frame(dataset.id, pair_ids=store.sample_pair_ids(dataset.id, SAMPLES))
+    grid = st.columns(6)
+    for i, pair in enumerate(sample.itertuples()):
+        with grid[i % 6]:
+            image = Path(dataset.root) / pair.image_path
+            if image.is_file():
+                st.image(str(image), width="stretch")
+            else:
+                st.text(f"(missing: {pair.image_path})")
+            st.text(pair.caption)

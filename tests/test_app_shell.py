@@ -1,0 +1,37 @@
+"""The app shell: every page renders with no dataset and says so (the empty state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["pages/datasets.py", "pages/train.py", "pages/explore.py", "pages/review.py", "pages/metadata.py",
+         "pages/export.py"]
+
+
+@pytest.fixture(autouse=True)
+def no_first_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_has_an_empty_state(page: str) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    texts = " ".join(e.value for e in [*at.info, *at.markdown, *at.caption] if isinstance(e.value, str))
+    assert "No dataset yet" in texts
+
+
+def test_sidebar_keeps_the_reviewer_name() -> None:
+    # AppTest (Streamlit 1.67) does not re-execute a st.navigation entry script on a second run, so the
+    # name is given as session state before the one run, as a returning session would carry it.
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["sidebar_reviewer"] = "ann"
+    at.run()
+    assert at.sidebar.text_input(key="sidebar_reviewer").value == "ann"
+    assert at.session_state["reviewer"] == "ann"

@@ -1,0 +1,45 @@
+"""The CLI skeleton: `datasets --json` on an empty database, one-line errors, --db everywhere."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_datasets_json_on_an_empty_database(tmp_path: Path) -> None:
+    result = run_cli("datasets", "--json", "--db", str(tmp_path / "empty.duckdb"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_datasets_lists_counts(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from core.store import Store
+    db = tmp_path / "d.duckdb"
+    with Store.open(db) as s:
+        s.write_dataset("tiny", "/root", "csv", pd.DataFrame({
+            "image_path": ["a.png", "a.png", "b.png"], "image_hash": ["1", "1", "2"], "width": 4, "height": 4,
+            "nbytes": 9, "caption": ["x", "y", "z"], "split": ["train", "train", "test"], "key": ["0", "1", "2"]}))
+    rows = json.loads(run_cli("--db", str(db), "datasets", "--json").stdout)
+    assert [(r["name"], r["images"], r["captions"], r["pairs"]) for r in rows] == [("tiny", 2, 3, 3)]
+    assert rows[0]["splits"] == {"test": 1, "train": 2}
+
+
+def test_unknown_dataset_is_one_clear_line(tmp_path: Path) -> None:
+    from core.cli import main
+    from core.errors import NotFound
+    from core.store import Store
+    with Store.open(tmp_path / "x.duckdb") as s:
+        try:
+            s.dataset("nope")
+        except NotFound as exc:
+            assert "no dataset named 'nope'" in str(exc)
+    assert callable(main)

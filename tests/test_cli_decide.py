@@ -1,0 +1,73 @@
+"""`decide` CLI: single decisions, CSV files (all or nothing, bad rows named by line), undo, export CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.cli import main
+from core.store import Store
+from tests.test_export import make_dataset
+
+
+@pytest.fixture
+def ds(tmp_path):
+    with Store.open() as s:
+        make_dataset(s, tmp_path / "src")
+    return tmp_path
+
+
+def current(name: str = "ds") -> dict[str, tuple[str, str | None]]:
+    with Store.open() as s:
+        cd = s.pairs_frame(s.dataset(name).id).astype(object)
+        cd = cd.where(cd.notna(), None)
+        return {k: (a, f) for k, a, f in zip(cd["key"], cd["decision"], cd["fixed_caption"]) if a is not None}
+
+
+def test_single_decisions_and_undo(ds, capsys):
+    assert main(["decide", "ds", "--pair", "101", "--action", "keep", "--reviewer", "ann"]) == 0
+    assert main(["decide", "ds", "--pair", "103", "--action", "fix", "--caption", "new words",
+                 "--reviewer", "ann"]) == 0
+    assert current() == {"101": ("keep", None), "103": ("fix", "new words")}
+    assert main(["decide", "ds", "--undo", "--reviewer", "ann"]) == 0
+    assert current() == {"101": ("keep", None)}
+    with Store.open() as s:
+        meta = s.meta_frame(s.dataset("ds").id)
+        assert list(zip(meta["caption"], meta["label"])) == [("caption number 0", 1)]
+        pid = int(s.pairs_frame(s.dataset("ds").id).set_index("key").loc["104", "pair_id"])
+    assert main(["decide", "ds", "--pair", str(pid), "--store-ids", "--action", "reject", "--reviewer", "bo"]) == 0
+    assert current()["104"] == ("reject", None)
+    assert main(["decide", "ds", "--pair", "999", "--action", "keep"]) == 1
+    assert "no pair '999' in this dataset" in capsys.readouterr().err
+
+
+def test_csv_all_or_nothing(ds, capsys):
+    good = ds / "good.csv"
+    good.write_text("pair_id,action,caption\n101,keep,\n102,reject,\n103,fix,a better caption\n104,skip,\n")
+    assert main(["decide", "ds", "--csv", str(good), "--reviewer", "ann"]) == 0
+    assert "stored 4 decision(s) by 'ann': 1 keep, 1 reject, 1 fix, 1 skip" in capsys.readouterr().out
+    assert current() == {"101": ("keep", None), "102": ("reject", None), "103": ("fix", "a better caption"),
+                         "104": ("skip", None)}
+    bad = ds / "bad.csv"
+    bad.write_text("pair_id,action,caption\n105,keep,\n106,fix,\n")
+    assert main(["decide", "ds", "--csv", str(bad), "--reviewer", "ann"]) == 1
+    assert f"{bad} line 3: a fix needs the new caption; nothing was stored" in capsys.readouterr().err
+    bad.write_text("pair_id,action,caption\n105,keep,\n106,delete,\n")
+    assert main(["decide", "ds", "--csv", str(bad), "--reviewer", "ann"]) == 1
+    assert f"{bad} line 3: unknown action 'delete'" in capsys.readouterr().err
+    bad.write_text("pair,action\n105,keep\n")
+    assert main(["decide", "ds", "--csv", str(bad)]) == 1
+    assert "line 1: missing column(s) pair_id" in capsys.readouterr().err
+    assert "105" not in current()
+
+
+def test_export_cli(ds, capsys):
+    assert main(["decide", "ds", "--pair", "102", "--action", "reject", "--reviewer", "ann"]) == 0
+    out = ds / "out"
+    assert main(["export", "ds", "--out", str(out), "--format", "jsonl", "--images", "paths", "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert manifest["counts"]["out"] == 5 and manifest["options"]["images"] == "paths"
+    lines = (out / "pairs.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and json.loads(lines[0])["clean_prob"] is None
+    assert main(["export", "ds", "--out", str(out)]) == 1
+    assert "not empty; choose another folder or pass --overwrite" in capsys.readouterr().err

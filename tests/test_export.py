@@ -1,0 +1,171 @@
+"""Export: round trips through every format, atomicity (SIGKILL midway, stale temp folders), counts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core.errors import ConcordError
+from core.export import ExportOptions, clean_stale_exports, export_dataset, plan_export
+from core.hashing import file_hash
+from core.importers import import_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_dataset(store, root: Path, name: str = "ds", fmt: str = "csv", n: int = 6) -> int:
+    """n pairs over n images (`sub/imgK.png`), keys 101.., splits train/val alternating."""
+    rows = []
+    for k in range(n):
+        path = root / "sub" / f"img{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (k * 30, 10, 200 - k * 20)).save(path)
+        rows.append({"image_path": f"sub/img{k}.png", "image_hash": file_hash(path), "width": 8, "height": 8,
+                     "nbytes": path.stat().st_size, "caption": f"caption number {k}",
+                     "split": "train" if k % 2 == 0 else "val", "key": str(101 + k)})
+    store.write_dataset(name, root, fmt, pd.DataFrame(rows))
+    return store.dataset(name).id
+
+
+def decide_three(store, ds_id: int) -> dict[str, int]:
+    pairs = store.pairs_frame(ds_id).set_index("key")["pair_id"]
+    store.decide(ds_id, [int(pairs["101"])], "keep", "ann")
+    store.decide(ds_id, [int(pairs["102"])], "reject", "ann")
+    store.decide(ds_id, [int(pairs["103"])], "fix", "ann", new_caption="a fixed caption")
+    return {k: int(v) for k, v in pairs.items()}
+
+
+EXPECTED = {("sub/img0.png", "caption number 0"), ("sub/img2.png", "a fixed caption"),
+            ("sub/img3.png", "caption number 3"), ("sub/img4.png", "caption number 4"),
+            ("sub/img5.png", "caption number 5")}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "coco", "karpathy"])
+def test_round_trip(store, tmp_path, fmt):
+    ds_id = make_dataset(store, tmp_path / "src", fmt=fmt)
+    decide_three(store, ds_id)
+    out = tmp_path / "out"
+    manifest = export_dataset(store, "ds", out)
+    assert manifest["format"] == fmt
+    assert manifest["counts"] == {"in": 6, "dropped": 1, "dropped_rejected": 1, "dropped_flagged_unreviewed": 0,
+                                  "fixed": 1, "out": 5}
+    files = [out / f for f in manifest["files"]]
+    got = set()
+    for i, f in enumerate(files):
+        import_dataset(store, f, f"back{i}", images_root=out / "images")
+        back = store.pairs_frame(store.dataset(f"back{i}").id)
+        got |= set(zip(back["image_path"], back["caption"]))
+        if fmt in ("csv", "jsonl", "parquet", "karpathy"):
+            assert dict(zip(back["image_path"], back["split"])) == {
+                "sub/img0.png": "train", "sub/img2.png": "train", "sub/img3.png": "val",
+                "sub/img4.png": "train", "sub/img5.png": "val"}
+    assert got == EXPECTED
+    if fmt == "coco":
+        assert sorted(manifest["files"]) == ["captions_train.json", "captions_val.json"]
+    assert sorted(p.name for p in (out / "images" / "sub").iterdir()) == [f"img{k}.png" for k in (0, 2, 3, 4, 5)]
+    log = pd.read_csv(out / "decisions.csv")
+    assert list(log["action"]) == ["keep", "reject", "fix"]
+    assert not [p for p in tmp_path.iterdir() if "concord-tmp" in p.name]
+
+
+def test_tabular_columns_scores_and_flagged_drop(store, tmp_path):
+    ds_id = make_dataset(store, tmp_path / "src")
+    ids = decide_three(store, ds_id)
+    run_id = store.create_run(ds_id, "npc", "concord-tiny")
+    order = [ids[str(101 + k)] for k in range(6)]
+    store.write_scores(run_id, np.array(order), np.zeros(6), np.array([0.9, 0.1, 0.2, 0.3, 0.8, 0.4]),
+                       np.array([1.0, 0.5, 0.5, 0.25, 1.0, 0.75]))
+    store.update_run(run_id, state="finished", threshold=0.5)
+    plan = plan_export(store, "ds", ExportOptions(drop_flagged_unreviewed=True))
+    # flagged: 102 (rejected anyway), 103 (fixed: decided), 104 and 106 (undecided → dropped)
+    assert plan.counts == {"in": 6, "dropped": 3, "dropped_rejected": 1, "dropped_flagged_unreviewed": 2,
+                           "fixed": 1, "out": 3}
+    out = tmp_path / "out"
+    manifest = export_dataset(store, "ds", out, ExportOptions(drop_flagged_unreviewed=True, images="paths"))
+    table = pd.read_csv(out / "pairs.csv", keep_default_na=False)
+    assert list(table.columns) == ["image", "caption", "split", "pair_id", "clean_prob", "weight", "decision"]
+    assert table.to_dict("records") == [
+        {"image": "sub/img0.png", "caption": "caption number 0", "split": "train", "pair_id": 101,
+         "clean_prob": 0.9, "weight": 1.0, "decision": "keep"},
+        {"image": "sub/img2.png", "caption": "a fixed caption", "split": "train", "pair_id": 103,
+         "clean_prob": 0.2, "weight": 0.5, "decision": "fix"},
+        {"image": "sub/img4.png", "caption": "caption number 4", "split": "train", "pair_id": 105,
+         "clean_prob": 0.8, "weight": 1.0, "decision": ""}]
+    assert manifest["counts"]["out"] == len(table)
+    assert manifest["run"]["id"] == run_id and manifest["threshold"] == 0.5 and manifest["model"] == "concord-tiny"
+    assert manifest["images_root"] == str(tmp_path / "src") and not (out / "images").exists()
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["counts"] == manifest["counts"] and on_disk["concord_version"]
+
+
+def test_refuses_non_empty_dir_and_overwrites(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConcordError, match="not empty; choose another folder or pass --overwrite"):
+        export_dataset(store, "ds", out)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_dataset(store, "ds", out, ExportOptions(overwrite=True))
+    assert not (out / "keep.txt").exists() and (out / "pairs.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "src"]
+
+
+def test_drop_flagged_needs_a_run(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    with pytest.raises(ConcordError, match="no finished run"):
+        plan_export(store, "ds", ExportOptions(drop_flagged_unreviewed=True))
+
+
+def test_killed_export_leaves_nothing_and_next_export_cleans(store, tmp_path):
+    make_dataset(store, tmp_path / "src", n=6)
+    store.close()
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from core.store import Store
+        from core.progress import Progress
+        from core.export import export_dataset
+        def die(p):
+            if p.stage == "copying images" and p.step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        export_dataset(Store.open(), "ds", {str(out)!r}, progress=Progress(listener=die))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=os.environ.copy(), timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    stale = [p for p in tmp_path.iterdir() if ".concord-tmp-" in p.name]
+    assert len(stale) == 1 and (stale[0] / "images" / "sub" / "img2.png").is_file()
+    from core.store import Store
+    with Store.open() as s:
+        export_dataset(s, "ds", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "src"]
+
+
+def test_clean_stale_exports_keeps_live_owners(tmp_path):
+    live = tmp_path / f".x.concord-tmp-{os.getpid()}"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+    dead = tmp_path / f".x.concord-tmp-{dead_pid}"
+    other = tmp_path / ".x.concord-tmp-notapid"
+    for d in (live, dead, other):
+        d.mkdir()
+    assert clean_stale_exports(tmp_path) == [dead]
+    assert live.is_dir() and other.is_dir()
+
+
+def test_failure_midway_removes_temp_folder(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    os.remove(tmp_path / "src" / "sub" / "img4.png")
+    with pytest.raises(ConcordError, match="image 'sub/img4.png' of dataset 'ds' is missing"):
+        export_dataset(store, "ds", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "src"]

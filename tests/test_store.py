@@ -1,0 +1,195 @@
+"""The store: schema and migrations, atomic transactions, concurrent writers, identity across re-imports."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ConcordError, DatabaseLocked
+from core.store import SCHEMA_VERSION, Store
+
+
+def records(n: int, captions: list[str] | None = None, split: str = "train") -> pd.DataFrame:
+    caps = captions or [f"caption {i} é 猫" for i in range(n)]
+    return pd.DataFrame({
+        "image_path": [f"img/{i // 2}.png" for i in range(n)],
+        "image_hash": [f"h{i // 2}" for i in range(n)],
+        "width": 8, "height": 8, "nbytes": 100,
+        "caption": caps, "split": split, "key": [str(i) for i in range(n)],
+    })
+
+
+def test_fresh_database_has_latest_schema(store: Store) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.list_datasets() == []
+
+
+def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = Store.open(path, migrate=False)
+    old.migrate(target=1)
+    assert old.schema_version() == 1
+    with old.transaction() as cur:  # a version-1 database with one dataset of 4 pairs, written as v1 did
+        cur.execute("INSERT INTO datasets VALUES (1, 'd', '/root', 'csv', NULL, NULL, '{}', now()::TIMESTAMP)")
+        cur.execute("INSERT INTO images VALUES (1, 1, 'a.png', 'h', 8, 8, 100)")
+        for i in range(4):
+            cur.execute("INSERT INTO captions VALUES (?, 1, ?, ?)", [i + 1, f"c{i}", f"h{i}"])
+            cur.execute("INSERT INTO pairs VALUES (?, 1, 1, ?, 'train', ?, ?, NULL, NULL, ?)",
+                        [i + 1, i + 1, str(i), f"u{i}", i])
+    with pytest.raises(duckdb.CatalogException):
+        old.review_sets(1)
+    old.close()
+
+    new = Store.open(path)
+    assert new.schema_version() == SCHEMA_VERSION
+    assert new.dataset_summary(1)["pairs"] == 4
+    set_id = new.create_review_set(1, "look", [1, 2])
+    assert new.review_set_pair_ids(set_id) == [1, 2]
+    new.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.duckdb"
+    s = Store.open(path)
+    with s.transaction() as cur:
+        cur.execute("UPDATE schema_version SET version = 99")
+    s.close()
+    with pytest.raises(ConcordError, match="newer than this Concord"):
+        Store.open(path)
+
+
+def test_failed_transaction_leaves_nothing(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(4))
+    before = store.decisions_frame(1)
+    with pytest.raises(RuntimeError):
+        with store.transaction() as cur:
+            cur.execute("INSERT INTO decisions VALUES (999, 1, 1, 'keep', 'x', now()::TIMESTAMP, NULL, NULL, NULL)")
+            raise RuntimeError("boom")
+    assert store.decisions_frame(1).equals(before)
+    # a decision on a missing pair fails as a whole: the valid pair before it is not stored either
+    with pytest.raises(ConcordError, match="no pair 12345"):
+        store.decide(1, [1, 12345], "keep", "ann")
+    assert store.decisions_frame(1).empty and store.meta_frame(1).empty
+
+
+def test_failed_import_changes_nothing(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(4))
+    with pytest.raises(ConcordError, match="already exists"):
+        store.write_dataset("d", "/root", "csv", records(6))
+    assert store.dataset_summary(1)["pairs"] == 4
+
+
+def test_eight_threads_writing_1000_decisions_each_lose_none(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(40))
+    pair_ids = store.pairs_frame(1)["pair_id"].tolist()
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(1000):
+                store.decide(1, [pair_ids[(t * 5 + i) % len(pair_ids)]], ("keep", "reject", "skip")[i % 3], f"r{t}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    log = store.decisions_frame(1)
+    assert len(log) == 8000
+    assert log["decision_id"].is_unique
+    assert sorted(log.groupby("reviewer").size().tolist()) == [1000] * 8
+
+
+def test_decision_meta_effects_and_undo(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(4))
+    p = store.pairs_frame(1)
+    store.decide(1, [p.pair_id[0]], "keep", "ann")
+    store.decide(1, [p.pair_id[1]], "reject", "ann")
+    store.decide(1, [p.pair_id[2]], "fix", "ann", new_caption="a better caption")
+    meta = store.meta_frame(1)
+    assert sorted(zip(meta.caption, meta.label)) == sorted([
+        (p.caption[0], 1), (p.caption[1], 0), ("a better caption", 1), (p.caption[2], 0)])
+    assert store.undo(1, "ann") is not None  # reverts the fix
+    meta = store.meta_frame(1)
+    assert sorted(zip(meta.caption, meta.label)) == sorted([(p.caption[0], 1), (p.caption[1], 0)])
+    assert store.undo(1, "bob") is None  # bob decided nothing
+    state = store.pairs_frame(1).set_index("pair_id")["decision"]
+    assert state[p.pair_id[0]] == "keep" and state[p.pair_id[1]] == "reject" and pd.isna(state[p.pair_id[2]])
+    log = store.decisions_frame(1)
+    assert log.action.tolist() == ["keep", "reject", "fix", "undo"]
+
+
+def test_undo_restores_the_entry_a_decision_replaced(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    p = store.pairs_frame(1)
+    store.add_meta(1, [(p.image_id[0], p.caption_id[0], 1)], "seed")
+    store.decide(1, [p.pair_id[0]], "reject", "ann")
+    assert store.meta_frame(1)[["label", "source"]].values.tolist() == [[0, "decision"]]
+    store.undo(1, "ann")
+    assert store.meta_frame(1)[["label", "source"]].values.tolist() == [[1, "seed"]]
+
+
+def test_bad_decisions_are_refused(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    with pytest.raises(ConcordError, match="unknown action"):
+        store.decide(1, [1], "maybe", "ann")
+    with pytest.raises(ConcordError, match="needs the new caption"):
+        store.decide(1, [1], "fix", "ann", new_caption="  ")
+    with pytest.raises(ConcordError, match="reviewer"):
+        store.decide(1, [1], "keep", " ")
+    assert store.decisions_frame(1).empty
+
+
+def test_replace_keeps_decisions_of_pairs_that_still_exist(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(4))
+    p = store.pairs_frame(1)
+    store.decide(1, [p.pair_id[0], p.pair_id[3]], "reject", "ann")
+    changed = records(4)
+    changed.loc[3, "caption"] = "a new caption"
+    store.write_dataset("d", "/root", "csv", changed, replace=True)
+    after = store.pairs_frame(1)
+    assert after.pair_id[0] == p.pair_id[0] and after.decision[0] == "reject"
+    assert pd.isna(after.decision[3]) and after.caption[3] == "a new caption"
+    assert len(store.decisions_frame(1)) == 1
+
+
+def test_caption_text_round_trips_byte_identical(store: Store) -> None:
+    caps = ["naïve café", "猫が座っている", "🐱 on a mat", "שלום", "tab\tand \"quotes\""]
+    store.write_dataset("d", "/root", "jsonl", records(5, caps))
+    assert store.pairs_frame(1)["caption"].tolist() == caps
+
+
+def test_scores_threshold_and_flagged(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(4))
+    ids = store.pairs_frame(1)["pair_id"].to_numpy()
+    run = store.create_run(1, "b1", "concord-tiny")
+    store.write_scores(run, ids, np.zeros(4), np.array([0.1, 0.4, 0.6, 0.9]), np.ones(4), {"r": np.arange(4.0)})
+    store.update_run(run, state="finished")
+    assert store.scores_frame(run)["flagged"].tolist() == [True, True, False, False]
+    assert store.scores_frame(run)["r"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    store.set_threshold(run, 0.5)
+    assert store.dataset_summary(1)["flagged"] == 2
+    store.set_threshold(run, 0.95)
+    assert store.pairs_frame(1, run)["flagged"].sum() == 4
+    with pytest.raises(ConcordError, match="threshold"):
+        store.set_threshold(run, 1.5)
+
+
+def test_second_process_is_told_who_holds_the_database(store: Store) -> None:
+    result = subprocess.run([sys.executable, "-m", "core", "datasets", "--json"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert store.path in lines[0] and "process" in lines[0]
+    import os
+    assert str(os.getpid()) in lines[0]
