@@ -1,0 +1,95 @@
+"""`bench embed`: caption-embedding throughput of the caching pipeline against the model's raw forward pass.
+
+The raw figure is `LoadedModel.text_features` called back to back on the same batches (nothing else); the
+pipeline figure is `core.features.encode_texts` into an empty temporary cache (hashing, length-sorted
+batching, progress, chunked commits to disk, read-back). Both see the same captions and batch size, and
+they alternate over `--repeats` rounds so that a busy machine slows both alike; the best round of each
+counts. The captions are the dataset's own (default `demo`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from core.benchmarks import write_section
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("embed", parents=[common], help="caption-embedding throughput: pipeline vs raw forward",
+                       description=__doc__)
+    p.add_argument("--dataset", default="demo", help="dataset whose captions are embedded (default demo)")
+    p.add_argument("--captions", type=int, default=2000, help="how many of its captions (default 2000)")
+    p.add_argument("--model", default=None, help="model (default concord-tiny)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=2, help="alternating rounds of each (default 2)")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def raw_seconds(loaded, texts: list[str], batch_size: int) -> float:
+    """Seconds for the model's forward pass alone over `texts`, in the pipeline's length-sorted batches."""
+    ordered = sorted(texts, key=len)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(ordered), batch_size):
+            loaded.text_features(ordered[i:i + batch_size]).cpu()
+    return time.perf_counter() - t0
+
+
+def pipeline_seconds(texts: list[str], model: str, device: str, batch_size: int) -> float:
+    """Seconds for `encode_texts` on `texts` into a fresh, empty cache."""
+    from core.features import encode_texts
+    before = os.environ.get("CONCORD_CACHE")
+    with tempfile.TemporaryDirectory(prefix="concord-bench-embed-") as tmp:
+        os.environ["CONCORD_CACHE"] = tmp
+        try:
+            t0 = time.perf_counter()
+            encode_texts(texts, model, device, batch_size)
+            return time.perf_counter() - t0
+        finally:
+            if before is None:
+                os.environ.pop("CONCORD_CACHE", None)
+            else:
+                os.environ["CONCORD_CACHE"] = before
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from core.models import DEFAULT_MODEL, load_model
+
+    model = args.model or DEFAULT_MODEL
+    ds = ctx.store.dataset(args.dataset)
+    texts = ctx.store.captions_frame(ds.id)["text"].drop_duplicates().head(args.captions).tolist()
+    loaded = load_model(model, args.device)
+    raw_seconds(loaded, texts[: args.batch_size], args.batch_size)            # warm-up (thread pools, allocator)
+    raw, pipe = [], []
+    for _ in range(args.repeats):
+        raw.append(raw_seconds(loaded, texts, args.batch_size))
+        pipe.append(pipeline_seconds(texts, model, args.device, args.batch_size))
+    out: dict[str, Any] = {
+        "model": model, "device": str(loaded.device), "captions": len(texts), "batch_size": args.batch_size,
+        "raw_captions_per_s": len(texts) / min(raw), "pipeline_captions_per_s": len(texts) / min(pipe),
+    }
+    out["ratio"] = out["pipeline_captions_per_s"] / out["raw_captions_per_s"]
+    command = (f"python -m core bench embed --dataset {args.dataset} --captions {args.captions}"
+               + (f" --model {args.model}" if args.model else "") + f" --repeats {args.repeats}")
+    body = (f"## Caption embedding (`bench embed`)\n\nCommand: `{command}` ({os.cpu_count()} CPU cores, "
+            f"{platform.machine()}, device {out['device']}).\n\n"
+            "| model | captions | raw forward captions/s | pipeline captions/s | pipeline / raw |\n|---|---|---|---|---|\n"
+            f"| {model} | {len(texts):,} | {out['raw_captions_per_s']:.0f} | {out['pipeline_captions_per_s']:.0f} | "
+            f"{out['ratio']:.0%} |")
+    if not args.no_docs:
+        write_section(f"embed: {model}", body)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(body)
+    return 0
