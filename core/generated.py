@@ -37,7 +37,7 @@ class GenerateOptions:
     images: int = 1000
     image_size: int = 64
     seed: int = 0
-    noise: float = 0.0
+    noise: float = 0.3           # the default: the demo arrives with mistakes to find
     noise_kind: str = "ncr"
     k: int = DEFAULT_K
 

@@ -48,10 +48,10 @@ def test_create_noise_and_delete():
     at.number_input(key="demo_images").set_value(20)
     at.button(key="demo_create").click().run()
     assert not at.exception, at.exception
-    assert at.success[0].value == "Created 'demo': 20 images, 100 pairs, 0 with injected noise"
+    assert at.success[0].value == "Created 'demo': 20 images, 100 pairs, 24 with injected noise"
     row = table(at).loc["demo"]
     assert (row["images"], row["captions"], row["pairs"], row["train pairs"], row["val pairs"],
-            row["test pairs"], row["injected noise"], row["reviewed"]) == (20, 100, 100, 80, 10, 10, 0, 0)
+            row["test pairs"], row["injected noise"], row["reviewed"]) == (20, 100, 100, 80, 10, 10, 24, 0)
     # the sample grid shows captions as plain text, each one of the dataset's captions
     captions = set(get_store().pairs_frame(get_store().dataset("demo").id)["caption"])
     shown = [t.value for t in at.text if t.value in captions]
