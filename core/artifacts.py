@@ -1,6 +1,6 @@
-"""What a run leaves in the cache: its checkpoint and its embeddings, keyed by run id.
+"""What a run leaves in the cache: its checkpoint and its embeddings, keyed by the run (`Run.cache_key`).
 
-Everything here can be recomputed by running the run again, so it lives under `CONCORD_CACHE/runs/ID/`.
+Everything here can be recomputed by running the run again, so it lives under `CONCORD_CACHE/runs/KEY/`.
 The embeddings (one L2-normalised vector per image and per caption of the dataset, under the run's trained
 model) serve the neighbours, the suggestions and the map.
 """
@@ -16,6 +16,7 @@ import numpy as np
 
 from core import paths
 from core.errors import NotFound
+from core.store import Run
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,20 @@ def _positions(known: np.ndarray, wanted: Sequence[int], what: str) -> np.ndarra
     return pos
 
 
-def run_dir(run_id: int) -> Path:
+def _folder(run: Run) -> Path:
+    return paths.cache_dir() / "runs" / run.cache_key
+
+
+def run_dir(run: Run) -> Path:
     """The run's cache folder (created)."""
-    d = paths.cache_dir() / "runs" / str(int(run_id))
+    d = _folder(run)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def checkpoint_path(run_id: int) -> Path:
+def checkpoint_path(run: Run) -> Path:
     """Where the run's resumable checkpoint lives (a torch file)."""
-    return run_dir(run_id) / "checkpoint.pt"
+    return run_dir(run) / "checkpoint.pt"
 
 
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -75,22 +80,32 @@ def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def save_embeddings(run_id: int, emb: RunEmbeddings) -> None:
-    atomic_save_npz(run_dir(run_id) / "embeddings.npz",
+def embeddings_path(run: Run) -> Path:
+    return _folder(run) / "embeddings.npz"
+
+
+def save_embeddings(run: Run, emb: RunEmbeddings) -> None:
+    run_dir(run)
+    atomic_save_npz(embeddings_path(run),
                     image_ids=np.asarray(emb.image_ids, np.int64), image_emb=np.asarray(emb.image_emb, np.float32),
                     caption_ids=np.asarray(emb.caption_ids, np.int64),
                     caption_emb=np.asarray(emb.caption_emb, np.float32))
 
 
-def has_embeddings(run_id: int) -> bool:
-    return (paths.cache_dir() / "runs" / str(int(run_id)) / "embeddings.npz").exists()
+def has_embeddings(run: Run) -> bool:
+    return embeddings_path(run).exists()
 
 
-def load_embeddings(run_id: int) -> RunEmbeddings:
+def load_embeddings(run: Run) -> RunEmbeddings:
     """The run's embeddings; `NotFound` saying what to do when the cache no longer has them."""
-    path = paths.cache_dir() / "runs" / str(int(run_id)) / "embeddings.npz"
+    path = embeddings_path(run)
     if not path.exists():
-        raise NotFound(f"run {run_id} has no embeddings in the cache ({path}); the cache was cleared or the run "
+        raise NotFound(f"run {run.id} has no embeddings in the cache ({path}); the cache was cleared or the run "
                        "did not finish: run it again to recompute them")
+    return read_embeddings(path)
+
+
+def read_embeddings(path: Path) -> RunEmbeddings:
+    """The embeddings in the .npz file `path` (see `save_embeddings`)."""
     with np.load(path) as z:
         return RunEmbeddings(z["image_ids"], z["image_emb"], z["caption_ids"], z["caption_emb"])

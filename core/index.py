@@ -166,12 +166,12 @@ class RunNeighbours:
         """The neighbours under run `run_id`'s trained model: built once from its embeddings, then kept in
         memory and on disk under the run's cache folder (rebuilt when the embeddings change)."""
         from core import artifacts
-        store.run(run_id)   # NotFound for an unknown run
-        path = paths.cache_dir() / "runs" / str(int(run_id)) / "embeddings.npz"
+        run = store.run(run_id)   # NotFound for an unknown run
+        path = artifacts.embeddings_path(run)
         if not path.exists():
-            artifacts.load_embeddings(run_id)   # raises NotFound saying what to do
+            artifacts.load_embeddings(run)   # raises NotFound saying what to do
         st = path.stat()
-        return _run_neighbours(str(paths.cache_dir()), int(run_id), st.st_size, st.st_mtime_ns)
+        return _run_neighbours(str(path.parent), st.st_size, st.st_mtime_ns)
 
     @classmethod
     def for_model(cls, store, dataset_id: int, model: str, device: str = "auto") -> "RunNeighbours":
@@ -235,11 +235,12 @@ def _model_neighbours(store, dataset_id: int, model: str, device: str, identity:
 
 
 @functools.lru_cache(maxsize=8)
-def _run_neighbours(cache: str, run_id: int, size: int, mtime_ns: int) -> RunNeighbours:
-    """Keyed by the embeddings file's size and time, so a re-run's new embeddings give new neighbours."""
+def _run_neighbours(run_folder: str, size: int, mtime_ns: int) -> RunNeighbours:
+    """Keyed by the run's cache folder and its embeddings file's size and time, so a re-run's new embeddings
+    give new neighbours."""
     from core import artifacts
-    emb = artifacts.load_embeddings(run_id)
-    folder = Path(cache) / "runs" / str(run_id) / "neighbours"
+    emb = artifacts.read_embeddings(Path(run_folder) / "embeddings.npz")
+    folder = Path(run_folder) / "neighbours"
     stamp = {"embeddings_size": size, "embeddings_mtime_ns": mtime_ns}
     stamp_file = folder / "stamp.json"
     if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:

@@ -25,6 +25,7 @@ import pandas as pd
 from core import artifacts
 from core.errors import ConcordError
 from core.progress import Progress
+from core.store import Run
 
 MODES = ("pairs", "two-sets")
 METRICS = ("cosine", "euclidean")
@@ -144,7 +145,7 @@ def _points(store, run_id: int, mode: str) -> _Points:
     pairs = store.run_pairs(run_id)
     if pairs.empty:
         raise ConcordError(f"run {run_id} has no scored pairs to map")
-    emb = artifacts.load_embeddings(run_id)
+    emb = artifacts.load_embeddings(store.run(run_id))
     pair_ids = pairs["pair_id"].to_numpy(np.int64)
     if mode == "pairs":
         vectors = fuse(emb.image_rows(pairs["image_id"]), emb.caption_rows(pairs["caption_id"]))
@@ -163,50 +164,50 @@ def _frame(points: _Points, coords: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def _embeddings_stamp(run_id: int) -> np.ndarray:
+def _embeddings_stamp(run: Run) -> np.ndarray:
     """(size, mtime in ns) of the run's embeddings file: a map made from other embeddings is stale."""
-    st = (artifacts.run_dir(run_id) / "embeddings.npz").stat()
+    st = artifacts.embeddings_path(run).stat()
     return np.array([st.st_size, st.st_mtime_ns], dtype=np.int64)
 
 
-def _cache_path(run_id: int, name: str) -> Path:
-    return artifacts.run_dir(run_id) / f"projection-{name}.npz"
+def _cache_path(run: Run, name: str) -> Path:
+    return artifacts.run_dir(run) / f"projection-{name}.npz"
 
 
-def _load(run_id: int, name: str) -> pd.DataFrame | None:
-    path = _cache_path(run_id, name)
-    if not path.exists() or not artifacts.has_embeddings(run_id):
+def _load(run: Run, name: str) -> pd.DataFrame | None:
+    path = _cache_path(run, name)
+    if not path.exists() or not artifacts.has_embeddings(run):
         return None
     with np.load(path) as z:
-        if not np.array_equal(z["stamp"], _embeddings_stamp(run_id)):
+        if not np.array_equal(z["stamp"], _embeddings_stamp(run)):
             return None
         return pd.DataFrame({k: z[k] for k in z.files if k != "stamp"})
 
 
-def _save(run_id: int, name: str, frame: pd.DataFrame) -> None:
+def _save(run: Run, name: str, frame: pd.DataFrame) -> None:
     arrays = {c: frame[c].to_numpy(np.int64 if c == "pair_id" else np.float32) for c in frame.columns}
-    artifacts.atomic_save_npz(_cache_path(run_id, name), stamp=_embeddings_stamp(run_id), **arrays)
+    artifacts.atomic_save_npz(_cache_path(run, name), stamp=_embeddings_stamp(run), **arrays)
 
 
-def save_projection(run_id: int, settings: ProjectionSettings, frame: pd.DataFrame) -> None:
+def save_projection(store, run_id: int, settings: ProjectionSettings, frame: pd.DataFrame) -> None:
     """Cache `frame` (pair_id, x, y[, x2, y2]) as the run's UMAP map under `settings`."""
-    _save(run_id, f"umap-{settings.key}", frame)
+    _save(store.run(run_id), f"umap-{settings.key}", frame)
 
 
-def cached_projection(run_id: int, settings: ProjectionSettings) -> pd.DataFrame | None:
+def cached_projection(store, run_id: int, settings: ProjectionSettings) -> pd.DataFrame | None:
     """The run's UMAP map under `settings` if computed (and its embeddings unchanged since), else None."""
-    return _load(run_id, f"umap-{settings.key}")
+    return _load(store.run(run_id), f"umap-{settings.key}")
 
 
 def project_run(store, run_id: int, settings: ProjectionSettings, progress: Progress) -> pd.DataFrame:
     """The run's UMAP map, DataFrame(pair_id, x, y[, x2, y2]): cached, else computed and cached."""
-    cached = cached_projection(run_id, settings)
+    cached = cached_projection(store, run_id, settings)
     if cached is not None:
         return cached
     progress.start("loading", None, message=f"Loading the embeddings of run {run_id}")
     points = _points(store, run_id, settings.mode)
     frame = _frame(points, umap_projection(points.vectors, settings, progress))
-    save_projection(run_id, settings, frame)
+    save_projection(store, run_id, settings, frame)
     return frame
 
 
@@ -214,11 +215,11 @@ def pca_run(store, run_id: int, mode: str = "pairs") -> pd.DataFrame:
     """The run's PCA map (same frame as `project_run`): quick, shown while UMAP computes; cached."""
     if mode not in MODES:
         raise ConcordError(f"unknown projection mode {mode!r} (one of {', '.join(MODES)})")
-    name = f"pca-{mode}"
-    cached = _load(run_id, name)
+    name, run = f"pca-{mode}", store.run(run_id)
+    cached = _load(run, name)
     if cached is not None:
         return cached
     points = _points(store, run_id, mode)
     frame = _frame(points, pca_projection(points.vectors))
-    _save(run_id, name, frame)
+    _save(run, name, frame)
     return frame

@@ -142,6 +142,12 @@ class Run:
     checkpoint: str | None
     parent_run: int | None
 
+    @property
+    def cache_key(self) -> str:
+        """The run's folder name in the cache. Run ids restart in every database while one cache may serve
+        several (`--db`, tests), so the id alone would hand one database's checkpoint to another's run."""
+        return f"{self.id}-{self.created_at:%Y%m%dT%H%M%S%f}"
+
 
 _RUN_COLUMNS = [f for f in Run.__dataclass_fields__]
 _JSON_RUN_FIELDS = ("config", "metrics", "progress")

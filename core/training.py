@@ -137,7 +137,7 @@ def prepare(store, run, progress: Progress) -> RunContext:
                     mean=tuple(loaded.mean), std=tuple(loaded.std))
     make = encoder_factory(loaded, run.regime, images.values.shape[-1], texts.values.shape[-1], device)
     return RunContext(data=data, inputs=inputs, make_encoder=make, seed=run.seed or 0, progress=progress,
-                      checkpoint=Checkpointer(artifacts.checkpoint_path(run.id)), regime=run.regime)
+                      checkpoint=Checkpointer(artifacts.checkpoint_path(run)), regime=run.regime)
 
 
 def execute_run(store, run_id: int, progress: Progress) -> None:
@@ -154,7 +154,7 @@ def execute_run(store, run_id: int, progress: Progress) -> None:
         progress.check()
         store.write_scores(run_id, ctx.data.pair_ids, result.similarity, result.clean_prob, result.weight,
                            result.extras)
-        artifacts.save_embeddings(run_id, result.embeddings)
+        artifacts.save_embeddings(store.run(run_id), result.embeddings)
         store.update_run(run_id, metrics=result.metrics)
         detection = {k: v for k, v in evaluate_run(store, run_id).items()
                      if k in ("truth", "auroc", "auprc", "precision", "recall", "f1", "flagged")}

@@ -82,7 +82,7 @@ def fabricate_run(store, root: Path, *, name: str = "ds", images_per_topic: int 
     store.write_scores(run_id, frame["pair_id"].to_numpy(), frame["similarity"].to_numpy(),
                        frame["clean_prob"].to_numpy(), frame["weight"].to_numpy())
     store.update_run(run_id, state="finished", metrics={"auroc": 0.9})
-    artifacts.save_embeddings(run_id, emb)
+    artifacts.save_embeddings(store.run(run_id), emb)
     return FabricatedRun(ds_id, run_id, frame[["pair_id", "key", "topic", "caption_topic", "is_noisy", "split",
                                                "clean_prob", "weight", "similarity"]])
 
@@ -165,18 +165,18 @@ def test_umap_cancelled_before_it_starts() -> None:
 def test_project_run_pairs_mode_clusters_topics_and_is_cached(store, tmp_path) -> None:
     fab = fabricate_run(store, tmp_path / "src", images_per_topic=8)
     settings = ProjectionSettings(n_neighbors=8)
-    assert cached_projection(fab.run_id, settings) is None
+    assert cached_projection(store, fab.run_id, settings) is None
     frame = project_run(store, fab.run_id, settings, Progress())
     assert list(frame.columns) == ["pair_id", "x", "y"]
     assert sorted(frame["pair_id"]) == sorted(fab.pairs["pair_id"])
     merged = frame.merge(fab.pairs, on="pair_id")
     clean = merged[~merged["is_noisy"]]
     assert _separated(clean[["x", "y"]].to_numpy(), clean["topic"].map(TOPICS.index).to_numpy())
-    cached = cached_projection(fab.run_id, settings)
+    cached = cached_projection(store, fab.run_id, settings)
     pd.testing.assert_frame_equal(cached, frame)
-    assert (artifacts.run_dir(fab.run_id) / f"projection-umap-{settings.key}.npz").exists()
+    assert (artifacts.run_dir(store.run(fab.run_id)) / f"projection-umap-{settings.key}.npz").exists()
     # other settings are another map
-    assert cached_projection(fab.run_id, ProjectionSettings(n_neighbors=9)) is None
+    assert cached_projection(store, fab.run_id, ProjectionSettings(n_neighbors=9)) is None
 
 
 def test_two_sets_mode_places_each_image_and_caption_once(store, tmp_path) -> None:
@@ -188,7 +188,7 @@ def test_two_sets_mode_places_each_image_and_caption_once(store, tmp_path) -> No
     assert (merged.groupby("image_id")[["x", "y"]].nunique() == 1).all().all()
     assert merged[["x2", "y2"]].drop_duplicates().shape[0] == merged["caption_id"].nunique()
     # same vectors as a direct PCA of images then captions
-    emb = artifacts.load_embeddings(fab.run_id)
+    emb = artifacts.load_embeddings(store.run(fab.run_id))
     images = np.unique(merged["image_id"])
     captions = np.unique(merged["caption_id"])
     direct = pca_projection(np.vstack([emb.image_rows(images), emb.caption_rows(captions)]))
@@ -200,7 +200,7 @@ def test_pca_run_is_the_pca_of_fused_vectors(store, tmp_path) -> None:
     fab = fabricate_run(store, tmp_path / "src")
     frame = pca_run(store, fab.run_id)
     pairs = store.run_pairs(fab.run_id)
-    emb = artifacts.load_embeddings(fab.run_id)
+    emb = artifacts.load_embeddings(store.run(fab.run_id))
     expected = pca_projection(fuse(emb.image_rows(pairs["image_id"]), emb.caption_rows(pairs["caption_id"])))
     assert np.array_equal(frame["pair_id"], pairs["pair_id"])
     assert np.allclose(frame[["x", "y"]].to_numpy(), expected, atol=1e-6)
@@ -210,12 +210,12 @@ def test_new_embeddings_make_the_cached_map_stale(store, tmp_path) -> None:
     fab = fabricate_run(store, tmp_path / "src")
     settings = ProjectionSettings()
     known = pd.DataFrame({"pair_id": fab.pairs["pair_id"], "x": np.arange(len(fab.pairs), dtype=float), "y": 0.0})
-    save_projection(fab.run_id, settings, known)
-    assert np.array_equal(cached_projection(fab.run_id, settings)["x"], known["x"])
-    emb = artifacts.load_embeddings(fab.run_id)
-    artifacts.save_embeddings(fab.run_id, artifacts.RunEmbeddings(emb.image_ids, emb.image_emb[::-1].copy(),
+    save_projection(store, fab.run_id, settings, known)
+    assert np.array_equal(cached_projection(store, fab.run_id, settings)["x"], known["x"])
+    emb = artifacts.load_embeddings(store.run(fab.run_id))
+    artifacts.save_embeddings(store.run(fab.run_id), artifacts.RunEmbeddings(emb.image_ids, emb.image_emb[::-1].copy(),
                                                                   emb.caption_ids, emb.caption_emb))
-    assert cached_projection(fab.run_id, settings) is None
+    assert cached_projection(store, fab.run_id, settings) is None
 
 
 def test_a_run_without_embeddings_or_scores_says_so(store, tmp_path) -> None:
@@ -227,7 +227,7 @@ def test_a_run_without_embeddings_or_scores_says_so(store, tmp_path) -> None:
                        fab.pairs["clean_prob"].to_numpy(), fab.pairs["weight"].to_numpy())
     with pytest.raises(NotFound, match=f"run {bare} has no embeddings"):
         pca_run(store, bare)
-    assert cached_projection(bare, ProjectionSettings()) is None
+    assert cached_projection(store, bare, ProjectionSettings()) is None
 
 
 # ------------------------------------------------------------------------------------------ thresholds
