@@ -137,7 +137,8 @@ def prepare(store, run, progress: Progress) -> RunContext:
                     mean=tuple(loaded.mean), std=tuple(loaded.std))
     make = encoder_factory(loaded, run.regime, images.values.shape[-1], texts.values.shape[-1], device)
     return RunContext(data=data, inputs=inputs, make_encoder=make, seed=run.seed or 0, progress=progress,
-                      checkpoint=Checkpointer(artifacts.checkpoint_path(run)), regime=run.regime)
+                      checkpoint=Checkpointer(artifacts.checkpoint_path(run)), regime=run.regime,
+                      image_pretrained=loaded.info.image_pretrained)
 
 
 def execute_run(store, run_id: int, progress: Progress) -> None:

@@ -79,6 +79,7 @@ class RunContext:
     progress: Progress = field(default_factory=Progress)
     checkpoint: Checkpointer = field(default_factory=lambda: Checkpointer(None))
     regime: str = "finetune"
+    image_pretrained: bool = False   # the image tower starts from pretrained weights (NPC skips its warm-up)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
