@@ -1,0 +1,248 @@
+"""MSCN (methods.md §3): the math by hand, the bi-level gradient, meta-data, purification, runs and resume."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import Cancelled, ConcordError
+from core.methods import make_config, method_class
+from core.methods.data import MetaData
+from core.methods.mscn import (MSCN, MSCNHead, hinge_hardest, purification_posterior, random_negatives, sharpen,
+                               weighted_infonce)
+from core.progress import Progress
+from tests.engine_fixtures import context, synthetic_problem
+
+FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "warmup_steps": 3, "meta_lr": 3e-3, "meta_batch_size": 16}
+
+
+def _mscn(data, inputs, checkpoint=None, progress=None, **values) -> MSCN:
+    cfg = make_config("mscn", FAST | values)
+    return method_class("mscn")(cfg, context(data, inputs, checkpoint=checkpoint, progress=progress))
+
+
+def _small(**kw):
+    return synthetic_problem(n_images=60, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ the math
+def test_sharpen_exact_values() -> None:
+    p = torch.tensor([0.5, 0.8, 0.1, 1.0, 0.0], dtype=torch.float64)
+    expected = [0.5, 0.64 / 0.68, 0.01 / 0.82, 1.0, 0.0]
+    assert sharpen(p).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+S3 = torch.tensor([[0.9, 0.5, 0.2],
+                   [0.6, 0.4, 0.3],
+                   [0.1, 0.8, 0.7]], dtype=torch.float64)
+M3 = torch.tensor([0.2, 0.1, 0.0], dtype=torch.float64)
+
+
+def test_hinge_margin_is_indexed_by_the_anchor_in_both_directions() -> None:
+    # image→text (row k, margin m_k): row 0: 0; row 1: 0.1+0.6-0.4 = 0.3; row 2: 0+0.8-0.7 = 0.1
+    # text→image (column k, margin m_k): column 0: 0; column 1: 0.1+0.8-0.4 = 0.5; column 2: 0
+    assert hinge_hardest(S3, M3).tolist() == pytest.approx([0.0, 0.8, 0.1], abs=1e-12)
+    # the released code's image→text term broadcasts the margin along the captions (m_j instead of m_k)
+    off = ~torch.eye(3, dtype=torch.bool)
+    d = S3.diagonal()
+    i2t_bug = ((M3[None, :] + S3 - d[:, None]).clamp(min=0) * off).max(dim=1).values
+    t2i = ((M3[None, :] + S3 - d[None, :]).clamp(min=0) * off).max(dim=0).values
+    assert float((i2t_bug + t2i).sum()) == pytest.approx(1.1, abs=1e-12)   # rows: 0, 0.4, 0.2
+    assert float(hinge_hardest(S3, M3).sum()) == pytest.approx(0.9, abs=1e-12)
+
+
+def test_only_the_low_scoring_anchor_changes_its_terms() -> None:
+    scores = torch.rand(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5
+    scores.diagonal().copy_(torch.full((6,), 0.4, dtype=torch.float64))
+    full = hinge_hardest(scores, torch.full((6,), 0.2, dtype=torch.float64))
+    low = torch.full((6,), 0.2, dtype=torch.float64)
+    low[3] = 0.2 * sharpen(torch.tensor(0.05, dtype=torch.float64))
+    changed = hinge_hardest(scores, low)
+    assert (full > 0).all()
+    assert torch.equal(torch.cat([changed[:3], changed[4:]]), torch.cat([full[:3], full[4:]]))
+    assert changed[3] < full[3]
+
+
+def test_shared_cells_are_not_negatives() -> None:
+    shared = torch.zeros(3, 3, dtype=torch.bool)
+    shared[1, 0] = shared[0, 1] = True          # pairs 0 and 1 share an image
+    # row 1 loses its 0.3 from column 0 (now 0.1+0.3-0.4 = 0); column 1 keeps image 2 (0.5)
+    assert hinge_hardest(S3, M3, shared).tolist() == pytest.approx([0.0, 0.5, 0.1], abs=1e-12)
+
+
+def test_weighted_infonce_weights_each_pair_loss() -> None:
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    scale = torch.tensor(0.0, dtype=torch.float64)             # logits = scores
+    one = np.log(1 + np.exp(-1.0))                              # CE of [1, 0] at the target 0
+    got = weighted_infonce(scores, torch.tensor([1.0, 0.5], dtype=torch.float64), scale)
+    assert got.tolist() == pytest.approx([one, 0.5 * one], abs=1e-12)
+
+
+@pytest.mark.parametrize("square_diff", [False, True])
+def test_head_matrix_equals_the_head_on_every_combination(square_diff: bool) -> None:
+    torch.manual_seed(0)
+    head = MSCNHead(8, 16, square_diff).double()
+    f = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=-1)
+    g = torch.nn.functional.normalize(torch.randn(5, 8, dtype=torch.float64), dim=-1)
+    each = head(f[:, None, :].expand(4, 5, 8).reshape(-1, 8), g[None].expand(4, 5, 8).reshape(-1, 8))
+    assert torch.allclose(head.matrix(f, g), each.reshape(4, 5), atol=1e-12)
+    assert ((head.matrix(f, g) > 0) & (head.matrix(f, g) < 1)).all()
+
+
+# ------------------------------------------------------------------------------------------------ meta-data
+def test_random_negatives_are_never_true_pairs() -> None:
+    images = np.array([0, 1, 2])
+    captions = np.array([0, 1, 2, 3, 4, 5])
+    own = np.array([0 * 6 + 0, 0 * 6 + 1, 1 * 6 + 2, 1 * 6 + 3, 2 * 6 + 4, 2 * 6 + 5])   # image i owns 2i, 2i+1
+    img, cap = random_negatives(images, captions, own, 6, 500, np.random.default_rng(0))
+    assert len(img) == len(cap) == 500
+    assert not np.isin(img * 6 + cap, own).any()
+    assert set(img) == {0, 1, 2} and set(cap) == set(range(6))
+    with pytest.raises(ConcordError, match="every caption of the meta-data positives belongs to their images"):
+        random_negatives(np.array([0]), np.array([0, 1]), own, 6, 3, np.random.default_rng(0))
+
+
+def test_meta_set_is_balanced_with_hard_negatives_kept() -> None:
+    data, inputs = _small()
+    meta = data.meta
+    hard = MetaData(meta.image_row[:3], (meta.caption_row[:3] + 7) % len(data.caption_ids), np.zeros(3, np.int64),
+                    np.full(3, -1))
+    data = replace(data, meta=MetaData(*(np.concatenate([a, b]) for a, b in
+                                         zip((meta.image_row, meta.caption_row, meta.label, meta.pair_index),
+                                             (hard.image_row, hard.caption_row, hard.label, hard.pair_index)))))
+    method = _mscn(data, inputs)
+    method.setup()
+    method.begin_epoch(0)
+    images, captions, labels = method.meta_set()
+    assert (labels == 1).sum() == (labels == 0).sum() == len(meta)
+    negatives = labels == 0
+    assert not np.isin(images[negatives] * len(data.caption_ids) + captions[negatives], method.own).any()
+    assert set(zip(hard.image_row, hard.caption_row)) <= set(zip(images[negatives], captions[negatives]))
+    first = method.negatives
+    method.begin_epoch(1)
+    assert not np.array_equal(first[1], method.negatives[1])       # redrawn every epoch
+    _, _, batch_labels = method.meta_batch(np.random.default_rng(0))
+    assert (batch_labels == 1).sum() == (batch_labels == 0).sum() == 8
+
+
+def test_refuses_without_meta_data_and_says_how_to_add_it() -> None:
+    data, inputs = _small()
+    with pytest.raises(ConcordError, match=r"has none: add trusted pairs: `python -m core meta NAME seed"):
+        _mscn(replace(data, meta=MetaData.empty()), inputs).run()
+    only_negatives = replace(data.meta, label=np.zeros(len(data.meta), np.int64))
+    with pytest.raises(ConcordError, match=f"only {len(data.meta)} mismatched ones"):
+        _mscn(replace(data, meta=only_negatives), inputs).run()
+    with pytest.raises(ConcordError, match="at least one epoch after its 3 warm-up"):
+        _mscn(data, inputs, warmup_epochs=3).run()
+
+
+# ------------------------------------------------------------------------------------------------ bi-level step
+def _meta_grads(method: MSCN, eta: float, detach: bool) -> torch.Tensor:
+    net = method.nets[0]
+    meta = method.meta_batch(np.random.default_rng(1))
+    loss, _, _ = method.virtual_meta_loss(net, method.data.train[:16], meta, eta, detach_virtual=detach)
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(net.head.parameters()))])
+
+
+def test_meta_gradient_reaches_the_head_through_the_virtual_step() -> None:
+    data, inputs = _small()
+    torch.manual_seed(0)
+    method = _mscn(data, inputs)
+    method.setup()
+    method.begin_epoch(1)
+    full = _meta_grads(method, 0.5, detach=False)
+    direct = _meta_grads(method, 0.5, detach=True)
+    through = full - direct
+    assert direct.norm() > 0 and through.norm() > 1e-3 * full.norm()
+    # the direct part is the plain gradient of the meta loss at fixed weights θ' (no path from φ to θ')
+    net = method.nets[0]
+    pairs = data.train[:16]
+    f, g = method._encode(net, pairs)
+    loss = method.main_loss(net, f, g, pairs, method._weights(net, f, g))
+    params = [p for p in net.encoder.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    with torch.no_grad():
+        for p, d in zip(params, grads):
+            if d is not None:
+                p -= 0.5 * d
+    images, captions, labels = method.meta_batch(np.random.default_rng(1))
+    scores = net.head(net.encoder.encode_image(inputs.image_batch(images)), net.encoder.encode_text(inputs.text_batch(captions)))
+    bce = torch.nn.functional.binary_cross_entropy(scores, torch.as_tensor(labels, dtype=torch.float32))
+    by_hand = torch.cat([g.flatten() for g in torch.autograd.grad(bce, list(net.head.parameters()))])
+    assert torch.allclose(direct, by_hand, atol=1e-6)
+    # with no virtual step (η = 0) there is no second path at all
+    with torch.no_grad():
+        for p, d in zip(params, grads):
+            if d is not None:
+                p += 0.5 * d
+    assert torch.allclose(_meta_grads(method, 0.0, False), _meta_grads(method, 0.0, True), atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------ purification
+def test_purification_recovers_hand_made_components() -> None:
+    train = np.array([0.05, 0.1, 0.15, 0.2, 0.75, 0.8, 0.85, 0.9, 0.95])
+    posterior = purification_posterior(train, train, meta_pos=np.array([0.8, 0.9, 0.85]),
+                                       meta_neg=np.array([0.1, 0.15, 0.2]))
+    assert (posterior[:4] < 0.5).all() and (posterior[4:] > 0.5).all()
+    assert np.all(np.diff(posterior) >= 0)
+
+
+def test_purification_splits_synthetic_beta_scores() -> None:
+    rng = np.random.default_rng(0)
+    noisy, clean = rng.beta(2, 8, 400), rng.beta(8, 2, 600)
+    scores = np.concatenate([noisy, clean])
+    posterior = purification_posterior(scores, scores, rng.beta(8, 2, 50), rng.beta(2, 8, 50))
+    truth = np.r_[np.zeros(400), np.ones(600)]
+    assert ((posterior > 0.5) == truth).mean() > 0.97
+    # degenerate input (every score equal, meta scores at the clamp) stays finite
+    flat = purification_posterior(np.full(5, 0.5), np.full(5, 0.5), np.ones(3), np.zeros(3))
+    assert np.isfinite(flat).all()
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def test_run_separates_noisy_pairs_and_purified_pairs_sit_out_one_epoch() -> None:
+    data, inputs = synthetic_problem()
+    method = _mscn(data, inputs, epochs=4)
+    result = method.run()
+    train = data.train
+    noisy = data.is_noisy[train] == 1
+    assert result.clean_prob[train][noisy].mean() < 0.5 < result.clean_prob[train][~noisy].mean()
+    assert np.array_equal(result.weight, result.extras["mscn"])
+    assert ((result.weight > 0) & (result.weight < 1)).all()
+    log = result.metrics["epochs"]
+    assert [e["pairs"] for e in log[1:]] == [len(train) - e["purified"] for e in log[:-1]]
+    assert "purified" not in log[-1] and "meta_loss" not in log[0] and "meta_loss" in log[1]
+    assert result.metrics["retrieval"]["rsum"] > 250
+    # retrieval ranks by the MSCN score, not the cosine
+    rows = np.arange(5)
+    img, cap = method.embed_rows(method.encoder, rows, rows)
+    assert not np.allclose(method.retrieval_similarity(rows, rows), img @ cap.T)
+
+
+def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
+    data, inputs = _small()
+    method = _mscn(data, inputs, co_training=True)
+    result = method.run()
+    assert len(method.nets) == 2 and np.isfinite(result.clean_prob).all()
+    a, b = method.nets
+    assert not np.array_equal(a.keep, b.keep)
+    assert {k for k in method.epoch_log[-1]} >= {"meta_loss", "pairs"}
+
+
+def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
+    data, inputs = _small()
+    whole = _mscn(data, inputs).run()
+
+    def cancel_in_epoch_two(p: Progress) -> None:
+        if p.stage.startswith("epoch 2") and p.step >= 1:
+            p.cancel()
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Cancelled):
+        _mscn(data, inputs, checkpoint=ckpt, progress=Progress(listener=cancel_in_epoch_two)).run()
+    resumed = _mscn(data, inputs, checkpoint=ckpt).run()
+    assert np.allclose(resumed.clean_prob, whole.clean_prob, atol=1e-6)
+    assert np.allclose(resumed.weight, whole.weight, atol=1e-6)
+    assert resumed.metrics["retrieval"] == pytest.approx(whole.metrics["retrieval"])
