@@ -833,3 +833,103 @@ class Store:
         rows = self._q("SELECT id FROM pairs WHERE dataset_id = ? ORDER BY hash(id, ?), id LIMIT ?",
                        [int(dataset_id), int(seed), int(n)]).fetchall()
         return [int(r[0]) for r in rows]
+
+    # --- review (issue 11): the review queue and the lookups the Review page needs
+    def review_queue(self, dataset_id: int, run_id: int, *, order: str = "suspicious",
+                     actions: Sequence[str] = ("none",), decided_before: int | None = None,
+                     split: str | None = None, text: str | None = None,
+                     clean_range: tuple[float, float] | None = None, set_id: int | None = None,
+                     threshold: float = 0.5, limit: int = 1, offset: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The head of a review queue (`limit` rows from `offset`) and its counts, in one query.
+
+        The scope is the dataset's pairs (only those of review set `set_id` when given) matching `split`,
+        caption `text` (case-insensitive substring, or the pair key) and `clean_range` (inclusive, under
+        run `run_id`). The queue is the scope's pairs whose current decision action is in `actions`
+        ("none": undecided); with `decided_before`, a pair decided by a decision newer than that id leaves
+        the queue whatever its action. `order`: suspicious (lowest clean_prob), uncertain (clean_prob
+        nearest `threshold`), set (the set's order) or position (import order); ties by import order.
+        Counts: `scope`, `decided` (keep/reject/fix), `skipped`, `queue`.
+        """
+        orders = {"suspicious": "{t}clean_prob ASC NULLS LAST, {t}position",
+                  "uncertain": "abs({t}clean_prob - ?) ASC NULLS LAST, {t}position",
+                  "set": "{t}set_position, {t}position", "position": "{t}position"}
+        if order not in orders or (order == "set" and set_id is None):
+            raise ConcordError(f"unknown queue order {order!r}" if order not in orders else
+                               "the review-set order needs a review set")
+        ds = int(dataset_id)
+        joins, where = [], ["p.dataset_id = ?"]
+        join_params: list[Any] = []
+        where_params: list[Any] = [ds]
+        set_pos = "NULL::INTEGER"
+        if set_id is not None:
+            joins.append("JOIN review_set_pairs rs ON rs.pair_id = p.id AND rs.set_id = ?")
+            join_params.append(int(set_id))
+            set_pos = "rs.position"
+        if text:
+            joins.append("JOIN captions c ON c.id = p.caption_id")
+            where.append("(contains(lower(c.text), lower(?)) OR p.key = ?)")
+            where_params += [text, text.strip()]
+        if split is not None:
+            where.append("p.split = ?")
+            where_params.append(split)
+        if clean_range is not None:
+            where.append("s.clean_prob BETWEEN ? AND ?")
+            where_params += [float(clean_range[0]), float(clean_range[1])]
+        state = ["list_contains(?::VARCHAR[], coalesce(decision, 'none'))"]
+        state_params: list[Any] = [list(actions)]
+        if decided_before is not None:
+            state.append("(decision IS NULL OR decision_id <= ?)")
+            state_params.append(int(decided_before))
+        order_params = [float(threshold)] if order == "uncertain" else []
+        scope = f"""SELECT p.id AS pair_id, p.key, p.split, p.position, p.image_id, p.caption_id,
+                           s.similarity, s.clean_prob, s.weight, cd.action AS decision, cd.id AS decision_id,
+                           {set_pos} AS set_position
+                    FROM pairs p {' '.join(joins)}
+                    LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
+                    LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
+                    WHERE {' AND '.join(where)}"""
+        scope_params = join_params + [int(run_id)] + where_params
+        state_sql = " AND ".join(state)
+        frame = self._df(f"""WITH scope AS MATERIALIZED ({scope}),
+            k AS (SELECT count(*) AS n_scope, count(*) FILTER (WHERE decision IN ('keep', 'reject', 'fix')) AS n_decided,
+                         count(*) FILTER (WHERE decision = 'skip') AS n_skipped,
+                         count(*) FILTER (WHERE {state_sql}) AS n_queue FROM scope),
+            h AS (SELECT * FROM scope WHERE {state_sql} ORDER BY {orders[order].format(t="")} LIMIT ? OFFSET ?)
+            SELECT k.*, h.*, i.path AS image_path, i.hash AS image_hash, c2.text AS caption
+            FROM k LEFT JOIN h ON true LEFT JOIN images i ON i.id = h.image_id
+            LEFT JOIN captions c2 ON c2.id = h.caption_id
+            ORDER BY {orders[order].format(t="h.")}""",
+            scope_params + state_params + state_params + order_params + [int(limit), int(offset)] + order_params)
+        counts = {k: int(frame[f"n_{k}"].iloc[0]) for k in ("scope", "decided", "skipped", "queue")}
+        head = frame.drop(columns=[f"n_{k}" for k in counts]).dropna(subset=["pair_id"]).reset_index(drop=True)
+        head = head.astype({c: "int64" for c in ("pair_id", "position", "image_id", "caption_id")})
+        return head, counts
+
+    def captions_by_id(self, caption_ids: Sequence[int]) -> pd.DataFrame:
+        """Caption rows (caption_id, text) of these ids, in no particular order."""
+        return self._df("SELECT id AS caption_id, text FROM captions WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                        [[int(i) for i in caption_ids]])
+
+    def images_by_id(self, image_ids: Sequence[int]) -> pd.DataFrame:
+        """Image rows (image_id, path, hash) of these ids, in no particular order."""
+        return self._df("SELECT id AS image_id, path, hash FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                        [[int(i) for i in image_ids]])
+
+    def last_decision_id(self, dataset_id: int) -> int:
+        """The newest decision id of the dataset (0 when none): a queue opened now keeps pairs decided up to it."""
+        return int(self._q("SELECT coalesce(max(id), 0) FROM decisions WHERE dataset_id = ?",
+                           [int(dataset_id)]).fetchone()[0])
+
+    def decision_times(self, dataset_id: int, reviewer: str, limit: int = 200) -> list[datetime]:
+        """When `reviewer`'s latest `limit` decisions (undos not counted) were made, oldest first."""
+        rows = self._q("""SELECT created_at FROM decisions WHERE dataset_id = ? AND reviewer = ? AND action <> 'undo'
+                          ORDER BY id DESC LIMIT ?""", [int(dataset_id), reviewer, int(limit)]).fetchall()
+        return [r[0] for r in reversed(rows)]
+
+    def decision_summary(self, decision_id: int) -> dict[str, Any]:
+        """One decision's pair id, pair key and action (what an undo message names)."""
+        row = self._q("""SELECT d.pair_id, p.key, d.action FROM decisions d LEFT JOIN pairs p ON p.id = d.pair_id
+                         WHERE d.id = ?""", [int(decision_id)]).fetchone()
+        if row is None:
+            raise NotFound(f"no decision with id {decision_id}")
+        return {"pair_id": int(row[0]), "key": row[1], "action": row[2]}

@@ -1,7 +1,202 @@
-"""Review page."""
+"""Review page: decide on suspected pairs one at a time, keyboard first, or several at once in a grid.
+
+Every action is stored the moment it is made (a callback, before the page reruns on the next pair), with
+the sidebar's reviewer name. Captions are shown with `st.text`, never as markdown or HTML. A review set
+picked on Explore arrives as `st.session_state["review_set"]` (its id).
+"""
+import pandas as pd
 import streamlit as st
 
-from pages.common import current_dataset
+from core import review
+from core.errors import ConcordError
+from core.thumbnails import large_image, thumbnail
+from pages.common import current_dataset, get_store, reviewer
+
+K_SUGGESTIONS = 5
+KEYS = "Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · 1–5 fix with that suggestion"
+
+
+def notify(kind: str, text: str) -> None:
+    st.session_state["review_notice"] = (kind, text)
+
+
+def on_act(action: str, rows: list[dict], caption: str | None = None) -> None:
+    """Store `action` on `rows` (the pairs shown when the button was drawn)."""
+    try:
+        notify("done", review.act(store, dataset.id, run.id, reviewer(), action, pd.DataFrame(rows), caption))
+    except ConcordError as exc:
+        notify("error", str(exc))
+        return
+    if action == "fix":
+        st.session_state["review_fix_text"] = ""
+    for r in rows:
+        st.session_state.pop(f"review_pick_{r['pair_id']}", None)
+
+
+def on_fix(row: dict, first_suggestion: str | None) -> None:
+    """Fix with the typed caption, or else the first suggestion."""
+    on_act("fix", [row], st.session_state.get("review_fix_text", "").strip() or first_suggestion)
+
+
+def on_undo() -> None:
+    try:
+        notify("done", review.undo(store, dataset.id, reviewer()))
+    except ConcordError as exc:
+        notify("error", str(exc))
+
+
+def on_bulk(action: str, rows: list[dict]) -> None:
+    on_act(action, [r for r in rows if st.session_state.get(f"review_pick_{r['pair_id']}")])
+
+
+def on_select_all(rows: list[dict], value: bool) -> None:
+    for r in rows:
+        st.session_state[f"review_pick_{r['pair_id']}"] = value
+
+
+def show_image(data_root: str, path: str, image_hash: str, size: int, caption: str | None = None) -> None:
+    try:
+        data = large_image(data_root, path, image_hash, size) if size > 200 else thumbnail(data_root, path, image_hash, size)
+    except ConcordError as exc:
+        st.warning(str(exc))
+        return
+    st.image(data, caption=caption, width=size)
+
+
+def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
+    """The order and filter widgets; returns the queue they describe."""
+    with st.expander("Queue: order and filter", expanded=st.session_state.get("review_order") == "set"):
+        c1, c2, c3 = st.columns(3)
+        order = c1.selectbox("Order", list(review.ORDERS), format_func=review.ORDERS.get, key="review_order")
+        set_names = dict(zip(sets["set_id"].astype(int), sets["name"]))
+        set_id = c2.selectbox("Review set", [None, *set_names], key="review_set_id",
+                              format_func=lambda s: "All pairs" if s is None else f"{set_names[s]} (set {s})")
+        state = c3.selectbox("Decision state", list(review.STATES), key="review_state",
+                             help="undecided: not yet decided. Other states revisit earlier decisions; "
+                                  "a pair decided again leaves the queue.")
+        c1, c2, c3 = st.columns(3)
+        split = c1.selectbox("Split", [None, *splits], key="review_split", format_func=lambda s: s or "Every split")
+        text = c2.text_input("Caption contains (or pair key)", key="review_text")
+        low, high = c3.slider("Clean probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="review_range")
+    return review.QueueSpec(order=order, state=state, split=split, text=text, set_id=set_id,
+                            clean_range=None if (low, high) == (0.0, 1.0) else (low, high))
+
+
+def show_progress(p: review.ReviewProgress) -> None:
+    done = p.decided + p.skipped
+    pace = "" if p.rate_per_minute is None else f" · {p.rate_per_minute:.1f} per minute"
+    eta = "" if p.eta_minutes is None else f" · about {p.eta_minutes:,.0f} min left"
+    st.progress(done / p.scope if p.scope else 0.0,
+                text=f"{p.decided:,} decided · {p.skipped:,} skipped · {p.remaining:,} left in this queue "
+                     f"(of {p.scope:,}){pace}{eta}")
+
+
+def one_pair(pair: pd.Series) -> None:
+    row = {"pair_id": int(pair["pair_id"]), "key": pair["key"], "caption": pair["caption"]}
+    left, right = st.columns([3, 2])
+    with left:
+        show_image(dataset.root, pair["image_path"], pair["image_hash"], 384)
+        st.text(pair["caption"])
+        st.text(f"pair {pair['key']} · split {pair['split']}")
+        c1, c2, c3 = st.columns(3)
+        fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+        c1.metric("Clean probability", fmt(pair["clean_prob"]))
+        c2.metric("Similarity", fmt(pair["similarity"]))
+        c3.metric("Weight", fmt(pair["weight"]))
+    try:
+        sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS)
+    except ConcordError as exc:
+        sugg = None
+        right.warning(str(exc))
+    first = None if sugg is None or sugg.captions.empty else sugg.captions["caption"].iloc[0]
+    with right:
+        b = st.columns(5)
+        b[0].button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act, args=("keep", [row]))
+        b[1].button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=("reject", [row]))
+        b[2].button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(row, first))
+        b[3].button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=("skip", [row]))
+        b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+        st.text_input("Fix with this caption", key="review_fix_text",
+                      placeholder="type a caption, or press 1–5 to use a suggestion")
+        st.caption(KEYS)
+        if sugg is not None:
+            st.subheader("Best-matching captions for this image")
+            if sugg.captions.empty:
+                st.caption("None: this image has no embedding under this run.")
+            for i, s in enumerate(sugg.captions.itertuples()):
+                c1, c2 = st.columns([5, 1])
+                c1.text(f"{s.similarity:.3f}  {s.caption}")
+                c2.button("Use", key=f"review_use_{i}", shortcut=str(i + 1), help="Fix: re-pair the image with this caption",
+                          on_click=on_act, args=("fix", [row], s.caption))
+            st.subheader("Best-matching images for this caption")
+            if sugg.images.empty:
+                st.caption("None: this caption has no embedding under this run.")
+            cols = st.columns(K_SUGGESTIONS)
+            for col, s in zip(cols, sugg.images.itertuples()):
+                with col:
+                    show_image(dataset.root, s.image_path, s.image_hash, 96, caption=f"{s.similarity:.3f}")
+
+
+def bulk(head: pd.DataFrame) -> None:
+    rows = [{"pair_id": int(r.pair_id), "key": r.key, "caption": r.caption} for r in head.itertuples()]
+    b = st.columns(5)
+    b[0].button("Keep selected", key="review_bulk_keep", type="primary", on_click=on_bulk, args=("keep", rows))
+    b[1].button("Reject selected", key="review_bulk_reject", on_click=on_bulk, args=("reject", rows))
+    b[2].button("Select all", key="review_bulk_all", on_click=on_select_all, args=(rows, True))
+    b[3].button("Select none", key="review_bulk_none", on_click=on_select_all, args=(rows, False))
+    b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+    cols = st.columns(4)
+    for i, r in enumerate(head.itertuples()):
+        with cols[i % 4]:
+            show_image(dataset.root, r.image_path, r.image_hash, 128)
+            st.text(r.caption)
+            clean = "–" if pd.isna(r.clean_prob) else f"{r.clean_prob:.3f}"
+            st.checkbox(f"Select · clean {clean}", key=f"review_pick_{int(r.pair_id)}")
+
 
 st.title("Review")
 dataset = current_dataset()
+if dataset is None:
+    st.stop()
+store = get_store()
+runs = store.runs(dataset.id, state="finished")
+if not runs:
+    st.info("No finished run for this dataset yet: score its pairs on the Train page, then review them here.")
+    st.stop()
+
+incoming = st.session_state.pop("review_set", None)   # a review set sent from Explore
+if incoming is not None:
+    st.session_state["review_order"] = "set"
+    st.session_state["review_set_id"] = int(incoming)
+
+by_id = {r.id: r for r in runs}
+if st.session_state.get("review_run") not in by_id:
+    st.session_state["review_run"] = runs[0].id
+run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: review.run_label(by_id[i]), key="review_run")]
+try:
+    spec = queue_controls(store.review_sets(dataset.id), sorted(store.dataset_summary(dataset.id)["splits"]))
+except ConcordError as exc:
+    st.error(str(exc))
+    st.stop()
+mode = st.radio("Mode", ["One pair", "Bulk grid"], horizontal=True, key="review_mode", label_visibility="collapsed")
+n = 1
+if mode == "Bulk grid":
+    n = st.select_slider("Pairs in the grid", [8, 12, 24, 48], value=12, key="review_bulk_n")
+
+opened = st.session_state.get("review_opened")
+if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
+    opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
+    st.session_state["review_opened"] = opened
+queue = review.build_queue(store, dataset.id, run, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
+
+notice = st.session_state.pop("review_notice", None)
+if notice is not None:
+    (st.error if notice[0] == "error" else st.text)(notice[1])
+show_progress(queue.progress)
+if queue.head.empty:
+    st.info("Nothing left in this queue. Pick another order or filter above, or undo the last decision.")
+    st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+elif mode == "Bulk grid":
+    bulk(queue.head)
+else:
+    one_pair(queue.head.iloc[0])

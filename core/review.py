@@ -1,0 +1,178 @@
+"""Reviewing: the queue of pairs to decide on, how far the review has come, what to suggest, and the actions.
+
+A queue is a dataset's pairs under one finished run, in the order the person picks (most suspicious,
+most uncertain, a review set's order, or import order), narrowed by a filter (split, caption text, score
+range, decision state). Decided pairs leave it: the state filter applies to decisions made before the
+queue was opened (`opened_at`, a decision id), and any newer decision takes its pair out. Suggestions are
+the dataset's nearest captions to a pair's image and nearest images to its caption under the run's
+embeddings (`core.index.RunNeighbours`, built once per run and cached). Every action is one store call:
+stored at once, in one transaction, with its meta-data effect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Sequence
+
+import pandas as pd
+
+from core.errors import ConcordError
+from core.index import RunNeighbours
+from core.store import Run, Store
+
+ORDERS: dict[str, str] = {
+    "suspicious": "Most suspicious first (lowest clean probability)",
+    "uncertain": "Most uncertain first (nearest the threshold)",
+    "set": "Review set order",
+    "position": "Import order",
+}
+STATES: dict[str, tuple[str, ...]] = {   # decision state -> the current-decision actions it admits
+    "undecided": ("none",),
+    "skipped": ("skip",),
+    "kept": ("keep",),
+    "rejected": ("reject",),
+    "fixed": ("fix",),
+    "any": ("none", "keep", "reject", "fix", "skip"),
+}
+IDLE_GAP_S = 300.0
+DONE = {"keep": "Kept", "reject": "Rejected", "fix": "Fixed", "skip": "Skipped"}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """Which pairs a review queue holds and in what order."""
+
+    order: str = field(default="suspicious", metadata={"help": "One of ORDERS."})
+    state: str = field(default="undecided", metadata={"help": "Decision state of the pairs shown: one of STATES."})
+    split: str | None = field(default=None, metadata={"help": "Only pairs of this split (None: every split)."})
+    text: str = field(default="", metadata={"help": "Only pairs whose caption contains this text, or with this key."})
+    clean_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "Only pairs whose clean probability lies in [low, high] (None: any)."})
+    set_id: int | None = field(default=None, metadata={"help": "Only the pairs of this review set."})
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ConcordError(f"unknown queue order {self.order!r} (one of {', '.join(ORDERS)})")
+        if self.state not in STATES:
+            raise ConcordError(f"unknown decision state {self.state!r} (one of {', '.join(STATES)})")
+        if self.order == "set" and self.set_id is None:
+            raise ConcordError("the review-set order needs a review set")
+        if self.clean_range is not None:
+            low, high = self.clean_range
+            if not 0.0 <= low <= high <= 1.0:
+                raise ConcordError(f"a score range needs 0 <= low <= high <= 1, got {self.clean_range}")
+
+
+@dataclass(frozen=True)
+class ReviewProgress:
+    """Counts over the queue's scope (its filter without the decision state) and this reviewer's pace."""
+
+    scope: int
+    decided: int            # keep / reject / fix
+    skipped: int
+    remaining: int          # pairs left in the queue
+    rate_per_minute: float | None
+
+    @property
+    def eta_minutes(self) -> float | None:
+        """Minutes left at the current pace (None without a pace)."""
+        return self.remaining / self.rate_per_minute if self.rate_per_minute else None
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The head of a queue (pairs with ids, key, split, image path and hash, caption, scores, decision)."""
+
+    head: pd.DataFrame
+    progress: ReviewProgress
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    """Nearest captions to a pair's image (caption_id, caption, similarity) and nearest images to its caption
+    (image_id, image_path, image_hash, similarity), most similar first, the pair's own left out."""
+
+    captions: pd.DataFrame
+    images: pd.DataFrame
+
+
+def decision_rate(times: Sequence[datetime], idle_gap_s: float = IDLE_GAP_S) -> float | None:
+    """Decisions per minute over the latest stretch of work: the trailing run of `times` (oldest first)
+    whose gaps are at most `idle_gap_s`. None with fewer than two decisions or no time between them."""
+    if len(times) < 2:
+        return None
+    start = len(times) - 1
+    while start > 0 and (times[start] - times[start - 1]).total_seconds() <= idle_gap_s:
+        start -= 1
+    span = (times[-1] - times[start]).total_seconds()
+    n = len(times) - start
+    return (n - 1) / span * 60.0 if n >= 2 and span > 0 else None
+
+
+def build_queue(store: Store, dataset_id: int, run: Run, spec: QueueSpec, *, reviewer: str,
+                opened_at: int | None = None, limit: int = 1, offset: int = 0) -> Queue:
+    """The first `limit` pairs of the queue (from `offset`) and the progress; `opened_at` is the newest
+    decision id when the person opened the queue (see the module docstring)."""
+    head, counts = store.review_queue(
+        dataset_id, run.id, order=spec.order, actions=STATES[spec.state], decided_before=opened_at,
+        split=spec.split, text=spec.text.strip() or None, clean_range=spec.clean_range, set_id=spec.set_id,
+        threshold=run.threshold, limit=limit, offset=offset)
+    rate = decision_rate(store.decision_times(dataset_id, reviewer))
+    return Queue(head, ReviewProgress(counts["scope"], counts["decided"], counts["skipped"], counts["queue"], rate))
+
+
+def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: int = 5) -> Suggestions:
+    """The k captions nearest to the image and the k images nearest to the caption under the run's model.
+
+    A side whose id has no embedding (a caption typed in a fix, a pair imported after the run) is empty;
+    a run without embeddings raises NotFound saying what to do."""
+    nb = RunNeighbours.for_run(store, run_id)
+    try:
+        caps = nb.captions_for_image(image_id, k + 1)
+    except KeyError:
+        caps = pd.DataFrame({"caption_id": pd.Series(dtype="int64"), "similarity": pd.Series(dtype="float32")})
+    try:
+        imgs = nb.images_for_caption(caption_id, k + 1)
+    except KeyError:
+        imgs = pd.DataFrame({"image_id": pd.Series(dtype="int64"), "similarity": pd.Series(dtype="float32")})
+    caps = caps[caps["caption_id"] != caption_id].head(k)
+    imgs = imgs[imgs["image_id"] != image_id].head(k)
+    texts = store.captions_by_id(caps["caption_id"]).set_index("caption_id")["text"]
+    files = store.images_by_id(imgs["image_id"]).set_index("image_id")
+    caps = caps.assign(caption=texts.reindex(caps["caption_id"]).to_numpy())
+    imgs = imgs.assign(image_path=files["path"].reindex(imgs["image_id"]).to_numpy(),
+                       image_hash=files["hash"].reindex(imgs["image_id"]).to_numpy())
+    return Suggestions(caps[["caption_id", "caption", "similarity"]].reset_index(drop=True),
+                       imgs[["image_id", "image_path", "image_hash", "similarity"]].reset_index(drop=True))
+
+
+def act(store: Store, dataset_id: int, run_id: int | None, reviewer: str, action: str, pairs: pd.DataFrame,
+        caption: str | None = None) -> str:
+    """Store `action` on the `pairs` (queue rows: pair_id, key, caption) in one transaction, with its
+    meta-data effect; a fix re-pairs each image with `caption`. Returns what was done, for the page."""
+    if pairs.empty:
+        raise ConcordError("no pair selected")
+    if action == "fix":
+        caption = (caption or "").strip()
+        if not caption:
+            raise ConcordError("a fix needs the new caption: type one or use a suggestion")
+        if (pairs["caption"] == caption).any():
+            raise ConcordError("the new caption is the pair's own caption: use Keep instead")
+    store.decide(dataset_id, pairs["pair_id"].tolist(), action, reviewer,
+                 new_caption=caption if action == "fix" else None, run_id=run_id)
+    what = f"pair {pairs['key'].iloc[0]}" if len(pairs) == 1 else f"{len(pairs)} pairs"
+    return f"{DONE[action]} {what}" + (f" with the caption: {caption}" if action == "fix" else "")
+
+
+def undo(store: Store, dataset_id: int, reviewer: str) -> str:
+    """Revert `reviewer`'s latest decision on the dataset (and its meta-data effect); says which."""
+    reverted = store.undo(dataset_id, reviewer)
+    if reverted is None:
+        return f"Nothing to undo for reviewer {reviewer!r}"
+    d = store.decision_summary(reverted)
+    return f"Undid {d['action']} of pair {d['key']}"
+
+
+def run_label(run: Run) -> str:
+    """How a run is named in a picker."""
+    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f}"
