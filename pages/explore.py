@@ -1,7 +1,181 @@
-"""Explore page."""
+"""Explore page: the map of a run's pairs, a box or lasso selection to review, score histograms, the threshold."""
 import streamlit as st
 
-from pages.common import current_dataset
+from core import artifacts
+from core.errors import ConcordError
+from core.explore import (COLOUR_BY, TABLE_ROWS, MapSettings, has_ground_truth, histogram_figure, map_figure,
+                          map_sample, order_selection, projection_job_key, run_frame, selected_pair_ids,
+                          selection_table, threshold_summary)
+from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
+from pages.common import current_dataset, get_store, job_manager
+
+LAYOUTS = ("UMAP", "PCA")
+
+
+def run_label(run) -> str:
+    when = run.finished_at.strftime("%Y-%m-%d %H:%M") if run.finished_at else ""
+    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f} · {when}"
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+@st.fragment(run_every=2.0)
+def umap_status(key: str) -> None:
+    """The UMAP job's progress, polled; the whole page redraws once it has ended."""
+    job = job_manager().latest(key)
+    if job is None or not job.active:
+        st.rerun(scope="app")
+    c1, c2 = st.columns([5, 1])
+    c1.progress(job.progress.fraction or 0.0,
+                text=f"UMAP {job.state}: {job.progress.message or 'waiting'} — the PCA view is shown meanwhile")
+    if c2.button("Cancel", key="explore_umap_cancel"):
+        job_manager().cancel(job.id)
+
+
+def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
+    """The run's UMAP map if ready (else None), starting or reporting its background job."""
+    coords = cached_projection(run_id, settings)
+    if coords is not None:
+        return coords
+    manager, key = job_manager(), projection_job_key(run_id, settings)
+    job = manager.latest(key)
+    if job is not None and job.state == "finished":
+        return job.result
+    if job is not None and job.state in ("failed", "cancelled"):
+        st.warning(f"UMAP {job.state}{': ' + job.error if job.error else ''}. The PCA view is shown.")
+        if not st.button("Compute UMAP again", key="explore_umap_retry"):
+            return None
+    if job is None or not job.active:
+        manager.submit("projection", f"UMAP map of run {run_id}",
+                       lambda progress: project_run(store, run_id, settings, progress), key=key, device="cpu")
+    umap_status(key)
+    return None
+
+
+def selection_from(event, run_id: int) -> list[int]:
+    """The pairs selected on the map: a new box or lasso replaces the kept selection (it survives reruns)."""
+    picked = selected_pair_ids(event.selection if event else None)
+    if picked != st.session_state.get("explore_last_pick", []):
+        st.session_state["explore_last_pick"] = picked
+        st.session_state["explore_selection"] = {"run_id": run_id, "pair_ids": picked}
+    kept = st.session_state.get("explore_selection") or {}
+    return list(kept.get("pair_ids", [])) if kept.get("run_id") == run_id else []
+
 
 st.title("Explore")
 dataset = current_dataset()
+if dataset is None:
+    st.stop()
+store = get_store()
+runs = store.runs(dataset.id, state="finished")
+if not runs:
+    st.info(f"No finished run for {dataset.name!r} yet. Score its pairs on the **Train** page first.")
+    st.stop()
+by_id = {r.id: r for r in runs}
+if st.session_state.get("explore_run") not in by_id:
+    st.session_state["explore_run"] = runs[0].id
+run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]), key="explore_run")]
+frame = run_frame(store, dataset.id, run.id)
+if frame.empty:
+    st.info(f"Run {run.id} scored no pairs of {dataset.name!r}.")
+    st.stop()
+truth = has_ground_truth(frame)
+
+# ------------------------------------------------------------------------------------------------ the map
+st.subheader("Map")
+c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+colour_by = c1.selectbox("Colour by", COLOUR_BY, key="explore_colour")
+layout = c2.radio("Layout", LAYOUTS, horizontal=True, key="explore_layout",
+                  help="UMAP is computed in the background (cached per run and settings); PCA is immediate.")
+two_sets = c3.toggle("Images and captions apart", key="explore_two_sets",
+                     help=MapSettings.__dataclass_fields__["two_sets"].metadata["help"])
+max_points = c4.number_input("Points at most", 100, 1_000_000, MapSettings.max_points, step=1000,
+                             key="explore_points", help=MapSettings.__dataclass_fields__["max_points"].metadata["help"])
+with st.expander("UMAP settings"):
+    u1, u2 = st.columns(2)
+    defaults = ProjectionSettings()
+    neighbours = u1.number_input("Neighbours", 2, 200, defaults.n_neighbors, key="explore_neighbors",
+                                 help="Larger shows more global structure, smaller more local detail.")
+    min_dist = u2.number_input("Minimum distance", 0.0, 1.0, defaults.min_dist, step=0.05, key="explore_min_dist",
+                               help="How tightly UMAP packs the points of one cluster.")
+settings = MapSettings(colour_by=colour_by, max_points=int(max_points), two_sets=two_sets)
+projection = ProjectionSettings(mode="two-sets" if two_sets else "pairs", n_neighbors=int(neighbours),
+                                min_dist=float(min_dist))
+
+selected: list[int] = []
+if not artifacts.has_embeddings(run.id):
+    st.warning(f"Run {run.id} has no embeddings in the cache (cleared?), so there is no map. "
+               "Run it again to draw one; the distributions below need only its scores.")
+else:
+    try:
+        coords = umap_coordinates(store, run.id, projection) if layout == "UMAP" else None
+        shown = "UMAP" if coords is not None else "PCA"
+        if coords is None:
+            coords = pca_run(store, run.id, projection.mode)
+    except ConcordError as exc:
+        st.error(str(exc))
+    else:
+        rows = map_sample(frame, settings)
+        points = frame.iloc[rows].merge(coords, on="pair_id", how="inner")
+        sampled = f"a stratified sample of {len(points):,} of the {len(frame):,} pairs (every flagged and reviewed one)" \
+            if len(rows) < len(frame) else f"all {len(points):,} pairs"
+        st.caption(f"{shown} map of {sampled}. Drag a box or lasso (toolbar) to select pairs.")
+        event = st.plotly_chart(map_figure(points, settings, revision=f"{run.id}-{shown}-{projection.mode}"),
+                                on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
+        selected = selection_from(event, run.id)
+
+# ------------------------------------------------------------------------------------------------ the selection
+st.subheader("Selection")
+if not selected:
+    st.caption("Nothing selected: draw a box or a lasso on the map to list its pairs here.")
+else:
+    ordered = order_selection(frame, selected)
+    more = f" (the {TABLE_ROWS} most suspicious listed; all go into a review set)" if len(ordered) > TABLE_ROWS else ""
+    st.write(f"**{len(ordered):,} pairs selected**{more}")
+    st.dataframe(selection_table(frame, ordered, dataset.root), hide_index=True, key="explore_table",
+                 column_config={"image": st.column_config.ImageColumn("image", width="small"),
+                                "caption": st.column_config.TextColumn("caption", width="large"),
+                                "pair_id": None,
+                                **{c: st.column_config.NumberColumn(c, format="%.3f")
+                                   for c in ("clean_prob", "weight", "similarity")}})
+    c1, c2 = st.columns([3, 1])
+    name = c1.text_input("Review set name", value=f"map selection · run {run.id} · {len(ordered)} pairs",
+                         key="explore_set_name")
+    if c2.button("Review these", type="primary", key="explore_review", disabled=not name.strip()):
+        set_id = store.create_review_set(dataset.id, name.strip(), ordered)
+        st.session_state["review_set"] = set_id
+        st.switch_page("pages/review.py")
+
+# ------------------------------------------------------------------------------------------------ distributions
+st.subheader("Distributions and threshold")
+split_options = (["ground truth"] if truth else []) + (["decision"] if frame["decision"].notna().any() else [])
+split_by = st.radio("Split by", ["none"] + split_options, horizontal=True, key="explore_split_by",
+                    index=1 if split_options else 0)
+threshold = st.slider("Threshold on clean_prob (a pair below it is flagged)", 0.0, 1.0, float(run.threshold),
+                      step=0.01, key=f"explore_threshold_{run.id}")
+for col, column in zip(st.columns(3), ("clean_prob", "weight", "similarity")):
+    col.plotly_chart(histogram_figure(frame, column, None if split_by == "none" else split_by,
+                                      threshold if column == "clean_prob" else None),
+                     key=f"explore_hist_{column}")
+summary = threshold_summary(frame, threshold)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Flagged", f"{summary['flagged']:,}", help=f"of {len(frame):,} scored pairs")
+if summary["known"]:
+    m2.metric("Precision", percent(summary["precision"]), help="injected noise among the flagged pairs")
+    m3.metric("Recall", percent(summary["recall"]), help="flagged pairs among those with injected noise")
+    m4.metric("F1", percent(summary["f1"]))
+else:
+    m2.caption("No ground truth for this dataset: precision and recall need injected noise.")
+saved = abs(threshold - run.threshold) < 1e-9
+if st.button("Save threshold", key="explore_save_threshold", disabled=saved,
+             help="Store it with the run: flagged pairs everywhere (Review, Export, the CLI) follow it."):
+    store.set_threshold(run.id, threshold)
+    st.session_state["explore_notice"] = f"Saved threshold {threshold:.2f} for run {run.id}."
+    st.rerun()
+notice = st.session_state.pop("explore_notice", None)
+if notice:
+    st.success(notice)
+elif saved:
+    st.caption(f"Run {run.id}'s saved threshold ({run.threshold:.2f}).")

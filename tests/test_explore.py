@@ -1,0 +1,186 @@
+"""The Explore page's headless parts (core/explore.py): the run's frame, the stratified sample, the map figure
+and its hover text, the selection, histograms and the threshold summary, with hand-computed cases."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core.errors import ConcordError
+from core.explore import (MapSettings, UNDECIDED, histogram_counts, histogram_figure, hover_text, labels,
+                          map_figure, map_sample, order_selection, run_frame, sample_strata, selected_pair_ids,
+                          selection_table, stratified_sample, threshold_summary)
+from core.thresholds import detection_at_threshold
+from tests.test_projection import fabricate_run
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCORD_CACHE", str(tmp_path / "cache"))
+
+
+def small_frame() -> pd.DataFrame:
+    """Four scored pairs as `run_frame` returns them."""
+    return pd.DataFrame({
+        "pair_id": [11, 12, 13, 14], "key": ["a", "b", "c", "d"], "split": ["train", "train", "val", "train"],
+        "caption": ["<b>bold</b> & co", "plain", "x" * 200, "d"],
+        "clean_prob": [0.25, 0.75, 0.1, 0.4], "weight": [0.5, 0.9, 0.2, 0.3], "similarity": [0.125, 0.5, -0.2, 0.0],
+        "flagged": [True, False, True, True], "decision": [None, "keep", None, "reject"],
+        "truth": ["noisy", "clean", "clean", "noisy"],
+        "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0], "x2": [5.0, 6.0, 7.0, 8.0], "y2": [1.0, 1.0, 1.0, 1.0]})
+
+
+# ------------------------------------------------------------------------------------------ the run's pairs
+def test_run_frame_has_scores_flags_and_ground_truth(store, tmp_path) -> None:
+    fab = fabricate_run(store, tmp_path / "src")
+    store.decide(fab.dataset_id, [int(fab.pairs["pair_id"][0])], "keep", "ann")
+    frame = run_frame(store, fab.dataset_id, fab.run_id)
+    assert len(frame) == len(fab.pairs) == 40
+    assert frame["flagged"].tolist() == (fab.pairs["clean_prob"] < 0.5).tolist()
+    assert frame["truth"].tolist() == np.where(fab.pairs["is_noisy"], "noisy", "clean").tolist()
+    assert labels(frame, "decision").tolist() == ["keep"] + [UNDECIDED] * 39
+    # a pair the run did not score is not on the map; a dataset without injected noise has no ground truth
+    other = store.create_run(fab.dataset_id, "b1", "concord-tiny")
+    store.write_scores(other, fab.pairs["pair_id"][:3].to_numpy(), np.zeros(3), np.full(3, 0.5), np.ones(3))
+    assert run_frame(store, fab.dataset_id, other)["pair_id"].tolist() == fab.pairs["pair_id"][:3].tolist()
+
+
+# ------------------------------------------------------------------------------------------ sampling
+def test_sample_strata_by_split_and_band() -> None:
+    strata = sample_strata(np.array(["train", "val", "train", "train"]), np.array([0.05, 0.95, 1.0, np.nan]))
+    assert strata.tolist() == [0, 19, 9, 0]  # train=0, val=1; 1.0 in the top band; NaN in the bottom one
+
+
+def test_stratified_sample_by_hand() -> None:
+    strata = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+    keep = np.zeros(12, bool)
+    keep[[0, 4]] = True
+    got = stratified_sample(strata, keep, size=7, seed=3)
+    # room 5 over 10 other rows: exact shares 1.5, 0.5, 3.0 -> floors 1, 0, 3 and the one left goes to the
+    # first largest remainder (stratum 0)
+    assert len(got) == 7 and np.all(np.diff(got) > 0)
+    assert {0, 4} <= set(got.tolist())
+    rest = [g for g in got if not keep[g]]
+    assert np.bincount(strata[rest], minlength=3).tolist() == [2, 0, 3]
+    assert np.array_equal(got, stratified_sample(strata, keep, 7, seed=3))  # seeded
+    assert stratified_sample(strata, keep, 12).tolist() == list(range(12))  # small enough: everything
+    assert stratified_sample(strata, keep, 2).tolist() == [0, 4]  # the kept rows fill it: only those
+    assert stratified_sample(strata, np.ones(12, bool), 5).tolist() == list(range(12))  # kept beyond the size
+
+
+def test_map_sample_keeps_flagged_and_reviewed_pairs() -> None:
+    n = 1000
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"split": np.where(np.arange(n) % 10 == 0, "val", "train"),
+                          "clean_prob": rng.uniform(size=n), "decision": [None] * n})
+    frame["flagged"] = frame["clean_prob"] < 0.05
+    frame.loc[[7, 500], "decision"] = "keep"
+    rows = map_sample(frame, MapSettings(max_points=200))
+    assert len(rows) == 200
+    must = set(np.flatnonzero(frame["flagged"])) | {7, 500}
+    assert must <= set(rows.tolist())
+    assert (frame["split"].iloc[rows] == "val").sum() == pytest.approx(20, abs=2)  # the val share kept
+
+
+# ------------------------------------------------------------------------------------------ the map
+def test_hover_text_escapes_captions_and_shows_scores() -> None:
+    text = hover_text(small_frame())
+    assert text[0] == "&lt;b&gt;bold&lt;/b&gt; &amp; co<br>clean_prob 0.250 · weight 0.500 · similarity 0.125<br>pair a"
+    assert text[1].endswith("pair b · keep")
+    assert text[2].startswith("x" * 159 + "…<br>")
+
+
+def test_map_figure_continuous_and_categorical() -> None:
+    frame = small_frame()
+    fig = map_figure(frame, MapSettings(colour_by="clean_prob"))
+    assert len(fig.data) == 1
+    trace = fig.data[0]
+    assert trace.type == "scattergl" and list(trace.customdata) == [11, 12, 13, 14]
+    assert list(trace.marker.color) == [0.25, 0.75, 0.1, 0.4] and trace.marker.colorscale is not None
+    assert fig.layout.dragmode == "select"
+
+    fig = map_figure(frame, MapSettings(colour_by="decision"))
+    assert [t.name for t in fig.data] == ["undecided", "keep", "reject"]  # fixed order, grey first
+    assert [list(t.customdata) for t in fig.data] == [[11, 13], [12], [14]]
+    assert [t.marker.color for t in fig.data] == ["#c7c7c7", "#2ca02c", "#d62728"]
+
+    fig = map_figure(frame, MapSettings(colour_by="ground truth", two_sets=True))
+    lines = fig.data[0]
+    assert lines.mode == "lines" and lines.hoverinfo == "skip"
+    assert np.allclose(np.asarray(lines.x, float)[:6], [0, 5, np.nan, 1, 6, np.nan], equal_nan=True)
+    assert [t.name for t in fig.data[1:]] == ["clean", "noisy", "clean (captions)", "noisy (captions)"]
+    assert list(fig.data[3].x) == [6.0, 7.0] and list(fig.data[3].customdata) == [12, 13]  # caption points
+
+
+def test_map_settings_are_checked() -> None:
+    with pytest.raises(ConcordError, match="cannot colour the map by 'topic'"):
+        MapSettings(colour_by="topic")
+    with pytest.raises(ConcordError, match="at least 1 point"):
+        MapSettings(max_points=0)
+
+
+def test_selected_pair_ids_from_a_selection_event() -> None:
+    event = {"points": [{"customdata": 5, "x": 1}, {"customdata": [3]}, {"x": 2}, {"customdata": 5}],
+             "box": [{"x": [0, 1]}]}
+    assert selected_pair_ids(event) == [5, 3]
+    assert selected_pair_ids(None) == [] and selected_pair_ids({}) == []
+
+
+# ------------------------------------------------------------------------------------------ the selection
+def test_selection_is_ordered_most_suspicious_first_and_tabled_with_thumbnails(store, tmp_path) -> None:
+    fab = fabricate_run(store, tmp_path / "src")
+    frame = run_frame(store, fab.dataset_id, fab.run_id)
+    picked = frame["pair_id"].iloc[[0, 5, 9]].tolist()
+    ordered = order_selection(frame, picked + [10**9])  # an id the run does not know is dropped
+    assert ordered == frame.set_index("pair_id").loc[picked].sort_values("clean_prob").index.tolist()
+    table = selection_table(frame, ordered, str(tmp_path / "src"), limit=2)
+    assert table["pair_id"].tolist() == ordered[:2]
+    assert table["caption"].tolist() == frame.set_index("pair_id").loc[ordered[:2], "caption"].tolist()
+    uri = table["image"].iloc[0]
+    assert uri.startswith("data:image/png;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size == (64, 64)
+    # an image that cannot be read has no thumbnail, the row stays
+    gone = tmp_path / "src" / frame.set_index("pair_id").loc[ordered[0], "image_path"]
+    gone.unlink()
+    frame.loc[frame["pair_id"] == ordered[0], "image_hash"] = "0" * 64  # not in the thumbnail cache either
+    assert pd.isna(selection_table(frame, ordered, str(tmp_path / "src"))["image"].iloc[0])
+
+
+# ------------------------------------------------------------------------------------------ distributions
+def test_histogram_counts_by_hand() -> None:
+    got = histogram_counts(np.array([0.1, 0.2, 0.9, np.nan, 1.0]), np.array(["a", "b", "a", "a", "b"]), bins=2,
+                           value_range=(0.0, 1.0))
+    assert got.to_dict("list") == {"group": ["a", "a", "b", "b"], "left": [0.0, 0.5, 0.0, 0.5],
+                                   "right": [0.5, 1.0, 0.5, 1.0], "count": [1, 1, 1, 1]}
+    flat = histogram_counts(np.array([2.0, 2.0]), np.array(["g", "g"]), bins=2)  # one value: a unit range
+    assert flat["left"].tolist() == [1.5, 2.0] and flat["count"].tolist() == [0, 2]
+
+
+def test_histogram_figure_splits_by_ground_truth_with_the_threshold() -> None:
+    fig = histogram_figure(small_frame(), "clean_prob", "ground truth", threshold=0.3)
+    assert [t.name for t in fig.data] == ["clean", "noisy"]
+    assert sum(fig.data[1].y) == 2 and fig.layout.barmode == "overlay"
+    assert fig.layout.shapes[0].x0 == 0.3
+    assert [t.name for t in histogram_figure(small_frame(), "weight").data] == ["all pairs"]
+    with pytest.raises(ConcordError, match="no histogram of 'x'"):
+        histogram_figure(small_frame(), "x")
+
+
+def test_threshold_summary_by_hand() -> None:
+    frame = small_frame()  # clean_prob 0.25 noisy, 0.75 clean, 0.1 clean, 0.4 noisy
+    assert threshold_summary(frame, 0.3) == {"flagged": 2, "known": 4, "precision": 0.5, "recall": 0.5,
+                                             "f1": 0.5}
+    assert threshold_summary(frame, 0.5) == {"flagged": 3, "known": 4, "precision": 2 / 3, "recall": 1.0,
+                                             "f1": 0.8}
+    frame.loc[[0, 1], "truth"] = "unknown"  # precision and recall on the pairs with ground truth only
+    got = threshold_summary(frame, 0.5)
+    want = detection_at_threshold(np.array([False, True]), np.array([0.1, 0.4]), 0.5)
+    assert got == {"flagged": 3, "known": 2, "precision": want["precision"], "recall": want["recall"],
+                   "f1": want["f1"]}
+    frame["truth"] = "unknown"
+    assert threshold_summary(frame, 0.5) == {"flagged": 3, "known": 0, "precision": None, "recall": None,
+                                             "f1": None}
