@@ -36,7 +36,7 @@ def umap_status(key: str) -> None:
 
 def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
     """The run's UMAP map if ready (else None), starting or reporting its background job."""
-    coords = cached_projection(run_id, settings)
+    coords = cached_projection(get_store(), run_id, settings)
     if coords is not None:
         return coords
     manager, key = job_manager(), projection_job_key(run_id, settings)
@@ -105,7 +105,7 @@ projection = ProjectionSettings(mode="two-sets" if two_sets else "pairs", n_neig
                                 min_dist=float(min_dist))
 
 selected: list[int] = []
-if not artifacts.has_embeddings(run.id):
+if not artifacts.has_embeddings(run):
     st.warning(f"Run {run.id} has no embeddings in the cache (cleared?), so there is no map. "
                "Run it again to draw one; the distributions below need only its scores.")
 else:

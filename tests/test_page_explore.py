@@ -190,7 +190,7 @@ def test_empty_states(tmp_path: Path) -> None:
     at = explore_page()
     assert at.info[0].value == "No finished run for 'ds' yet. Score its pairs on the **Train** page first."
     get_store().update_run(fab.run_id, state="finished")
-    (artifacts.run_dir(fab.run_id) / "embeddings.npz").unlink()
+    artifacts.embeddings_path(get_store().run(fab.run_id)).unlink()
     at = explore_page()
     assert "has no embeddings" in at.warning[0].value
     assert not [c for c in at.caption if "map of" in c.value]

@@ -64,7 +64,7 @@ def review_run(store, root: Path, name: str = "rv", threshold: float = 0.5, embe
                        np.array([p[4] for p in scored]), np.ones(len(scored)))
     store.update_run(run_id, state="finished")
     if embeddings:
-        artifacts.save_embeddings(run_id, artifacts.RunEmbeddings(
+        artifacts.save_embeddings(store.run(run_id), artifacts.RunEmbeddings(
             np.array([image[k] for k in IMAGES]), np.array(list(IMAGES.values()), np.float32),
             np.array([caption[p[2]] for p in PAIRS]), np.array([p[5] for p in PAIRS], np.float32)))
     return ReviewRun(ds_id, run_id, pair, caption, image)
