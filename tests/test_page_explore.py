@@ -146,7 +146,7 @@ def test_a_selection_becomes_a_review_set_and_opens_review(fab) -> None:
     sets = get_store().review_sets(fab.dataset_id)
     assert sets["name"].tolist() == ["odd corner"]
     set_id = int(sets["set_id"].iloc[0])
-    assert at.session_state["review_set"] == set_id
+    assert at.session_state["review_set_id"] == set_id      # the Review page took the set over
     assert get_store().review_set_pair_ids(set_id) == order  # most suspicious first
     assert at.title[0].value == "Review"
 
