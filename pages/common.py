@@ -48,3 +48,16 @@ def current_dataset() -> Dataset | None:
 
 def reviewer() -> str:
     return (st.session_state.get("reviewer") or "reviewer").strip() or "reviewer"
+
+
+# --- review
+def through_app() -> None:
+    """Rerun through app.py when Streamlit ran this page file alone.
+
+    Until app.py's `st.navigation` has run once in the server process, Streamlit treats `pages/` as an
+    old-style pages folder: a tab that (re)connects to a page's URL after a server (re)start runs that page
+    without app.py (no sidebar, every module of `pages/` listed). Called at the top of a page."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

@@ -10,7 +10,7 @@ import streamlit as st
 from core import review
 from core.errors import ConcordError
 from core.thumbnails import large_image, thumbnail
-from pages.common import current_dataset, get_store, reviewer
+from pages.common import current_dataset, get_store, reviewer, through_app
 
 K_SUGGESTIONS = 5
 KEYS = "Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · 1–5 fix with that suggestion"
@@ -154,6 +154,7 @@ def bulk(head: pd.DataFrame) -> None:
             st.checkbox(f"Select · clean {clean}", key=f"review_pick_{int(r.pair_id)}")
 
 
+through_app()
 st.title("Review")
 dataset = current_dataset()
 if dataset is None:
