@@ -7,6 +7,7 @@ model) serve the neighbours, the suggestions and the map.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +95,10 @@ def load_embeddings(run_id: int) -> RunEmbeddings:
                        "did not finish: run it again to recompute them")
     with np.load(path) as z:
         return RunEmbeddings(z["image_ids"], z["image_emb"], z["caption_ids"], z["caption_emb"])
+
+
+# --- train
+def clear_run(run_id: int) -> None:
+    """Remove whatever the cache holds under run id `run_id`: a new run's id may have been used by a run of
+    another database (or a deleted run) sharing this cache, whose checkpoint it must never resume."""
+    shutil.rmtree(paths.cache_dir() / "runs" / str(int(run_id)), ignore_errors=True)

@@ -73,8 +73,10 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
         splits = store.dataset_summary(ds.id)["splits"]
         if meta_split in splits and meta_split != "train":
             ensure_seed(store, ds.id, meta_split, meta_fraction, seed)
-    return store.create_run(ds.id, method, model, regime=regime, device=device, seed=seed, config=asdict(config),
-                            threshold=threshold)
+    run_id = store.create_run(ds.id, method, model, regime=regime, device=device, seed=seed, config=asdict(config),
+                              threshold=threshold)
+    artifacts.clear_run(run_id)  # --- train: never resume a stale checkpoint left under this id
+    return run_id
 
 
 def _rows(known_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
