@@ -7,6 +7,7 @@ model) serve the neighbours, the suggestions and the map.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,9 @@ def read_embeddings(path: Path) -> RunEmbeddings:
     """The embeddings in the .npz file `path` (see `save_embeddings`)."""
     with np.load(path) as z:
         return RunEmbeddings(z["image_ids"], z["image_emb"], z["caption_ids"], z["caption_emb"])
+
+
+
+def clear_run(run: Run) -> None:
+    """Remove what the cache holds for `run` (checkpoint, embeddings, maps, neighbours): its row is deleted."""
+    shutil.rmtree(_folder(run), ignore_errors=True)

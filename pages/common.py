@@ -1,10 +1,18 @@
-"""What every page shares: the process's store, the sidebar's dataset and reviewer, empty states."""
+"""What every page shares: the process's store and job runner, the sidebar's dataset, reviewer and running
+jobs, empty states."""
 from __future__ import annotations
+
+import time
 
 import streamlit as st
 
-from core.jobs import JobManager
+from core.first_start import first_start
+from core.jobs import Job, JobManager, mark_interrupted
+from core.runs import progress_text
 from core.store import Dataset, Store
+
+JOBS_REFRESH_SECONDS = 2.0
+ENDED_SHOWN_SECONDS = 60.0
 
 
 @st.cache_resource
@@ -15,12 +23,23 @@ def get_store() -> Store:
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    """The server process's one job runner (embedding, training, projection in background threads)."""
+    """The server process's one job runner: its background jobs outlive reruns and sessions."""
     return JobManager()
 
 
+def settle_runs() -> None:
+    """Runs left queued or running by a process that is gone (a killed server) are shown as interrupted."""
+    mark_interrupted(get_store(), live_runs=job_manager().live_runs())
+
+
+def start_first_run() -> None:
+    """On a fresh machine, create the demo and score it in the background (once per server process)."""
+    first_start(get_store(), job_manager())
+
+
 def sidebar() -> None:
-    """Dataset picker and reviewer name, kept in the session across pages."""
+    """Dataset picker and reviewer name, kept in the session across pages; the running jobs below them."""
+    settle_runs()
     store = get_store()
     names = store.dataset_names()
     with st.sidebar:
@@ -35,6 +54,31 @@ def sidebar() -> None:
         st.session_state.setdefault("sidebar_reviewer", "reviewer")
         st.text_input("Reviewer", key="sidebar_reviewer", help="Stored with every decision you make.")
         st.session_state["reviewer"] = st.session_state["sidebar_reviewer"]
+        jobs_panel(frozenset(j.id for j in job_manager().active()))
+
+
+def _job_line(job: Job) -> None:
+    if job.active:
+        record = job.progress.snapshot()
+        st.progress(record["fraction"] or 0.0, text=f"**{job.title}**  \n{progress_text(record)}")
+    elif job.state == "failed":
+        st.error(f"{job.title}: {job.error}")
+    else:
+        st.caption(f"{job.title}: {job.state}")
+
+
+@st.fragment(run_every=JOBS_REFRESH_SECONDS)
+def jobs_panel(seen: frozenset[str]) -> None:
+    """The process's jobs: running ones with progress and ETA, and those that ended a minute ago or less.
+    `seen` are the ids active at the last full rerun: when one ends, the whole page reruns to show its result."""
+    jobs = job_manager().jobs()
+    if any(j.id in seen and not j.active for j in jobs):
+        st.rerun()
+    shown = [j for j in jobs if j.active or time.time() - (j.finished or 0.0) < ENDED_SHOWN_SECONDS]
+    if shown:
+        st.caption("Jobs")
+        for job in shown:
+            _job_line(job)
 
 
 def current_dataset() -> Dataset | None:

@@ -3,19 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def run_row(run) -> dict:
-    """A run as the CLI and the pages list it."""
-    det = run.metrics.get("detection") or {}
-    ret = run.metrics.get("retrieval") or {}
-    seconds = None
-    if run.started_at and run.finished_at:
-        seconds = (run.finished_at - run.started_at).total_seconds()
-    return {"run_id": run.id, "method": run.method, "model": run.model, "regime": run.regime, "seed": run.seed,
-            "state": run.state, "threshold": run.threshold, "epochs": run.config.get("epochs"),
-            "auroc": det.get("auroc"), "f1": det.get("f1"), "flagged": det.get("flagged"), "rsum": ret.get("rsum"),
-            "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
-            "created_at": run.created_at.isoformat(timespec="seconds"), "error": (run.error or "").split("\n")[0] or None}
+from core.runs import run_row
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -55,13 +55,12 @@ def run(args: argparse.Namespace, ctx) -> int:
         return 0
     from core.evaluate import evaluate_run
     from core.jobs import JobManager, mark_interrupted
+    from core.runs import check_resumable
     store = ctx.store
     if args.resume is not None:
         mark_interrupted(store)
         run_id = args.resume
-        state = store.run(run_id).state
-        if state not in ("cancelled", "interrupted", "failed", "queued"):
-            raise ConcordError(f"run {run_id} is {state}; only a cancelled, interrupted or failed run can be resumed")
+        check_resumable(store.run(run_id))
     else:
         if not args.name:
             raise ConcordError("name the dataset to train on (or pass --resume RUN_ID)")

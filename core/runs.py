@@ -1,0 +1,131 @@
+"""Runs as the CLI and the Train page show them: rows of figures to compare, live progress views, resume, delete.
+
+Pure reads of a `Run` row (and of a progress record, see `core.jobs.progress_record`) into plain data,
+so `python -m core runs` and the Train page list the same figures, and the page's charts are tested headless.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Any
+
+import pandas as pd
+
+from core import artifacts
+from core.errors import ConcordError
+from core.methods import METHODS, Setting
+from core.progress import format_eta
+
+RESUMABLE_STATES = ("queued", "cancelled", "interrupted", "failed")
+MAIN_SETTINGS = ("epochs", "batch_size", "lr")
+_EPOCH_STAGE = re.compile(r"^epoch (\d+)/(\d+)$")
+
+TABLE_COLUMNS = {"run_id": "run", "method": "method", "model": "model", "regime": "regime", "state": "state",
+                 "epochs": "epochs", "auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "flagged": "flagged",
+                 "rsum": "rSum", "seconds": "time (s)", "created_at": "created"}
+
+
+def run_row(run) -> dict:
+    """A run as the CLI and the pages list it."""
+    det = run.metrics.get("detection") or {}
+    ret = run.metrics.get("retrieval") or {}
+    seconds = None
+    if run.started_at and run.finished_at:
+        seconds = (run.finished_at - run.started_at).total_seconds()
+    return {"run_id": run.id, "method": run.method, "model": run.model, "regime": run.regime, "seed": run.seed,
+            "state": run.state, "threshold": run.threshold, "epochs": run.config.get("epochs"),
+            "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
+            "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
+            "created_at": run.created_at.isoformat(timespec="seconds"), "error": (run.error or "").split("\n")[0] or None}
+
+
+def runs_table(runs: list) -> pd.DataFrame:
+    """The Train page's table of runs (newest first as given), one row per run with its headline figures."""
+    frame = pd.DataFrame([run_row(r) for r in runs], columns=list(TABLE_COLUMNS))
+    return frame.rename(columns=TABLE_COLUMNS)
+
+
+def run_label(run) -> str:
+    """`#3 · b1 · finished`: how a run is named in pickers."""
+    return f"#{run.id} · {run.method} · {run.state}"
+
+
+def check_resumable(run) -> None:
+    """ConcordError unless the run can be resumed (cancelled, interrupted, failed, or queued with no job)."""
+    if run.state not in RESUMABLE_STATES:
+        raise ConcordError(f"run {run.id} is {run.state}; only a cancelled, interrupted or failed run can be resumed")
+
+
+def delete_run(store, run, live: bool) -> None:
+    """Delete a run's row, scores and cached artifacts (checkpoint, embeddings); refused while a job executes
+    it (`live`) or it is running."""
+    if live or run.state == "running":
+        raise ConcordError(f"run {run.id} is {run.state}; cancel it before deleting it")
+    store.delete_run(run.id)
+    artifacts.clear_run(run)
+
+
+def loss_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """The loss curve of a progress record: one row per recorded step (`step`, `loss`), empty before any."""
+    points = [(p["step"], p["loss"]) for p in record.get("history") or [] if "loss" in p]
+    return pd.DataFrame(points, columns=["step", "loss"])
+
+
+def epochs_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """A progress record's epoch summaries as a table (one row per epoch done)."""
+    return pd.DataFrame(record.get("epochs") or [])
+
+
+def overall_eta(record: dict[str, Any]) -> float | None:
+    """Seconds left in the whole training, not only the current stage: during epoch e of E the stage's ETA
+    plus E − e more epochs at the current rate. Other stages: the stage's own ETA (None when unknown)."""
+    eta, rate, total = record.get("eta"), record.get("rate"), record.get("total")
+    m = _EPOCH_STAGE.match(record.get("stage") or "")
+    if eta is None or m is None or not rate or not total:
+        return eta
+    epoch, epochs = int(m.group(1)), int(m.group(2))
+    return eta + (epochs - epoch) * total / rate
+
+
+def progress_text(record: dict[str, Any]) -> str:
+    """One line for a progress bar: `b1: epoch 2/8 · 3/10 · 4.2 steps/s · ETA 1m05s` (what is known)."""
+    parts = [record.get("message") or record.get("stage") or "starting"]
+    if record.get("total"):
+        parts.append(f"{record.get('step', 0)}/{record['total']}")
+    if record.get("rate"):
+        parts.append(f"{record['rate']:.1f} steps/s")
+    eta = overall_eta(record)
+    if eta is not None:
+        parts.append(f"ETA {format_eta(eta)}")
+    return " · ".join(parts)
+
+
+def method_choices(image_pretrained: bool) -> list[str]:
+    """Methods a run can use with a model: B0 scores with a pretrained image tower only; a method whose
+    code is not part of this install is not offered."""
+    return [name for name, s in METHODS.items()
+            if (image_pretrained or not s.needs_pretrained) and importlib.util.find_spec(s.module) is not None]
+
+
+def regime_choices(regimes: tuple[str, ...], image_pretrained: bool, default: str) -> list[str]:
+    """The `regimes` a model can train in, `default` first: `features` needs a pretrained image tower."""
+    allowed = [r for r in regimes if image_pretrained or r != "features"]
+    return sorted(allowed, key=lambda r: r != default)
+
+
+def device_choices(cuda_devices: int) -> list[str]:
+    """`auto`, `cpu`, then `cuda:0` … for each CUDA device present."""
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(cuda_devices)]
+
+
+def split_settings(settings: list[Setting]) -> tuple[list[Setting], list[Setting]]:
+    """(main, advanced): the settings the Train page shows up front (`MAIN_SETTINGS`), and the rest."""
+    main = [s for s in settings if s.name in MAIN_SETTINGS]
+    return main, [s for s in settings if s.name not in MAIN_SETTINGS]
+
+
+def number_step(default: float) -> float:
+    """A number input's step for a float setting: the default's order of magnitude (1e-3 for 0.001), 0.1 for 0."""
+    if not default:
+        return 0.1
+    return float(f"1e{int(f'{abs(default):e}'.split('e')[1])}")

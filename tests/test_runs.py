@@ -1,0 +1,88 @@
+"""core.runs: the runs table, progress views and ETA, form choices, resume and delete rules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import artifacts, paths
+from core.errors import ConcordError
+from core.methods import Setting
+from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
+                       number_step, overall_eta, progress_text, regime_choices, runs_table, split_settings)
+from tests.test_export import make_dataset
+
+
+def test_runs_table_lists_headline_figures(store, tmp_path: Path):
+    ds = make_dataset(store, tmp_path / "src")
+    done = store.create_run(ds, "b1", "concord-tiny", regime="finetune", config={"epochs": 3})
+    store.update_run(done, state="running")
+    store.update_run(done, state="finished", metrics={"detection": {"auroc": 0.9, "auprc": 0.8, "f1": 0.7,
+                                                                    "flagged": 4}, "retrieval": {"rsum": 300.5}})
+    waiting = store.create_run(ds, "npc", "concord-tiny", config={"epochs": 1})
+    frame = runs_table(store.runs(ds)).set_index("run")
+    assert list(frame.index) == [waiting, done]
+    row = frame.loc[done]
+    assert (row["method"], row["state"], row["epochs"], row["AUROC"], row["AUPRC"], row["F1"], row["flagged"],
+            row["rSum"]) == ("b1", "finished", 3, 0.9, 0.8, 0.7, 4, 300.5)
+    assert row["time (s)"] >= 0
+    assert frame.loc[waiting, "state"] == "queued" and pd.isna(frame.loc[waiting, "AUROC"])
+    assert list(runs_table([]).columns) == list(frame.reset_index().columns)
+
+
+def test_progress_views():
+    record = {"history": [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5, "acc": 0.1}, {"step": 3.0}],
+              "epochs": [{"epoch": 1, "loss": 1.75}]}
+    assert loss_frame(record).values.tolist() == [[1.0, 2.0], [2.0, 1.5]]
+    assert list(loss_frame({}).columns) == ["step", "loss"] and loss_frame({}).empty
+    assert epochs_frame(record).to_dict("records") == [{"epoch": 1, "loss": 1.75}]
+    assert epochs_frame({}).empty
+
+
+def test_overall_eta_adds_the_epochs_left():
+    # epoch 2 of 5: 10 batches an epoch at 2 batches/s → 4 s left in this one + 3 epochs × 5 s
+    record = {"stage": "epoch 2/5", "eta": 4.0, "rate": 2.0, "total": 10, "step": 2, "message": "b1: epoch 2/5"}
+    assert overall_eta(record) == 19.0
+    assert overall_eta({**record, "stage": "epoch 5/5"}) == 4.0
+    assert overall_eta({**record, "stage": "scoring"}) == 4.0
+    assert overall_eta({**record, "eta": None, "rate": None}) is None
+    assert progress_text(record) == "b1: epoch 2/5 · 2/10 · 2.0 steps/s · ETA 19s"
+    assert progress_text({"stage": "", "message": "", "total": None}) == "starting"
+
+
+def test_form_choices():
+    assert method_choices(image_pretrained=False) == ["b1"] + [m for m in ("npc", "npc-released", "mscn")
+                                                               if m in method_choices(True)]
+    assert method_choices(image_pretrained=True)[:2] == ["b0", "b1"]
+    assert regime_choices(("features", "finetune"), False, "finetune") == ["finetune"]
+    assert regime_choices(("features", "finetune"), True, "finetune") == ["finetune", "features"]
+    assert device_choices(0) == ["auto", "cpu"] and device_choices(2)[2:] == ["cuda:0", "cuda:1"]
+    assert (number_step(0.001), number_step(2e-4), number_step(10.0), number_step(0.0)) == (0.001, 0.0001, 10.0, 0.1)
+    main, advanced = split_settings([Setting("lr", float, 0.1, ""), Setting("seed_x", int, 1, ""),
+                                     Setting("epochs", int, 3, "")])
+    assert [s.name for s in main] == ["lr", "epochs"] and [s.name for s in advanced] == ["seed_x"]
+
+
+def test_resume_and_delete_rules(store, tmp_path: Path):
+    ds = make_dataset(store, tmp_path / "src")
+    run_id = store.create_run(ds, "b1", "concord-tiny")
+    for state in ("queued", "cancelled", "interrupted", "failed"):
+        store.update_run(run_id, state=state)
+        check_resumable(store.run(run_id))
+    store.update_run(run_id, state="finished")
+    with pytest.raises(ConcordError, match=f"run {run_id} is finished; only a cancelled, interrupted or failed"):
+        check_resumable(store.run(run_id))
+
+    store.update_run(run_id, state="running")
+    with pytest.raises(ConcordError, match="is running; cancel it before deleting it"):
+        delete_run(store, store.run(run_id), live=False)
+    store.update_run(run_id, state="cancelled")
+    with pytest.raises(ConcordError, match="cancel it before deleting it"):
+        delete_run(store, store.run(run_id), live=True)
+    assert store.run(run_id).state == "cancelled"  # nothing deleted
+
+    run = store.run(run_id)
+    artifacts.checkpoint_path(run).write_bytes(b"x")
+    delete_run(store, run, live=False)
+    assert store.runs() == [] and not (paths.cache_dir() / "runs" / run.cache_key).exists()
