@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.jobs import JobManager
 from core.store import Dataset, Store
 
 
@@ -10,6 +11,12 @@ from core.store import Dataset, Store
 def get_store() -> Store:
     """The server process's one store (DuckDB admits one read-write process)."""
     return Store.open()
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """The server process's one job runner (its background jobs outlive a page's script run)."""
+    return JobManager()
 
 
 def sidebar() -> None:
