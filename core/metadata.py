@@ -22,8 +22,10 @@ import pandas as pd
 
 from core.cli.decide import _pair_lookup
 from core.errors import ConcordError, NotFound
-from core.store import META_SOURCES, Store
+from core.store import META_SOURCES, Run, Store
 
+RETRAIN_DEFAULT_METHOD = "mscn"
+"""The method a retrain starts when the dataset has no run to copy: the one that learns from the meta-data."""
 TRAIN_SPLIT = "train"
 """The split the methods train on and score: the noisy one, never a source of trusted entries."""
 
@@ -249,13 +251,36 @@ def meta_summary(store: Store, dataset_id: int, thresholds: MetaThresholds = Met
             "warnings": warnings, "needed_positives": needed, "train_pairs": int(train)}
 
 
+def retrain_base(store: Store, dataset_id: int) -> Run | None:
+    """The run a retrain copies: the dataset's newest finished run, else its newest run, else None."""
+    return store.latest_finished_run(dataset_id) or next(iter(store.runs(dataset_id)), None)
+
+
+def start_retrain(store: Store, dataset: str, method: str | None = None) -> int:
+    """Record a run like the latest one (`retrain_base`) that reads the current meta-data; returns its id.
+
+    It keeps the base run's model, regime, device, seed and threshold, and its settings when `method` is
+    the base's (or None); another method starts from its own defaults. With no run yet, the training
+    defaults apply (`method`, else MSCN, the method the meta-data is for)."""
+    from core.training import start_run  # the scoring engine: imported only when a run starts
+
+    base = retrain_base(store, store.dataset(dataset).id)
+    if base is None:
+        return start_run(store, dataset, method or RETRAIN_DEFAULT_METHOD)
+    method = method or base.method
+    settings = base.config if method == base.method else None
+    return start_run(store, dataset, method, model=base.model, regime=base.regime, device=base.device or "auto",
+                     seed=base.seed or 0, settings=settings, threshold=base.threshold)
+
+
 def agreement_history(store: Store, dataset_id: int, runs: int = 2) -> list[dict[str, Any]]:
     """How many of the person's current decisions the newest `runs` finished runs agree with, newest first:
-    run id, method, finished time, AUROC (from the run's metrics) and `decision_agreement`'s counts."""
-    from core.evaluate import decision_agreement  # the scoring engine: imported only when needed
+    run id, method, finished time, `decision_agreement`'s counts, and the AUROC now on the pairs outside
+    the meta-data (the decided pairs are meta-data, so this is measured on the others; None without truth)."""
+    from core.evaluate import decision_agreement, evaluate_run  # the scoring engine: imported only when needed
 
     out = []
     for run in store.runs(dataset_id, state="finished")[:runs]:
         out.append({"run_id": run.id, "method": run.method, "finished_at": run.finished_at,
-                    "auroc": run.metrics.get("auroc")} | decision_agreement(store, run.id))
+                    "auroc": evaluate_run(store, run.id)["auroc"]} | decision_agreement(store, run.id))
     return out

@@ -1,11 +1,9 @@
 """Meta-data curation: seeding from a clean split, split and CSV imports, add/remove/flip, search, summary."""
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -17,9 +15,9 @@ from core.metadata import MetaThresholds
 
 
 def make_meta_dataset(store, root: Path, n: int = 40, name: str = "ds", noisy_val: bool = False,
-                      splits: tuple[str, ...] = ("train", "val")) -> int:
+                      splits: tuple[str, ...] = ("train", "val"), noisy: tuple[str, ...] = ()) -> int:
     """n pairs over n images, keys k0.., captions 'Caption K', splits cycling through `splits`; with
-    `noisy_val` the first val pair carries injected noise."""
+    `noisy_val` the first val pair carries injected noise, and so do the pairs whose keys are in `noisy`."""
     rows = []
     for k in range(n):
         path = root / f"img{k}.png"
@@ -28,19 +26,9 @@ def make_meta_dataset(store, root: Path, n: int = 40, name: str = "ds", noisy_va
         split = splits[k % len(splits)]
         rows.append({"image_path": path.name, "image_hash": file_hash(path), "width": 8, "height": 8,
                      "nbytes": path.stat().st_size, "caption": f"Caption {k}", "split": split, "key": f"k{k}",
-                     "is_noisy": noisy_val and k == 1})
+                     "is_noisy": (noisy_val and k == 1) or f"k{k}" in noisy})
     store.write_dataset(name, root, "csv", pd.DataFrame(rows))
     return store.dataset(name).id
-
-
-def engine_module(name: str, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """The engine module `name`, or an empty stand-in registered for the test when it is not merged yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError:
-        mod = types.ModuleType(name)
-        monkeypatch.setitem(sys.modules, name, mod)
-        return mod
 
 
 def keys_of(store, ds_id: int, frame: pd.DataFrame | None = None) -> dict[str, tuple[int, str]]:
@@ -194,14 +182,46 @@ def test_summary_counts_and_warnings(store, ds):
     assert ok["warnings"] == []
 
 
-def test_agreement_history(store, ds, monkeypatch):
-    evaluate = engine_module("core.evaluate", monkeypatch)
-    monkeypatch.setattr(evaluate, "decision_agreement",
-                        lambda s, run_id: {"agree": run_id, "total": 10, "rate": run_id / 10}, raising=False)
+def test_agreement_history(store, tmp_path):
+    """Agreement with the current decisions and AUROC on the pairs outside the meta-data, newest run first."""
+    ds = make_meta_dataset(store, tmp_path / "src", noisy=("k0", "k2", "k4", "k6"))
     assert metadata.agreement_history(store, ds) == []
-    for auroc in (0.7, None, 0.9):
-        run = store.create_run(ds, "mscn", "concord-tiny")
-        store.update_run(run, state="finished", metrics={} if auroc is None else {"auroc": auroc})
-    store.update_run(store.create_run(ds, "mscn", "concord-tiny"), state="failed")
+    pairs = store.pairs_frame(ds)
+    noisy = pairs["key"].isin(["k0", "k2", "k4", "k6"]).to_numpy()
+    rough = np.where(noisy | pairs["key"].isin(["k8", "k10"]).to_numpy(), 0.2, 0.8)  # flags clean k8 and k10
+    rough[pairs["key"].to_numpy() == "k8"] = 0.1
+    for clean_prob in (rough, np.where(noisy, 0.2, 0.8)):
+        run = store.create_run(ds, "b1", "concord-tiny")
+        store.write_scores(run, pairs["pair_id"], clean_prob, clean_prob, clean_prob)
+        store.update_run(run, state="finished")
+    store.update_run(store.create_run(ds, "b1", "concord-tiny"), state="failed")
+    key = pairs.set_index("key")["pair_id"]
+    store.decide(ds, [int(key["k0"])], "reject", "ann")
+    store.decide(ds, [int(key["k8"])], "keep", "ann")  # rough run flags it: a disagreement
     got = metadata.agreement_history(store, ds)
-    assert [(g["run_id"], g["auroc"], g["agree"], g["rate"]) for g in got] == [(3, 0.9, 3, 0.3), (2, None, 2, 0.2)]
+    assert [(g["run_id"], g["agree"], g["total"], g["rate"]) for g in got] == [(2, 2, 2, 1.0), (1, 1, 2, 0.5)]
+    # other training pairs: noisy k2, k4, k6 against 15 clean ones, one of which (k10) ties with them
+    assert got[0]["auroc"] == 1.0 and got[1]["auroc"] == pytest.approx((45 - 3 + 0.5 * 3) / 45)
+    assert len(metadata.agreement_history(store, ds, runs=1)) == 1
+
+
+def test_start_retrain_copies_the_latest_run(store, ds):
+    from dataclasses import asdict
+
+    from core.methods import make_config
+    first = metadata.start_retrain(store, "ds", "b1")  # no run yet: the training defaults
+    run = store.run(first)
+    assert (run.method, run.model, run.seed, run.threshold) == ("b1", "concord-tiny", 0, 0.5)
+    assert run.config == asdict(make_config("b1"))
+    base = store.create_run(ds, "b0", "open_clip:ViT-B-32:openai", regime="features", device="cpu", seed=3,
+                            config=asdict(make_config("b0")), threshold=0.3)
+    store.update_run(base, state="finished")
+    assert metadata.retrain_base(store, ds).id == base  # the finished run beats the newer queued one
+    other = store.run(metadata.start_retrain(store, "ds", "b1"))  # another method: its own defaults
+    assert (other.method, other.model, other.regime, other.device, other.seed, other.threshold) == \
+        ("b1", "open_clip:ViT-B-32:openai", "features", "cpu", 3, 0.3)
+    assert other.config == asdict(make_config("b1"))
+    tuned = asdict(make_config("b1", {"epochs": 2, "lr": 0.05}))
+    store.update_run(other.id, state="finished", config=tuned)
+    same = store.run(metadata.start_retrain(store, "ds"))  # the same method keeps the run's settings
+    assert (same.method, same.config, same.seed, same.state) == ("b1", tuned, 3, "queued")
