@@ -881,9 +881,8 @@ class Store:
             state.append("(decision IS NULL OR decision_id <= ?)")
             state_params.append(int(decided_before))
         order_params = [float(threshold)] if order == "uncertain" else []
-        scope = f"""SELECT p.id AS pair_id, p.key, p.split, p.position, p.image_id, p.caption_id,
-                           s.similarity, s.clean_prob, s.weight, cd.action AS decision, cd.id AS decision_id,
-                           {set_pos} AS set_position
+        scope = f"""SELECT p.id AS pair_id, p.position, p.image_id, p.caption_id, s.similarity, s.clean_prob,
+                           s.weight, cd.action AS decision, cd.id AS decision_id, {set_pos} AS set_position
                     FROM pairs p {' '.join(joins)}
                     LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
                     LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
@@ -895,9 +894,9 @@ class Store:
                          count(*) FILTER (WHERE decision = 'skip') AS n_skipped,
                          count(*) FILTER (WHERE {state_sql}) AS n_queue FROM scope),
             h AS (SELECT * FROM scope WHERE {state_sql} ORDER BY {orders[order].format(t="")} LIMIT ? OFFSET ?)
-            SELECT k.*, h.*, i.path AS image_path, i.hash AS image_hash, c2.text AS caption
-            FROM k LEFT JOIN h ON true LEFT JOIN images i ON i.id = h.image_id
-            LEFT JOIN captions c2 ON c2.id = h.caption_id
+            SELECT k.*, h.*, p2.key, p2.split, i.path AS image_path, i.hash AS image_hash, c2.text AS caption
+            FROM k LEFT JOIN h ON true LEFT JOIN pairs p2 ON p2.id = h.pair_id
+            LEFT JOIN images i ON i.id = h.image_id LEFT JOIN captions c2 ON c2.id = h.caption_id
             ORDER BY {orders[order].format(t="h.")}""",
             scope_params + state_params + state_params + order_params + [int(limit), int(offset)] + order_params)
         counts = {k: int(frame[f"n_{k}"].iloc[0]) for k in ("scope", "decided", "skipped", "queue")}
@@ -933,3 +932,8 @@ class Store:
         if row is None:
             raise NotFound(f"no decision with id {decision_id}")
         return {"pair_id": int(row[0]), "key": row[1], "action": row[2]}
+
+    def split_names(self, dataset_id: int) -> list[str]:
+        """The dataset's split names, sorted."""
+        return [r[0] for r in self._q("SELECT DISTINCT split FROM pairs WHERE dataset_id = ? ORDER BY split",
+                                      [int(dataset_id)]).fetchall()]

@@ -175,7 +175,7 @@ if st.session_state.get("review_run") not in by_id:
     st.session_state["review_run"] = runs[0].id
 run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: review.run_label(by_id[i]), key="review_run")]
 try:
-    spec = queue_controls(store.review_sets(dataset.id), sorted(store.dataset_summary(dataset.id)["splits"]))
+    spec = queue_controls(store.review_sets(dataset.id), store.split_names(dataset.id))
 except ConcordError as exc:
     st.error(str(exc))
     st.stop()

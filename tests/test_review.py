@@ -241,3 +241,16 @@ def test_bad_actions_store_nothing(store, rv):
     with pytest.raises(ConcordError, match="decision needs a reviewer"):
         act(store, rv.dataset_id, rv.run_id, " ", "keep", frame(store, rv, "k1", "k2"))
     assert store.decisions_frame(rv.dataset_id).empty and store.meta_frame(rv.dataset_id).empty
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def test_bench_review_runs_in_a_temporary_home(capsys, concord_env):
+    import json
+
+    from core.cli import main
+    assert main(["bench", "review", "--demo-images", "0", "--synthetic", "40", "--steps", "3", "--no-docs",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["synthetic"]
+    assert result["pairs"] == 40 and result["steps"] == 3
+    assert set(result["ms_p50_p95"]) == {"decision", "page_reads", "queue", "suggestions", "images", "total"}
+    assert not (concord_env / "concord.duckdb").exists()          # the user's home was not touched
