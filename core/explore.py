@@ -38,7 +38,9 @@ _COLOURS = {
     "ground truth": {UNKNOWN: "#c7c7c7", "clean": "#2ca02c", "noisy": "#d62728"},
     "split": {"train": "#1f77b4", "val": "#ff7f0e", "test": "#9467bd"},
 }
-_SCALES = {"clean_prob": ("RdYlGn", 0.0, 1.0), "weight": ("RdYlGn", 0.0, 1.0), "similarity": ("Viridis", None, None)}
+_SUSPECT_SCALE = [[0.0, "#d62728"], [0.5, "#a0a0a0"], [1.0, "#1f77b4"]]  # low (suspect) red, high blue
+_SCALES = {"clean_prob": (_SUSPECT_SCALE, 0.0, 1.0), "weight": (_SUSPECT_SCALE, 0.0, 1.0),
+           "similarity": ("Viridis", None, None)}
 _OTHER_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
@@ -172,13 +174,14 @@ def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "
                                    hoverinfo="skip", showlegend=False, name="pairs"))
     sets = [("", "x", "y", "circle")] + ([(" (captions)", "x2", "y2", "diamond")] if two else [])
     by = settings.colour_by
+    size = 8 if len(points) <= 2_000 else 5 if len(points) <= 20_000 else 3
     if by in SCORES:
         scale, lo, hi = _SCALES[by]
         for suffix, xc, yc, symbol in sets:
             fig.add_trace(go.Scattergl(
                 x=points[xc], y=points[yc], mode="markers", customdata=ids, hovertext=hover, hoverinfo="text",
                 name="captions" if suffix else "images" if two else "pairs", showlegend=two,
-                marker={"color": points[by], "colorscale": scale, "cmin": lo, "cmax": hi, "size": 5,
+                marker={"color": points[by], "colorscale": scale, "cmin": lo, "cmax": hi, "size": size,
                         "symbol": symbol, "showscale": not suffix, "colorbar": {"title": {"text": by}}}))
     else:
         cats = labels(points, by).to_numpy()
@@ -190,7 +193,7 @@ def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "
                 fig.add_trace(go.Scattergl(
                     x=points[xc].to_numpy()[m], y=points[yc].to_numpy()[m], mode="markers", customdata=ids[m],
                     hovertext=hover[m], hoverinfo="text", name=f"{cat}{suffix}", legendgroup=cat,
-                    marker={"color": colours[cat], "size": 5, "symbol": symbol}))
+                    marker={"color": colours[cat], "size": size, "symbol": symbol}))
     fig.update_layout(dragmode="select", uirevision=revision, height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"title": {"text": by}}, xaxis={"showticklabels": False, "title": None},
                       yaxis={"showticklabels": False, "title": None})

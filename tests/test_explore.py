@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -184,3 +185,12 @@ def test_threshold_summary_by_hand() -> None:
     frame["truth"] = "unknown"
     assert threshold_summary(frame, 0.5) == {"flagged": 3, "known": 0, "precision": None, "recall": None,
                                              "f1": None}
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def test_projection_benchmark_at_a_small_size(capsys) -> None:
+    from core.cli import main
+    assert main(["bench", "projection", "--points", "300", "--no-umap", "--no-docs", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert (row["points"], row["drawn"]) == (300, 300) and "umap_s" not in row
+    assert row["json_mb"] > 0 and row["figure_s"] >= 0 and row["run_frame_s"] >= 0
