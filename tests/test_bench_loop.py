@@ -1,0 +1,42 @@
+"""`bench loop`: train, decide the most suspicious pairs by ground truth, retrain, compare (b1, tiny, real engine)."""
+from __future__ import annotations
+
+import pytest
+
+from core.benchmarks.loop import REVIEWER, markdown, review_loop
+from tests.test_metadata import make_meta_dataset
+
+NOISY = ("k0", "k2", "k4", "k6")
+
+
+def test_review_loop_decides_the_most_suspicious_and_retrains_like_the_first_run(store, tmp_path):
+    ds = make_meta_dataset(store, tmp_path / "src", n=24, noisy=NOISY)  # 12 training pairs: one batch
+    got = review_loop(store, "ds", "b1", 6, epochs=1, settings={"batch_size": 12})
+    first, second = (r.id for r in reversed(store.runs(ds)))
+    assert [r.state for r in store.runs(ds)] == ["finished", "finished"]
+    assert store.run(second).config == store.run(first).config  # retrained like the first run
+
+    scored = store.pairs_frame(ds, first, split="train").sort_values(["clean_prob", "pair_id"]).head(6)
+    decisions = store.current_decisions(ds)
+    assert sorted(decisions["pair_id"]) == sorted(scored["pair_id"])
+    assert set(decisions["reviewer"]) == {REVIEWER}
+    truth = dict(zip(scored["pair_id"], scored["is_noisy"].astype(bool)))
+    assert all((a == "reject") == truth[p] for p, a in zip(decisions["pair_id"], decisions["action"]))
+    assert (got["kept"], got["rejected"]) == (6 - sum(truth.values()), sum(truth.values()))
+    assert (got["meta_positives"], got["meta_negatives"]) == (got["kept"], got["rejected"])  # b1: no seed
+
+    flagged = scored["flagged"].astype(bool).to_numpy()
+    noisy = scored["is_noisy"].astype(bool).to_numpy()
+    assert got["before"]["agree"] == int((flagged == noisy).sum()) and got["before"]["total"] == 6
+    # b1 does not read the meta-data: with the same seed the retrained run is the first one again
+    assert got["after"]["agree"] == got["before"]["agree"]
+    assert got["after"]["auroc"] == pytest.approx(got["before"]["auroc"])
+
+
+def test_markdown_table():
+    row = {"kind": "hard", "ratio": 0.4, "method": "mscn", "kept": 30, "rejected": 70, "seconds_per_run": 61.2,
+           "meta_positives": 110, "meta_negatives": 70,
+           "before": {"agree": 64, "total": 100, "rate": 0.64, "auroc": 0.71234},
+           "after": {"agree": 91, "total": 100, "rate": 0.91, "auroc": None}}
+    text = markdown([row], "python -m core bench loop", 120.0)
+    assert text.splitlines()[-1] == "| hard 0.4 | mscn | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | 0.712 → – | 61 |"
