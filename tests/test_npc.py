@@ -156,8 +156,10 @@ def _naive_batch(method, batch: np.ndarray, released: bool) -> DualEncoder:
 
     def entries(enc):
         both = np.r_[i_uni, t_uni]
-        img = enc.encode_image(inputs.image_batch(pool.image_row[both]))
-        txt = enc.encode_text(inputs.text_batch(pool.caption_row[both]))
+        img_rows, img_at = np.unique(pool.image_row[both], return_inverse=True)     # each image once
+        cap_rows, cap_at = np.unique(pool.caption_row[both], return_inverse=True)
+        img = enc.encode_image(inputs.image_batch(img_rows))[torch.as_tensor(img_at)]
+        txt = enc.encode_text(inputs.text_batch(cap_rows))[torch.as_tensor(cap_at)]
         n, scale = len(i_uni), enc.logit_scale.exp().clamp(max=100)
         return (per_sample_infonce(scale * img[:n] @ txt[:n].T), per_sample_infonce(scale * img[n:] @ txt[n:].T))
     siamese.eval()
@@ -252,11 +254,12 @@ def test_run_on_the_synthetic_fixture_gives_valid_outputs() -> None:
     assert result.clean_prob[train][noisy].mean() < 0.5 < result.clean_prob[train][~noisy].mean()
     assert result.metrics["retrieval"]["rsum"] > 300
     last = result.metrics["epochs"][-1]
+    assert result.metrics["seconds_per_npc_epoch"] > 0
     assert 0 < last["clean_in_bank"] <= len(train) + len(data.meta) and 0 < last["mean_w"] <= 1
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
-    data, inputs = synthetic_problem(n_images=60)
+    data, inputs = synthetic_problem(n_images=40)
     whole = _npc(data, inputs, rebuild_bank=True).run()
 
     def cancel_mid_npc_epoch(p: Progress) -> None:
@@ -271,3 +274,16 @@ def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> No
     assert np.allclose(resumed.weight, whole.weight, atol=1e-6)
     assert np.allclose(resumed.extras["r"], whole.extras["r"], atol=1e-6, equal_nan=True)
     assert np.allclose(resumed.similarity, whole.similarity, atol=1e-6)
+
+
+def test_a_batch_without_trusted_neighbours_is_a_plain_update() -> None:
+    data, inputs = synthetic_problem(n_images=20, n_meta=0)
+    method = _npc(data, inputs, pretrained=True)
+    method.setup()
+    method.begin_epoch(0)
+    method.i_entry[:] = method.t_entry[:] = -1          # as with an empty clean set and no meta-data
+    before = [p.detach().clone() for p in method.model.parameters()]
+    metrics = method.train_batch(0, data.train[:8])
+    assert np.isfinite(metrics["loss"]) and "mean_w" not in metrics
+    assert (method.w[data.train[:8]] == 1).all() and np.isnan(method.r[data.train[:8]]).all()
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.model.parameters()))

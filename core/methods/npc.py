@@ -24,6 +24,7 @@ from torch import nn
 
 from core.errors import ConcordError
 from core.index import nearest_neighbours
+from core.methods.base import MethodResult
 from core.methods.b1 import B1, B1Config, make_adamw
 from core.methods.config import setting
 from core.methods.data import TrainData
@@ -174,18 +175,29 @@ class NPC(B1):
                 "share_w_below_1": float((self.w[train] < 1).mean())}
 
     # ------------------------------------------------------------------ one batch
-    def _entry_losses(self, encoder: DualEncoder, i_uni: np.ndarray, t_uni: np.ndarray,
-                      batch: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
-        """Per-entry losses of the I-entries' batch and the T-entries' batch (each its own B×B batch), in one
-        forward; with `batch`, the batch's per-sample losses too (same forward: mode-invariant towers only)."""
-        parts = [self.pool.image_row[i_uni], self.pool.image_row[t_uni]]
-        caps = [self.pool.caption_row[i_uni], self.pool.caption_row[t_uni]]
+    def _plan(self, i_uni: np.ndarray, t_uni: np.ndarray, batch: np.ndarray | None = None) -> tuple:
+        """The distinct image and caption rows of the I-entries' batch, the T-entries' batch (and the training
+        batch), each encoded once per forward, with where each batch's items sit among them."""
+        sets = [i_uni, t_uni]
+        img = [self.pool.image_row[i_uni], self.pool.image_row[t_uni]]
+        cap = [self.pool.caption_row[i_uni], self.pool.caption_row[t_uni]]
         if batch is not None:
-            parts.append(self.data.image_row[batch])
-            caps.append(self.data.caption_row[batch])
-        img = encoder.encode_image(self.inputs.image_batch(np.concatenate(parts)))
-        txt = encoder.encode_text(self.inputs.text_batch(np.concatenate(caps)))
-        bounds = np.cumsum([0] + [len(p) for p in parts])
+            sets.append(batch)
+            img.append(self.data.image_row[batch])
+            cap.append(self.data.caption_row[batch])
+        img_rows, img_at = np.unique(np.concatenate(img), return_inverse=True)
+        cap_rows, cap_at = np.unique(np.concatenate(cap), return_inverse=True)
+        bounds = np.cumsum([0] + [len(x) for x in sets])
+        dev = self.device
+        return (img_rows, torch.as_tensor(img_at.ravel(), device=dev), cap_rows,
+                torch.as_tensor(cap_at.ravel(), device=dev), bounds)
+
+    def _entry_losses(self, encoder: DualEncoder, plan: tuple) -> tuple[torch.Tensor, ...]:
+        """Per-item losses of each batch of `plan` (I-entries, T-entries, [training batch]), each its own B×B
+        batch, from one forward of the distinct images and captions."""
+        img_rows, img_at, cap_rows, cap_at, bounds = plan
+        img = encoder.encode_image(self.inputs.image_batch(img_rows))[img_at]
+        txt = encoder.encode_text(self.inputs.text_batch(cap_rows))[cap_at]
         return tuple(per_sample_infonce(clip_logits(img[a:b], txt[a:b], encoder.logit_scale))
                      for a, b in zip(bounds[:-1], bounds[1:]))
 
@@ -202,28 +214,32 @@ class NPC(B1):
         if epoch < self.warmup:
             return super().train_batch(epoch, batch)
         cfg = self.config
-        lr = self.set_lr(self.opt)
-        self.set_lr(self.siamese_opt)
         rows = self.pool_row[batch]
         has = (self.i_entry[rows] >= 0) & (self.t_entry[rows] >= 0)
+        if not has.any():       # no trusted neighbours (an empty bank): nothing to pre-aware, a plain update
+            self.w[batch], self.r[batch] = 1.0, np.nan
+            return super().train_batch(epoch, batch)
+        lr = self.set_lr(self.opt)
+        self.set_lr(self.siamese_opt)
         i_uni, i_inv = np.unique(self.i_entry[rows][has], return_inverse=True)
         t_uni, t_inv = np.unique(self.t_entry[rows][has], return_inverse=True)
         model = self.model
+        entries = self._plan(i_uni, t_uni)
         if self._shared:        # train == eval: one forward gives l, L_MB and (detached) L0
             model.train()
-            mb_i, mb_t, l = self._entry_losses(model, i_uni, t_uni, batch)
+            mb_i, mb_t, l = self._entry_losses(model, self._plan(i_uni, t_uni, batch))
             l0_i, l0_t = mb_i.detach(), mb_t.detach()
         else:                   # L0 with A in eval mode (= A′ before its step), then A's training forward
             model.eval()
             with torch.no_grad():
-                l0_i, l0_t = self._entry_losses(model, i_uni, t_uni)
+                l0_i, l0_t = self._entry_losses(model, entries)
             model.train()
             l = per_sample_infonce(self.pair_logits(model, batch))
         grads = torch.autograd.grad(l.mean(), self._params, retain_graph=True, allow_unused=True)
         self._siamese_step(grads)
         self.siamese.eval()
         with torch.no_grad():
-            l1_i, l1_t = self._entry_losses(self.siamese, i_uni, t_uni)
+            l1_i, l1_t = self._entry_losses(self.siamese, entries)
         i_inv, t_inv = torch.as_tensor(i_inv, device=l.device), torch.as_tensor(t_inv, device=l.device)
         r = torch.ones(len(batch), device=l.device)
         has_t = torch.as_tensor(has, device=l.device)
@@ -232,7 +248,7 @@ class NPC(B1):
         if cfg.npc_released_behaviour:
             mb_i, mb_t = l0_i, l0_t    # released: L_MB is a constant; its value is A's (= L0) entry loss
         elif not self._shared:
-            mb_i, mb_t = self._entry_losses(model, i_uni, t_uni)
+            mb_i, mb_t = self._entry_losses(model, entries)
         per_entry = (mb_i[i_inv] + mb_t[t_inv]) / 2
         l_mb = per_entry.mean() if len(per_entry) else l.new_zeros(())
         loss = npc_objective(l, w, l_mb, cfg.npc_released_behaviour)
@@ -258,6 +274,13 @@ class NPC(B1):
         self.siamese_opt.load_state_dict(state["siamese_opt"])
         self.clean, self.i_entry, self.t_entry = state["clean"], state["i_entry"], state["t_entry"]
         self.w, self.r = state["w"], state["r"]
+
+    def finish(self) -> MethodResult:
+        """B1's outputs, plus the mean seconds of the NPC epochs alone (the warm-up epochs cost a B1 epoch)."""
+        result = super().finish()
+        npc_epochs = self.epoch_seconds[self.warmup:]
+        result.metrics["seconds_per_npc_epoch"] = float(np.mean(npc_epochs)) if npc_epochs else None
+        return result
 
     def clean_scores(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """clean_prob: B1's loss split (NPC's GMM settings) under the final model; weight: each pair's last w."""
