@@ -20,10 +20,10 @@ def notify(kind: str, text: str) -> None:
     st.session_state["review_notice"] = (kind, text)
 
 
-def on_act(action: str, rows: list[dict], caption: str | None = None) -> None:
-    """Store `action` on `rows` (the pairs shown when the button was drawn)."""
+def on_act(where: tuple[int, int], action: str, rows: list[dict], caption: str | None = None) -> None:
+    """Store `action` on `rows`: the pairs shown, under the (dataset id, run id) shown, when the button was drawn."""
     try:
-        notify("done", review.act(store, dataset.id, run.id, reviewer(), action, pd.DataFrame(rows), caption))
+        notify("done", review.act(get_store(), where[0], where[1], reviewer(), action, pd.DataFrame(rows), caption))
     except ConcordError as exc:
         notify("error", str(exc))
         return
@@ -33,20 +33,20 @@ def on_act(action: str, rows: list[dict], caption: str | None = None) -> None:
         st.session_state.pop(f"review_pick_{r['pair_id']}", None)
 
 
-def on_fix(row: dict, first_suggestion: str | None) -> None:
+def on_fix(where: tuple[int, int], row: dict, first_suggestion: str | None) -> None:
     """Fix with the typed caption, or else the first suggestion."""
-    on_act("fix", [row], st.session_state.get("review_fix_text", "").strip() or first_suggestion)
+    on_act(where, "fix", [row], st.session_state.get("review_fix_text", "").strip() or first_suggestion)
 
 
-def on_undo() -> None:
+def on_undo(dataset_id: int) -> None:
     try:
-        notify("done", review.undo(store, dataset.id, reviewer()))
+        notify("done", review.undo(get_store(), dataset_id, reviewer()))
     except ConcordError as exc:
         notify("error", str(exc))
 
 
-def on_bulk(action: str, rows: list[dict]) -> None:
-    on_act(action, [r for r in rows if st.session_state.get(f"review_pick_{r['pair_id']}")])
+def on_bulk(where: tuple[int, int], action: str, rows: list[dict]) -> None:
+    on_act(where, action, [r for r in rows if st.session_state.get(f"review_pick_{r['pair_id']}")])
 
 
 def on_select_all(rows: list[dict], value: bool) -> None:
@@ -54,9 +54,10 @@ def on_select_all(rows: list[dict], value: bool) -> None:
         st.session_state[f"review_pick_{r['pair_id']}"] = value
 
 
-def show_image(data_root: str, path: str, image_hash: str, size: int, caption: str | None = None) -> None:
+def show_image(data_root: str, path: str, image_hash: str, size: int, caption: str | None = None,
+               large: bool = False) -> None:
     try:
-        data = large_image(data_root, path, image_hash, size) if size > 200 else thumbnail(data_root, path, image_hash, size)
+        data = (large_image if large else thumbnail)(data_root, path, image_hash, size)
     except ConcordError as exc:
         st.warning(str(exc))
         return
@@ -95,7 +96,7 @@ def one_pair(pair: pd.Series) -> None:
     row = {"pair_id": int(pair["pair_id"]), "key": pair["key"], "caption": pair["caption"]}
     left, right = st.columns([3, 2])
     with left:
-        show_image(dataset.root, pair["image_path"], pair["image_hash"], 384)
+        show_image(dataset.root, pair["image_path"], pair["image_hash"], 384, large=True)
         st.text(pair["caption"])
         st.text(f"pair {pair['key']} · split {pair['split']}")
         c1, c2, c3 = st.columns(3)
@@ -111,11 +112,12 @@ def one_pair(pair: pd.Series) -> None:
     first = None if sugg is None or sugg.captions.empty else sugg.captions["caption"].iloc[0]
     with right:
         b = st.columns(5)
-        b[0].button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act, args=("keep", [row]))
-        b[1].button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=("reject", [row]))
-        b[2].button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(row, first))
-        b[3].button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=("skip", [row]))
-        b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+        b[0].button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act,
+                    args=(where, "keep", [row]))
+        b[1].button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=(where, "reject", [row]))
+        b[2].button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(where, row, first))
+        b[3].button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=(where, "skip", [row]))
+        b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
         st.text_input("Fix with this caption", key="review_fix_text",
                       placeholder="type a caption, or press 1–5 to use a suggestion")
         st.caption(KEYS)
@@ -127,7 +129,7 @@ def one_pair(pair: pd.Series) -> None:
                 c1, c2 = st.columns([5, 1])
                 c1.text(f"{s.similarity:.3f}  {s.caption}")
                 c2.button("Use", key=f"review_use_{i}", shortcut=str(i + 1), help="Fix: re-pair the image with this caption",
-                          on_click=on_act, args=("fix", [row], s.caption))
+                          on_click=on_act, args=(where, "fix", [row], s.caption))
             st.subheader("Best-matching images for this caption")
             if sugg.images.empty:
                 st.caption("None: this caption has no embedding under this run.")
@@ -140,11 +142,11 @@ def one_pair(pair: pd.Series) -> None:
 def bulk(head: pd.DataFrame) -> None:
     rows = [{"pair_id": int(r.pair_id), "key": r.key, "caption": r.caption} for r in head.itertuples()]
     b = st.columns(5)
-    b[0].button("Keep selected", key="review_bulk_keep", type="primary", on_click=on_bulk, args=("keep", rows))
-    b[1].button("Reject selected", key="review_bulk_reject", on_click=on_bulk, args=("reject", rows))
+    b[0].button("Keep selected", key="review_bulk_keep", type="primary", on_click=on_bulk, args=(where, "keep", rows))
+    b[1].button("Reject selected", key="review_bulk_reject", on_click=on_bulk, args=(where, "reject", rows))
     b[2].button("Select all", key="review_bulk_all", on_click=on_select_all, args=(rows, True))
     b[3].button("Select none", key="review_bulk_none", on_click=on_select_all, args=(rows, False))
-    b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+    b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
     cols = st.columns(4)
     for i, r in enumerate(head.itertuples()):
         with cols[i % 4]:
@@ -188,6 +190,7 @@ opened = st.session_state.get("review_opened")
 if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
     opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
     st.session_state["review_opened"] = opened
+where = (dataset.id, run.id)
 queue = review.build_queue(store, dataset.id, run, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
 
 notice = st.session_state.pop("review_notice", None)
@@ -196,7 +199,7 @@ if notice is not None:
 show_progress(queue.progress)
 if queue.head.empty:
     st.info("Nothing left in this queue. Pick another order or filter above, or undo the last decision.")
-    st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo)
+    st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
 elif mode == "Bulk grid":
     bulk(queue.head)
 else:
