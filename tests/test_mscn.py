@@ -11,8 +11,9 @@ import torch
 from core.errors import Cancelled, ConcordError
 from core.methods import make_config, method_class
 from core.methods.data import MetaData
+from core.methods.encoder import DualEncoder, ResidualHead
 from core.methods.mscn import (MSCN, MSCNHead, hinge_hardest, purification_posterior, random_negatives, sharpen,
-                               weighted_infonce)
+                               virtual_parameters, weighted_infonce)
 from core.progress import Progress
 from tests.engine_fixtures import context, synthetic_problem
 
@@ -140,6 +141,15 @@ def test_refuses_without_meta_data_and_says_how_to_add_it() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ bi-level step
+def test_virtual_parameters_are_each_towers_last_layer_or_all() -> None:
+    enc = DualEncoder(ResidualHead(6, 4, 8), torch.nn.Linear(5, 4, bias=False))
+    assert [n for n, _ in virtual_parameters(enc, "last")] == ["image_tower.mlp.2.weight", "image_tower.mlp.2.bias",
+                                                               "text_tower.weight"]
+    enc.text_tower.weight.requires_grad_(False)
+    assert [n for n, _ in virtual_parameters(enc, "last")] == ["image_tower.mlp.2.weight", "image_tower.mlp.2.bias"]
+    assert len(virtual_parameters(enc, "all")) == 1 + 5     # logit_scale, the projection and the MLP's two linears
+
+
 def _meta_grads(method: MSCN, eta: float, detach: bool) -> torch.Tensor:
     net = method.nets[0]
     meta = method.meta_batch(np.random.default_rng(1))
@@ -147,10 +157,11 @@ def _meta_grads(method: MSCN, eta: float, detach: bool) -> torch.Tensor:
     return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(net.head.parameters()))])
 
 
-def test_meta_gradient_reaches_the_head_through_the_virtual_step() -> None:
+@pytest.mark.parametrize("which", ["last", "all"])
+def test_meta_gradient_reaches_the_head_through_the_virtual_step(which: str) -> None:
     data, inputs = _small()
     torch.manual_seed(0)
-    method = _mscn(data, inputs)
+    method = _mscn(data, inputs, virtual_params=which)
     method.setup()
     method.begin_epoch(1)
     full = _meta_grads(method, 0.5, detach=False)
@@ -162,7 +173,7 @@ def test_meta_gradient_reaches_the_head_through_the_virtual_step() -> None:
     pairs = data.train[:16]
     f, g = method._encode(net, pairs)
     loss = method.main_loss(net, f, g, pairs, method._weights(net, f, g))
-    params = [p for p in net.encoder.parameters() if p.requires_grad]
+    params = [p for _, p in virtual_parameters(net.encoder, which)]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     with torch.no_grad():
         for p, d in zip(params, grads):
