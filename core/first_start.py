@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from core.generated import GenerateOptions, create_generated
 from core.jobs import Job, JobManager
 from core.progress import Progress
-from core.training import DEFAULT_METHOD, start_run
 
 DISABLE_ENV = "CONCORD_NO_FIRST_START"
 JOB_KEY = "first-start"
@@ -27,12 +26,12 @@ _LOCK = threading.Lock()
 @dataclass(frozen=True)
 class FirstStart:
     """What the first start creates: dataset `name` from `demo` (hard noise at 20% of the train split, the
-    papers' usual ratio, so the first run has mismatches to find) and a run of `method` on it for `epochs`
-    (None: the method's default)."""
+    papers' usual ratio, so the first run has mismatches to find) and a run of `method` (None: the default
+    method) on it for `epochs` (None: the method's default)."""
 
     name: str = "demo"
     demo: GenerateOptions = field(default_factory=lambda: GenerateOptions(noise=0.2, noise_kind="hard"))
-    method: str = DEFAULT_METHOD
+    method: str | None = None  # None: core.training.DEFAULT_METHOD
     epochs: int | None = None  # None: the method's default
 
     @classmethod
@@ -61,8 +60,9 @@ def first_start(store, manager: JobManager, plan: FirstStart | None = None) -> J
         plan = plan or FirstStart.from_env()
 
         def create_and_score(progress: Progress) -> int:
+            from core.training import DEFAULT_METHOD, start_run  # torch: loaded in the worker, not the page
             create_generated(store, plan.name, plan.demo, progress=progress)
-            run_id = start_run(store, plan.name, plan.method, epochs=plan.epochs)
+            run_id = start_run(store, plan.name, plan.method or DEFAULT_METHOD, epochs=plan.epochs)
             manager.submit_run(store, run_id)
             return run_id
 

@@ -29,7 +29,7 @@ def first_start_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_inject_hard_noise_and_use_the_default_method():
     plan = FirstStart()
-    assert (plan.name, plan.method, plan.epochs) == ("demo", "b1", None)
+    assert (plan.name, plan.method, plan.epochs) == ("demo", None, None)  # None: the default method, b1
     assert (plan.demo.noise, plan.demo.noise_kind, plan.demo.images) == (0.2, "hard", GenerateOptions().images)
 
 
