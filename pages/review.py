@@ -70,6 +70,9 @@ def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
         c1, c2, c3 = st.columns(3)
         order = c1.selectbox("Order", list(review.ORDERS), format_func=review.ORDERS.get, key="review_order")
         set_names = dict(zip(sets["set_id"].astype(int), sets["name"]))
+        for key, known in (("review_set_id", set_names), ("review_split", splits)):
+            if st.session_state.get(key) not in known:   # gone, or of another dataset
+                st.session_state[key] = None
         set_id = c2.selectbox("Review set", [None, *set_names], key="review_set_id",
                               format_func=lambda s: "All pairs" if s is None else f"{set_names[s]} (set {s})")
         state = c3.selectbox("Decision state", list(review.STATES), key="review_state",

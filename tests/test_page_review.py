@@ -175,3 +175,10 @@ def test_revisiting_skipped_pairs(rv):
     click(at, "review_keep")                        # decided again: it leaves the skipped queue
     assert at.info[0].value.startswith("Nothing left in this queue")
     assert [a for _, a, _, _ in log(rv)] == ["skip", "keep"]
+
+
+def test_unknown_review_set_is_refused_with_the_reason(rv):
+    at = page(review_set=999)
+    assert at.error[0].value == "the review-set order needs a review set"
+    at.selectbox(key="review_order").set_value("suspicious").run()
+    assert not at.error and shown_key(at) == "k2"
