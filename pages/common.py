@@ -100,8 +100,9 @@ def through_app() -> None:
 
     Until app.py's `st.navigation` has run once in the server process, Streamlit treats `pages/` as an
     old-style pages folder: a tab that (re)connects to a page's URL after a server (re)start runs that page
-    without app.py (no sidebar, every module of `pages/` listed). Called at the top of a page."""
+    without app.py (no sidebar, every module of `pages/` listed). Called at the top of every page."""
+    from streamlit import config
     from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):   # AppTest runs pages alone
         PagesManager.uses_pages_directory = False
         st.rerun()

@@ -10,7 +10,7 @@ from core.generated import SOURCES, GenerateOptions, create_generated, delete_da
 from core.importers import FORMATS, ColumnNames, import_dataset
 from core.noise import DEFAULT_K, KINDS, inject_noise_copy
 from core.progress import Progress
-from pages.common import get_store
+from pages.common import get_store, through_app
 
 SAMPLES = 12
 
@@ -27,6 +27,7 @@ def done(lines: list[str]) -> None:
     st.rerun()
 
 
+through_app()
 st.title("Datasets")
 store = get_store()
 notice = st.session_state.pop("datasets_notice", None)

@@ -7,7 +7,7 @@ from core.explore import (COLOUR_BY, TABLE_ROWS, MapSettings, has_ground_truth, 
                           map_sample, order_selection, projection_job_key, run_frame, selected_pair_ids,
                           selection_table, threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
-from pages.common import current_dataset, get_store, job_manager
+from pages.common import current_dataset, get_store, job_manager, through_app
 
 LAYOUTS = ("UMAP", "PCA")
 
@@ -64,6 +64,7 @@ def selection_from(event, run_id: int) -> list[int]:
     return list(kept.get("pair_ids", [])) if kept.get("run_id") == run_id else []
 
 
+through_app()
 st.title("Explore")
 dataset = current_dataset()
 if dataset is None:

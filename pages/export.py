@@ -4,8 +4,9 @@ import streamlit as st
 from core.errors import ConcordError
 from core.export import (FORMATS, IMAGE_MODES, ZIP_LIMIT_BYTES, ExportOptions, default_format, folder_size,
                          plan_export, write_export, zip_folder)
-from pages.common import current_dataset, get_store
+from pages.common import current_dataset, get_store, through_app
 
+through_app()
 st.title("Export")
 dataset = current_dataset()
 if dataset is not None:

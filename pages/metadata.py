@@ -7,7 +7,7 @@ from core.errors import ConcordError
 from core.jobs import run_key
 from core.methods import METHODS, spec
 from core.progress import format_eta
-from pages.common import current_dataset, get_store, job_manager
+from pages.common import current_dataset, get_store, job_manager, through_app
 
 SHOWN = 1000  # entries drawn in the table at once; filter to reach the rest
 SEARCH_LIMIT = 50
@@ -180,6 +180,7 @@ def retrain_section(store, dataset) -> None:
     agreement(store, dataset)
 
 
+through_app()
 st.title("Meta-data")
 dataset = current_dataset()
 if dataset is not None:

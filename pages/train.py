@@ -11,7 +11,7 @@ from core.runs import (delete_run, device_choices, epochs_frame, loss_frame, met
                        overall_eta, progress_text, regime_choices, run_label, runs_table, split_settings)
 from core.progress import format_eta
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
-from pages.common import current_dataset, get_store, job_manager, settle_runs
+from pages.common import current_dataset, get_store, job_manager, settle_runs, through_app
 
 
 def setting_input(s: Setting, method: str):
@@ -149,6 +149,7 @@ def run_panel(store, dataset) -> None:
         "time (s)": st.column_config.NumberColumn(format="%.1f")})
 
 
+through_app()
 st.title("Train")
 dataset = current_dataset()
 if dataset is not None:
