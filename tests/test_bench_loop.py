@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import artifacts, paths
-from core.benchmarks.loop import REVIEWER, markdown, private_run_cache, review_loop
+from core.benchmarks.loop import REVIEWER, markdown, review_loop
 from tests.test_metadata import make_meta_dataset
 
 NOISY = ("k0", "k2", "k4", "k6")
@@ -41,16 +40,3 @@ def test_markdown_table():
            "after": {"agree": 91, "total": 100, "rate": 0.91, "auroc": None}}
     text = markdown([row], "python -m core bench loop", 120.0)
     assert text.splitlines()[-1] == "| hard 0.4 | mscn | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | 0.712 → – | 61 |"
-
-
-def test_private_run_cache_shares_features_but_not_runs(tmp_path, monkeypatch):
-    real = tmp_path / "real"
-    (real / "features" / "text").mkdir(parents=True)
-    (real / "runs" / "1").mkdir(parents=True)
-    monkeypatch.setenv("CONCORD_CACHE", str(real))
-    with private_run_cache(tmp_path / "private"):
-        assert paths.cache_dir() == tmp_path / "private"
-        assert (paths.cache_dir() / "features" / "text").is_dir()  # the same folder, through a link
-        assert artifacts.checkpoint_path(1).parent != real / "runs" / "1"
-        (paths.cache_dir() / "features" / "new").mkdir()
-    assert paths.cache_dir() == real and (real / "features" / "new").is_dir()

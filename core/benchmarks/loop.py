@@ -10,18 +10,16 @@ decisions the run agrees with, and the AUROC on the other training pairs (meta-d
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
-from core import paths
 from core.benchmarks import write_section
 from core.progress import Progress
 
@@ -45,27 +43,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run)
-
-
-@contextlib.contextmanager
-def private_run_cache(folder: Path) -> Iterator[None]:
-    """Point CONCORD_CACHE at `folder` while the benchmark runs, sharing the real cache's content-keyed
-    folders (features) but not `runs/`: run artifacts are keyed by run id, and the temporary database's run
-    ids would otherwise reuse (and overwrite) the checkpoints and embeddings of the user's runs."""
-    real = paths.cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    for entry in real.iterdir() if real.is_dir() else []:
-        if entry.is_dir() and entry.name != "runs":
-            (folder / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
-    before = os.environ.get("CONCORD_CACHE")
-    os.environ["CONCORD_CACHE"] = str(folder)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["CONCORD_CACHE"]
-        else:
-            os.environ["CONCORD_CACHE"] = before
 
 
 def most_suspicious(store, run_id: int, n: int) -> pd.DataFrame:
@@ -150,7 +127,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     t_start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="concord-bench-loop-") as tmp, \
-                private_run_cache(Path(tmp) / "cache"), Store.open(Path(tmp) / "bench.duckdb") as store:
+                Store.open(Path(tmp) / "bench.duckdb") as store:
             store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
             for kind in kinds:
                 name = f"{kind}-{args.noise}"
