@@ -66,9 +66,18 @@ def delete_run(store, run, live: bool) -> None:
 
 
 def loss_frame(record: dict[str, Any]) -> pd.DataFrame:
-    """The loss curve of a progress record: one row per recorded step (`step`, `loss`), empty before any."""
-    points = [(p["step"], p["loss"]) for p in record.get("history") or [] if "loss" in p]
-    return pd.DataFrame(points, columns=["step", "loss"])
+    """The loss curve of a progress record: one row per recorded point (`update`, `loss`), empty before any.
+
+    A point's `step` counts within its stage (each epoch starts again), so `update` adds the steps of the
+    stages before it: a step lower than the previous point's begins a new stage."""
+    points, offset, last = [], 0.0, 0.0
+    for p in record.get("history") or []:
+        if p["step"] < last:
+            offset += last
+        last = p["step"]
+        if "loss" in p:
+            points.append((offset + p["step"], p["loss"]))
+    return pd.DataFrame(points, columns=["update", "loss"])
 
 
 def epochs_frame(record: dict[str, Any]) -> pd.DataFrame:

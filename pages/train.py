@@ -114,7 +114,7 @@ def live_run(run_id: int, seen_state: str) -> None:
                 st.rerun()
     losses, epochs = loss_frame(record), epochs_frame(record)
     if not losses.empty:
-        st.line_chart(losses, x="step", y="loss", height=220)
+        st.line_chart(losses, x="update", y="loss", height=220)
     if not epochs.empty:
         st.dataframe(epochs, hide_index=True)
 

@@ -32,10 +32,12 @@ def test_runs_table_lists_headline_figures(store, tmp_path: Path):
 
 
 def test_progress_views():
-    record = {"history": [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5, "acc": 0.1}, {"step": 3.0}],
+    # two epochs of 3 steps, the second resumed at step 1: steps restart in each epoch's stage
+    record = {"history": [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5, "acc": 0.1}, {"step": 3.0},
+                          {"step": 2.0, "loss": 1.0}, {"step": 3.0, "loss": 0.5}],
               "epochs": [{"epoch": 1, "loss": 1.75}]}
-    assert loss_frame(record).values.tolist() == [[1.0, 2.0], [2.0, 1.5]]
-    assert list(loss_frame({}).columns) == ["step", "loss"] and loss_frame({}).empty
+    assert loss_frame(record).values.tolist() == [[1.0, 2.0], [2.0, 1.5], [5.0, 1.0], [6.0, 0.5]]
+    assert list(loss_frame({}).columns) == ["update", "loss"] and loss_frame({}).empty
     assert epochs_frame(record).to_dict("records") == [{"epoch": 1, "loss": 1.75}]
     assert epochs_frame({}).empty
 
