@@ -64,6 +64,8 @@ def test_start_reload_cancel_resume_finish(server_factory, open_app):
     # a reload shows the same run still progressing
     before = epoch_reached(app)
     app.reload()
+    app.nav("Datasets")  # the sidebar shows the running job on every page
+    app.wait_until(lambda: "run 1 · b1 · concord-tiny" in app.text("sidebar"), PAGE_TIMEOUT, "the job in the sidebar")
     app.nav("Train")
     assert run_state(app) in ("running", "queued")
     app.wait_until(lambda: epoch_reached(app) > before, RUN_TIMEOUT, "the run to progress after a reload")
@@ -107,7 +109,8 @@ def test_first_start_fills_the_demo_and_scores_it(server_factory, open_app):
     server = server_factory(first_start=True, env=ENV | {"CONCORD_FIRST_START_IMAGES": "12",
                                                          "CONCORD_FIRST_START_EPOCHS": "1"})
     app = patient(open_app(server))
-    assert "first start" in app.text("sidebar") or "demo" in app.text("sidebar")
+    app.wait_until(lambda: "first start: creating the demo dataset" in app.text("sidebar"), PAGE_TIMEOUT,
+                   "the first-start job in the sidebar")
     app.nav("Train")
     app.wait_until(lambda: run_state(app) == "finished", RUN_TIMEOUT, "the first run to finish")
     server.stop()
