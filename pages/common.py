@@ -9,7 +9,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
-from core.runs import progress_text
+from core.runs import overall_fraction, progress_text
 from core.store import Dataset, Store
 
 JOBS_REFRESH_SECONDS = 2.0
@@ -61,7 +61,7 @@ def sidebar() -> None:
 def _job_line(job: Job) -> None:
     if job.active:
         record = job.progress.snapshot()
-        st.progress(record["fraction"] or 0.0, text=f"**{job.title}**  \n{progress_text(record)}")
+        st.progress(overall_fraction(record), text=f"**{job.title}**  \n{progress_text(record)}")
     elif job.state == "failed":
         st.error(f"{job.title}: {job.error}")
     else:

@@ -10,7 +10,8 @@ from core import artifacts, paths
 from core.errors import ConcordError
 from core.methods import Setting
 from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
-                       number_step, overall_eta, progress_text, regime_choices, runs_table, split_settings)
+                       number_step, overall_eta, overall_fraction, progress_text, regime_choices, runs_table,
+                       split_settings)
 from tests.test_export import make_dataset
 
 
@@ -49,6 +50,9 @@ def test_overall_eta_adds_the_epochs_left():
     assert overall_eta({**record, "stage": "epoch 5/5"}) == 4.0
     assert overall_eta({**record, "stage": "scoring"}) == 4.0
     assert overall_eta({**record, "eta": None, "rate": None}) is None
+    assert overall_fraction({**record, "fraction": 0.2}) == pytest.approx((1 + 0.2) / 5)
+    assert overall_fraction({**record, "stage": "scoring", "fraction": None}) == 0.0
+    assert overall_fraction({**record, "stage": "caption features", "fraction": 0.5}) == 0.5
     assert progress_text(record) == "b1: epoch 2/5 · 2/10 · 2.0 steps/s · ETA 19s"
     assert progress_text({"stage": "", "message": "", "total": None}) == "starting"
 
