@@ -36,7 +36,8 @@ def run_row(run) -> dict:
             "state": run.state, "threshold": run.threshold, "epochs": run.config.get("epochs"),
             "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
             "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
-            "created_at": run.created_at.isoformat(timespec="seconds"), "error": (run.error or "").split("\n")[0] or None}
+            "created_at": run.created_at.isoformat(timespec="seconds"),
+            "error": (run.error or "").split("\n")[0] or None}
 
 
 def runs_table(runs: list) -> pd.DataFrame:
@@ -66,9 +67,18 @@ def delete_run(store, run, live: bool) -> None:
 
 
 def loss_frame(record: dict[str, Any]) -> pd.DataFrame:
-    """The loss curve of a progress record: one row per recorded step (`step`, `loss`), empty before any."""
-    points = [(p["step"], p["loss"]) for p in record.get("history") or [] if "loss" in p]
-    return pd.DataFrame(points, columns=["step", "loss"])
+    """The loss curve of a progress record: one row per recorded point (`update`, `loss`), empty before any.
+
+    A point's `step` counts within its stage (each epoch starts again), so `update` adds the steps of the
+    stages before it: a step lower than the previous point's begins a new stage."""
+    points, offset, last = [], 0.0, 0.0
+    for p in record.get("history") or []:
+        if p["step"] < last:
+            offset += last
+        last = p["step"]
+        if "loss" in p:
+            points.append((offset + p["step"], p["loss"]))
+    return pd.DataFrame(points, columns=["update", "loss"])
 
 
 def epochs_frame(record: dict[str, Any]) -> pd.DataFrame:
@@ -85,6 +95,16 @@ def overall_eta(record: dict[str, Any]) -> float | None:
         return eta
     epoch, epochs = int(m.group(1)), int(m.group(2))
     return eta + (epochs - epoch) * total / rate
+
+
+def overall_fraction(record: dict[str, Any]) -> float:
+    """How much of the whole training is done, in [0, 1]: during epoch e of E, (e − 1 + the epoch's fraction) / E;
+    in other stages the stage's own fraction (0 when unknown)."""
+    fraction = record.get("fraction") or 0.0
+    m = _EPOCH_STAGE.match(record.get("stage") or "")
+    if m is None:
+        return fraction
+    return min(1.0, (int(m.group(1)) - 1 + fraction) / int(m.group(2)))
 
 
 def progress_text(record: dict[str, Any]) -> str:

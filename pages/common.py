@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
-from core.runs import progress_text
+from core.runs import overall_fraction, progress_text
 from core.store import Dataset, Store
 
 JOBS_REFRESH_SECONDS = 2.0
@@ -60,7 +61,7 @@ def sidebar() -> None:
 def _job_line(job: Job) -> None:
     if job.active:
         record = job.progress.snapshot()
-        st.progress(record["fraction"] or 0.0, text=f"**{job.title}**  \n{progress_text(record)}")
+        st.progress(overall_fraction(record), text=f"**{job.title}**  \n{progress_text(record)}")
     elif job.state == "failed":
         st.error(f"{job.title}: {job.error}")
     else:
@@ -81,8 +82,18 @@ def jobs_panel(seen: frozenset[str]) -> None:
             _job_line(job)
 
 
+def ensure_app_shell() -> None:
+    """Run pages inside app.py's navigation. With a `pages/` folder beside app.py, Streamlit runs a page's
+    script alone (no sidebar, every file of pages/ listed) when the first request after a server start is
+    that page's URL, as when an open tab reconnects after a restart: switch to app.py's navigation and rerun."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def current_dataset() -> Dataset | None:
     """The sidebar's dataset, or None (after showing the empty state) when there is none."""
+    ensure_app_shell()
     name = st.session_state.get("dataset")
     if not name:
         st.info("No dataset yet. Create the demo or import one on the **Datasets** page.")

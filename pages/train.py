@@ -7,9 +7,10 @@ from core.errors import ConcordError
 from core.jobs import run_key
 from core.methods import METHODS, Setting, settings
 from core.models import DEFAULT_MODEL, model_info
-from core.runs import (delete_run, device_choices, epochs_frame, loss_frame, method_choices, number_step,
-                       overall_eta, progress_text, regime_choices, run_label, runs_table, split_settings)
 from core.progress import format_eta
+from core.runs import (RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
+                       number_step, overall_eta, overall_fraction, progress_text, regime_choices, run_label,
+                       runs_table, split_settings)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
 from pages.common import current_dataset, get_store, job_manager, settle_runs, through_app
 
@@ -88,7 +89,7 @@ def live_run(run_id: int, seen_state: str) -> None:
     record = manager.run_progress(run)
     st.markdown(f"**Run {run_label(run)}** · {run.model} · {run.regime} · {run.device}")
     if job is not None:
-        st.progress(record.get("fraction") or 0.0, text=progress_text(record))
+        st.progress(overall_fraction(record), text=progress_text(record))
         c1, c2, c3 = st.columns(3)
         c1.metric("ETA", format_eta(overall_eta(record)))
         c2.metric("Rate", f"{record['rate']:.1f} steps/s" if record.get("rate") else "?")
@@ -104,7 +105,7 @@ def live_run(run_id: int, seen_state: str) -> None:
         st.success(f"Run {run.id} finished.")
     else:
         st.info(f"Run {run.id} is {run.state}: Resume continues it from its last checkpoint.")
-    if job is None and run.state != "finished":
+    if job is None and run.state in RESUMABLE_STATES:
         if st.button("Resume", type="primary", key="train_resume"):
             try:
                 manager.submit_run(store, run.id)
@@ -114,7 +115,7 @@ def live_run(run_id: int, seen_state: str) -> None:
                 st.rerun()
     losses, epochs = loss_frame(record), epochs_frame(record)
     if not losses.empty:
-        st.line_chart(losses, x="step", y="loss", height=220)
+        st.line_chart(losses, x="update", y="loss", height=220)
     if not epochs.empty:
         st.dataframe(epochs, hide_index=True)
 

@@ -48,7 +48,8 @@ def page(dataset: str | None = "ds", timeout: float = 60) -> AppTest:
     return at
 
 
-def fake_run(*, epochs: int = 1, steps: int = 4, delay: float = 0.0, fail_at: int = -1, state: str | None = None) -> int:
+def fake_run(*, epochs: int = 1, steps: int = 4, delay: float = 0.0, fail_at: int = -1,
+             state: str | None = None) -> int:
     """A run whose config drives the fake loop (submitted by the test, not by the page)."""
     store = get_store()
     run_id = store.create_run(store.dataset("ds").id, "b1", "concord-tiny", regime="finetune", device="cpu",
@@ -113,7 +114,8 @@ def test_start_runs_to_finished_and_into_the_table(dataset):
     assert at.selectbox(key="train_run").value == run.id
     assert f"Run {run.id} finished." in texts(at)
     row = table(at).loc[run.id]
-    assert (row["state"], row["AUROC"], row["AUPRC"], row["rSum"], row["epochs"]) == ("finished", 0.875, 0.625, 251.5, 2)
+    assert (row["state"], row["AUROC"], row["AUPRC"], row["rSum"], row["epochs"]) == \
+        ("finished", 0.875, 0.625, 251.5, 2)
     assert row["time (s)"] >= 0
     # the loss curve and the epoch metrics of the finished run stay on the page
     assert len(at.dataframe) == 2 and list(at.dataframe[0].value["epoch"]) == [1, 2]

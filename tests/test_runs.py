@@ -10,7 +10,8 @@ from core import artifacts, paths
 from core.errors import ConcordError
 from core.methods import Setting
 from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
-                       number_step, overall_eta, progress_text, regime_choices, runs_table, split_settings)
+                       number_step, overall_eta, overall_fraction, progress_text, regime_choices, runs_table,
+                       split_settings)
 from tests.test_export import make_dataset
 
 
@@ -32,10 +33,12 @@ def test_runs_table_lists_headline_figures(store, tmp_path: Path):
 
 
 def test_progress_views():
-    record = {"history": [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5, "acc": 0.1}, {"step": 3.0}],
+    # two epochs of 3 steps, the second resumed at step 1: steps restart in each epoch's stage
+    record = {"history": [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5, "acc": 0.1}, {"step": 3.0},
+                          {"step": 2.0, "loss": 1.0}, {"step": 3.0, "loss": 0.5}],
               "epochs": [{"epoch": 1, "loss": 1.75}]}
-    assert loss_frame(record).values.tolist() == [[1.0, 2.0], [2.0, 1.5]]
-    assert list(loss_frame({}).columns) == ["step", "loss"] and loss_frame({}).empty
+    assert loss_frame(record).values.tolist() == [[1.0, 2.0], [2.0, 1.5], [5.0, 1.0], [6.0, 0.5]]
+    assert list(loss_frame({}).columns) == ["update", "loss"] and loss_frame({}).empty
     assert epochs_frame(record).to_dict("records") == [{"epoch": 1, "loss": 1.75}]
     assert epochs_frame({}).empty
 
@@ -47,6 +50,9 @@ def test_overall_eta_adds_the_epochs_left():
     assert overall_eta({**record, "stage": "epoch 5/5"}) == 4.0
     assert overall_eta({**record, "stage": "scoring"}) == 4.0
     assert overall_eta({**record, "eta": None, "rate": None}) is None
+    assert overall_fraction({**record, "fraction": 0.2}) == pytest.approx((1 + 0.2) / 5)
+    assert overall_fraction({**record, "stage": "scoring", "fraction": None}) == 0.0
+    assert overall_fraction({**record, "stage": "caption features", "fraction": 0.5}) == 0.5
     assert progress_text(record) == "b1: epoch 2/5 · 2/10 · 2.0 steps/s · ETA 19s"
     assert progress_text({"stage": "", "message": "", "total": None}) == "starting"
 
