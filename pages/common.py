@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
@@ -82,18 +81,8 @@ def jobs_panel(seen: frozenset[str]) -> None:
             _job_line(job)
 
 
-def ensure_app_shell() -> None:
-    """Run pages inside app.py's navigation. With a `pages/` folder beside app.py, Streamlit runs a page's
-    script alone (no sidebar, every file of pages/ listed) when the first request after a server start is
-    that page's URL, as when an open tab reconnects after a restart: switch to app.py's navigation and rerun."""
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def current_dataset() -> Dataset | None:
     """The sidebar's dataset, or None (after showing the empty state) when there is none."""
-    ensure_app_shell()
     name = st.session_state.get("dataset")
     if not name:
         st.info("No dataset yet. Create the demo or import one on the **Datasets** page.")
