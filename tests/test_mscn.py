@@ -137,7 +137,7 @@ def test_refuses_without_meta_data_and_says_how_to_add_it() -> None:
     with pytest.raises(ConcordError, match=f"only {len(data.meta)} mismatched ones"):
         _mscn(replace(data, meta=only_negatives), inputs).run()
     with pytest.raises(ConcordError, match="at least one epoch after its 3 warm-up"):
-        _mscn(data, inputs, warmup_epochs=3).run()
+        make_config("mscn", {"epochs": "3", "warmup_epochs": "3"})
 
 
 # ------------------------------------------------------------------------------------------------ bi-level step

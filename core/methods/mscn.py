@@ -58,6 +58,13 @@ class MSCNConfig(MethodConfig):
     beta_max_iter: int = setting(10, "EM iterations of the purification Beta mixture")
     co_training: bool = setting(False, "train two networks that purify for each other (twice the cost)")
 
+    def __post_init__(self) -> None:
+        if self.epochs <= self.warmup_epochs:
+            raise ConcordError(f"MSCN needs at least one epoch after its {self.warmup_epochs} warm-up epoch(s): "
+                               f"set epochs above {self.warmup_epochs} or lower warmup_epochs")
+        if self.meta_interval < 1 or self.meta_batch_size < 2:
+            raise ConcordError("MSCN needs meta_interval >= 1 and meta_batch_size >= 2")
+
 
 # ---------------------------------------------------------------------------------------------- the math
 def sharpen(p: torch.Tensor) -> torch.Tensor:
@@ -203,22 +210,19 @@ class MSCN(Method):
     config: MSCNConfig
 
     def setup(self) -> None:
-        cfg, meta = self.config, self.data.meta
+        meta = self.data.meta
         if len(meta) == 0:
             raise ConcordError("MSCN learns from trusted meta-data, and this dataset has none: " + HOW_TO_ADD_META)
         if not len(meta.positives):
             raise ConcordError(f"MSCN needs trusted matched pairs, and the meta-data holds only {len(meta)} "
                                "mismatched ones: " + HOW_TO_ADD_META)
-        if cfg.epochs <= cfg.warmup_epochs:
-            raise ConcordError(f"MSCN needs at least one epoch after its {cfg.warmup_epochs} warm-up epoch(s): "
-                               f"set epochs above {cfg.warmup_epochs} or lower warmup_epochs")
         known_negative = meta.pair_index[(meta.label == 0) & (meta.pair_index >= 0)]
         self.trainable = np.setdiff1d(self.data.train, known_negative)
         self.fit_on = np.setdiff1d(self.data.train, meta.pair_index)   # training scores the mixture is fitted on
         n_cap = len(self.data.caption_ids)
         self.own = np.unique(np.concatenate([self.data.image_row * n_cap + self.data.caption_row,
                                              meta.image_row[meta.positives] * n_cap + meta.caption_row[meta.positives]]))
-        self.nets = [self._build(self.ctx.seed + i) for i in range(2 if cfg.co_training else 1)]
+        self.nets = [self._build(self.ctx.seed + i) for i in range(2 if self.config.co_training else 1)]
         self.negatives = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.meta_losses: list[float] = []
 
