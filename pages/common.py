@@ -12,6 +12,7 @@ from core.runs import overall_fraction, progress_text
 from core.store import Dataset, Store
 
 JOBS_REFRESH_SECONDS = 2.0
+SHELL_KEY, SHELL_TRIES_KEY, SHELL_TRIES = "_app_shell", "_app_shell_tries", 3
 ENDED_SHOWN_SECONDS = 60.0
 
 
@@ -39,6 +40,8 @@ def start_first_run() -> None:
 
 def sidebar() -> None:
     """Dataset picker and reviewer name, kept in the session across pages; the running jobs below them."""
+    st.session_state[SHELL_KEY] = True          # this run went through app.py (see through_app)
+    st.session_state[SHELL_TRIES_KEY] = 0
     settle_runs()
     store = get_store()
     names = store.dataset_names()
@@ -100,9 +103,16 @@ def through_app() -> None:
 
     Until app.py's `st.navigation` has run once in the server process, Streamlit treats `pages/` as an
     old-style pages folder: a tab that (re)connects to a page's URL after a server (re)start runs that page
-    without app.py (no sidebar, every module of `pages/` listed). Called at the top of every page."""
+    without app.py (no sidebar, every module of `pages/` listed). A page run alone is told by the flag or by
+    a session the sidebar never ran in; it reruns (at most `SHELL_TRIES` times in a row). Called at the top of
+    every page; AppTest runs pages alone on purpose and is left alone."""
     from streamlit import config
     from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):   # AppTest runs pages alone
+    if config.get_option("global.appTest"):
+        return
+    alone = bool(PagesManager.uses_pages_directory) or SHELL_KEY not in st.session_state
+    tries = st.session_state.get(SHELL_TRIES_KEY, 0)
+    if alone and tries < SHELL_TRIES:
+        st.session_state[SHELL_TRIES_KEY] = tries + 1
         PagesManager.uses_pages_directory = False
         st.rerun()

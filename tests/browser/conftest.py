@@ -162,11 +162,13 @@ class AppPage:
                 raise TimeoutError(f"app still busy: script state {app.get_attribute('data-test-script-state')}")
             state = app.get_attribute("data-test-script-state")
             conn = app.get_attribute("data-test-connection-state")
-            calm = calm + 1 if state in ("notRunning", "initial") and conn == "CONNECTED" else 0
-            if state == "initial":
-                calm = 0
+            calm = calm + 1 if state == "notRunning" and conn == "CONNECTED" and self._rendered() else 0
             self.page.wait_for_timeout(100)
         return self
+
+    def _rendered(self) -> bool:
+        """Every page writes its title: an empty main area is a run that has not drawn yet (or was rerun)."""
+        return bool(self.main.count() and self.main.inner_text().strip())
 
     def wait_text(self, text: str | re.Pattern, timeout: float | None = None):
         """Wait until `text` (a substring or a regex) is visible anywhere; returns its locator."""

@@ -35,9 +35,9 @@ def test_box_selection_lists_exactly_the_pairs_inside(server_factory, open_app, 
     os.environ["CONCORD_CACHE"] = str(cache)  # restored by tests/conftest.py's monkeypatch
     with Store.open() as s:
         fab = fabricate_run(s, tmp_path / "src")
-    ids = fab.pairs["pair_id"].to_numpy()
-    grid = pd.DataFrame({"pair_id": ids, "x": np.arange(len(ids)) % COLUMNS, "y": np.arange(len(ids)) // COLUMNS})
-    save_projection(fab.run_id, ProjectionSettings(), grid)  # the UMAP map, as if computed before
+        ids = fab.pairs["pair_id"].to_numpy()
+        grid = pd.DataFrame({"pair_id": ids, "x": np.arange(len(ids)) % COLUMNS, "y": np.arange(len(ids)) // COLUMNS})
+        save_projection(s, fab.run_id, ProjectionSettings(), grid)  # the UMAP map, as if computed before
     inside = grid[grid["x"].between(1.5, 4.5) & grid["y"].between(0.5, 2.5)]["pair_id"]
     assert len(inside) == 6
 
