@@ -85,8 +85,9 @@ def jobs_panel(seen: frozenset[str]) -> None:
 def ensure_app_shell() -> None:
     """Run pages inside app.py's navigation. With a `pages/` folder beside app.py, Streamlit runs a page's
     script alone (no sidebar, every file of pages/ listed) when the first request after a server start is
-    that page's URL, as when an open tab reconnects after a restart: switch to app.py's navigation and rerun."""
-    if PagesManager.uses_pages_directory:
+    that page's URL, as when an open tab reconnects after a restart: switch to app.py's navigation and rerun.
+    A session the sidebar has already run in is left alone (AppTest runs pages that way on purpose)."""
+    if PagesManager.uses_pages_directory and "dataset" not in st.session_state:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
