@@ -27,12 +27,17 @@ _LOCK = threading.Lock()
 class FirstStart:
     """What the first start creates: dataset `name` from `demo` (hard noise at 20% of the train split, the
     papers' usual ratio, so the first run has mismatches to find) and a run of `method` (None: the default
-    method) on it for `epochs` (None: the method's default)."""
+    method) on it, short on the CPU so that the pages fill within minutes."""
 
     name: str = "demo"
     demo: GenerateOptions = field(default_factory=lambda: GenerateOptions(noise=0.2, noise_kind="hard"))
     method: str | None = None  # None: core.training.DEFAULT_METHOD
-    epochs: int | None = None  # None: the method's default
+    epochs: int | None = None  # None: the method's default on a GPU, `cpu_epochs` on the CPU
+    cpu_epochs: int = 2  # b1's default 8 epochs of the demo: ~3.5 min on 2 idle cores, far longer on busy ones
+
+    def run_epochs(self, cuda: bool) -> int | None:
+        """The first run's epochs (None: the method's default)."""
+        return self.epochs if self.epochs is not None or cuda else self.cpu_epochs
 
     @classmethod
     def from_env(cls) -> "FirstStart":
@@ -60,9 +65,12 @@ def first_start(store, manager: JobManager, plan: FirstStart | None = None) -> J
         plan = plan or FirstStart.from_env()
 
         def create_and_score(progress: Progress) -> int:
-            from core.training import DEFAULT_METHOD, start_run  # torch: loaded in the worker, not the page
+            import torch
+
+            from core.training import DEFAULT_METHOD, start_run  # loaded in the worker, not the page
             create_generated(store, plan.name, plan.demo, progress=progress)
-            run_id = start_run(store, plan.name, plan.method or DEFAULT_METHOD, epochs=plan.epochs)
+            run_id = start_run(store, plan.name, plan.method or DEFAULT_METHOD,
+                               epochs=plan.run_epochs(torch.cuda.is_available()))
             manager.submit_run(store, run_id)
             return run_id
 

@@ -31,6 +31,9 @@ def test_defaults_inject_hard_noise_and_use_the_default_method():
     plan = FirstStart()
     assert (plan.name, plan.method, plan.epochs) == ("demo", None, None)  # None: the default method, b1
     assert (plan.demo.noise, plan.demo.noise_kind, plan.demo.images) == (0.2, "hard", GenerateOptions().images)
+    # the method's default epochs on a GPU; a short run on the CPU, so the pages fill within minutes
+    assert (plan.run_epochs(cuda=True), plan.run_epochs(cuda=False)) == (None, 2)
+    assert FirstStart(epochs=5).run_epochs(cuda=False) == 5
 
 
 def test_env_makes_it_smaller(monkeypatch: pytest.MonkeyPatch):

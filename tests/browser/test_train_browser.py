@@ -51,8 +51,9 @@ def test_empty_state_and_restart(app, server):
     app.nav("Train")
     assert "No dataset yet" in app.text()
     server.restart()
-    app.reload()
-    assert "No dataset yet" in app.text()
+    app.reload()  # the page's URL is the first request of the new server: still inside app.py's navigation
+    app.wait_until(lambda: "No dataset yet" in app.text(), what="the empty state after a restart")
+    assert "Reviewer" in app.text("sidebar") and "common" not in app.text("sidebar")
 
 
 def test_start_reload_cancel_resume_finish(server_factory, open_app):
