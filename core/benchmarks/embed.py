@@ -1,4 +1,8 @@
-"""`bench embed`: caption-embedding throughput of the caching pipeline against the model's raw forward pass.
+"""`bench embed`: throughput of the caching pipeline against the raw work it wraps.
+
+Captions: `core.features.encode_texts` against the model's forward pass alone. Images (concord-tiny trains its
+image tower, so `embed` decodes and resizes images rather than encoding them): `core.features.image_pixels`
+into an empty cache (a thread pool decoding ahead, chunked commits) against `load_pixels` called in a loop.
 
 The raw figure is `LoadedModel.text_features` called back to back on the same batches (nothing else); the
 pipeline figure is `core.features.encode_texts` into an empty temporary cache (hashing, length-sorted
@@ -9,12 +13,14 @@ counts. The captions are the dataset's own (default `demo`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
@@ -48,18 +54,43 @@ def raw_seconds(loaded, texts: list[str], batch_size: int) -> float:
 def pipeline_seconds(texts: list[str], model: str, device: str, batch_size: int) -> float:
     """Seconds for `encode_texts` on `texts` into a fresh, empty cache."""
     from core.features import encode_texts
+    with _fresh_cache():
+        t0 = time.perf_counter()
+        encode_texts(texts, model, device, batch_size)
+        return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _fresh_cache() -> Iterator[None]:
+    """CONCORD_CACHE pointed at an empty temporary folder for the duration."""
     before = os.environ.get("CONCORD_CACHE")
     with tempfile.TemporaryDirectory(prefix="concord-bench-embed-") as tmp:
         os.environ["CONCORD_CACHE"] = tmp
         try:
-            t0 = time.perf_counter()
-            encode_texts(texts, model, device, batch_size)
-            return time.perf_counter() - t0
+            yield
         finally:
             if before is None:
                 os.environ.pop("CONCORD_CACHE", None)
             else:
                 os.environ["CONCORD_CACHE"] = before
+
+
+def serial_decode_seconds(root: Path, rel_paths: list[str], size: int) -> float:
+    """Seconds to decode and resize `rel_paths` one after another in this thread."""
+    from core.features import load_pixels
+    t0 = time.perf_counter()
+    for rel in rel_paths:
+        load_pixels(root / rel, size)
+    return time.perf_counter() - t0
+
+
+def pipeline_decode_seconds(store, dataset_id: int, size: int) -> float:
+    """Seconds for `image_pixels` of the whole dataset into a fresh, empty cache."""
+    from core.features import image_pixels
+    with _fresh_cache():
+        t0 = time.perf_counter()
+        image_pixels(store, dataset_id, size)
+        return time.perf_counter() - t0
 
 
 def run(args: argparse.Namespace, ctx) -> int:
@@ -70,22 +101,30 @@ def run(args: argparse.Namespace, ctx) -> int:
     texts = ctx.store.captions_frame(ds.id)["text"].drop_duplicates().head(args.captions).tolist()
     loaded = load_model(model, args.device)
     raw_seconds(loaded, texts[: args.batch_size], args.batch_size)            # warm-up (thread pools, allocator)
-    raw, pipe = [], []
+    images = ctx.store.images_frame(ds.id).drop_duplicates("hash")
+    size = loaded.info.image_size
+    raw, pipe, serial, decode = [], [], [], []
     for _ in range(args.repeats):
         raw.append(raw_seconds(loaded, texts, args.batch_size))
         pipe.append(pipeline_seconds(texts, model, args.device, args.batch_size))
+        serial.append(serial_decode_seconds(Path(ds.root), images["path"].tolist(), size))
+        decode.append(pipeline_decode_seconds(ctx.store, ds.id, size))
     out: dict[str, Any] = {
         "model": model, "device": str(loaded.device), "captions": len(texts), "batch_size": args.batch_size,
         "raw_captions_per_s": len(texts) / min(raw), "pipeline_captions_per_s": len(texts) / min(pipe),
     }
     out["ratio"] = out["pipeline_captions_per_s"] / out["raw_captions_per_s"]
+    out |= {"images": len(images), "image_size": size, "serial_images_per_s": len(images) / min(serial),
+            "pipeline_images_per_s": len(images) / min(decode)}
     command = (f"python -m core bench embed --dataset {args.dataset} --captions {args.captions}"
                + (f" --model {args.model}" if args.model else "") + f" --repeats {args.repeats}")
     body = (f"## Caption embedding (`bench embed`)\n\nCommand: `{command}` ({os.cpu_count()} CPU cores, "
             f"{platform.machine()}, device {out['device']}).\n\n"
             "| model | captions | raw forward captions/s | pipeline captions/s | pipeline / raw |\n|---|---|---|---|---|\n"
             f"| {model} | {len(texts):,} | {out['raw_captions_per_s']:.0f} | {out['pipeline_captions_per_s']:.0f} | "
-            f"{out['ratio']:.0%} |")
+            f"{out['ratio']:.0%} |\n\n"
+            "| images | size | serial decode images/s | `embed` images/s (thread pool, cached) |\n|---|---|---|---|\n"
+            f"| {len(images):,} | {size} px | {out['serial_images_per_s']:.0f} | {out['pipeline_images_per_s']:.0f} |")
     if not args.no_docs:
         write_section(f"embed: {model}", body)
     if args.json:
