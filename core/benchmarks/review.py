@@ -76,7 +76,7 @@ def stand_in_run(store, dataset_id: int, dim: int, seed: int = 0) -> int:
     image_emb = centres[rng.integers(0, len(centres), len(images))] + 0.5 * rng.normal(size=(len(images), dim))
     caption_emb = image_emb[image_row[first]] + 0.5 * rng.normal(size=(len(captions), dim))
     unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
-    artifacts.save_embeddings(run_id, artifacts.RunEmbeddings(images, unit(image_emb), captions, unit(caption_emb)))
+    artifacts.save_embeddings(store.run(run_id), artifacts.RunEmbeddings(images, unit(image_emb), captions, unit(caption_emb)))
     return run_id
 
 
