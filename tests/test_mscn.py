@@ -93,6 +93,18 @@ def test_head_matrix_equals_the_head_on_every_combination(square_diff: bool) -> 
     assert ((head.matrix(f, g) > 0) & (head.matrix(f, g) < 1)).all()
 
 
+def test_a_fresh_head_ranks_by_the_cosine() -> None:
+    torch.manual_seed(0)
+    head = MSCNHead(32, 64).double()
+    f = torch.nn.functional.normalize(torch.randn(200, 32, dtype=torch.float64), dim=-1)
+    g = torch.nn.functional.normalize(torch.randn(200, 32, dtype=torch.float64), dim=-1)
+    with torch.no_grad():
+        by_cos = head(f, g)[torch.argsort((f * g).sum(-1))]
+        assert (torch.diff(by_cos) > -1e-3).all() and by_cos[-1] - by_cos[0] > 0.9
+        assert float(head(f[:1], torch.zeros(1, 32, dtype=torch.float64))) == pytest.approx(0.5, abs=1e-6)
+        assert float(head(f[:1], f[:1])) > 0.99
+
+
 # ------------------------------------------------------------------------------------------------ meta-data
 def test_random_negatives_are_never_true_pairs() -> None:
     images = np.array([0, 1, 2])
@@ -233,14 +245,33 @@ def test_run_separates_noisy_pairs_and_purified_pairs_sit_out_one_epoch() -> Non
     assert not np.allclose(method.retrieval_similarity(rows, rows), img @ cap.T)
 
 
+def test_a_degenerate_split_purifies_nothing() -> None:
+    data, inputs = _small()
+    method = _mscn(data, inputs)
+    method.setup()
+    method.begin_epoch(0)
+    method.score_net = lambda net: (np.full(len(data), 0.5), np.full(len(data), 0.5))
+    assert method.end_epoch(0)["purified"] == 0
+    assert np.array_equal(method.epoch_pairs(1), data.train)
+
+
 def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
     data, inputs = _small()
     method = _mscn(data, inputs, co_training=True)
-    result = method.run()
-    assert len(method.nets) == 2 and np.isfinite(result.clean_prob).all()
+    method.setup()
     a, b = method.nets
-    assert not np.array_equal(a.keep, b.keep)
-    assert {k for k in method.epoch_log[-1]} >= {"meta_loss", "pairs"}
+    a.keep = np.zeros(len(data), bool)
+    a.keep[data.train[:10]] = True             # a's purification kept only ten pairs
+    seen = {}
+
+    def record(net, pairs):
+        seen[id(net)] = pairs
+        return {"loss": 0.0}
+    method.warmup_step = record
+    method.train_batch(0, data.train[:32])
+    assert np.array_equal(seen[id(a)], data.train[:32]) and np.array_equal(seen[id(b)], data.train[:10])
+    result = _mscn(data, inputs, co_training=True).run()
+    assert np.isfinite(result.clean_prob).all() and "meta_loss" in result.metrics["epochs"][-1]
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
