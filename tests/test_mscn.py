@@ -226,9 +226,10 @@ def test_purification_splits_synthetic_beta_scores() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def test_run_separates_noisy_pairs_and_purified_pairs_sit_out_one_epoch() -> None:
+@pytest.mark.parametrize("main_loss", ["infonce", "hinge"])
+def test_run_separates_noisy_pairs_and_purified_pairs_sit_out_one_epoch(main_loss: str) -> None:
     data, inputs = synthetic_problem()
-    method = _mscn(data, inputs, epochs=4)
+    method = _mscn(data, inputs, epochs=4, main_loss=main_loss)
     result = method.run()
     train = data.train
     noisy = data.is_noisy[train] == 1
