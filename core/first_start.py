@@ -33,7 +33,7 @@ class FirstStart:
     demo: GenerateOptions = field(default_factory=lambda: GenerateOptions(noise=0.2, noise_kind="hard"))
     method: str | None = None  # None: core.training.DEFAULT_METHOD
     epochs: int | None = None  # None: the method's default on a GPU, `cpu_epochs` on the CPU
-    cpu_epochs: int = 2  # b1's default 8 epochs of the demo: ~3.5 min on 2 idle cores, far longer on busy ones
+    cpu_epochs: int = 2  # b1's default 8 epochs of the demo: ~2 min on 2 idle cores, far longer on busy ones
 
     def run_epochs(self, cuda: bool) -> int | None:
         """The first run's epochs (None: the method's default)."""
