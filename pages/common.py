@@ -3,9 +3,11 @@ jobs, empty states."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import streamlit as st
 
+from core.errors import ConcordError
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
 from core.runs import overall_fraction, progress_text
@@ -82,6 +84,19 @@ def jobs_panel(seen: frozenset[str]) -> None:
         st.caption("Jobs")
         for job in shown:
             _job_line(job)
+
+
+def submit_new_run(start: Callable[[], int], state_key: str) -> None:
+    """Create a run with `start()`, hand it to the job runner, remember its id under `state_key` and rerun;
+    a refusal is shown where the button was."""
+    try:
+        run_id = start()
+        job_manager().submit_run(get_store(), run_id)
+    except ConcordError as exc:
+        st.error(str(exc))
+    else:
+        st.session_state[state_key] = run_id
+        st.rerun()
 
 
 def current_dataset() -> Dataset | None:

@@ -7,7 +7,7 @@ from core.errors import ConcordError
 from core.jobs import run_key
 from core.methods import METHODS, spec
 from core.progress import format_eta
-from pages.common import current_dataset, get_store, job_manager, through_app
+from pages.common import current_dataset, get_store, job_manager, submit_new_run, through_app
 
 SHOWN = 1000  # entries drawn in the table at once; filter to reach the rest
 SEARCH_LIMIT = 50
@@ -161,14 +161,7 @@ def retrain_section(store, dataset) -> None:
     run_id = st.session_state.get("meta_retrain_run")
     running = run_id is not None and job_manager().find(run_key(run_id)) is not None
     if st.button("Retrain", type="primary", disabled=running, key="meta_retrain"):
-        try:
-            run_id = metadata.start_retrain(store, dataset.name, method)
-            job_manager().submit_run(store, run_id)
-        except ConcordError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["meta_retrain_run"] = run_id
-            st.rerun()
+        submit_new_run(lambda: metadata.start_retrain(store, dataset.name, method), "meta_retrain_run")
     if running:
         retrain_progress(run_id)
     elif run_id is not None:

@@ -12,7 +12,7 @@ from core.runs import (RESUMABLE_STATES, delete_run, device_choices, epochs_fram
                        number_step, overall_eta, overall_fraction, progress_text, regime_choices, run_label,
                        runs_table, split_settings)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
-from pages.common import current_dataset, get_store, job_manager, settle_runs, through_app
+from pages.common import current_dataset, get_store, job_manager, settle_runs, submit_new_run, through_app
 
 
 def setting_input(s: Setting, method: str):
@@ -66,15 +66,8 @@ def new_run_form(store, dataset) -> None:
         threshold = c2.number_input("flag threshold", 0.0, 1.0, 0.5, step=0.05, key="train_threshold",
                                     help="pairs whose clean_prob is below this are flagged for review")
     if st.button("Start", type="primary", key="train_start"):
-        try:
-            run_id = start_run(store, dataset.name, method, model=model, regime=regime, device=device,
-                               seed=int(seed), settings=values, threshold=float(threshold))
-            job_manager().submit_run(store, run_id)
-        except ConcordError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["train_run"] = run_id
-            st.rerun()
+        submit_new_run(lambda: start_run(store, dataset.name, method, model=model, regime=regime, device=device,
+                                         seed=int(seed), settings=values, threshold=float(threshold)), "train_run")
 
 
 @st.fragment(run_every=1.0)

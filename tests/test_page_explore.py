@@ -18,6 +18,7 @@ from core.projection import pca_projection
 from core.store import Store
 from core.thresholds import detection_at_threshold
 from pages.common import get_store, job_manager
+from tests.page_resources import fresh_page_resources
 from tests.test_projection import fabricate_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +29,8 @@ APP, PAGE = str(ROOT / "app.py"), str(ROOT / "pages" / "explore.py")
 def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
     monkeypatch.setenv("CONCORD_CACHE", str(tmp_path / "cache"))
-    get_store.clear()
-    job_manager.clear()
-    yield
-    job_manager().shutdown()
-    job_manager.clear()
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core import jobs
 from core.store import Store
 from pages.common import get_store, job_manager
+from tests.page_resources import fresh_page_resources
 from tests.test_metadata import make_meta_dataset
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "metadata.py")
@@ -18,13 +19,8 @@ PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "metadata.py")
 
 @pytest.fixture(autouse=True)
 def fresh_resources():
-    get_store.clear()
-    job_manager.clear()
-    yield
-    job_manager().shutdown()
-    job_manager.clear()
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.methods import settings
 from pages.common import get_store, job_manager
+from tests.page_resources import fresh_page_resources
 from tests import fake_engine
 from tests.test_export import make_dataset
 
@@ -25,13 +26,8 @@ def fresh(monkeypatch: pytest.MonkeyPatch):
     """A fresh store and job runner per test; runs execute the fake engine's resumable loop."""
     monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
     monkeypatch.setattr("core.training.execute_run", fake_engine.execute_run)
-    get_store.clear()
-    job_manager.clear()
-    yield
-    job_manager().shutdown()
-    job_manager.clear()
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 @pytest.fixture
