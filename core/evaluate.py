@@ -87,14 +87,16 @@ def evaluate_run(store, run_id: int) -> dict[str, Any]:
     meta_pairs = set(meta["pair_id"].dropna().astype(int))
     frame = frame[~frame["pair_id"].isin(meta_pairs) & frame["clean_prob"].notna()]
     out: dict[str, Any] = {"run_id": run.id, "method": run.method, "state": run.state, "threshold": run.threshold,
-                           "truth": None, "auroc": None, "auprc": None, "precision": None, "recall": None,
-                           "f1": None, "flagged": int((frame["clean_prob"] < run.threshold).sum())}
+                           "truth": None, "auroc": None, "auprc": None, "weight_auroc": None, "precision": None,
+                           "recall": None, "f1": None, "flagged": int((frame["clean_prob"] < run.threshold).sum())}
     found = detection_truth(frame)
     if found is not None:
         known, source = found
         sub = frame[known]
         out |= detection_metrics(_truth_values(sub, source), sub["clean_prob"].to_numpy(), run.threshold)
         out["truth"] = source
+        if sub["weight"].notna().all():     # how well the method's confidence weight alone separates the pairs
+            out["weight_auroc"] = detection_metrics(_truth_values(sub, source), sub["weight"].to_numpy())["auroc"]
         out["flagged"] = int((frame["clean_prob"] < run.threshold).sum())
     retrieval = run.metrics.get("retrieval") or {}
     for k in RECALL_KS:

@@ -31,6 +31,7 @@ def test_train_runs_and_evaluate(tiny_demo: str) -> None:
     assert result["state"] == "finished" and result["method"] == "b1"
     assert result["n"] == 120 and result["noisy"] == 48          # 24 train images × 5 captions, 40% noisy
     assert 0.0 <= result["auroc"] <= 1.0 and result["rsum"] is not None
+    assert result["weight_auroc"] == pytest.approx(result["auroc"])     # b1's weight is its clean_prob
 
     runs = json.loads(cli("runs", tiny_demo, "--json").stdout)
     assert [(r["run_id"], r["method"], r["state"], r["epochs"]) for r in runs] == [(result["run_id"], "b1", "finished", 2)]
