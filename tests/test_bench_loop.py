@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.benchmarks.loop import REVIEWER, markdown, review_loop
-from tests.test_metadata import make_meta_dataset
+from core import metadata
+from core.benchmarks.loop import REVIEWER, markdown, remove_seed, review_loop, summary
+from tests.test_metadata import keys_of, make_meta_dataset
 
 NOISY = ("k0", "k2", "k4", "k6")
 
@@ -33,10 +34,37 @@ def test_review_loop_decides_the_most_suspicious_and_retrains_like_the_first_run
     assert got["after"]["auroc"] == pytest.approx(got["before"]["auroc"])
 
 
-def test_markdown_table():
-    row = {"kind": "hard", "ratio": 0.4, "method": "mscn", "kept": 30, "rejected": 70, "seconds_per_run": 61.2,
-           "meta_positives": 110, "meta_negatives": 70,
+def test_replace_seed_leaves_the_decisions_alone_in_the_meta_data(store, tmp_path):
+    ds = make_meta_dataset(store, tmp_path / "src", n=24, noisy=NOISY)
+    assert metadata.seed_from_split(store, ds, "val", fraction=0.5) == 6            # the first run's seed
+    got = review_loop(store, "ds", "mscn", 8, epochs=2, settings={"batch_size": 12, "warmup_epochs": 1},
+                      replace_seed=True)
+    second = store.runs(ds)[0]
+    assert {source for _, source in keys_of(store, ds).values()} == {"decision"}   # the seed is gone
+    assert (got["meta_positives"], got["meta_negatives"]) == (got["kept"], got["rejected"])
+    assert got["kept"] + got["rejected"] == 8 and got["kept"] >= 4 and second.state == "finished"
+    assert remove_seed(store, ds) == 0                                              # nothing left to remove
+
+
+def test_remove_seed_removes_only_seed_entries(store, tmp_path):
+    ds = make_meta_dataset(store, tmp_path / "src", n=40)
+    assert metadata.seed_from_split(store, ds, "val", fraction=0.25, seed=1) == 5
+    metadata.add_pairs(store, ds, [int(store.pairs_frame(ds, split="train")["pair_id"].iloc[0])], 0)
+    assert remove_seed(store, ds) == 5
+    assert list(keys_of(store, ds).values()) == [(0, "manual")]
+
+
+def test_markdown_table_and_means_over_seeds():
+    row = {"kind": "hard", "ratio": 0.4, "method": "mscn", "seed": 0, "kept": 30, "rejected": 70,
+           "seconds_per_run": 61.2, "meta_positives": 110, "meta_negatives": 70,
            "before": {"agree": 64, "total": 100, "rate": 0.64, "auroc": 0.71234},
            "after": {"agree": 91, "total": 100, "rate": 0.91, "auroc": None}}
     text = markdown([row], "python -m core bench loop", 120.0)
-    assert text.splitlines()[-1] == "| hard 0.4 | mscn | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | 0.712 → – | 61 |"
+    assert text.splitlines()[-1] == "| hard 0.4 | mscn | 0 | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | 0.712 → – | 61 |"
+    other = row | {"seed": 1, "before": {"agree": 70, "total": 100, "rate": 0.70, "auroc": 0.7},
+                   "after": {"agree": 80, "total": 100, "rate": 0.80, "auroc": 0.8}}
+    means = summary([row, other])
+    assert len(means) == 1 and means[0]["seeds"] == 2
+    assert means[0]["before_rate"] == pytest.approx(0.67) and means[0]["after_rate"] == pytest.approx(0.855)
+    assert means[0]["before_auroc"] == pytest.approx(0.70617) and means[0]["after_auroc"] == pytest.approx(0.8)
+    assert markdown([row, other], "c", 1.0).splitlines()[-1] == "| hard 0.4 | mscn | 2 | 0.670 → 0.855 | 0.706 → 0.800 |"

@@ -4,8 +4,10 @@ From dataset D's clean originals (injected noise undone), each noise kind gets a
 ratio in a temporary database (never the user's). There a method trains (before), a reviewer decides the
 `--decide` most suspicious training pairs (lowest clean_prob) with their ground truth through the store's
 `decide` (keep a clean pair, reject a noisy one: the decisions enter the meta-data), and the method retrains
-like the first run with the meta-data as it then is (after). Reported for both runs: how many of those
-decisions the run agrees with, and the AUROC on the other training pairs (meta-data pairs excluded).
+like the first run with the meta-data as it then is (after); with `--replace-seed` the seed drawn from the
+clean split is removed first, so the retrain learns from the reviewed pairs alone. Reported for both runs,
+per seed and as means over seeds: how many of those decisions the run agrees with, and the AUROC on the
+other training pairs (meta-data pairs excluded).
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr (random), decl, hard")
     p.add_argument("--method", default="mscn", help="the method trained before and after (default mscn)")
     p.add_argument("--decide", type=int, default=100, help="pairs decided between the runs (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and of both runs")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each for the noise and both runs (default 1)")
+    p.add_argument("--replace-seed", action="store_true",
+                   help="remove the seed meta-data before the retrain: it learns from the decisions alone")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's default)")
     p.add_argument("--model", default=None, help="model (default concord-tiny)")
     p.add_argument("--device", default="auto")
@@ -66,11 +70,20 @@ def decide_with_truth(store, dataset_id: int, pairs: pd.DataFrame, run_id: int) 
     return {"kept": int((~noisy).sum()), "rejected": int(noisy.sum())}
 
 
+def remove_seed(store, dataset_id: int) -> int:
+    """Remove the active meta-data entries drawn from the clean split (source `seed`); returns how many."""
+    from core.metadata import remove_entries
+    meta = store.meta_frame(dataset_id)
+    seed = meta.loc[meta["source"] == "seed", "entry_id"].astype(int).tolist()
+    return remove_entries(store, dataset_id, seed) if seed else 0
+
+
 def review_loop(store, dataset: str, method: str, decide: int, *, model: str | None = None, device: str = "auto",
                 seed: int = 0, epochs: int | None = None, settings: dict[str, Any] | None = None,
-                progress: Progress | None = None) -> dict[str, Any]:
-    """Train `method` on `dataset`, decide its `decide` most suspicious pairs by ground truth, retrain it with
-    the meta-data as it then is; returns both runs' agreement with the decisions and AUROC on the other pairs."""
+                replace_seed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Train `method` on `dataset`, decide its `decide` most suspicious pairs by ground truth (and with
+    `replace_seed` remove the seed meta-data), retrain it with the meta-data as it then is; returns both runs'
+    agreement with the decisions and AUROC on the other pairs."""
     from core.metadata import agreement_history, meta_summary, start_retrain
     from core.models import DEFAULT_MODEL
     from core.training import execute_run, start_run
@@ -83,6 +96,8 @@ def review_loop(store, dataset: str, method: str, decide: int, *, model: str | N
     execute_run(store, first, progress)
     seconds = time.perf_counter() - t0
     decided = decide_with_truth(store, ds.id, most_suspicious(store, first, decide), first)
+    if replace_seed:
+        remove_seed(store, ds.id)
     second = start_retrain(store, dataset)
     execute_run(store, second, progress)
     after, before = agreement_history(store, ds.id, runs=2)
@@ -94,21 +109,37 @@ def review_loop(store, dataset: str, method: str, decide: int, *, model: str | N
             "before": {k: before[k] for k in figures}, "after": {k: after[k] for k in figures}}
 
 
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means over seeds per noise kind: agreement rate and AUROC, before and after."""
+    out = []
+    for (kind, ratio, method), group in pd.DataFrame(rows).groupby(["kind", "ratio", "method"], sort=False):
+        mean = lambda when, key: pd.Series([g[key] for g in group[when]], dtype=float).mean()  # noqa: E731
+        out.append({"kind": kind, "ratio": ratio, "method": method, "seeds": len(group),
+                    **{f"{when}_{key}": mean(when, key) for when in ("before", "after") for key in ("rate", "auroc")}})
+    return out
+
+
 def markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "–" if v is None or pd.isna(v) else f"{v:.3f}"  # noqa: E731
     agree = lambda a: f"{a['agree']}/{a['total']}"  # noqa: E731
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}). "
              "Decided: the most suspicious training pairs of the first run, kept or rejected by their ground "
              "truth. Agreement: decisions the run agrees with (keep ↔ not flagged). AUROC: the other training "
              "pairs (meta-data excluded).", "",
-             "| noise | method | decided (kept / rejected) | meta +/− after | agreement before → after "
+             "| noise | method | seed | decided (kept / rejected) | meta +/− after | agreement before → after "
              "| AUROC before → after | s/run |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['kind']} {r['ratio']} | {r['method']} | {r['kept'] + r['rejected']} ({r['kept']} / "
-                     f"{r['rejected']}) | {r['meta_positives']} / {r['meta_negatives']} | "
+        lines.append(f"| {r['kind']} {r['ratio']} | {r['method']} | {r['seed']} | {r['kept'] + r['rejected']} "
+                     f"({r['kept']} / {r['rejected']}) | {r['meta_positives']} / {r['meta_negatives']} | "
                      f"{agree(r['before'])} → {agree(r['after'])} | {fmt(r['before']['auroc'])} → "
                      f"{fmt(r['after']['auroc'])} | {r['seconds_per_run']:.0f} |")
+    if any(m["seeds"] > 1 for m in summary(rows)):
+        lines += ["", "Means over seeds:", "", "| noise | method | seeds | agreement rate before → after "
+                  "| AUROC before → after |", "|---|---|---|---|---|"]
+        for m in summary(rows):
+            lines.append(f"| {m['kind']} {m['ratio']} | {m['method']} | {m['seeds']} | {fmt(m['before_rate'])} → "
+                         f"{fmt(m['after_rate'])} | {fmt(m['before_auroc'])} → {fmt(m['after_auroc'])} |")
     return "\n".join(lines)
 
 
@@ -129,27 +160,31 @@ def run(args: argparse.Namespace, ctx) -> int:
         with tempfile.TemporaryDirectory(prefix="concord-bench-loop-") as tmp, \
                 Store.open(Path(tmp) / "bench.duckdb") as store:
             store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
-            for kind in kinds:
-                name = f"{kind}-{args.noise}"
-                inject_noise_copy(store, "clean", name, args.noise, kind, args.seed)
-                row = {"kind": kind, "ratio": args.noise} | review_loop(
-                    store, name, args.method, args.decide, model=args.model, device=args.device, seed=args.seed,
-                    epochs=args.epochs, settings=settings, progress=progress)
-                rows.append(row)
-                if not args.json:
-                    bar.close()
-                    print(json.dumps(row, default=float))
+            for seed in range(args.seeds):
+                for kind in kinds:
+                    name = f"{kind}-{args.noise}-s{seed}"
+                    inject_noise_copy(store, "clean", name, args.noise, kind, seed)
+                    row = {"kind": kind, "ratio": args.noise, "seed": seed} | review_loop(
+                        store, name, args.method, args.decide, model=args.model, device=args.device, seed=seed,
+                        epochs=args.epochs, settings=settings, replace_seed=args.replace_seed, progress=progress)
+                    rows.append(row)
+                    if not args.json:
+                        bar.close()
+                        print(json.dumps(row, default=float))
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
     command = (f"python -m core bench loop --dataset {args.dataset} --noise {args.noise} --kinds {args.kinds} "
-               f"--method {args.method} --decide {args.decide}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               f"--method {args.method} --decide {args.decide} --seeds {args.seeds}"
+               + (" --replace-seed" if args.replace_seed else "") + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
-        write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method}",
+        write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide}"
+                      + (" replace-seed" if args.replace_seed else ""),
                       "## Review → retrain loop (`bench loop`)\n\n" + markdown(rows, command, seconds))
     if args.json:
-        print(json.dumps({"rows": rows, "seconds": seconds, "dataset": args.dataset}, default=float))
+        print(json.dumps({"rows": rows, "summary": summary(rows), "seconds": seconds, "dataset": args.dataset},
+                         default=float))
     else:
         print(markdown(rows, command, seconds))
     return 0
