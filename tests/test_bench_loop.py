@@ -37,9 +37,13 @@ def test_review_loop_decides_the_most_suspicious_and_retrains_like_the_first_run
 def test_replace_seed_leaves_the_decisions_alone_in_the_meta_data(store, tmp_path):
     ds = make_meta_dataset(store, tmp_path / "src", n=24, noisy=NOISY)
     assert metadata.seed_from_split(store, ds, "val", fraction=0.5) == 6            # the first run's seed
-    got = review_loop(store, "ds", "mscn", 8, epochs=2, settings={"batch_size": 12, "warmup_epochs": 1},
+    got = review_loop(store, "ds", "mscn", 8, order="uncertain", epochs=2,
+                      settings={"batch_size": 12, "warmup_epochs": 1},
                       replace_seed=True)
-    second = store.runs(ds)[0]
+    second, first = store.runs(ds)[0], store.runs(ds)[1]
+    scored = store.pairs_frame(ds, first.id, split="train")
+    nearest = scored.assign(gap=(scored["clean_prob"] - first.threshold).abs()).sort_values(["gap", "pair_id"]).head(8)
+    assert set(store.current_decisions(ds)["pair_id"]) == set(nearest["pair_id"])  # the most uncertain first
     assert {source for _, source in keys_of(store, ds).values()} == {"decision"}   # the seed is gone
     assert (got["meta_positives"], got["meta_negatives"]) == (got["kept"], got["rejected"])
     assert got["kept"] + got["rejected"] == 8 and got["kept"] >= 4 and second.state == "finished"

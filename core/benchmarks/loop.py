@@ -2,8 +2,8 @@
 
 From dataset D's clean originals (injected noise undone), each noise kind gets a noisy copy at the given
 ratio in a temporary database (never the user's). There a method trains (before), a reviewer decides the
-`--decide` most suspicious training pairs (lowest clean_prob) with their ground truth through the store's
-`decide` (keep a clean pair, reject a noisy one: the decisions enter the meta-data), and the method retrains
+first `--decide` training pairs of its Review queue (`--order`: most suspicious or most uncertain first) with
+their ground truth through the store's `decide` (keep a clean pair, reject a noisy one: the decisions enter the meta-data), and the method retrains
 like the first run with the meta-data as it then is (after); with `--replace-seed` the seed drawn from the
 clean split is removed first, so the retrain learns from the reviewed pairs alone. Reported for both runs,
 per seed and as means over seeds: how many of those decisions the run agrees with, and the AUROC on the
@@ -29,13 +29,15 @@ REVIEWER = "bench-loop"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("loop", parents=[common], help="decide the most suspicious pairs, retrain, compare",
+    p = sub.add_parser("loop", parents=[common], help="decide pairs of the Review queue, retrain, compare",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="demo", help="dataset whose clean originals are used (default demo)")
     p.add_argument("--noise", type=float, default=0.4, help="noise ratio (default 0.4)")
     p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr (random), decl, hard")
     p.add_argument("--method", default="mscn", help="the method trained before and after (default mscn)")
     p.add_argument("--decide", type=int, default=100, help="pairs decided between the runs (default 100)")
+    p.add_argument("--order", default="suspicious", choices=("suspicious", "uncertain"),
+                   help="Review queue order the pairs are decided in (default: most suspicious first)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each for the noise and both runs (default 1)")
     p.add_argument("--replace-seed", action="store_true",
                    help="remove the seed meta-data before the retrain: it learns from the decisions alone")
@@ -49,14 +51,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
-def most_suspicious(store, run_id: int, n: int) -> pd.DataFrame:
-    """The run's `n` training pairs with the lowest clean_prob (ties by pair id) that are not meta-data pairs
-    and have no decision yet, with their ground truth `is_noisy`."""
+def review_picks(store, run_id: int, n: int, order: str = "suspicious") -> pd.DataFrame:
+    """The first `n` training pairs of the run's Review queue in `order` (`core.review.ORDERS`: suspicious,
+    uncertain, …) that are undecided and not meta-data pairs, with their ground truth `is_noisy`."""
+    from core.review import QueueSpec, build_queue
     run = store.run(run_id)
-    frame = store.pairs_frame(run.dataset_id, run_id, split="train")
     meta_pairs = set(store.meta_frame(run.dataset_id)["pair_id"].dropna().astype(int))
-    frame = frame[~frame["pair_id"].isin(meta_pairs) & frame["decision"].isna() & frame["clean_prob"].notna()]
-    return frame.sort_values(["clean_prob", "pair_id"]).head(n)[["pair_id", "clean_prob", "is_noisy"]]
+    head = build_queue(store, run.dataset_id, run, QueueSpec(order=order, split="train"), reviewer=REVIEWER,
+                       limit=n + len(meta_pairs)).head
+    head = head[~head["pair_id"].isin(meta_pairs)].head(n)
+    truth = store.pairs_frame(run.dataset_id, split="train").set_index("pair_id")["is_noisy"]
+    return head.assign(is_noisy=truth.reindex(head["pair_id"]).to_numpy())[["pair_id", "clean_prob", "is_noisy"]]
 
 
 def decide_with_truth(store, dataset_id: int, pairs: pd.DataFrame, run_id: int) -> dict[str, int]:
@@ -78,10 +83,10 @@ def remove_seed(store, dataset_id: int) -> int:
     return remove_entries(store, dataset_id, seed) if seed else 0
 
 
-def review_loop(store, dataset: str, method: str, decide: int, *, model: str | None = None, device: str = "auto",
-                seed: int = 0, epochs: int | None = None, settings: dict[str, Any] | None = None,
+def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "suspicious",
+                model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None, settings: dict[str, Any] | None = None,
                 replace_seed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Train `method` on `dataset`, decide its `decide` most suspicious pairs by ground truth (and with
+    """Train `method` on `dataset`, decide the first `decide` pairs of its Review queue in `order` by ground truth (and with
     `replace_seed` remove the seed meta-data), retrain it with the meta-data as it then is; returns both runs'
     agreement with the decisions and AUROC on the other pairs."""
     from core.metadata import agreement_history, meta_summary, start_retrain
@@ -95,7 +100,7 @@ def review_loop(store, dataset: str, method: str, decide: int, *, model: str | N
     t0 = time.perf_counter()
     execute_run(store, first, progress)
     seconds = time.perf_counter() - t0
-    decided = decide_with_truth(store, ds.id, most_suspicious(store, first, decide), first)
+    decided = decide_with_truth(store, ds.id, review_picks(store, first, decide, order), first)
     if replace_seed:
         remove_seed(store, ds.id)
     second = start_retrain(store, dataset)
@@ -123,8 +128,8 @@ def markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
     fmt = lambda v: "–" if v is None or pd.isna(v) else f"{v:.3f}"  # noqa: E731
     agree = lambda a: f"{a['agree']}/{a['total']}"  # noqa: E731
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}). "
-             "Decided: the most suspicious training pairs of the first run, kept or rejected by their ground "
-             "truth. Agreement: decisions the run agrees with (keep ↔ not flagged). AUROC: the other training "
+             "Decided: the first training pairs of the first run's Review queue in the command's order, kept or "
+             "rejected by their ground truth. Agreement: decisions the run agrees with (keep ↔ not flagged). AUROC: the other training "
              "pairs (meta-data excluded).", "",
              "| noise | method | seed | decided (kept / rejected) | meta +/− after | agreement before → after "
              "| AUROC before → after | s/run |",
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                     name = f"{kind}-{args.noise}-s{seed}"
                     inject_noise_copy(store, "clean", name, args.noise, kind, seed)
                     row = {"kind": kind, "ratio": args.noise, "seed": seed} | review_loop(
-                        store, name, args.method, args.decide, model=args.model, device=args.device, seed=seed,
+                        store, name, args.method, args.decide, order=args.order, model=args.model, device=args.device, seed=seed,
                         epochs=args.epochs, settings=settings, replace_seed=args.replace_seed, progress=progress)
                     rows.append(row)
                     if not args.json:
@@ -175,11 +180,11 @@ def run(args: argparse.Namespace, ctx) -> int:
         bar.close()
     seconds = time.perf_counter() - t_start
     command = (f"python -m core bench loop --dataset {args.dataset} --noise {args.noise} --kinds {args.kinds} "
-               f"--method {args.method} --decide {args.decide} --seeds {args.seeds}"
+               f"--method {args.method} --decide {args.decide} --order {args.order} --seeds {args.seeds}"
                + (" --replace-seed" if args.replace_seed else "") + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
-        write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide}"
+        write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide} {args.order}"
                       + (" replace-seed" if args.replace_seed else ""),
                       "## Review → retrain loop (`bench loop`)\n\n" + markdown(rows, command, seconds))
     if args.json:
