@@ -84,11 +84,12 @@ def remove_seed(store, dataset_id: int) -> int:
 
 
 def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "suspicious",
-                model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None, settings: dict[str, Any] | None = None,
-                replace_seed: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Train `method` on `dataset`, decide the first `decide` pairs of its Review queue in `order` by ground truth (and with
-    `replace_seed` remove the seed meta-data), retrain it with the meta-data as it then is; returns both runs'
-    agreement with the decisions and AUROC on the other pairs."""
+                model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None,
+                settings: dict[str, Any] | None = None, replace_seed: bool = False,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Train `method` on `dataset`, decide the first `decide` pairs of its Review queue in `order` by ground
+    truth (and with `replace_seed` remove the seed meta-data), retrain it with the meta-data as it then is;
+    returns both runs' agreement with the decisions and AUROC on the other pairs."""
     from core.metadata import agreement_history, meta_summary, start_retrain
     from core.models import DEFAULT_MODEL
     from core.training import execute_run, start_run
