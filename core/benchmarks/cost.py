@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     order = np.random.default_rng(0).permutation(run_ctx.data.train)
     n_batches = math.ceil(len(order) / bs)
     n_timed = n_batches if args.batches <= 0 else min(args.batches, n_batches)
-    first = {n: 1 if n in bank_s else 0 for n in names}     # NPC's epoch 1: its bank is built (rebuilt with rebuild_bank)
+    first = {n: 1 if n in bank_s else 0 for n in names}     # NPC: epoch 1, its bank is built already
     edges = {n: timed(lambda m=m, n=n: m.begin_epoch(first[n])) for n, m in methods.items()}
     batch_s = dict.fromkeys(names, 0.0)
     for b in range(n_timed):

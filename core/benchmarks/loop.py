@@ -1,13 +1,13 @@
 """`bench loop`: the review → retrain loop end to end, measured against injected noise.
 
-From dataset D's clean originals (injected noise undone), each noise kind gets a noisy copy at the given
-ratio in a temporary database (never the user's). There a method trains (before), a reviewer decides the
-first `--decide` training pairs of its Review queue (`--order`: most suspicious or most uncertain first) with
-their ground truth through the store's `decide` (keep a clean pair, reject a noisy one: the decisions enter the meta-data), and the method retrains
-like the first run with the meta-data as it then is (after); with `--replace-seed` the seed drawn from the
-clean split is removed first, so the retrain learns from the reviewed pairs alone. Reported for both runs,
-per seed and as means over seeds: how many of those decisions the run agrees with, and the AUROC on the
-other training pairs (meta-data pairs excluded).
+From dataset D's clean originals (injected noise undone), each noise kind gets a noisy copy at the given ratio
+in a temporary database (never the user's). There a method trains (before), a reviewer decides the first
+`--decide` training pairs of its Review queue (`--order`: most suspicious or most uncertain first) with their
+ground truth through the store's `decide` (keep a clean pair, reject a noisy one: the decisions enter the
+meta-data), and the method retrains like the first run with the meta-data as it then is (after); with
+`--replace-seed` the seed drawn from the clean split is removed first, so the retrain learns from the reviewed
+pairs alone. Reported for both runs, per seed and as means over seeds: how many of those decisions the run
+agrees with, and the AUROC on the other training pairs (meta-data pairs excluded).
 """
 from __future__ import annotations
 

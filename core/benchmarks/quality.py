@@ -2,8 +2,9 @@
 
 From dataset D's clean originals (injected noise undone), each (kind, ratio, seed) gets a noisy copy in a
 temporary database (never the user's); every method trains on it with that seed, and b1 on the clean data
-gives the ceiling. Figures: AUROC, AUPRC, F1 and the AUROC of the method's weight alone (training pairs,
-meta-data excluded), rSum on the clean `test` split, seconds per epoch. The summary (means over seeds) goes to stdout and to `docs/benchmarks.md`.
+gives the ceiling. Figures: AUROC, AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-
+data excluded), rSum on the clean `test` split, seconds per epoch. The summary (means over seeds) goes to
+stdout and to `docs/benchmarks.md`.
 """
 from __future__ import annotations
 
