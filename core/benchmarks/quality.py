@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--noise", default="0.4", help="comma-separated noise ratios (default 0.4)")
     p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr, decl, hard")
     p.add_argument("--methods", default="b1", help="comma-separated methods (b1, npc, npc-released, mscn)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for noise and training (default 1)")
+    p.add_argument("--seeds", type=int, default=1, help="how many seeds, for noise and training (default 1)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first seed (default 0): seeds run from it, so one sweep can be split across processes")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: each method's default)")
     p.add_argument("--model", default=None, help="model (default concord-tiny)")
     p.add_argument("--device", default="auto")
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         with tempfile.TemporaryDirectory(prefix="concord-bench-quality-") as tmp, \
                 Store.open(Path(tmp) / "bench.duckdb") as store:
             store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if not args.no_ceiling:
                     train(store, "clean", "clean", 0.0, "b1", seed)
                 for kind in kinds:
@@ -126,7 +128,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     seconds = time.perf_counter() - t_start
     summary = summarise(rows)
     command = ("python -m core bench quality --dataset " + args.dataset + f" --noise {args.noise} --kinds {args.kinds}"
-               f" --methods {args.methods} --seeds {args.seeds}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               f" --methods {args.methods} --seeds {args.seeds}" + (f" --first-seed {args.first_seed}" if args.first_seed else "")
+               + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
         write_section(f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}",
