@@ -128,7 +128,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     seconds = time.perf_counter() - t_start
     summary = summarise(rows)
     command = ("python -m core bench quality --dataset " + args.dataset + f" --noise {args.noise} --kinds {args.kinds}"
-               f" --methods {args.methods} --seeds {args.seeds}" + (f" --first-seed {args.first_seed}" if args.first_seed else "")
+               f" --methods {args.methods} --seeds {args.seeds}"
+               + (f" --first-seed {args.first_seed}" if args.first_seed else "")
                + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
