@@ -5,8 +5,14 @@ the page reads (finished runs, review sets, splits), rebuild the queue head and 
 pair's suggestions (faiss under the run's embeddings) and make its images (the large view and the
 suggested images' thumbnails, first view: not cached yet). Measured on the demo (5 captions per image) and
 on a synthetic store of small PNGs, each with a stand-in finished run (random scores, random clustered
-embeddings), in a temporary home and cache (never the user's). Streamlit's own
-rendering and the browser round trip are not included.
+embeddings), in a temporary home and cache (never the user's). These server-side parts leave out
+Streamlit's rerun, the websocket and the browser.
+
+`--browser` also measures the whole path: a real `streamlit run app.py` server on the same home and the
+Review page in headless Chromium; each keypress (Keep, every fourth one Reject) is timed in the browser
+from the key going down until the next pair is shown (its pair line changed, the decision's notice shown,
+every image loaded and Streamlit's script no longer running). The first keypresses (`--warmup`) fill
+caches and are reported apart.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -36,6 +43,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--captions-per-image", type=int, default=5, help="synthetic pairs per image (default 5)")
     p.add_argument("--steps", type=int, default=50, help="keypresses timed per store (default 50)")
     p.add_argument("--dim", type=int, default=256, help="embedding size of the stand-in run (default 256)")
+    p.add_argument("--browser", action="store_true",
+                   help="also time keypress → next pair shown in headless Chromium on a real server")
+    p.add_argument("--warmup", type=int, default=3, help="browser keypresses before the timed ones (default 3)")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run)
@@ -139,16 +149,130 @@ def measure(store, dataset_id: int, run_id: int, steps: int) -> dict:
             "index_build_s": round(index_s, 2), "ms_p50_p95": pct}
 
 
-def markdown(results: dict[str, dict], command: str) -> str:
-    lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; milliseconds, p50 / p95 over "
-             "the timed keypresses; the faiss index is built once per run and cached).", "",
+BROWSER_REVIEWER = "bench-browser"
+
+# In the page: once the key went down, is the next pair shown? Its line (`pair KEY · split S`) names another
+# pair and the decision's notice is there (the first moment is kept as benchLineAt), then every image has
+# loaded and the script has finished. Returns the moment (performance.now) all of it holds.
+NEXT_PAIR_SHOWN = """([before, notice]) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!app || !main) return false;
+    const text = main.innerText, pair = text.match(/^pair (\\S+) · split/m);
+    if (!pair || pair[1] === before || !text.includes(notice)) return false;
+    if (window.benchLineAt === null) window.benchLineAt = performance.now();
+    if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    for (const img of main.querySelectorAll('img')) if (!img.complete || !img.naturalWidth) return false;
+    return performance.now();
+}"""
+# In the page from its start: when the key went down, and when the server's script started running after it.
+KEY_DOWN_AT = """
+window.addEventListener('keydown', () => {
+    window.benchKeyAt = performance.now(); window.benchRunAt = null; window.benchLineAt = null;
+}, true);
+new MutationObserver(records => {
+    for (const r of records)
+        if (window.benchRunAt === null && r.target.getAttribute('data-test-script-state') === 'running')
+            window.benchRunAt = performance.now();
+}).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
+"""
+
+
+def shown_pair(app) -> str | None:
+    """The key of the pair on show (None when the queue is empty)."""
+    found = re.search(r"^pair (\S+) · split", app.text(), re.M)
+    return found.group(1) if found else None
+
+
+def timed_keypress(app, key: str, notice: str) -> tuple[float, float, float]:
+    """Press `key` with no widget focused; milliseconds (browser clock) from the key going down until the
+    server's script starts (NaN when not seen), until the next pair's line and `notice` (e.g. "Kept pair
+    {pair}") appear, and until that pair is shown whole (script finished, images loaded)."""
+    before = shown_pair(app)
+    app.page.evaluate("document.activeElement && document.activeElement.blur()")
+    app.page.keyboard.press(key)
+    done = app.page.wait_for_function(NEXT_PAIR_SHOWN, arg=[before, notice.format(pair=before)], polling=10)
+    down, started, line = app.page.evaluate("[window.benchKeyAt, window.benchRunAt, window.benchLineAt]")
+    # no start seen (NaN): a fragment's run (the jobs panel) was going on and the rerun followed it unbroken
+    return (np.nan if started is None else started - down), line - down, float(done.json_value()) - down
+
+
+def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path) -> dict[str, dict]:
+    """Per dataset: open the Review page on a real server, press `warmup` then `steps` keys (three Keeps, then a
+    Reject), each timed until the next pair is shown; then count the decisions the server stored. The store
+    must not be open in this process."""
+    from playwright.sync_api import sync_playwright
+
+    from core.app_server import AppPage, StreamlitServer, launch_chromium
+    from core.first_start import DISABLE_ENV
+    from core.store import Store
+    server = StreamlitServer({**os.environ, DISABLE_ENV: "1"}, folder / "streamlit.log")
+    out: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    server.start()
+    start_s = time.perf_counter() - t0
+    try:
+        with sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.add_init_script(KEY_DOWN_AT)
+            app = AppPage(page, server, timeout=600.0).goto("")
+            app.fill("Reviewer", BROWSER_REVIEWER)
+            for n, name in enumerate(datasets):
+                t0 = time.perf_counter()
+                app.select("Dataset", name)
+                if n == 0:
+                    app.nav("Review")
+                app.wait_until(lambda: shown_pair(app) is not None, what="the first pair")
+                first_s = time.perf_counter() - t0
+                ms = np.array([timed_keypress(app, *(("x", "Rejected pair {pair}") if i % 4 == 3 else
+                                                      ("k", "Kept pair {pair}"))) for i in range(warmup + steps)])
+                pct = lambda v: [round(float(np.nanpercentile(v, q)), 1) for q in (50, 95)]  # noqa: E731
+                out[name] = {"steps": steps, "server_start_s": round(start_s, 1), "first_pair_s": round(first_s, 1),
+                             "warmup_ms": [round(float(m), 1) for m in ms[:warmup, 2]],
+                             "to_script_start_ms_p50_p95": pct(ms[warmup:, 0]),
+                             "to_pair_line_ms_p50_p95": pct(ms[warmup:, 1]), "ms_p50_p95": pct(ms[warmup:, 2])}
+            browser.close()
+    finally:
+        server.stop()
+    with Store.open() as store:
+        for name, r in out.items():
+            log = store.decisions_frame(store.dataset(name).id)
+            r["decisions_stored"] = int((log["reviewer"] == BROWSER_REVIEWER).sum())
+    return out
+
+
+def markdown(results: dict[str, dict], command: str, load: tuple[float, float]) -> str:
+    browser = any("browser" in r for r in results.values())
+    lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}, load average {load[0]:.1f} "
+             f"at the start and {load[1]:.1f} at the end; milliseconds, p50 / p95 over the timed keypresses; the "
+             "faiss index is built once per run and cached).", "",
              "| store | pairs | index build (once) | decision | page reads | queue | suggestions | images | "
-             "keypress → next pair |", "|---|---|---|---|---|---|---|---|---|"]
+             "server side: keypress → next pair |" + (" browser: keypress → next pair's caption line | browser: "
+                                                       "keypress → next pair shown whole |" if browser else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if browser else "")]
+    notes = []
     for name, r in results.items():
         cell = lambda p: f"{r['ms_p50_p95'][p][0]:.0f} / {r['ms_p50_p95'][p][1]:.0f}"  # noqa: E731
-        lines.append(f"| {name} | {r['pairs']:,} | {r['index_build_s']:.1f} s | {cell('decision')} | "
-                     f"{cell('page_reads')} | {cell('queue')} | {cell('suggestions')} | {cell('images')} | "
-                     f"**{cell('total')}** |")
+        line = (f"| {name} | {r['pairs']:,} | {r['index_build_s']:.1f} s | {cell('decision')} | "
+                f"{cell('page_reads')} | {cell('queue')} | {cell('suggestions')} | {cell('images')} | "
+                f"**{cell('total')}** |")
+        if "browser" in r:
+            b = r["browser"]
+            line += (f" {b['to_pair_line_ms_p50_p95'][0]:.0f} / {b['to_pair_line_ms_p50_p95'][1]:.0f} |"
+                     f" **{b['ms_p50_p95'][0]:.0f} / {b['ms_p50_p95'][1]:.0f}** |")
+            start = b["to_script_start_ms_p50_p95"]
+            notes.append(f"{name}: the server's script starts {start[0]:.0f} / {start[1]:.0f} ms after the key; first "
+                         f"pair shown {b['first_pair_s']:.1f} s after opening the store; warm-up keypresses (not in "
+                         f"the table) {', '.join(f'{m:.0f}' for m in b['warmup_ms'])} ms; "
+                         f"{b['decisions_stored']} decisions stored.")
+        lines.append(line)
+    if notes:
+        lines += ["", "In the browser (headless Chromium on a real `streamlit run app.py`, server start "
+                  f"{next(iter(results.values()))['browser']['server_start_s']:.1f} s): "
+                  "timed in the page from the key going down until the next pair's caption line and the decision's "
+                  "notice appear, and until the pair is shown whole: Streamlit's script finished and every image "
+                  "loaded. " + " ".join(notes)]
     return "\n".join(lines)
 
 
@@ -157,6 +281,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.store import Store
 
     results: dict[str, dict] = {}
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="concord-bench-review-") as tmp, _temporary_home(Path(tmp)):
         with Store.open() as store:
             if args.demo_images:
@@ -167,12 +292,16 @@ def run(args: argparse.Namespace, ctx) -> int:
             if args.synthetic:
                 ds_id = synthetic_dataset(store, Path(tmp) / "synthetic", args.synthetic, args.captions_per_image)
                 results["synthetic"] = measure(store, ds_id, stand_in_run(store, ds_id, args.dim), args.steps)
+        if args.browser:
+            for name, r in measure_browser(list(results), args.steps, args.warmup, Path(tmp)).items():
+                results[name]["browser"] = r
     command = (f"python -m core bench review --demo-images {args.demo_images} --synthetic {args.synthetic} "
-               f"--steps {args.steps}")
+               f"--steps {args.steps}" + (f" --browser --warmup {args.warmup}" if args.browser else ""))
+    text = markdown(results, command, (load_start, os.getloadavg()[0]))
     if not args.no_docs:
-        write_section("review", "## Review page latency (`bench review`)\n\n" + markdown(results, command))
+        write_section("review", "## Review page latency (`bench review`)\n\n" + text)
     if args.json:
         print(json.dumps(results))
     else:
-        print(markdown(results, command))
+        print(text)
     return 0
