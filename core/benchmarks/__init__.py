@@ -2,7 +2,11 @@
 `register(subparsers, common)` like a CLI command. Figures go to stdout (JSON with `--json`) and
 to `docs/benchmarks.md`."""
 
+import argparse
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from core.paths import REPO_ROOT
 
@@ -20,3 +24,31 @@ def write_section(key: str, body: str, doc: Path = DOC) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text, encoding="utf-8")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """`--no-docs` and `--json`, which every benchmark takes."""
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def add_training_options(p: argparse.ArgumentParser, set_metavar: str = "KEY=VALUE",
+                         set_help: str = "a method setting (repeatable)") -> None:
+    """`--model`, `--device` and `--set`, which every benchmark that trains takes."""
+    p.add_argument("--model", default=None, help="model (default concord-tiny)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar=set_metavar, help=set_help)
+
+
+@contextmanager
+def scratch_store(user_store, dataset: str, prefix: str) -> Iterator:
+    """A store in a temporary folder (never the user's) holding dataset `dataset`'s clean originals (injected
+    noise undone) as `clean`, for noisy copies made with `core.noise.inject_noise_copy`."""
+    from core.noise import clean_records
+    from core.store import Store
+    source = user_store.dataset(dataset)
+    records = clean_records(user_store.dataset_records(source.id))
+    with tempfile.TemporaryDirectory(prefix=f"concord-bench-{prefix}-") as tmp, \
+            Store.open(Path(tmp) / "bench.duckdb") as store:
+        store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+        yield store

@@ -15,14 +15,12 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,12 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--noise", type=float, default=0.4, help="noise ratio of the copy (default 0.4)")
     p.add_argument("--kind", default="hard", help="noise kind: ncr, decl, hard (default hard)")
     p.add_argument("--batches", type=int, default=0, help="batches timed per method (default 0: a whole epoch)")
-    p.add_argument("--model", default=None, help="model (default concord-tiny)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for every method, e.g. batch_size=256 (repeatable)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_training_options(p, set_help="a setting for every method, e.g. batch_size=256 (repeatable)")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 
@@ -47,20 +41,15 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.cli.train import parse_sets
     from core.methods import make_config, method_class
     from core.models import DEFAULT_MODEL
-    from core.noise import clean_records, inject_noise_copy
-    from core.store import Store
+    from core.noise import inject_noise_copy
     from core.training import prepare, start_run
 
     names = ["b1"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "b1"]
     model = args.model or DEFAULT_MODEL
-    source = ctx.store.dataset(args.dataset)
-    records = clean_records(ctx.store.dataset_records(source.id))
     sets = parse_sets(args.sets)
     progress, bar = cli_progress()
     try:
-        with tempfile.TemporaryDirectory(prefix="concord-bench-cost-") as tmp, \
-                Store.open(Path(tmp) / "bench.duckdb") as store:
-            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+        with scratch_store(ctx.store, args.dataset, "cost") as store:
             inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, 0)
             run_id = start_run(store, "noisy", "mscn", model=model, device=args.device, settings=sets)  # seeds meta
             run_ctx = prepare(store, store.run(run_id), progress)

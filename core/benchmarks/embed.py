@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, write_section
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,8 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds of each (default 2)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 

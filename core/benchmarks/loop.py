@@ -15,14 +15,12 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
 from core.progress import Progress
 
 REVIEWER = "bench-loop"
@@ -42,12 +40,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--replace-seed", action="store_true",
                    help="remove the seed meta-data before the retrain: it learns from the decisions alone")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's default)")
-    p.add_argument("--model", default=None, help="model (default concord-tiny)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method setting (repeatable)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_training_options(p)
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 
@@ -152,20 +146,15 @@ def markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
     from core.cli.train import parse_sets
-    from core.noise import clean_records, inject_noise_copy
-    from core.store import Store
+    from core.noise import inject_noise_copy
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    source = ctx.store.dataset(args.dataset)
-    records = clean_records(ctx.store.dataset_records(source.id))
     settings = parse_sets(args.sets)
     progress, bar = cli_progress()
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="concord-bench-loop-") as tmp, \
-                Store.open(Path(tmp) / "bench.duckdb") as store:
-            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+        with scratch_store(ctx.store, args.dataset, "loop") as store:
             for seed in range(args.seeds):
                 for kind in kinds:
                     name = f"{kind}-{args.noise}-s{seed}"

@@ -13,13 +13,11 @@ import argparse
 import json
 import os
 import platform
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,12 +28,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--kind", default="hard", help="noise kind: ncr, decl, hard (default hard)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and the run")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: NPC's default)")
-    p.add_argument("--model", default=None, help="model (default concord-tiny)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="an NPC setting, e.g. warmup_epochs=3 (repeatable)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_training_options(p, set_help="an NPC setting, e.g. warmup_epochs=3 (repeatable)")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 
@@ -74,8 +68,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.methods import make_config
     from core.methods.npc import NPC
     from core.models import DEFAULT_MODEL
-    from core.noise import clean_records, inject_noise_copy
-    from core.store import Store
+    from core.noise import inject_noise_copy
     from core.training import prepare, start_run
 
     class Observed(NPC):
@@ -88,13 +81,9 @@ def run(args: argparse.Namespace, ctx) -> int:
             return summary
 
     settings = parse_sets(args.sets) | ({"epochs": args.epochs} if args.epochs else {})
-    source = ctx.store.dataset(args.dataset)
-    records = clean_records(ctx.store.dataset_records(source.id))
     progress, bar = cli_progress()
     try:
-        with tempfile.TemporaryDirectory(prefix="concord-bench-npc-diagnose-") as tmp, \
-                Store.open(Path(tmp) / "bench.duckdb") as store:
-            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+        with scratch_store(ctx.store, args.dataset, "npc-diagnose") as store:
             inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, args.seed)
             run_id = start_run(store, "noisy", "npc", model=args.model or DEFAULT_MODEL, device=args.device,
                                seed=args.seed, settings=settings)

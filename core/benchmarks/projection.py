@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, write_section
 
 WARMUP_POINTS = 4500  # above 4096 points UMAP switches to approximate neighbours (more numba to compile)
 
@@ -31,8 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--points", default="5000,20000,50000", help="comma-separated pair counts (default 5000,20000,50000)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (the slow part)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 

@@ -12,16 +12,14 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core import paths
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
 
 METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch")
 
@@ -37,13 +35,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--first-seed", type=int, default=0,
                    help="first seed (default 0): seeds run from it, so one sweep can be split across processes")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: each method's default)")
-    p.add_argument("--model", default=None, help="model (default concord-tiny)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="a setting for one method, e.g. npc.tau=0.8 (repeatable)")
+    add_training_options(p, "METHOD.KEY=VALUE", "a setting for one method, e.g. npc.tau=0.8 (repeatable)")
     p.add_argument("--no-ceiling", action="store_true", help="skip b1 on clean data")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 
@@ -83,16 +77,13 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
     from core.evaluate import evaluate_run
     from core.models import DEFAULT_MODEL
-    from core.noise import clean_records, inject_noise_copy
-    from core.store import Store
+    from core.noise import inject_noise_copy
     from core.training import execute_run, start_run
 
     ratios = [float(r) for r in args.noise.split(",") if r.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     model = args.model or DEFAULT_MODEL
-    source = ctx.store.dataset(args.dataset)
-    records = clean_records(ctx.store.dataset_records(source.id))
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     progress, bar = cli_progress()
@@ -111,9 +102,7 @@ def run(args: argparse.Namespace, ctx) -> int:
             print(json.dumps(row))
 
     try:
-        with tempfile.TemporaryDirectory(prefix="concord-bench-quality-") as tmp, \
-                Store.open(Path(tmp) / "bench.duckdb") as store:
-            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+        with scratch_store(ctx.store, args.dataset, "quality") as store:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if not args.no_ceiling:
                     train(store, "clean", "clean", 0.0, "b1", seed)

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import write_section
+from core.benchmarks import add_output_options, write_section
 
 PARTS = ("decision", "page_reads", "queue", "suggestions", "images", "total")
 
@@ -46,8 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--browser", action="store_true",
                    help="also time keypress → next pair shown in headless Chromium on a real server")
     p.add_argument("--warmup", type=int, default=3, help="browser keypresses before the timed ones (default 3)")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    p.add_argument("--json", action="store_true")
+    add_output_options(p)
     p.set_defaults(handler=run)
 
 
