@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                f"--seed {args.seed}" + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
-        write_section(f"npc-diagnose: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}",
+        write_section(f"npc-diagnose: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}".strip(),
                       markdown(out, command))
     print(json.dumps(out, default=float) if args.json else markdown(out, command))
     return 0
