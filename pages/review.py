@@ -189,21 +189,29 @@ n = 1
 if mode == "Bulk grid":
     n = st.select_slider("Pairs in the grid", [8, 12, 24, 48], value=12, key="review_bulk_n")
 
-opened = st.session_state.get("review_opened")
-if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
-    opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
-    st.session_state["review_opened"] = opened
 where = (dataset.id, run.id)
-queue = review.build_queue(store, dataset.id, run, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
 
-notice = st.session_state.pop("review_notice", None)
-if notice is not None:
-    (st.error if notice[0] == "error" else st.text)(notice[1])
-show_progress(queue.progress)
-if queue.head.empty:
-    st.info("Nothing left in this queue. Pick another order or filter above, or undo the last decision.")
-    st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
-elif mode == "Bulk grid":
-    bulk(queue.head)
-else:
-    one_pair(queue.head.iloc[0])
+
+@st.fragment
+def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
+    """The queue's head, its progress and the actions on it. A decision reruns only this fragment: a key press
+    redraws the next pair, not the rest of the page (sidebar, run and queue controls stay as they are)."""
+    opened = st.session_state.get("review_opened")
+    if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
+        opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
+        st.session_state["review_opened"] = opened
+    queue = review.build_queue(store, dataset.id, run, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
+    notice = st.session_state.pop("review_notice", None)
+    if notice is not None:
+        (st.error if notice[0] == "error" else st.text)(notice[1])
+    show_progress(queue.progress)
+    if queue.head.empty:
+        st.info("Nothing left in this queue. Pick another order or filter above, or undo the last decision.")
+        st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
+    elif mode == "Bulk grid":
+        bulk(queue.head)
+    else:
+        one_pair(queue.head.iloc[0])
+
+
+decide_on_queue(spec, n, mode)
