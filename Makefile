@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.requirements-stamp
 PORT ?= 8501
 
-.PHONY: run test bench-quality clean-venv
+.PHONY: run test clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
