@@ -9,7 +9,9 @@ from core.store import Store
 
 RUN_TIMEOUT = 600.0
 PAGE_TIMEOUT = 120.0
-EPOCHS = 6
+# enough epochs that the run is still going after a reload or a restart on an idle machine (an epoch of the
+# tiny demo takes well under a second there), few enough to finish within RUN_TIMEOUT on a busy one
+EPOCHS = 40
 # one torch thread: on a busy CI machine spinning OpenMP threads make an epoch of this tiny run ~20x slower
 ENV = {"OMP_NUM_THREADS": "1"}
 EPOCH = re.compile(r"epoch (\d+)/(\d+)")
