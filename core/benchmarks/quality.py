@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="first seed (default 0): seeds run from it, so one sweep can be split across processes")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: each method's default)")
     add_training_options(p, "METHOD.KEY=VALUE", "a setting for one method, e.g. npc.tau=0.8 (repeatable)")
+    p.add_argument("--meta-fraction", type=float, default=None,
+                   help="seed meta-data drawn from `val`, as a fraction of the training size (default: a run's 2%%)")
     p.add_argument("--no-ceiling", action="store_true", help="skip b1 on clean data")
     add_output_options(p)
     p.set_defaults(handler=run)
@@ -89,8 +91,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     progress, bar = cli_progress()
 
     def train(store, name: str, kind: str, ratio: float, method: str, seed: int) -> None:
+        seeding = {} if args.meta_fraction is None else {"meta_fraction": args.meta_fraction}
         run_id = start_run(store, name, method, model=model, device=args.device, seed=seed, epochs=args.epochs,
-                           settings=method_settings(args.sets, method))
+                           settings=method_settings(args.sets, method), **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
         result = evaluate_run(store, run_id)
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                f" --methods {args.methods} --seeds {args.seeds}"
                + (f" --first-seed {args.first_seed}" if args.first_seed else "")
                + (f" --epochs {args.epochs}" if args.epochs else "")
+               + (f" --meta-fraction {args.meta_fraction}" if args.meta_fraction is not None else "")
                + "".join(f" --set {s}" for s in args.sets))
     if not args.no_docs:
         write_section(f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}",
