@@ -52,3 +52,24 @@ def context(data: TrainData, inputs: Inputs, seed: int = 0, checkpoint: str | No
         return DualEncoder(ResidualHead(inputs.images.shape[1], dim, 32), ResidualHead(inputs.texts.shape[1], dim, 32))
     return RunContext(data=data, inputs=inputs, make_encoder=make_encoder, seed=seed,
                       progress=progress or Progress(), checkpoint=Checkpointer(checkpoint), regime="features")
+
+
+def cancelled_then_resumed(make, checkpoint, stage: str = "epoch 2", step: int = 1, on_cancel=lambda: None):
+    """Run `make()` uninterrupted; then run `make(checkpoint=…, progress=…)` cancelled at `step` of `stage`, call
+    `on_cancel()` (checks on what the cancel left) and resume with `make(checkpoint=…)`. Returns (uninterrupted
+    result, resumed result)."""
+    from core.errors import Cancelled
+
+    whole = make().run()
+
+    def cancel(p: Progress) -> None:
+        if p.stage.startswith(stage) and p.step >= step:
+            p.cancel()
+    try:
+        make(checkpoint=checkpoint, progress=Progress(listener=cancel)).run()
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError(f"the run was not cancelled at step {step} of {stage}")
+    on_cancel()
+    return whole, make(checkpoint=checkpoint).run()

@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import Cancelled, ConcordError
+from core.errors import ConcordError
 from core.methods import make_config, method_class, settings
 from core.methods.base import lr_at
-from core.progress import Progress
-from tests.engine_fixtures import context, synthetic_problem
+from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
 
 def test_settings_parse_and_refuse_unknown_keys() -> None:
@@ -53,15 +52,9 @@ def test_b1_separates_noisy_pairs_and_scores_every_pair() -> None:
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
     data, inputs = synthetic_problem()
-    whole = _b1(data, inputs).run()
-
-    def cancel_after_five(p: Progress) -> None:
-        if p.stage.startswith("epoch 2") and p.step >= 2:
-            p.cancel()
     ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(Cancelled):
-        _b1(data, inputs, checkpoint=ckpt, progress=Progress(listener=cancel_after_five)).run()
-    assert ckpt.exists()
-    resumed = _b1(data, inputs, checkpoint=ckpt).run()
+    def saved() -> None:
+        assert ckpt.exists()
+    whole, resumed = cancelled_then_resumed(lambda **kw: _b1(data, inputs, **kw), ckpt, step=2, on_cancel=saved)
     assert np.allclose(resumed.clean_prob, whole.clean_prob, atol=1e-6)
     assert np.allclose(resumed.similarity, whole.similarity, atol=1e-6)

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import Cancelled, ConcordError
+from core.errors import ConcordError
 from core.methods import make_config, method_class
 from core.methods.data import MetaData
 from core.methods.encoder import DualEncoder, ResidualHead
 from core.methods.mscn import (MSCN, MSCNHead, hinge_hardest, purification_posterior, random_negatives, sharpen,
                                virtual_parameters, weighted_infonce)
-from core.progress import Progress
-from tests.engine_fixtures import context, synthetic_problem
+from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
 FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "warmup_steps": 3, "meta_lr": 3e-3, "meta_batch_size": 16}
 
@@ -277,15 +276,7 @@ def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
     data, inputs = _small()
-    whole = _mscn(data, inputs).run()
-
-    def cancel_in_epoch_two(p: Progress) -> None:
-        if p.stage.startswith("epoch 2") and p.step >= 1:
-            p.cancel()
-    ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(Cancelled):
-        _mscn(data, inputs, checkpoint=ckpt, progress=Progress(listener=cancel_in_epoch_two)).run()
-    resumed = _mscn(data, inputs, checkpoint=ckpt).run()
+    whole, resumed = cancelled_then_resumed(lambda **kw: _mscn(data, inputs, **kw), tmp_path / "ckpt.pt", step=1)
     assert np.allclose(resumed.clean_prob, whole.clean_prob, atol=1e-6)
     assert np.allclose(resumed.weight, whole.weight, atol=1e-6)
     assert resumed.metrics["retrieval"] == pytest.approx(whole.metrics["retrieval"])

@@ -13,15 +13,14 @@ import torch
 from torch import nn
 
 import core.methods.npc as npc_module
-from core.errors import Cancelled, ConcordError
+from core.errors import ConcordError
 from core.methods import make_config, method_class
 from core.methods.b1 import make_adamw
 from core.methods.data import MetaData
 from core.methods.encoder import DualEncoder
 from core.methods.losses import per_sample_infonce
 from core.methods.npc import (BankPool, memory_entries, mode_invariant, negative_impact, npc_objective, npc_weight)
-from core.progress import Progress
-from tests.engine_fixtures import context, synthetic_problem
+from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
 SMALL = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "warmup_epochs": 1}
 
@@ -260,16 +259,11 @@ def test_run_on_the_synthetic_fixture_gives_valid_outputs() -> None:
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
     data, inputs = synthetic_problem(n_images=40)
-    whole = _npc(data, inputs, rebuild_bank=True).run()
-
-    def cancel_mid_npc_epoch(p: Progress) -> None:
-        if p.stage.startswith("epoch 2") and p.step >= 2:
-            p.cancel()
     ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(Cancelled):
-        _npc(data, inputs, checkpoint=ckpt, progress=Progress(listener=cancel_mid_npc_epoch), rebuild_bank=True).run()
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
-    resumed = _npc(data, inputs, checkpoint=ckpt, rebuild_bank=True).run()
+    make = lambda **kw: _npc(data, inputs, rebuild_bank=True, **kw)  # noqa: E731
+    def saved_mid_epoch_two() -> None:
+        assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    whole, resumed = cancelled_then_resumed(make, ckpt, step=2, on_cancel=saved_mid_epoch_two)
     assert np.allclose(resumed.clean_prob, whole.clean_prob, atol=1e-6)
     assert np.allclose(resumed.weight, whole.weight, atol=1e-6)
     assert np.allclose(resumed.extras["r"], whole.extras["r"], atol=1e-6, equal_nan=True)

@@ -73,7 +73,10 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     class Observed(NPC):
         """NPC that records `epoch_figures` after every epoch."""
-        figures: list[dict[str, Any]] = []
+
+        def setup(self) -> None:
+            super().setup()
+            self.figures: list[dict[str, Any]] = []
 
         def end_epoch(self, epoch: int) -> dict[str, Any]:
             summary = super().end_epoch(epoch)
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     final = {"auroc": _auroc(noisy, 1 - result.clean_prob[train]), "weight_auroc": _auroc(noisy, 1 - result.weight[train]),
              "rsum": result.metrics.get("retrieval", {}).get("rsum")}
     out = {"noise": f"{args.kind} {args.noise}", "seed": args.seed, "epochs": method.config.epochs,
-           "warmup_epochs": method.warmup, "epochs_figures": Observed.figures, "final": final}
+           "warmup_epochs": method.warmup, "epochs_figures": method.figures, "final": final}
     command = (f"python -m core bench npc-diagnose --dataset {args.dataset} --noise {args.noise} --kind {args.kind} "
                f"--seed {args.seed}" + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
