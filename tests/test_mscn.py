@@ -236,7 +236,9 @@ def test_run_separates_noisy_pairs_and_purified_pairs_sit_out_one_epoch(main_los
     assert np.array_equal(result.weight, result.extras["mscn"])
     assert ((result.weight > 0) & (result.weight < 1)).all()
     log = result.metrics["epochs"]
-    assert [e["pairs"] for e in log[1:]] == [len(train) - e["purified"] for e in log[:-1]]
+    # no purification by the warm-up head: the first meta epoch trains on every pair
+    assert "purified" not in log[0] and log[1]["pairs"] == len(train)
+    assert [e["pairs"] for e in log[2:]] == [len(train) - e["purified"] for e in log[1:-1]]
     assert "purified" not in log[-1] and "meta_loss" not in log[0] and "meta_loss" in log[1]
     assert result.metrics["retrieval"]["rsum"] > 250
     # retrieval ranks by the MSCN score, not the cosine
@@ -251,8 +253,9 @@ def test_a_degenerate_split_purifies_nothing() -> None:
     method.setup()
     method.begin_epoch(0)
     method.score_net = lambda net: (np.full(len(data), 0.5), np.full(len(data), 0.5))
-    assert method.end_epoch(0)["purified"] == 0
-    assert np.array_equal(method.epoch_pairs(1), data.train)
+    assert "purified" not in method.end_epoch(0)       # the warm-up epoch does not purify
+    assert method.end_epoch(1)["purified"] == 0
+    assert np.array_equal(method.epoch_pairs(2), data.train)
 
 
 def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
