@@ -17,25 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.benchmarks import write_section
+from core.benchmarks._diagnose import auroc, command_line, final_figures, observed_run, register_diagnose
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("npc-diagnose", parents=[common], help="NPC's memory bank and weights against the truth",
-                       description=__doc__)
-    p.add_argument("--dataset", default="demo", help="dataset whose clean originals are used (default demo)")
-    p.add_argument("--noise", type=float, default=0.4, help="noise ratio (default 0.4)")
-    p.add_argument("--kind", default="hard", help="noise kind: ncr, decl, hard (default hard)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and the run")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: NPC's default)")
-    add_training_options(p, set_help="an NPC setting, e.g. warmup_epochs=3 (repeatable)")
-    add_output_options(p)
-    p.set_defaults(handler=run)
-
-
-def _auroc(noisy: np.ndarray, score: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(noisy, score)) if 0 < noisy.sum() < len(noisy) else None
+    register_diagnose(sub, common, "npc-diagnose", "NPC's memory bank and weights against the truth", __doc__,
+                      "an NPC setting, e.g. warmup_epochs=3 (repeatable)", run)
 
 
 def epoch_figures(npc, epoch: int) -> dict[str, Any]:
@@ -43,7 +31,7 @@ def epoch_figures(npc, epoch: int) -> dict[str, Any]:
     train = npc.data.train
     noisy = npc.data.is_noisy[train] == 1
     out: dict[str, Any] = {"epoch": epoch + 1,
-                           "loss_auroc": _auroc(noisy, npc.per_sample_losses(npc.model, train, npc.ctx.seed))}
+                           "loss_auroc": auroc(noisy, npc.per_sample_losses(npc.model, train, npc.ctx.seed))}
     if epoch < npc.warmup:
         return out
     pool_noisy = np.concatenate([noisy, np.zeros(len(npc.pool) - npc.pool.n_train, bool)])  # meta pairs: clean
@@ -58,55 +46,18 @@ def epoch_figures(npc, epoch: int) -> dict[str, Any]:
         "entry_max_uses": int(np.bincount(entries).max()) if len(entries) else 0,
         "w_noisy": float(w[noisy].mean()), "w_clean": float(w[~noisy].mean()),
         "w_below_1": float((w < 1).mean()),
-        "r_auroc": _auroc(noisy[np.isfinite(r)], -r[np.isfinite(r)]),
+        "r_auroc": auroc(noisy[np.isfinite(r)], -r[np.isfinite(r)]),
         "r_quantiles": [round(float(q), 4) for q in np.nanpercentile(r, [5, 25, 50, 75, 95])]}
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    from core.cli import cli_progress
-    from core.cli.train import parse_sets
-    from core.methods import make_config
-    from core.methods.npc import NPC
-    from core.models import DEFAULT_MODEL
-    from core.noise import inject_noise_copy
-    from core.training import prepare, start_run
-
-    class Observed(NPC):
-        """NPC that records `epoch_figures` after every epoch."""
-
-        def setup(self) -> None:
-            super().setup()
-            self.figures: list[dict[str, Any]] = []
-
-        def end_epoch(self, epoch: int) -> dict[str, Any]:
-            summary = super().end_epoch(epoch)
-            self.figures.append(epoch_figures(self, epoch))
-            return summary
-
-    settings = parse_sets(args.sets) | ({"epochs": args.epochs} if args.epochs else {})
-    progress, bar = cli_progress()
-    try:
-        with scratch_store(ctx.store, args.dataset, "npc-diagnose") as store:
-            inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, args.seed)
-            run_id = start_run(store, "noisy", "npc", model=args.model or DEFAULT_MODEL, device=args.device,
-                               seed=args.seed, settings=settings)
-            method = Observed(make_config("npc", store.run(run_id).config), prepare(store, store.run(run_id), progress))
-            result = method.run()
-    finally:
-        bar.close()
-    train = method.data.train
-    noisy = method.data.is_noisy[train] == 1
-    final = {"auroc": _auroc(noisy, 1 - result.clean_prob[train]), "weight_auroc": _auroc(noisy, 1 - result.weight[train]),
-             "rsum": result.metrics.get("retrieval", {}).get("rsum")}
+    method, result = observed_run(args, ctx, "npc", epoch_figures)
     out = {"noise": f"{args.kind} {args.noise}", "seed": args.seed, "epochs": method.config.epochs,
-           "warmup_epochs": method.warmup, "epochs_figures": method.figures, "final": final}
-    command = (f"python -m core bench npc-diagnose --dataset {args.dataset} --noise {args.noise} --kind {args.kind} "
-               f"--seed {args.seed}" + (f" --epochs {args.epochs}" if args.epochs else "")
-               + "".join(f" --set {s}" for s in args.sets))
+           "warmup_epochs": method.warmup, "epochs_figures": method.figures, "final": final_figures(method, result)}
     if not args.no_docs:
         write_section(f"npc-diagnose: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}".strip(),
-                      markdown(out, command))
-    print(json.dumps(out, default=float) if args.json else markdown(out, command))
+                      markdown(out, command_line("npc-diagnose", args)))
+    print(json.dumps(out, default=float) if args.json else markdown(out, command_line("npc-diagnose", args)))
     return 0
 
 

@@ -241,13 +241,19 @@ class Method(ABC):
         clean_prob, weight, extras = self.clean_scores()
         metrics: dict[str, Any] = {"epochs": self.epoch_log,
                                    "seconds_per_epoch": float(np.mean(self.epoch_seconds)) if self.epoch_seconds else None}
-        test = self.data.split_index("test")
-        if len(test):
-            img_rows, cap_img = np.unique(self.data.image_row[test], return_inverse=True)
-            metrics["retrieval"] = recall_at_k(self.retrieval_similarity(img_rows, self.data.caption_row[test]),
-                                               cap_img)
+        retrieval = self.retrieval_on_test()
+        if retrieval is not None:
+            metrics["retrieval"] = retrieval
         emb = RunEmbeddings(self.data.image_ids, image_emb, self.data.caption_ids, caption_emb)
         return MethodResult(sim.astype(np.float64), clean_prob, weight, extras, emb, metrics)
+
+    def retrieval_on_test(self) -> dict[str, float] | None:
+        """Recall@K and rSum on the `test` split under the current model (None without a `test` split)."""
+        test = self.data.split_index("test")
+        if not len(test):
+            return None
+        img_rows, cap_img = np.unique(self.data.image_row[test], return_inverse=True)
+        return recall_at_k(self.retrieval_similarity(img_rows, self.data.caption_row[test]), cap_img)
 
     # ------------------------------------------------------------------ shared helpers
     @torch.no_grad()

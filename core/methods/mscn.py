@@ -418,16 +418,20 @@ class MSCN(Method):
         return pairs, purification_posterior(pairs, pairs[self.fit_on], meta[labels == 1], meta[labels == 0],
                                              self.config.beta_max_iter)
 
+    def purifies_after(self, epoch: int) -> bool:
+        """Whether `epoch` ends with a purification: every epoch after warm-up except the last."""
+        return self.config.purify and self.config.warmup_epochs <= epoch < self.config.epochs - 1
+
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Purify at the end of every epoch after warm-up (the pairs then sit out the next epoch only); log the meta
-        loss. The warm-up head is not purified with: it has not yet seen the meta-data, and on the demo at 60% random
-        noise it scored meta positives and negatives alike (0.085 against 0.081), so its split set 80% of the pairs
-        aside for the first meta epoch (see docs/benchmarks.md, "MSCN's first purification")."""
+        loss. The warm-up head does not purify: it has not yet seen the meta-data, and on the demo at 60% random noise
+        it scored meta positives and negatives alike (0.085 against 0.081), so its split set 80% of the pairs aside
+        for the first meta epoch (docs/benchmarks.md, "MSCN's first purification")."""
         out: dict[str, Any] = {}
         if self.meta_losses:
             out["meta_loss"] = float(np.mean(self.meta_losses))
             self.meta_losses = []
-        if self.config.purify and self.config.warmup_epochs <= epoch < self.config.epochs - 1:
+        if self.purifies_after(epoch):
             meta_pos = self.data.meta.pair_index[(self.data.meta.label == 1) & (self.data.meta.pair_index >= 0)]
             keeps = []
             for net in self.nets:
