@@ -3,11 +3,14 @@ temporary database (never the user's), with figures recorded after every epoch a
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 from typing import Any, Callable
 
 import numpy as np
 
-from core.benchmarks import add_output_options, add_training_options, scratch_store
+from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
 
 EpochFigures = Callable[[Any, int], dict[str, Any]]
 
@@ -82,3 +85,28 @@ def command_line(name: str, args: argparse.Namespace) -> str:
     return (f"python -m core bench {name} --dataset {args.dataset} --noise {args.noise} --kind {args.kind} "
             f"--seed {args.seed}" + (f" --epochs {args.epochs}" if args.epochs else "")
             + "".join(f" --set {s}" for s in args.sets))
+
+
+def report(name: str, args: argparse.Namespace, method, result, warmup_epochs: int,
+           markdown: Callable[[dict[str, Any], str], str]) -> int:
+    """Print the diagnosis of a finished observed run (JSON with `--json`, else `markdown(out, command)`) and,
+    unless `--no-docs`, write its markdown to docs/benchmarks.md."""
+    out = {"noise": f"{args.kind} {args.noise}", "seed": args.seed, "epochs": method.config.epochs,
+           "warmup_epochs": warmup_epochs, "epochs_figures": method.figures, "final": final_figures(method, result)}
+    text = markdown(out, command_line(name, args))
+    if not args.no_docs:
+        write_section(f"{name}: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}".strip(), text)
+    print(json.dumps(out, default=float) if args.json else text)
+    return 0
+
+
+def header(name: str, label: str, out: dict[str, Any], command: str) -> list[str]:
+    """The opening lines of a diagnosis in markdown: title, command, epochs and machine."""
+    return [f"## {label} diagnosis (`bench {name}`, {out['noise']})", "",
+            f"Command: `{command}` ({out['epochs']} epochs, {out['warmup_epochs']} of them warm-up; "
+            f"{os.cpu_count()} CPU cores, {platform.machine()}).", ""]
+
+
+def fmt(value: float | None, places: int = 3) -> str:
+    """A figure for a markdown table: `places` decimals, or an en dash when there is none."""
+    return "–" if value is None else f"{value:.{places}f}"

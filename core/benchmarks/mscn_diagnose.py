@@ -11,15 +11,11 @@ of `p`, and rSum.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from typing import Any
 
 import numpy as np
 
-from core.benchmarks import write_section
-from core.benchmarks._diagnose import auroc, command_line, final_figures, observed_run, register_diagnose
+from core.benchmarks._diagnose import auroc, fmt, header, observed_run, register_diagnose, report
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -51,24 +47,14 @@ def epoch_figures(mscn, epoch: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, ctx) -> int:
     method, result = observed_run(args, ctx, "mscn", epoch_figures)
-    out = {"noise": f"{args.kind} {args.noise}", "seed": args.seed, "epochs": method.config.epochs,
-           "warmup_epochs": method.config.warmup_epochs, "epochs_figures": method.figures,
-           "final": final_figures(method, result)}
-    if not args.no_docs:
-        write_section(f"mscn-diagnose: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}".strip(),
-                      markdown(out, command_line("mscn-diagnose", args)))
-    print(json.dumps(out, default=float) if args.json else markdown(out, command_line("mscn-diagnose", args)))
-    return 0
+    return report("mscn-diagnose", args, method, result, method.config.warmup_epochs, markdown)
 
 
 def markdown(out: dict[str, Any], command: str) -> str:
-    fmt = lambda v, p=3: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
-    lines = [f"## MSCN diagnosis (`bench mscn-diagnose`, {out['noise']})", "",
-             f"Command: `{command}` ({out['epochs']} epochs, {out['warmup_epochs']} of them warm-up; "
-             f"{os.cpu_count()} CPU cores, {platform.machine()}).", "",
-             "| epoch | meta loss | p on meta pos / neg (AUROC) | p on clean / noisy training pairs | p AUROC "
-             "| set aside for the next epoch (noisy share) | noisy share kept | rSum |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = header("mscn-diagnose", "MSCN", out, command) + [
+        "| epoch | meta loss | p on meta pos / neg (AUROC) | p on clean / noisy training pairs | p AUROC "
+        "| set aside for the next epoch (noisy share) | noisy share kept | rSum |",
+        "|---|---|---|---|---|---|---|---|"]
     for f in out["epochs_figures"]:
         aside = f"{f['set_aside']} ({fmt(f['set_aside_noisy_share'])})" if "set_aside" in f else ""
         lines.append(f"| {f['epoch']}{' (warm-up)' if f['epoch'] <= out['warmup_epochs'] else ''} | "

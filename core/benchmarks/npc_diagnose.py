@@ -10,15 +10,11 @@ read as noisy) and its quantiles. At the end: the run's AUROC of `clean_prob` an
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from typing import Any
 
 import numpy as np
 
-from core.benchmarks import write_section
-from core.benchmarks._diagnose import auroc, command_line, final_figures, observed_run, register_diagnose
+from core.benchmarks._diagnose import auroc, fmt, header, observed_run, register_diagnose, report
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -52,22 +48,13 @@ def epoch_figures(npc, epoch: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, ctx) -> int:
     method, result = observed_run(args, ctx, "npc", epoch_figures)
-    out = {"noise": f"{args.kind} {args.noise}", "seed": args.seed, "epochs": method.config.epochs,
-           "warmup_epochs": method.warmup, "epochs_figures": method.figures, "final": final_figures(method, result)}
-    if not args.no_docs:
-        write_section(f"npc-diagnose: {args.dataset} {args.kind} {args.noise} {' '.join(args.sets)}".strip(),
-                      markdown(out, command_line("npc-diagnose", args)))
-    print(json.dumps(out, default=float) if args.json else markdown(out, command_line("npc-diagnose", args)))
-    return 0
+    return report("npc-diagnose", args, method, result, method.warmup, markdown)
 
 
 def markdown(out: dict[str, Any], command: str) -> str:
-    fmt = lambda v, p=3: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
-    lines = [f"## NPC diagnosis (`bench npc-diagnose`, {out['noise']})", "",
-             f"Command: `{command}` ({out['epochs']} epochs, {out['warmup_epochs']} of them warm-up; "
-             f"{os.cpu_count()} CPU cores, {platform.machine()}).", "",
-             "| epoch | loss AUROC | bank (noisy share) | entries used (noisy share, max uses) | w noisy / clean "
-             "| w < 1 | r AUROC | r 5/25/50/75/95% |", "|---|---|---|---|---|---|---|---|"]
+    lines = header("npc-diagnose", "NPC", out, command) + [
+        "| epoch | loss AUROC | bank (noisy share) | entries used (noisy share, max uses) | w noisy / clean "
+        "| w < 1 | r AUROC | r 5/25/50/75/95% |", "|---|---|---|---|---|---|---|---|"]
     for f in out["epochs_figures"]:
         if "bank" not in f:
             lines.append(f"| {f['epoch']} (warm-up) | {fmt(f['loss_auroc'])} | | | | | | |")
