@@ -15,8 +15,8 @@ def test_mscn_diagnose_reports_every_epoch(capsys, concord_env) -> None:
     # 60 images: the 2% seed then holds positives of more than one image, which MSCN's random negatives need
     assert main(["demo", "--images", "60", "--noise", "0.4", "--seed", "1"]) == 0
     capsys.readouterr()
-    assert main(["bench", "mscn-diagnose", "--kind", "ncr", "--epochs", "3", "--set", "batch_size=16", "--no-docs",
-                 "--json"]) == 0
+    assert main(["bench", "mscn-diagnose", "--kind", "ncr", "--epochs", "3", "--set", "batch_size=16",
+                 "--set", "warmup_epochs=1", "--no-docs", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     figures = out["epochs_figures"]
     assert [f["epoch"] for f in figures] == [1, 2, 3] and out["warmup_epochs"] == 1

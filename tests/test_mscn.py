@@ -16,7 +16,8 @@ from core.methods.mscn import (MSCN, MSCNHead, hinge_hardest, purification_poste
                                virtual_parameters, weighted_infonce)
 from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
-FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "warmup_steps": 3, "meta_lr": 3e-3, "meta_batch_size": 16}
+FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "warmup_steps": 3, "meta_lr": 3e-3, "meta_batch_size": 16,
+        "warmup_epochs": 1}
 
 
 def _mscn(data, inputs, checkpoint=None, progress=None, **values) -> MSCN:
