@@ -43,14 +43,9 @@ class _Stub:
     def purifies_after(self, epoch: int) -> bool:
         return self.purifies
 
-    def score_net(self, net):
-        return np.array([0.2, 0.9, 0.6, 0.5]), None
-
-    def meta_set(self):
-        return np.arange(4), np.arange(4), np.array([1, 1, 0, 0])
-
-    def pair_scores(self, net, images, captions) -> np.ndarray:
-        return np.array([0.8, 0.4, 0.6, 0.2])
+    def pair_and_meta_scores(self, net):
+        """p of the 4 training pairs; p of the meta pairs and their labels."""
+        return np.array([0.2, 0.9, 0.6, 0.5]), np.array([0.8, 0.4, 0.6, 0.2]), np.array([1, 1, 0, 0])
 
     def retrieval_on_test(self):
         return {"rsum": 123.4}

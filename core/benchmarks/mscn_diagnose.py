@@ -29,9 +29,8 @@ def epoch_figures(mscn, epoch: int) -> dict[str, Any]:
     train = mscn.data.train
     noisy = mscn.data.is_noisy[train] == 1
     net = mscn.nets[0]
-    p = mscn.score_net(net)[0][train]
-    images, captions, labels = mscn.meta_set()
-    meta = mscn.pair_scores(net, images, captions)
+    p, meta, labels = mscn.pair_and_meta_scores(net)
+    p = p[train]
     out: dict[str, Any] = {
         "epoch": epoch + 1, "p_auroc": auroc(noisy, -p),
         "p_clean": float(p[~noisy].mean()), "p_noisy": float(p[noisy].mean()),

@@ -411,13 +411,16 @@ class MSCN(Method):
         net.head.train(was)
         return out
 
-    def score_net(self, net: _Net) -> tuple[np.ndarray, np.ndarray]:
-        """(p for every pair, Beta-mixture clean posterior for every pair) under one network."""
+    def pair_and_meta_scores(self, net: _Net) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(p for every pair, p for this epoch's meta pairs, their 1/0 labels) under one network, in one pass."""
         images, captions, labels = self.meta_set()
-        n = len(self.data)
         p = self.pair_scores(net, np.concatenate([self.data.image_row, images]),
                              np.concatenate([self.data.caption_row, captions]))
-        pairs, meta = p[:n], p[n:]
+        return p[:len(self.data)], p[len(self.data):], labels
+
+    def score_net(self, net: _Net) -> tuple[np.ndarray, np.ndarray]:
+        """(p for every pair, Beta-mixture clean posterior for every pair) under one network."""
+        pairs, meta, labels = self.pair_and_meta_scores(net)
         return pairs, purification_posterior(pairs, pairs[self.fit_on], meta[labels == 1], meta[labels == 0],
                                              self.config.beta_max_iter)
 
