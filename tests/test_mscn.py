@@ -17,7 +17,7 @@ from core.methods.mscn import (MSCN, MSCNHead, hinge_hardest, purification_poste
 from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
 FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "warmup_steps": 3, "meta_lr": 3e-3, "meta_batch_size": 16,
-        "warmup_epochs": 1}
+        "warmup_epochs": 1, "co_training": False}
 
 
 def _mscn(data, inputs, checkpoint=None, progress=None, **values) -> MSCN:
@@ -274,13 +274,27 @@ def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
     method.warmup_step = record
     method.train_batch(0, data.train[:32])
     assert np.array_equal(seen[id(a)], data.train[:32]) and np.array_equal(seen[id(b)], data.train[:10])
-    result = _mscn(data, inputs, co_training=True).run()
+    method = _mscn(data, inputs, co_training=True)
+    result = method.run()
     assert np.isfinite(result.clean_prob).all() and "meta_loss" in result.metrics["epochs"][-1]
+    # the run's scores are the two networks' averaged
+    (p_a, clean_a), (p_b, clean_b) = (method.score_net(net) for net in method.nets)
+    assert not np.allclose(p_a, p_b)
+    assert np.allclose(result.weight, (p_a + p_b) / 2) and np.allclose(result.clean_prob, (clean_a + clean_b) / 2)
+    rows = np.arange(5)
+    each = [method.nets[i].head.matrix(*(torch.from_numpy(e) for e in method.embed_rows(method.nets[i].encoder, rows,
+                                                                                          rows))) for i in (0, 1)]
+    assert np.allclose(method.retrieval_similarity(rows, rows), ((each[0] + each[1]) / 2).detach().numpy(), atol=1e-6)
+
+
+def test_co_training_is_the_default() -> None:
+    assert make_config("mscn").co_training is True
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:
     data, inputs = _small()
-    whole, resumed = cancelled_then_resumed(lambda **kw: _mscn(data, inputs, **kw), tmp_path / "ckpt.pt", step=1)
+    whole, resumed = cancelled_then_resumed(lambda **kw: _mscn(data, inputs, co_training=True, **kw),
+                                            tmp_path / "ckpt.pt", step=1)
     assert np.allclose(resumed.clean_prob, whole.clean_prob, atol=1e-6)
     assert np.allclose(resumed.weight, whole.weight, atol=1e-6)
     assert resumed.metrics["retrieval"] == pytest.approx(whole.metrics["retrieval"])

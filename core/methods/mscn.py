@@ -43,7 +43,9 @@ class MSCNConfig(MethodConfig):
     `meta_lr` (1e-3: 1e-4 left the head unmoved in a few hundred steps), `virtual_params` (cost) and
     `warmup_epochs` (2 of the 8 default epochs, against the paper's 5 of about 40: on the demo, over 3 seeds, it
     separates better than 1 at both noise kinds and ratios, and retrieves far better at 60% random swaps;
-    docs/benchmarks.md)."""
+    docs/benchmarks.md) and `co_training`, on by default on every device where methods.md §3.7 has it off on the
+    CPU: with one network MSCN only levels b1 with near-miss noise, two that purify for each other separate and
+    retrieve better, and an epoch still costs under the 4× a b1 epoch that issue #8 allows (docs/benchmarks.md)."""
 
     grad_clip: float = setting(2.0, "clip the gradient norm of each encoder update at this value (MSCN: 2.0)")
     warmup_epochs: int = setting(2, "epochs of plain training (score 1 for every pair) before the meta steps")
@@ -62,7 +64,8 @@ class MSCNConfig(MethodConfig):
     meta_batch_size: int = setting(128, "meta pairs per meta step, half positives and half negatives")
     purify: bool = setting(True, "after warm-up, pairs the Beta mixture calls noisy sit out the next epoch")
     beta_max_iter: int = setting(10, "EM iterations of the purification Beta mixture")
-    co_training: bool = setting(False, "train two networks that purify for each other (twice the cost)")
+    co_training: bool = setting(True, "train two networks that purify for each other and average their scores "
+                                "(twice the cost)")
 
     def __post_init__(self) -> None:
         if self.epochs <= self.warmup_epochs:
