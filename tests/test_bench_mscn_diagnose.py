@@ -22,7 +22,7 @@ def test_mscn_diagnose_reports_every_epoch(capsys, concord_env) -> None:
     assert [f["epoch"] for f in figures] == [1, 2, 3] and out["warmup_epochs"] == 1
     # the warm-up epoch has no meta step and no purification; the first meta epoch purifies; the last does not
     assert "meta_loss" not in figures[0] and "set_aside" not in figures[0]
-    assert "meta_loss" in figures[1] and figures[1]["set_aside"] == figures[1]["purified"]
+    assert "meta_loss" in figures[1] and figures[1]["set_aside"] > 0 and figures[1]["purified"] > 0
     assert "set_aside" not in figures[2]
     for f in figures:
         assert 0 <= f["p_auroc"] <= 1 and 0 < f["meta_positive"] < 1 and f["rsum"] is not None

@@ -287,6 +287,24 @@ def test_co_training_each_network_trains_on_what_its_partner_kept() -> None:
     assert np.allclose(method.retrieval_similarity(rows, rows), ((each[0] + each[1]) / 2).detach().numpy(), atol=1e-6)
 
 
+def test_co_training_purified_is_the_mean_over_the_networks() -> None:
+    data, inputs = _small()
+    method = _mscn(data, inputs, co_training=True)
+    method.setup()
+    method.begin_epoch(1)
+    a, b = method.nets
+    aside = {id(a): data.train[:4], id(b): data.train[4:14]}     # a sets 4 pairs aside, b 10
+
+    def posterior(net):
+        clean = np.ones(len(data))
+        clean[aside[id(net)]] = 0.1
+        return clean, clean
+    method.score_net = posterior
+    assert method.end_epoch(1)["purified"] == 7
+    assert np.flatnonzero(~a.keep).tolist() == data.train[:4].tolist()
+    assert np.flatnonzero(~b.keep).tolist() == data.train[4:14].tolist()
+
+
 def test_co_training_is_the_default() -> None:
     assert make_config("mscn").co_training is True
 
