@@ -433,9 +433,10 @@ class MSCN(Method):
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Purify at the end of every epoch after warm-up (the pairs then sit out the next epoch only); log the meta
-        loss and `purified`, how many pairs a network's purification set aside (with two, their mean). The warm-up head does not purify: it has not yet seen the meta-data, and on the demo at 60% random noise
-        it scored meta positives and negatives alike (0.085 against 0.081), so its split set 80% of the pairs aside
-        for the first meta epoch (docs/benchmarks.md, "MSCN's first purification")."""
+        loss and `purified`, how many pairs a network's purification set aside (with two, their mean). The warm-up
+        head does not purify: it has not yet seen the meta-data, and on the demo at 60% random noise it scored meta
+        positives and negatives alike (0.085 against 0.081), so its split set 80% of the pairs aside for the first
+        meta epoch (docs/benchmarks.md, "MSCN's first purification")."""
         out: dict[str, Any] = {}
         if self.meta_losses:
             out["meta_loss"] = float(np.mean(self.meta_losses))
