@@ -59,7 +59,8 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                "(batch-mean weight, memory-bank loss without gradient)", "core.methods.npc", "NPC", uses_meta=True,
                overrides={"npc_released_behaviour": True}),
     MethodSpec("mscn", "MSCN · meta similarity correction", "a similarity head learned from the trusted "
-               "meta-data, with Beta-mixture purification (CVPR 2023)", "core.methods.mscn", "MSCN", uses_meta=True),
+               "meta-data, with Beta-mixture purification; two co-trained networks by default (CVPR 2023)",
+               "core.methods.mscn", "MSCN", uses_meta=True),
 ]}
 
 
