@@ -103,8 +103,21 @@ class BetaMixture:
         return self.alphas / (self.alphas + self.betas)
 
     def clean_posterior(self, x: np.ndarray) -> np.ndarray:
-        """Posterior of the component with the higher mean (the matched pairs)."""
-        return self.posterior(x)[:, int(np.argmax(self.means))]
+        """Posterior of the component with the higher mean (the matched pairs), never falling as the score rises.
+
+        The log density ratio of two Betas, `Δα log x + Δβ log(1 − x)`, has at most one turning point
+        `x* = Δα / (Δα + Δβ)`. Past it on the wrong side (a wide matched component rising again in the low tail,
+        or a wide mismatched one in the high tail) the raw posterior runs backwards, and the score is held at `x*`:
+        otherwise scores below every mismatched pair's can be called clean. Seen on the demo once a reviewer's
+        rejections (scored near 0) made the mismatched component narrow: 73 of 98 rejected pairs came out clean."""
+        clean = int(np.argmax(self.means))
+        d_alpha = self.alphas[clean] - self.alphas[1 - clean]
+        d_beta = self.betas[clean] - self.betas[1 - clean]
+        x = np.clip(np.asarray(x, np.float64), EPS, 1 - EPS)
+        if d_alpha * d_beta > 0:
+            turn = d_alpha / (d_alpha + d_beta)
+            x = np.maximum(x, turn) if d_alpha < 0 else np.minimum(x, turn)
+        return self.posterior(x)[:, clean]
 
     def log_likelihood(self, x: np.ndarray) -> float:
         ll = self.log_likelihoods(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.mixtures import beta_moments, fit_beta_mixture, fit_gmm, loss_split_clean_prob, minmax
+from core.mixtures import BetaMixture, beta_moments, fit_beta_mixture, fit_gmm, loss_split_clean_prob, minmax
 
 
 def test_gmm_recovers_known_means() -> None:
@@ -37,6 +37,22 @@ def test_beta_mixture_recovers_known_components() -> None:
     assert bmm.means == pytest.approx([0.2, 0.8], abs=0.05)
     post = bmm.clean_posterior(np.concatenate([noisy, clean]))
     assert post[:2500].mean() < 0.1 and post[2500:].mean() > 0.9
+
+
+@pytest.mark.parametrize("alphas, betas, turn, tail", [
+    ([20.0, 2.0], [20.0, 1.0], 18 / 37, 0.05),    # a wide matched component rises again in the low tail
+    ([1.0, 30.0], [2.0, 10.0], 29 / 37, 0.999),   # a wide mismatched component takes over the high tail
+])
+def test_beta_clean_posterior_never_falls_as_the_score_rises(alphas, betas, turn, tail) -> None:
+    bmm = BetaMixture(np.array(alphas), np.array(betas), np.array([0.5, 0.5]))
+    raw = bmm.posterior(np.array([tail, turn]))[:, 1]
+    assert abs(raw[0] - raw[1]) > 0.8                             # the raw posterior runs backwards out there
+    assert bmm.clean_posterior(np.array([tail]))[0] == pytest.approx(raw[1])   # held at the turning point
+    grid = np.linspace(0, 1, 1001)
+    assert (np.diff(bmm.clean_posterior(grid)) >= -1e-12).all()
+    # where the ratio has no turning point the posterior is the raw one
+    plain = BetaMixture(np.array([2.0, 8.0]), np.array([8.0, 2.0]), np.array([0.5, 0.5]))
+    assert np.allclose(plain.clean_posterior(grid), plain.posterior(grid)[:, 1])
 
 
 @pytest.mark.parametrize("scores", [np.full(50, 0.4), np.r_[np.zeros(25), np.ones(25)], np.zeros(5)])
