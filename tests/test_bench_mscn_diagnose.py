@@ -15,14 +15,15 @@ def test_mscn_diagnose_reports_every_epoch(capsys, concord_env) -> None:
     # 60 images: the 2% seed then holds positives of more than one image, which MSCN's random negatives need
     assert main(["demo", "--images", "60", "--noise", "0.4", "--seed", "1"]) == 0
     capsys.readouterr()
+    # one network: its set-aside pairs are then the run's `purified` (with two, the figures are network A's)
     assert main(["bench", "mscn-diagnose", "--kind", "ncr", "--epochs", "3", "--set", "batch_size=16",
-                 "--set", "warmup_epochs=1", "--no-docs", "--json"]) == 0
+                 "--set", "warmup_epochs=1", "--set", "co_training=false", "--no-docs", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     figures = out["epochs_figures"]
     assert [f["epoch"] for f in figures] == [1, 2, 3] and out["warmup_epochs"] == 1
     # the warm-up epoch has no meta step and no purification; the first meta epoch purifies; the last does not
     assert "meta_loss" not in figures[0] and "set_aside" not in figures[0]
-    assert "meta_loss" in figures[1] and figures[1]["set_aside"] > 0 and figures[1]["purified"] > 0
+    assert "meta_loss" in figures[1] and figures[1]["set_aside"] == figures[1]["purified"]
     assert "set_aside" not in figures[2]
     for f in figures:
         assert 0 <= f["p_auroc"] <= 1 and 0 < f["meta_positive"] < 1 and f["rsum"] is not None

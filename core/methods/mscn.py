@@ -43,7 +43,7 @@ class MSCNConfig(MethodConfig):
     `meta_lr` (1e-3: 1e-4 left the head unmoved in a few hundred steps), `virtual_params` (cost) and
     `warmup_epochs` (2 of the 8 default epochs, against the paper's 5 of about 40: on the demo, over 3 seeds, it
     separates better than 1 at both noise kinds and ratios, and retrieves far better at 60% random swaps;
-    docs/benchmarks.md) and `co_training`, on by default on every device where methods.md §3.7 has it off on the
+    docs/benchmarks.md) and `co_training`, on by default on every device, whereas methods.md §3.7 has it off on the
     CPU: with one network MSCN only levels b1 with near-miss noise, two that purify for each other separate and
     retrieve better, and an epoch still costs under the 4× a b1 epoch that issue #8 allows (docs/benchmarks.md)."""
 
