@@ -1,10 +1,8 @@
 """Concord's engine: store, import, models, methods, jobs, evaluation, export and CLI.
 
-Importing `core` registers the torchvision operator schemas first (see `torchvision_ops`), so that any
-later `import torchvision` (open_clip does one) works with the CUDA-built torchvision wheel on a CPU torch.
+Importing `core` loads nothing heavy: torch, torchvision and open_clip are imported by the modules that use
+them (the torchvision operator schemas are registered by `core.models`, before anything imports torchvision),
+so commands that need no model start at once.
 """
-from core.torchvision_ops import register_torchvision_ops
-
-register_torchvision_ops()
 
 __version__ = "0.1.0"

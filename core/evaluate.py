@@ -10,11 +10,42 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.thresholds import detection_at_threshold
 
 RECALL_KS = (1, 5, 10)
+
+
+def _tie_groups(score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order of `score` ascending, start and end of each run of equal scores in that order)."""
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]
+    return order, starts, np.r_[starts[1:], len(s)]
+
+
+def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of `score` for the positives of `truth` (both classes present): the chance a
+    positive outscores a negative, ties counting half (the Mann-Whitney U with average ranks; the same
+    number as scikit-learn's `roc_auc_score`, without importing it)."""
+    truth, score = np.asarray(truth, bool), np.asarray(score, np.float64)
+    order, starts, ends = _tie_groups(score)
+    ranks = np.empty(len(score))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)   # 1-based average rank
+    pos = int(truth.sum())
+    neg = len(truth) - pos
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def average_precision(truth: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of `score` for the positives of `truth`: Σ (recall_k − recall_k−1) · precision_k over
+    the distinct scores, highest first (scikit-learn's `average_precision_score`, without importing it)."""
+    truth, score = np.asarray(truth, bool), np.asarray(score, np.float64)
+    order, starts, ends = _tie_groups(-score)
+    tps = np.cumsum(truth[order])[ends - 1]
+    precision = tps / ends
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
@@ -24,8 +55,8 @@ def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: f
     score = 1.0 - np.asarray(clean_prob, np.float64)
     both = 0 < truth.sum() < len(truth)
     out: dict[str, Any] = {
-        "auroc": float(roc_auc_score(truth, score)) if both else None,
-        "auprc": float(average_precision_score(truth, score)) if both else None,
+        "auroc": roc_auc(truth, score) if both else None,
+        "auprc": average_precision(truth, score) if both else None,
         "n": int(len(truth)), "noisy": int(truth.sum()),
     }
     return out | detection_at_threshold(truth, clean_prob, threshold)

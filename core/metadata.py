@@ -1,6 +1,7 @@
 """Curating the meta-data: the trusted set of matched (1) and mismatched (0) pairs MSCN learns from.
 
-Entries come from four sources: `seed` (drawn from a split the user names as clean, methods.md §3.3),
+Entries come from four sources: `seed` (drawn from a split the user names as clean, methods.md §3.3; see
+`core.meta_seed`, which training also uses, so that this module and `core.training` do not import each other),
 `decision` (Keep / Reject / Fix in Review; the store keeps these in step with decisions and undo),
 `import` (a whole trusted split, or a CSV of pair ids and labels) and `manual` (added or flipped here).
 Every function works through the store's methods; the table they change is the one every method reads.
@@ -17,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
-from core.cli.decide import _pair_lookup
 from core.errors import ConcordError, NotFound
+from core.meta_seed import (TRAIN_SPLIT, ensure_seed, seed_from_split,  # noqa: F401  (curated here too)
+                            split_sizes, trusted_split, unclaimed_pairs)
 from core.store import META_SOURCES, Run, Store
 
 RETRAIN_DEFAULT_METHOD = "mscn"
 """The method a retrain starts when the dataset has no run to copy: the one that learns from the meta-data."""
-TRAIN_SPLIT = "train"
-"""The split the methods train on and score: the noisy one, never a source of trusted entries."""
 
 
 @dataclass(frozen=True)
@@ -42,75 +41,12 @@ class MetaThresholds:
     """More negatives than this many times the positives is unbalanced."""
 
 
-def _splits(store: Store, dataset_id: int) -> dict[str, int]:
-    return store.dataset_summary(dataset_id)["splits"]
-
-
-def _trusted_split(store: Store, dataset_id: int, split: str) -> dict[str, int]:
-    """The dataset's split sizes, after refusing a split that cannot hold trusted pairs."""
-    splits = _splits(store, dataset_id)
-    if split == TRAIN_SPLIT:
-        raise ConcordError(f"the {TRAIN_SPLIT!r} split is the noisy one being cleaned, so it cannot be trusted; "
-                           "name a clean split (splits: " + ", ".join(splits) + ")")
-    if split not in splits:
-        raise NotFound(f"no split {split!r} in this dataset (splits: {', '.join(splits) or 'none'})")
-    return splits
-
-
-def _unclaimed_pairs(store: Store, dataset_id: int, split: str) -> pd.DataFrame:
-    """The split's pairs that have no active meta-data entry (a person's label is never overwritten)."""
-    pairs = store.pairs_frame(dataset_id, split=split)[["pair_id", "image_id", "caption_id", "is_noisy"]]
-    noisy = int(pairs["is_noisy"].fillna(False).astype(bool).sum())
-    if noisy:
-        raise ConcordError(f"split {split!r} holds {noisy} pairs with injected noise, so it is not clean")
-    meta = store.meta_frame(dataset_id)
-    taken = set(zip(meta["image_id"].astype(int), meta["caption_id"].astype(int)))
-    keep = [(int(i), int(c)) not in taken for i, c in zip(pairs["image_id"], pairs["caption_id"])]
-    return pairs[keep]
-
-
-def seed_size(train_pairs: int, fraction: float) -> int:
-    """How many seed positives `fraction` of the training split makes (at least one)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ConcordError(f"the seed fraction must be within (0, 1], got {fraction}")
-    return max(1, round(fraction * train_pairs))
-
-
-def seed_from_split(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
-    """Add `fraction` × (training pairs) random pairs of the clean `split` as positives (source `seed`).
-
-    Pairs already in the meta-data keep their entry. Returns how many entries were added (fewer than
-    asked when the split is smaller)."""
-    splits = _trusted_split(store, dataset_id, split)
-    train = splits.get(TRAIN_SPLIT, 0)
-    if train == 0:
-        raise ConcordError(f"the dataset has no {TRAIN_SPLIT!r} split to size the seed from")
-    want = seed_size(train, fraction)
-    pool = _unclaimed_pairs(store, dataset_id, split)
-    rng = np.random.default_rng(seed)
-    chosen = pool.iloc[np.sort(rng.choice(len(pool), size=min(want, len(pool)), replace=False))]
-    return len(store.add_meta(dataset_id, list(zip(chosen["image_id"], chosen["caption_id"], [1] * len(chosen))),
-                              "seed"))
-
-
-def ensure_seed(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
-    """Seed the meta-data before a run that reads it, once per dataset; returns how many entries it added.
-
-    Seeds only when the dataset never had a seed entry (so seed entries a person removed stay removed).
-    Without the named split it does nothing when the dataset already has positives from elsewhere."""
-    if store.meta_entry_count(dataset_id, source="seed", include_removed=True):
-        return 0
-    if split not in _splits(store, dataset_id) and meta_summary(store, dataset_id)["positives"] > 0:
-        return 0
-    return seed_from_split(store, dataset_id, split, fraction, seed)
-
-
 def import_split(store: Store, dataset_id: int, split: str, label: int = 1) -> int:
     """Add every pair of a trusted split with `label` (source `import`); pairs already in the meta-data keep
     their entry. Returns how many entries were added."""
     label = _check_label(label)
-    _trusted_split(store, dataset_id, split)
-    pool = _unclaimed_pairs(store, dataset_id, split)
+    trusted_split(store, dataset_id, split)
+    pool = unclaimed_pairs(store, dataset_id, split)
     return len(store.add_meta(dataset_id, list(zip(pool["image_id"], pool["caption_id"], [label] * len(pool))),
                               "import"))
 
@@ -134,7 +70,7 @@ def _resolve(lookup: dict[str, int | None], ident: str) -> int:
 
 def resolve_pairs(store: Store, dataset_id: int, idents: Sequence[str], store_ids: bool = False) -> list[int]:
     """Store ids of pairs named by key (or, with `store_ids`, by numeric store id)."""
-    lookup = _pair_lookup(store, dataset_id, store_ids)
+    lookup = store.pair_lookup(dataset_id, store_ids)
     return [_resolve(lookup, str(i)) for i in idents]
 
 
@@ -165,7 +101,7 @@ def read_labels_csv(text: str, name: str, lookup: dict[str, int | None]) -> dict
 
 def import_csv_text(store: Store, dataset_id: int, text: str, name: str, store_ids: bool = False) -> int:
     """Import a labels CSV given as text (an upload), all or nothing; returns how many entries were stored."""
-    labels = read_labels_csv(text, name, _pair_lookup(store, dataset_id, store_ids))
+    labels = read_labels_csv(text, name, store.pair_lookup(dataset_id, store_ids))
     by_label: dict[int, list[int]] = {1: [], 0: []}
     for pid, label in labels.items():
         by_label[label].append(pid)
@@ -232,7 +168,7 @@ def meta_summary(store: Store, dataset_id: int, thresholds: MetaThresholds = Met
     negatives = int((meta["label"] == 0).sum())
     by_source = {s: {"positives": int(((meta["source"] == s) & (meta["label"] == 1)).sum()),
                      "negatives": int(((meta["source"] == s) & (meta["label"] == 0)).sum())} for s in META_SOURCES}
-    train = _splits(store, dataset_id).get(TRAIN_SPLIT, 0)
+    train = split_sizes(store, dataset_id).get(TRAIN_SPLIT, 0)
     needed = max(thresholds.min_positives, math.ceil(thresholds.min_fraction * train))
     warnings = []
     if positives == 0:

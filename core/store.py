@@ -473,6 +473,19 @@ class Store:
             ORDER BY p.position"""
         return self._df(sql, params)
 
+    def pair_lookup(self, dataset_id: int, store_ids: bool = False) -> dict[str, int | None]:
+        """The identifiers a person may name pairs by, mapped to store ids: pair keys (None for a key that
+        several pairs share), or with `store_ids` the numeric store ids as text (`decide`, meta-data CSVs)."""
+        rows = self._q("SELECT id, key FROM pairs WHERE dataset_id = ? ORDER BY position",
+                       [int(dataset_id)]).fetchall()
+        if store_ids:
+            return {str(int(i)): int(i) for i, _ in rows}
+        lookup: dict[str, int | None] = {}
+        for pid, key in rows:
+            key = str(key)
+            lookup[key] = None if key in lookup else int(pid)
+        return lookup
+
     def images_frame(self, dataset_id: int) -> pd.DataFrame:
         return self._df("SELECT id AS image_id, path, hash, width, height, nbytes FROM images "
                         "WHERE dataset_id = ? ORDER BY id", [dataset_id])

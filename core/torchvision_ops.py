@@ -3,7 +3,8 @@
 The pinned torchvision wheel is a CUDA build; on a CPU torch its C++ ops never load and
 `import torchvision` fails with "operator torchvision::nms does not exist" because its meta
 registrations look the schemas up. Defining the schemas (no kernels: Concord never calls them)
-lets the import succeed. This is the one place that does it.
+lets the import succeed. This is the one place that does it; `core.models` calls it on import,
+and everything that imports torchvision or open_clip imports `core.models` first.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import torch
 from core import artifacts
 from core.errors import Cancelled, ConcordError
 from core.evaluate import evaluate_run
+from core.meta_seed import ensure_seed
 from core.methods import make_config, method_class, spec
 from core.methods.base import Checkpointer, RunContext
 from core.methods.data import MetaData, TrainData
@@ -69,7 +70,6 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
     if store.pairs_frame(ds.id, split="train").empty:
         raise ConcordError(f"dataset {dataset!r} has no pairs in the 'train' split to train on")
     if s.uses_meta:
-        from core.metadata import ensure_seed
         splits = store.dataset_summary(ds.id)["splits"]
         if meta_split in splits and meta_split != "train":
             ensure_seed(store, ds.id, meta_split, meta_fraction, seed)

@@ -26,17 +26,6 @@ class DecisionRow:
     caption: str | None
 
 
-def _pair_lookup(store: Store, dataset_id: int, store_ids: bool) -> dict[str, int | None]:
-    """Map of the identifiers a row may name to store ids (None for keys shared by several pairs)."""
-    pairs = store.pairs_frame(dataset_id)
-    if store_ids:
-        return {str(int(i)): int(i) for i in pairs["pair_id"]}
-    lookup: dict[str, int | None] = {}
-    for key, pid in zip(pairs["key"].astype(str), pairs["pair_id"]):
-        lookup[key] = None if key in lookup else int(pid)
-    return lookup
-
-
 def check_row(lookup: dict[str, int | None], ident: str, action: str, caption: str | None) -> DecisionRow:
     """A validated decision, or ConcordError saying what is wrong with it."""
     action = action.strip().lower()
@@ -117,7 +106,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     else:
         latest = store.latest_finished_run(ds.id)
         run_id = None if latest is None else latest.id
-    lookup = _pair_lookup(store, ds.id, args.store_ids)
+    lookup = store.pair_lookup(ds.id, args.store_ids)
     if args.csv is not None:
         rows = read_decisions_csv(args.csv, lookup)
     else:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 
 from core.cli import ProgressBar
-from core.errors import Cancelled, ConcordError
+from core.errors import ConcordError
 from core.methods import METHODS
-from core.models import DEFAULT_MODEL
-from core.training import DEFAULT_METHOD, META_SEED_FRACTION, META_SEED_SPLIT, REGIMES, start_run
+
+DEFAULTS_FROM_START_RUN = ("method", "model", "regime", "meta_split", "meta_fraction")
+"""Options left unset on the command line take `core.training.start_run`'s defaults (imported with the
+engine when a run starts, so building the parser stays light)."""
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -27,9 +29,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "similarity, clean_prob, weight and flagged. Ctrl-C cancels at the next batch and "
                                    "keeps a checkpoint: `train --resume RUN_ID` continues it.")
     p.add_argument("name", nargs="?", help="dataset name (not needed with --resume)")
-    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="concord-tiny | open_clip:ARCH:TAG | file:PATH")
-    p.add_argument("--regime", choices=REGIMES, default=None,
+    p.add_argument("--method", choices=list(METHODS), default=None, help="scoring method (default: b1)")
+    p.add_argument("--model", default=None, help="concord-tiny (default) | open_clip:ARCH:TAG | file:PATH")
+    p.add_argument("--regime", default=None,
                    help="finetune (train the image tower) or features (heads on cached pretrained features); "
                         "default: finetune for concord-tiny or on a GPU, else features")
     p.add_argument("--epochs", type=int, default=None)
@@ -38,9 +40,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--threshold", type=float, default=0.5, help="flag pairs whose clean_prob is below this")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting (repeatable); `python -m core train --list-settings METHOD` lists them")
-    p.add_argument("--meta-split", default=META_SEED_SPLIT, help="clean split the meta-data seed is drawn from")
-    p.add_argument("--meta-fraction", type=float, default=META_SEED_FRACTION,
-                   help="seed size as a fraction of the training split")
+    p.add_argument("--meta-split", default=None, help="clean split the meta-data seed is drawn from (default: val)")
+    p.add_argument("--meta-fraction", type=float, default=None,
+                   help="seed size as a fraction of the training split (default: 0.02)")
     p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help="resume a cancelled/interrupted run")
     p.add_argument("--list-settings", action="store_true", help="list the method's settings and exit")
     p.add_argument("--json", action="store_true", help="print the run's evaluation as JSON on the last line")
@@ -49,8 +51,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace, ctx) -> int:
     from core.methods import settings
+    from core.training import DEFAULT_METHOD, start_run
     if args.list_settings:
-        for s in settings(args.method):
+        for s in settings(args.method or DEFAULT_METHOD):
             print(f"{s.name:<28} {s.type.__name__:<6} default {s.default!r:<10} {s.help}")
         return 0
     from core.evaluate import evaluate_run
@@ -64,9 +67,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     else:
         if not args.name:
             raise ConcordError("name the dataset to train on (or pass --resume RUN_ID)")
-        run_id = start_run(store, args.name, args.method, model=args.model, regime=args.regime, device=args.device,
-                           seed=args.seed, epochs=args.epochs, settings=parse_sets(args.sets),
-                           threshold=args.threshold, meta_split=args.meta_split, meta_fraction=args.meta_fraction)
+        given = {k: getattr(args, k) for k in DEFAULTS_FROM_START_RUN if getattr(args, k) is not None}
+        run_id = start_run(store, args.name, device=args.device, seed=args.seed, epochs=args.epochs,
+                           settings=parse_sets(args.sets), threshold=args.threshold, **given)
     bar = ProgressBar()
     manager = JobManager()
     job = manager.submit_run(store, run_id)
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         ctx.print_json(result)
     else:
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"run {run_id} finished: {args.method if args.resume is None else store.run(run_id).method}, "
+        print(f"run {run_id} finished: {store.run(run_id).method}, "
               f"AUROC {fmt(result['auroc'])}, F1 {fmt(result['f1'])}, rSum {fmt(result['rsum'])}, "
               f"{result['flagged']} flagged")
     return 0

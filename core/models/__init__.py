@@ -6,6 +6,8 @@ Names:
 - `file:ARCH:PATH`: a local open_clip state dict of architecture ARCH (an open_clip name, or `concord-tiny`).
 
 `model_info` validates a name and describes the model without loading weights; `load_model` loads it.
+Importing this package registers the torchvision operator schemas (`core.torchvision_ops`): every import
+of open_clip, timm or torchvision in Concord comes after it (features and models import this package).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 
 from core.errors import ConcordError
 from core.models import openclip, tiny
+from core.torchvision_ops import register_torchvision_ops
+
+register_torchvision_ops()   # before any import of open_clip, timm or torchvision (all inside functions)
 
 DEFAULT_MODEL = tiny.NAME
 TINY, OPEN_CLIP = "tiny", "open_clip"
