@@ -149,12 +149,16 @@ def execute_run(store, run_id: int, progress: Progress) -> None:
         raise ConcordError(f"run {run_id} has already finished")
     store.update_run(run_id, state="running", error=None)
     try:
-        ctx = prepare(store, run, progress)
         config = make_config(run.method, run.config)
-        result = method_class(run.method)(config, ctx).run()
+        if spec(run.method).scorer:      # scores from the dataset's finished runs, trains no network
+            result = method_class(run.method)(config, store, run, progress).run()
+            pair_ids = store.pairs_frame(run.dataset_id)["pair_id"].to_numpy(np.int64)
+        else:
+            ctx = prepare(store, run, progress)
+            result = method_class(run.method)(config, ctx).run()
+            pair_ids = ctx.data.pair_ids
         progress.check()
-        store.write_scores(run_id, ctx.data.pair_ids, result.similarity, result.clean_prob, result.weight,
-                           result.extras)
+        store.write_scores(run_id, pair_ids, result.similarity, result.clean_prob, result.weight, result.extras)
         artifacts.save_embeddings(store.run(run_id), result.embeddings)
         store.update_run(run_id, metrics=result.metrics)
         detection = {k: v for k, v in evaluate_run(store, run_id).items()

@@ -38,6 +38,7 @@ class MethodSpec:
     needs_pretrained: bool = False
     uses_meta: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)   # config defaults this name changes
+    scorer: bool = False   # trains no network: scores from the dataset's finished runs (`core.detect`)
 
     @property
     def method_class(self) -> type:
@@ -61,6 +62,9 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("mscn", "MSCN · meta similarity correction", "a similarity head learned from the trusted "
                "meta-data, with Beta-mixture purification; two co-trained networks by default (CVPR 2023)",
                "core.methods.mscn", "MSCN", uses_meta=True),
+    MethodSpec("concord", "Concord · fused consensus score", "neighbour and sibling consensus in every finished "
+               "run's space, fused by a classifier fitted on the meta-data and your decisions; refits as you review",
+               "core.detect.method", "Concord", uses_meta=True, scorer=True),
 ]}
 
 

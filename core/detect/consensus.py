@@ -1,0 +1,185 @@
+"""Consensus signals of an image–caption combination: how well it agrees with its siblings and its neighbours.
+
+Pure functions over one embedding *space* (L2-normalised image and caption embeddings, e.g. a finished run's) and
+a *pool*: the pairs that siblings and neighbours are drawn from, as (image row, caption row) into that space.
+A query is any (image row, caption row) combination, a pool pair or not (the fused classifier also scores
+negatives it constructs). Every signal is oriented the same way: **higher means the pair looks matched**.
+
+- `similarity`: cos(image, caption).
+- `caption_margin`: the similarity minus that of the caption's best other image (does the caption prefer
+  another image of the pool?).
+- `image_margin`: the similarity minus that of the image's best caption that is not one of its own.
+- `image_neighbours` (LEMoN's s_n, as an agreement): the caption against the captions of the image's k nearest
+  other images (image space), each neighbour weighted by exp(−tau · (1 − cos(image, neighbour))).
+- `caption_neighbours` (LEMoN's s_m): the image against the images of the caption's k nearest other captions
+  (text space; the image's own captions left out), weighted by exp(−tau · (1 − cos(caption, neighbour))).
+- `siblings`: mean cosine of the caption to the image's other captions; `sibling_rank`: its place among
+  them when each caption of the image is scored by the same agreement (0 = agrees least, 1 = most).
+  NaN where the image has no other caption.
+
+A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
+caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from core.index import VectorIndex, normalise
+
+SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings",
+           "sibling_rank")
+TEXT_SIGNALS = ("siblings", "sibling_rank")
+"""The signals a text-only space (the text tower's own features, no images) can give."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The pairs siblings and neighbours come from, as a binary image × caption membership matrix."""
+
+    members: sparse.csr_matrix      # (n_images, n_captions): 1 where the pool pairs the image with the caption
+
+    @classmethod
+    def from_pairs(cls, image_row: np.ndarray, caption_row: np.ndarray, n_images: int, n_captions: int) -> "Pool":
+        m = sparse.csr_matrix((np.ones(len(image_row), np.float32), (np.asarray(image_row), np.asarray(caption_row))),
+                              shape=(n_images, n_captions))
+        m.data[:] = 1.0          # a pair listed twice is one membership
+        return cls(m)
+
+    @property
+    def captions_of(self) -> sparse.csr_matrix:
+        return self.members
+
+    @property
+    def images_of(self) -> sparse.csr_matrix:
+        return self.members.T.tocsr()
+
+    def contains(self, image_row: np.ndarray, caption_row: np.ndarray) -> np.ndarray:
+        """Whether each (image, caption) combination is a pool pair."""
+        return np.asarray(self.members[np.asarray(image_row), np.asarray(caption_row)]).ravel() > 0
+
+
+def centroids(members: sparse.csr_matrix, emb: np.ndarray) -> np.ndarray:
+    """Normalised mean of each row's member embeddings (rows without members stay zero)."""
+    return normalise(members @ emb)
+
+
+def _weighted_mean(values: np.ndarray, sims: np.ndarray, valid: np.ndarray, tau: float) -> np.ndarray:
+    w = np.where(valid, np.exp(-tau * (1.0 - np.where(valid, sims, 0.0))), 0.0)
+    total = w.sum(axis=1)
+    out = np.full(len(values), np.nan)
+    np.divide((w * np.where(valid, values, 0.0)).sum(axis=1), total, out=out, where=total > 0)
+    return out
+
+
+def _search_excluding(index: VectorIndex, queries: np.ndarray, k: int, excluded: sparse.csr_matrix | None,
+                      own: np.ndarray | None, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best results of each query that are neither `own[q]` nor in row q of `excluded` (ids, sims, valid)."""
+    want = min(len(index), k + extra)
+    ids, sims = index.search(queries, want)
+    valid = ids >= 0
+    if own is not None:
+        valid &= ids != own[:, None]
+    if excluded is not None:
+        rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+        hit = np.asarray(excluded[rows, np.maximum(ids.ravel(), 0)]).reshape(ids.shape) > 0
+        valid &= ~hit
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]     # keep the first k valid, in similarity order
+    return (np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1),
+            np.take_along_axis(valid, order, 1))
+
+
+def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(siblings, sibling_rank) of each query in the space of `text_emb` (normalised rows); NaN without siblings.
+
+    The image's captions are its pool captions plus the query's; a caption's agreement is its mean cosine to
+    the others. The rank compares the query's agreement with each sibling's (ties count half)."""
+    q_image, q_caption = np.asarray(q_image), np.asarray(q_caption)
+    caps = pool.captions_of
+    in_pool = pool.contains(q_image, q_caption)
+    total = np.asarray(caps @ text_emb)[q_image] + np.where(in_pool, 0.0, 1.0)[:, None] * text_emb[q_caption]
+    size = np.asarray(caps.sum(axis=1)).ravel()[q_image] + np.where(in_pool, 0, 1)
+    others = size - 1
+    agreement = np.full(len(q_image), np.nan)
+    dots = np.einsum("nd,nd->n", text_emb[q_caption], total)
+    np.divide(dots - 1.0, others, out=agreement, where=others > 0)
+    # each sibling's own agreement within the same caption set: one row per (query, sibling)
+    rows = caps[q_image]
+    owner = np.repeat(np.arange(len(q_image)), np.diff(rows.indptr))
+    sib = rows.indices.astype(np.int64)
+    keep = sib != q_caption[owner]
+    owner, sib = owner[keep], sib[keep]
+    sib_agree = (np.einsum("nd,nd->n", text_emb[sib], total[owner]) - 1.0) / np.maximum(others[owner], 1)
+    below = np.bincount(owner, weights=(sib_agree < agreement[owner]).astype(float), minlength=len(q_image))
+    ties = np.bincount(owner, weights=(sib_agree == agreement[owner]).astype(float), minlength=len(q_image))
+    rank = np.full(len(q_image), np.nan)
+    np.divide(below + 0.5 * ties, others, out=rank, where=others > 0)
+    return agreement, rank
+
+
+def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_image: np.ndarray,
+                  q_caption: np.ndarray, k: int = 10, tau: float = 5.0) -> dict[str, np.ndarray]:
+    """Every signal of `SIGNALS` for each query (image row, caption row) in one space.
+
+    Args:
+        image_emb, caption_emb: the space's embeddings, one row per image / caption (normalised here).
+        pool: which (image, caption) pairs neighbours and siblings come from (e.g. every pair but the test split's).
+        q_image, q_caption: the queries, rows into `image_emb` / `caption_emb`.
+        k: neighbours per query (LEMoN's k).
+        tau: how fast a neighbour's weight falls with its distance (0: all neighbours count alike).
+    """
+    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    img, cap = normalise(image_emb), normalise(caption_emb)
+    caps_of, imgs_of = pool.captions_of, pool.images_of
+    pool_images = np.flatnonzero(np.diff(caps_of.indptr) > 0)
+    pool_captions = np.flatnonzero(np.diff(imgs_of.indptr) > 0)
+    image_index = VectorIndex.build(img[pool_images], pool_images)
+    caption_index = VectorIndex.build(cap[pool_captions], pool_captions)
+    out: dict[str, np.ndarray] = {}
+    sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption]).astype(np.float64)
+    out["similarity"] = sim
+
+    u_img, img_inv = np.unique(q_image, return_inverse=True)
+    u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+    max_own = int(np.diff(caps_of.indptr).max(initial=0))
+
+    # cross-modal margins
+    # the caption's best image other than the query's own: the best two, and the second where the first is it
+    ids2, sims2 = image_index.search(cap[u_cap], min(len(image_index), 2))
+    first_is_own = ids2[cap_inv, 0] == q_image
+    other_best = np.where(first_is_own, sims2[cap_inv, -1] if sims2.shape[1] > 1 else -np.inf, sims2[cap_inv, 0])
+    out["caption_margin"] = np.where(np.isfinite(other_best), sim - other_best, np.nan)
+    _, s_c, v_c = _search_excluding(caption_index, img[u_img], 1, caps_of[u_img], None, max_own + 1)
+    best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
+    out["image_margin"] = sim - best_caption[img_inv]
+
+    # LEMoN: neighbours in the same modality
+    n_img, n_sim, n_valid = _search_excluding(image_index, img[u_img], k, None, u_img, 1)
+    caption_centroid = centroids(caps_of, cap)                     # per image: its captions' mean
+    agree = np.einsum("nd,nkd->nk", cap[q_caption], caption_centroid[np.maximum(n_img, 0)[img_inv]])
+    out["image_neighbours"] = _weighted_mean(agree, n_sim[img_inv], n_valid[img_inv], tau)
+    c_ids, c_sim, c_valid = _search_excluding(caption_index, cap[u_cap], k + max_own, None, u_cap, 1)
+    own_caption = np.asarray(caps_of[q_image[:, None].repeat(c_ids.shape[1], 1).ravel(),
+                                     np.maximum(c_ids[cap_inv], 0).ravel()]).reshape(len(q_image), -1) > 0
+    valid_q = c_valid[cap_inv] & ~own_caption
+    order = np.argsort(~valid_q, axis=1, kind="stable")[:, :k]
+    c_rows = np.take_along_axis(c_ids[cap_inv], order, 1)
+    c_s = np.take_along_axis(c_sim[cap_inv], order, 1)
+    c_v = np.take_along_axis(valid_q, order, 1)
+    image_centroid = centroids(imgs_of, img)                       # per caption: its images' mean
+    agree = np.einsum("nd,nkd->nk", img[q_image], image_centroid[np.maximum(c_rows, 0)])
+    out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
+
+    out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption)
+    return out
+
+
+def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """The `TEXT_SIGNALS` of each query in a text-only space (e.g. the pretrained text tower's features)."""
+    siblings, rank = sibling_terms(normalise(text_emb), pool, np.asarray(q_image, np.int64),
+                                   np.asarray(q_caption, np.int64))
+    return {"siblings": siblings, "sibling_rank": rank}

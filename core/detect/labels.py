@@ -1,0 +1,74 @@
+"""What the fused classifier learns from: the trusted meta-data, and negatives constructed from its positives.
+
+The meta-data holds the seed positives (a clean split), Keep decisions (positives), Reject decisions (hard
+negatives) and Fix decisions (the new pair positive, the old one negative), so every decision reaches the
+classifier through it. Before anyone has rejected anything there are no negatives, so, as MSCN draws random
+meta negatives, each positive's image is also paired with captions of other images that are none of its own:
+a random one, or (`near_miss_share` of them) one of the `near_k` captions most similar to the positive's own,
+as the hard noise of methods.md §4 is made, because real mismatches are often near misses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.detect.consensus import Pool
+from core.index import VectorIndex
+
+
+@dataclass(frozen=True)
+class Constructed:
+    """Constructed negatives as rows into the signal inputs' image and caption ids."""
+
+    image_row: np.ndarray
+    caption_row: np.ndarray
+    near_miss: np.ndarray      # bool: drawn from the near misses, else at random
+
+    def __len__(self) -> int:
+        return len(self.image_row)
+
+
+def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Pool, text_emb: np.ndarray,
+                        per_positive: float = 1.0, near_miss_share: float = 0.5, near_k: int = 10,
+                        seed: int = 0) -> Constructed:
+    """Negatives for the positives (image row, caption row): `per_positive` of them per positive on average.
+
+    Args:
+        pos_image, pos_caption: the positives, rows into the signal inputs.
+        pool: the pool pairs, whose captions are the candidates (never a caption of the positive's own image).
+        text_emb: normalised caption features, rows as the pool's captions (near misses are nearest here).
+        per_positive: negatives per positive (the positives are drawn with replacement beyond 1).
+        near_miss_share: the share of negatives that are near misses rather than random captions.
+        near_k: a near miss is drawn from this many nearest candidates.
+        seed: the draw's seed.
+    """
+    rng = np.random.default_rng([seed, 4099])
+    n = int(round(per_positive * len(pos_image)))
+    if n == 0 or len(pos_image) == 0:
+        z = np.zeros(0, np.int64)
+        return Constructed(z, z, np.zeros(0, bool))
+    pick = rng.permutation(len(pos_image))[:n] if n <= len(pos_image) else rng.integers(0, len(pos_image), n)
+    image, caption = np.asarray(pos_image)[pick], np.asarray(pos_caption)[pick]
+    near = rng.random(n) < near_miss_share
+    caps_of = pool.captions_of
+    candidates = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+    own_max = int(np.diff(caps_of.indptr).max(initial=0))
+    index = VectorIndex.build(text_emb[candidates], candidates)
+    found, _ = index.search(text_emb[caption], min(len(index), near_k + own_max + 1))
+    out = np.full(n, -1, np.int64)
+    for q in range(n):
+        own = set(caps_of.indices[caps_of.indptr[image[q]]:caps_of.indptr[image[q] + 1]].tolist()) | {int(caption[q])}
+        if near[q]:
+            choices = [int(c) for c in found[q] if c >= 0 and int(c) not in own][:near_k]
+            if choices:
+                out[q] = choices[rng.integers(len(choices))]
+                continue
+            near[q] = False
+        for _ in range(64):
+            c = int(candidates[rng.integers(len(candidates))])
+            if c not in own:
+                out[q] = c
+                break
+    ok = out >= 0
+    return Constructed(image[ok], out[ok], near[ok])

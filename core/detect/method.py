@@ -1,0 +1,186 @@
+"""`concord`: the fused score over every finished run of a dataset, refitted from decisions in seconds.
+
+A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
+when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
+(`core.detect.consensus`) in each run's embedding space and the sibling terms in the text tower's space, and
+fits the fused classifier (`core.detect.fusion`) on the meta-data plus constructed negatives
+(`core.detect.labels`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
+`weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
+
+The signal matrices are cached with the run, so `refit` (after a batch of decisions) only refits the
+classifier and rewrites `clean_prob`: no embedding, no search, no network.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core import artifacts
+from core.detect.consensus import SIGNALS, TEXT_SIGNALS
+from core.detect.fusion import FusedModel, fit_fused
+from core.detect.labels import construct_negatives
+from core.detect.signals import (load_inputs, pair_view, pool_of, signal_matrix, signal_names, summary_signals)
+from core.errors import ConcordError
+from core.methods.config import setting
+from core.progress import Progress
+
+METHOD = "concord"
+CACHE_FILE = "signals.npz"
+LOW_QUANTILE = 0.2
+"""A pair's signal counts as flagging it when it is in the lowest fifth of the training pairs' (Review line)."""
+
+
+@dataclass(frozen=True)
+class ConcordConfig:
+    """Settings of the fused score. Defaults chosen on the labelled (`val`) pairs' cross-validated AUROC."""
+
+    base_runs: str = setting("latest", "finished runs whose spaces and scores it fuses: 'latest' (the latest of "
+                                       "each method) or comma-separated run ids")
+    epochs: int = setting(8, "epochs of the b1 run trained first when the dataset has no finished run")
+    k: int = setting(10, "neighbours per pair in the neighbour-consensus terms (LEMoN's k)")
+    tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less")
+    text_signals: bool = setting(True, "also the sibling terms in the text tower's own feature space")
+    negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
+    near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
+    near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
+    c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
+    refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
+
+
+class Concord:
+    """The concord run: fuse the dataset's finished runs (see the module docstring)."""
+
+    name = METHOD
+    config_cls = ConcordConfig
+
+    def __init__(self, config: ConcordConfig, store, run, progress: Progress) -> None:
+        self.config, self.store, self.run_row, self.progress = config, store, run, progress
+
+    def base_runs(self) -> list:
+        """The runs to fuse (training a b1 run first when the dataset has none)."""
+        store, run = self.store, self.run_row
+        finished = [r for r in store.runs(run.dataset_id, state="finished") if r.method != METHOD]
+        if self.config.base_runs.strip() != "latest":
+            try:
+                wanted = [int(x) for x in self.config.base_runs.split(",") if x.strip()]
+            except ValueError:
+                raise ConcordError(f"base_runs must be 'latest' or run ids, got {self.config.base_runs!r}") from None
+            by_id = {r.id: r for r in finished}
+            missing = [i for i in wanted if i not in by_id]
+            if missing:
+                raise ConcordError(f"base run(s) {', '.join(map(str, missing))} are not finished runs of this dataset")
+            return [by_id[i] for i in wanted]
+        latest: dict[str, Any] = {}
+        for r in sorted(finished, key=lambda r: r.id):
+            latest[r.method] = r
+        if latest:
+            return sorted(latest.values(), key=lambda r: r.id)
+        from core.training import execute_run, start_run
+        base = start_run(store, store.dataset_by_id(run.dataset_id).name, "b1", model=run.model, device=run.device
+                         or "auto", seed=run.seed or 0, epochs=self.config.epochs)
+        execute_run(store, base, self.progress)
+        return [store.run(base)]
+
+    def run(self):
+        from core.artifacts import RunEmbeddings
+        from core.methods.base import MethodResult
+        t0 = time.perf_counter()
+        cfg, store, run = self.config, self.store, self.run_row
+        bases = self.base_runs()
+        self.progress.start("signals", None, message=f"{METHOD}: consensus signals over {len(bases)} run(s)")
+        pairs = pair_view(store.pairs_frame(run.dataset_id))
+        inputs = load_inputs(store, run.dataset_id, bases, pairs, bases[0].model if cfg.text_signals else None,
+                             run.device or "auto")
+        pool = pool_of(pairs, inputs)
+        q_img, q_cap = inputs.image_rows(pairs["image_id"].to_numpy()), inputs.caption_rows(pairs["caption_id"].to_numpy())
+        names, x = signal_matrix(inputs, pool, q_img, q_cap, cfg.k, cfg.tau)
+        meta = store.meta_frame(run.dataset_id)
+        positives = meta[meta["label"] == 1]
+        text_space = inputs.text if inputs.text is not None else next(iter(inputs.spaces.values()))[1]
+        made = construct_negatives(inputs.image_rows(positives["image_id"].to_numpy()),
+                                   inputs.caption_rows(positives["caption_id"].to_numpy()), pool, text_space,
+                                   cfg.negatives_per_positive, cfg.near_miss_share, cfg.near_k, run.seed or 0)
+        _, x_made = signal_matrix(inputs, pool, made.image_row, made.caption_row, cfg.k, cfg.tau)
+        assert names == signal_names(inputs, SIGNALS, TEXT_SIGNALS)
+        pair_ids = pairs["pair_id"].to_numpy(np.int64)
+        train = (pairs["split"] == "train").to_numpy()
+        artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
+                                  x=x, x_made=x_made, train=train)
+        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, cfg, run.seed or 0)
+        clean = model.clean_prob(x)
+        summary = summary_signals(names, x)
+        summary["sibling_count"] = np.asarray(pool.captions_of.sum(axis=1)).ravel()[q_img] - pool.contains(q_img, q_cap)
+        cos = [x[:, names.index(f"{space}.similarity")] for space in inputs.spaces]
+        parts = [e[0] for e in inputs.spaces.values()], [e[1] for e in inputs.spaces.values()]
+        scale = 1.0 / np.sqrt(len(inputs.spaces))
+        emb = RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale, inputs.caption_ids, np.hstack(parts[1]) * scale)
+        lows = {k: float(np.nanquantile(v[train], LOW_QUANTILE)) for k, v in summary.items()
+                if k != "sibling_count" and np.isfinite(v[train]).any()}
+        metrics = {"base_runs": [r.id for r in bases], "seconds": time.perf_counter() - t0,
+                   "fused": fused_metrics(model, labelled, len(made), store.last_decision_id(run.dataset_id)),
+                   "signal_lows": lows}
+        return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
+
+
+def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
+                cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
+    """Fit the fused classifier on the meta entries that are dataset pairs, plus the constructed negatives."""
+    row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
+    entries = meta[meta["pair_id"].notna()]
+    rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
+    known = ~np.isnan(rows)
+    rows, labels = rows[known].astype(np.int64), entries["label"].to_numpy(np.int64)[known]
+    xs = np.vstack([x[rows], x_made])
+    ys = np.concatenate([labels, np.zeros(len(x_made), np.int64)])
+    if len(np.unique(ys)) < 2:
+        raise ConcordError("the fused score needs trusted matched pairs: seed the meta-data from a clean split "
+                           "(Meta-data page, or `python -m core meta NAME seed --split val`) or keep some pairs")
+    counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
+              "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
+    return fit_fused(xs, ys, names, cfg.c, seed), counts
+
+
+def fused_metrics(model: FusedModel, labelled: dict[str, int], constructed: int, decision_id: int) -> dict[str, Any]:
+    """What the run records of its classifier: CV AUROC, the signals' weights, what it learnt from."""
+    return {"cv_auroc": model.cv_auroc, "weights": model.weights(), "labelled": labelled,
+            "decision_id": int(decision_id)}
+
+
+def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any]:
+    """Refit run `run_id`'s fused classifier on the meta-data as it is now (decisions included) and rewrite its
+    `clean_prob` and `weight`; returns the new fused metrics."""
+    from core.methods import make_config
+    t0 = time.perf_counter()
+    run = store.run(run_id)
+    if run.method != METHOD or run.state != "finished":
+        raise ConcordError(f"run {run_id} is not a finished {METHOD} run: only those refit without retraining")
+    path = artifacts.run_dir(run) / CACHE_FILE
+    if not path.exists():
+        raise ConcordError(f"run {run_id}'s signals are not in the cache ({path}): start a new {METHOD} run")
+    if progress is not None:
+        progress.start("refit", None, message=f"{METHOD}: refitting run {run_id} on the decisions")
+    with np.load(path) as z:
+        names, pair_ids, x, x_made = [str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"]
+    cfg = make_config(METHOD, run.config)
+    model, labelled = fit_on_meta(names, x, x_made, pair_ids, store.meta_frame(run.dataset_id), cfg, run.seed or 0)
+    clean = model.clean_prob(x)
+    store.update_clean_prob(run_id, pair_ids, clean, clean)
+    fused = fused_metrics(model, labelled, len(x_made), store.last_decision_id(run.dataset_id))
+    fused["refit_seconds"] = time.perf_counter() - t0
+    fused["refits"] = int((run.metrics.get("fused") or {}).get("refits", 0)) + 1
+    store.update_run(run_id, metrics=run.metrics | {"fused": fused})
+    return fused
+
+
+def refit_due(store, run_id: int) -> bool:
+    """Whether run `run_id` is a concord run with at least `refit_every` decisions since its last fit."""
+    run = store.run(run_id)
+    if run.method != METHOD or run.state != "finished":
+        return False
+    every = int(run.config.get("refit_every", 0) or 0)
+    since = store.decisions_since(run.dataset_id, int((run.metrics.get("fused") or {}).get("decision_id", 0)))
+    return every > 0 and since >= every

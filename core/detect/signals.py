@@ -1,0 +1,110 @@
+"""The per-pair signals of a dataset under its finished runs: one column per (space, consensus signal).
+
+A *space* is a finished run's embeddings (b0/b1/NPC/MSCN all store one vector per image and caption); the
+text tower's own cached caption features add a text-only space for the sibling terms. Everything is indexed by
+rows of `SignalInputs.image_ids` / `caption_ids`, so the same code scores dataset pairs and the negatives the
+fused classifier constructs. Only pair ids, image ids, caption ids and splits reach this module: no ground truth
+(`is_noisy`, original captions) and nothing of the `test` split's pairs (they are scored, never pooled).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.detect.consensus import Pool, space_signals, text_signals
+from core.index import normalise
+
+HELD_OUT_SPLIT = "test"
+TEXT_SPACE = "text"
+PAIR_COLUMNS = ("pair_id", "image_id", "caption_id", "split")
+"""The only columns of the store's pairs frame that the signals read."""
+
+
+@dataclass(frozen=True)
+class SignalInputs:
+    """The spaces signals are computed in, over one dataset's image and caption ids."""
+
+    image_ids: np.ndarray                             # sorted store image ids
+    caption_ids: np.ndarray                           # sorted store caption ids
+    spaces: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (image_emb, caption_emb), rows as the ids
+    text: np.ndarray | None                           # the text tower's caption features, rows as caption_ids
+
+    def image_rows(self, ids: np.ndarray) -> np.ndarray:
+        return _rows(self.image_ids, ids, "image")
+
+    def caption_rows(self, ids: np.ndarray) -> np.ndarray:
+        return _rows(self.caption_ids, ids, "caption")
+
+
+def _rows(known: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
+    wanted = np.asarray(wanted, np.int64)
+    pos = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
+    if len(wanted) and (len(known) == 0 or (known[pos] != wanted).any()):
+        raise KeyError(f"no embedding for a {what} of the labelled pairs")
+    return pos
+
+
+def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a pairs frame the signals may see (see `PAIR_COLUMNS`)."""
+    return pairs.loc[:, list(PAIR_COLUMNS)].reset_index(drop=True)
+
+
+def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
+    """The pool siblings and neighbours come from: every pair outside the held-out `test` split."""
+    kept = pairs[pairs["split"] != HELD_OUT_SPLIT]
+    return Pool.from_pairs(inputs.image_rows(kept["image_id"].to_numpy()),
+                           inputs.caption_rows(kept["caption_id"].to_numpy()),
+                           len(inputs.image_ids), len(inputs.caption_ids))
+
+
+def signal_names(inputs: SignalInputs, signals: tuple[str, ...], text: tuple[str, ...]) -> list[str]:
+    names = [f"{space}.{s}" for space in inputs.spaces for s in signals]
+    return names + ([f"{TEXT_SPACE}.{s}" for s in text] if inputs.text is not None else [])
+
+
+def signal_matrix(inputs: SignalInputs, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray, k: int,
+                  tau: float) -> tuple[list[str], np.ndarray]:
+    """(names, (n, s) matrix) of every signal of each query (rows into the inputs' image / caption ids)."""
+    columns: dict[str, np.ndarray] = {}
+    for space, (image_emb, caption_emb) in inputs.spaces.items():
+        for s, v in space_signals(image_emb, caption_emb, pool, q_image, q_caption, k, tau).items():
+            columns[f"{space}.{s}"] = v
+    if inputs.text is not None:
+        for s, v in text_signals(inputs.text, pool, q_image, q_caption).items():
+            columns[f"{TEXT_SPACE}.{s}"] = v
+    names = list(columns)
+    return names, np.column_stack([columns[n] for n in names]) if names else np.zeros((len(q_image), 0))
+
+
+def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """One column per signal kind (the mean over the run spaces; the text space's apart), for the map and
+    the Review line."""
+    kinds: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        space, _, signal = name.partition(".")
+        key = f"{TEXT_SPACE}_{signal}" if space == TEXT_SPACE else signal
+        kinds.setdefault(key, []).append(j)
+    with warnings.catch_warnings():       # a pair missing a signal in every space stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {key: np.nanmean(x[:, cols], axis=1) if len(cols) > 1 else x[:, cols[0]].astype(np.float64)
+                for key, cols in kinds.items()}
+
+
+def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_model: str | None,
+                device: str = "auto") -> SignalInputs:
+    """The spaces of `runs` (their cached embeddings) and, with `text_model`, its cached caption features."""
+    from core import artifacts
+    image_ids = np.unique(pairs["image_id"].to_numpy(np.int64))
+    caption_ids = np.unique(pairs["caption_id"].to_numpy(np.int64))
+    spaces = {}
+    for run in runs:
+        emb = artifacts.load_embeddings(run)
+        spaces[f"{run.method}#{run.id}"] = (normalise(emb.image_rows(image_ids)), normalise(emb.caption_rows(caption_ids)))
+    text = None
+    if text_model is not None:
+        from core.features import text_features
+        text = normalise(text_features(store, dataset_id, text_model, device).rows(caption_ids))
+    return SignalInputs(image_ids, caption_ids, spaces, text)
