@@ -612,6 +612,23 @@ class Store:
                 cur.execute("INSERT INTO score_extras SELECT run_id, pair_id, name, value FROM new_extras")
                 cur.unregister("new_extras")
 
+    def update_clean_prob(self, run_id: int, pair_ids: np.ndarray, clean_prob: np.ndarray, weight: np.ndarray) -> None:
+        """Rewrite a run's `clean_prob` and `weight` for these pairs in one transaction (a refit of a fused score)."""
+        frame = pd.DataFrame({"pair_id": np.asarray(pair_ids, dtype=np.int64),
+                              "clean_prob": np.asarray(clean_prob, dtype=np.float64),
+                              "weight": np.asarray(weight, dtype=np.float64)})
+        with self.transaction() as cur:
+            cur.register("new_probs", frame)
+            cur.execute("""UPDATE scores SET clean_prob = n.clean_prob, weight = n.weight FROM new_probs n
+                           WHERE scores.run_id = ? AND scores.pair_id = n.pair_id""", [int(run_id)])
+            cur.unregister("new_probs")
+
+    def pair_extras(self, run_id: int, pair_id: int) -> dict[str, float]:
+        """One pair's extra score columns under a run (e.g. a fused run's signals)."""
+        rows = self._q("SELECT name, value FROM score_extras WHERE run_id = ? AND pair_id = ?",
+                       [int(run_id), int(pair_id)]).fetchall()
+        return {str(n): float(v) if v is not None else float("nan") for n, v in rows}
+
     def scores_frame(self, run_id: int, extras: bool = True) -> pd.DataFrame:
         """A run's scores, one row per pair, with `flagged` under the run's threshold and extras as columns."""
         df = self._df("""SELECT s.pair_id, s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged
@@ -921,6 +938,11 @@ class Store:
         """Caption rows (caption_id, text) of these ids, in no particular order."""
         return self._df("SELECT id AS caption_id, text FROM captions WHERE id IN (SELECT unnest(?::BIGINT[]))",
                         [[int(i) for i in caption_ids]])
+    def decisions_since(self, dataset_id: int, decision_id: int) -> int:
+        """How many decisions (undos included) the dataset has had after decision `decision_id`."""
+        return int(self._q("SELECT count(*) FROM decisions WHERE dataset_id = ? AND id > ?",
+                           [int(dataset_id), int(decision_id)]).fetchone()[0])
+
 
     def images_by_id(self, image_ids: Sequence[int]) -> pd.DataFrame:
         """Image rows (image_id, path, hash) of these ids, in no particular order."""
