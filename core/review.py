@@ -3,17 +3,24 @@
 A queue is a dataset's pairs under one finished run, in the order the person picks (most suspicious,
 most uncertain, a review set's order, or import order), narrowed by a filter (split, caption text, score
 range, decision state). Decided pairs leave it: the state filter applies to decisions made before the
-queue was opened (`opened_at`, a decision id), and any newer decision takes its pair out. Suggestions are
+queue was opened (`opened_at`, a decision id), and any newer decision takes its pair out.
+
+A queue's scope (its filter without the decision state) in its order does not depend on decisions, so it is
+computed once per dataset, run, order and filter (`queue_order`, kept for the process) and every key press
+applies only the current decisions (a few rows per decided pair) to it: no query over every pair. Suggestions are
 the dataset's nearest captions to a pair's image and nearest images to its caption under the run's
 embeddings (`core.index.RunNeighbours`, built once per run and cached). Every action is one store call:
 stored at once, in one transaction, with its meta-data effect.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.errors import ConcordError
@@ -35,6 +42,8 @@ STATES: dict[str, tuple[str, ...]] = {   # decision state -> the current-decisio
     "any": ("none", "keep", "reject", "fix", "skip"),
 }
 IDLE_GAP_S = 300.0
+ORDERS_KEPT = 8
+"""How many queue orders (`queue_order`) the process keeps (a million pairs take about 30 MB)."""
 DONE = {"keep": "Kept", "reject": "Rejected", "fix": "Fixed", "skip": "Skipped"}
 
 
@@ -109,14 +118,67 @@ def decision_rate(times: Sequence[datetime], idle_gap_s: float = IDLE_GAP_S) -> 
     return (n - 1) / span * 60.0 if n >= 2 and span > 0 else None
 
 
+@dataclass(frozen=True)
+class QueueOrder:
+    """A queue's scope in the queue's order: its pair ids, and each id's place among them."""
+
+    ids: np.ndarray      # int64 pair ids, in order
+    places: pd.Index     # pair id -> row of `ids` (a hash index, so decided pairs are found without a scan)
+
+
+_orders: OrderedDict[tuple, QueueOrder] = OrderedDict()
+_orders_lock = threading.Lock()
+
+
+def queue_order(store: Store, dataset_id: int, run: Run, spec: QueueSpec) -> QueueOrder:
+    """The scope of `spec`'s queue under `run`, in order: computed by the store once, then kept (the last
+    `ORDERS_KEPT`) per database, dataset, run (as finished, with its threshold when the order uses it), order
+    and filter. Decisions never change it; `build_queue` applies them."""
+    text = spec.text.strip() or None
+    key = (store.path, int(dataset_id), run.cache_key, run.finished_at,
+           run.threshold if spec.order == "uncertain" else None,
+           spec.order, spec.split, text, spec.clean_range, spec.set_id)
+    with _orders_lock:
+        if key in _orders:
+            _orders.move_to_end(key)
+            return _orders[key]
+    ids = store.review_scope(dataset_id, run.id, order=spec.order, split=spec.split, text=text,
+                             clean_range=spec.clean_range, set_id=spec.set_id, threshold=run.threshold)
+    order = QueueOrder(ids, pd.Index(ids))
+    with _orders_lock:
+        _orders[key] = order
+        while len(_orders) > ORDERS_KEPT:
+            _orders.popitem(last=False)
+    return order
+
+
+def queue_mask(order: QueueOrder, decisions: pd.DataFrame, actions: Sequence[str],
+               opened_at: int | None) -> tuple[np.ndarray, dict[str, int]]:
+    """Which pairs of `order` are in the queue (a boolean mask over its ids) and the counts, from the current
+    decisions (`Store.current_decisions`: pair_id, decision_id, action). A pair is in the queue when its
+    current action ("none" when undecided) is one of `actions` and, with `opened_at`, its decision is not
+    newer than that. Counts: scope, decided (keep/reject/fix), skipped, queue."""
+    mask = np.full(len(order.ids), "none" in actions)
+    rows = order.places.get_indexer(decisions["pair_id"].to_numpy(np.int64))
+    inside = rows >= 0
+    action = decisions["action"].to_numpy(object)[inside]
+    stays = np.isin(action, list(actions))
+    if opened_at is not None:
+        stays &= decisions["decision_id"].to_numpy(np.int64)[inside] <= int(opened_at)
+    mask[rows[inside]] = stays
+    counts = {"scope": len(order.ids), "decided": int(np.isin(action, ["keep", "reject", "fix"]).sum()),
+              "skipped": int((action == "skip").sum()), "queue": int(mask.sum())}
+    return mask, counts
+
+
 def build_queue(store: Store, dataset_id: int, run: Run, spec: QueueSpec, *, reviewer: str,
                 opened_at: int | None = None, limit: int = 1, offset: int = 0) -> Queue:
     """The first `limit` pairs of the queue (from `offset`) and the progress; `opened_at` is the newest
     decision id when the person opened the queue (see the module docstring)."""
-    head, counts = store.review_queue(
-        dataset_id, run.id, order=spec.order, actions=STATES[spec.state], decided_before=opened_at,
-        split=spec.split, text=spec.text.strip() or None, clean_range=spec.clean_range, set_id=spec.set_id,
-        threshold=run.threshold, limit=limit, offset=offset)
+    order = queue_order(store, dataset_id, run, spec)
+    mask, counts = queue_mask(order, store.current_decisions(dataset_id), STATES[spec.state], opened_at)
+    head_ids = order.ids[np.flatnonzero(mask)[int(offset):int(offset) + int(limit)]]
+    head = store.review_rows(dataset_id, run.id, head_ids)
     rate = decision_rate(store.decision_times(dataset_id, reviewer))
     return Queue(head, ReviewProgress(counts["scope"], counts["decided"], counts["skipped"], counts["queue"], rate))
 

@@ -865,36 +865,29 @@ class Store:
         return [int(r[0]) for r in rows]
 
     # --- review (issue 11): the review queue and the lookups the Review page needs
-    def review_queue(self, dataset_id: int, run_id: int, *, order: str = "suspicious",
-                     actions: Sequence[str] = ("none",), decided_before: int | None = None,
-                     split: str | None = None, text: str | None = None,
-                     clean_range: tuple[float, float] | None = None, set_id: int | None = None,
-                     threshold: float = 0.5, limit: int = 1, offset: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
-        """The head of a review queue (`limit` rows from `offset`) and its counts, in one query.
+    _REVIEW_ORDERS = {"suspicious": "s.clean_prob ASC NULLS LAST, p.position",
+                      "uncertain": "abs(s.clean_prob - ?) ASC NULLS LAST, p.position",
+                      "set": "rs.position, p.position", "position": "p.position"}
+
+    def review_scope(self, dataset_id: int, run_id: int, *, order: str = "suspicious", split: str | None = None,
+                     text: str | None = None, clean_range: tuple[float, float] | None = None,
+                     set_id: int | None = None, threshold: float = 0.5) -> np.ndarray:
+        """The pair ids of a review queue's scope, in the queue's order (int64).
 
         The scope is the dataset's pairs (only those of review set `set_id` when given) matching `split`,
         caption `text` (case-insensitive substring, or the pair key) and `clean_range` (inclusive, under
-        run `run_id`). The queue is the scope's pairs whose current decision action is in `actions`
-        ("none": undecided); with `decided_before`, a pair decided by a decision newer than that id leaves
-        the queue whatever its action. `order`: suspicious (lowest clean_prob), uncertain (clean_prob
-        nearest `threshold`), set (the set's order) or position (import order); ties by import order.
-        Counts: `scope`, `decided` (keep/reject/fix), `skipped`, `queue`.
-        """
-        orders = {"suspicious": "{t}clean_prob ASC NULLS LAST, {t}position",
-                  "uncertain": "abs({t}clean_prob - ?) ASC NULLS LAST, {t}position",
-                  "set": "{t}set_position, {t}position", "position": "{t}position"}
-        if order not in orders or (order == "set" and set_id is None):
-            raise ConcordError(f"unknown queue order {order!r}" if order not in orders else
+        run `run_id`); decisions do not change it (see `core.review`, which applies them). `order`:
+        suspicious (lowest clean_prob), uncertain (clean_prob nearest `threshold`), set (the set's order) or
+        position (import order); unscored pairs last, ties by import order."""
+        if order not in self._REVIEW_ORDERS or (order == "set" and set_id is None):
+            raise ConcordError(f"unknown queue order {order!r}" if order not in self._REVIEW_ORDERS else
                                "the review-set order needs a review set")
-        ds = int(dataset_id)
         joins, where = [], ["p.dataset_id = ?"]
         join_params: list[Any] = []
-        where_params: list[Any] = [ds]
-        set_pos = "NULL::INTEGER"
+        where_params: list[Any] = [int(dataset_id)]
         if set_id is not None:
             joins.append("JOIN review_set_pairs rs ON rs.pair_id = p.id AND rs.set_id = ?")
             join_params.append(int(set_id))
-            set_pos = "rs.position"
         if text:
             joins.append("JOIN captions c ON c.id = p.caption_id")
             where.append("(contains(lower(c.text), lower(?)) OR p.key = ?)")
@@ -905,44 +898,35 @@ class Store:
         if clean_range is not None:
             where.append("s.clean_prob BETWEEN ? AND ?")
             where_params += [float(clean_range[0]), float(clean_range[1])]
-        state = ["list_contains(?::VARCHAR[], coalesce(decision, 'none'))"]
-        state_params: list[Any] = [list(actions)]
-        if decided_before is not None:
-            state.append("(decision IS NULL OR decision_id <= ?)")
-            state_params.append(int(decided_before))
         order_params = [float(threshold)] if order == "uncertain" else []
-        scope = f"""SELECT p.id AS pair_id, p.position, p.image_id, p.caption_id, s.similarity, s.clean_prob,
-                           s.weight, cd.action AS decision, cd.id AS decision_id, {set_pos} AS set_position
-                    FROM pairs p {' '.join(joins)}
-                    LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
-                    LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
-                    WHERE {' AND '.join(where)}"""
-        scope_params = join_params + [int(run_id)] + where_params
-        state_sql = " AND ".join(state)
-        frame = self._df(f"""WITH scope AS MATERIALIZED ({scope}),
-            k AS (SELECT count(*) AS n_scope, count(*) FILTER (WHERE decision IN ('keep', 'reject', 'fix')) AS n_decided,
-                         count(*) FILTER (WHERE decision = 'skip') AS n_skipped,
-                         count(*) FILTER (WHERE {state_sql}) AS n_queue FROM scope),
-            h AS (SELECT * FROM scope WHERE {state_sql} ORDER BY {orders[order].format(t="")} LIMIT ? OFFSET ?)
-            SELECT k.*, h.*, p2.key, p2.split, i.path AS image_path, i.hash AS image_hash, c2.text AS caption
-            FROM k LEFT JOIN h ON true LEFT JOIN pairs p2 ON p2.id = h.pair_id
-            LEFT JOIN images i ON i.id = h.image_id LEFT JOIN captions c2 ON c2.id = h.caption_id
-            ORDER BY {orders[order].format(t="h.")}""",
-            scope_params + state_params + state_params + order_params + [int(limit), int(offset)] + order_params)
-        counts = {k: int(frame[f"n_{k}"].iloc[0]) for k in ("scope", "decided", "skipped", "queue")}
-        head = frame.drop(columns=[f"n_{k}" for k in counts]).dropna(subset=["pair_id"]).reset_index(drop=True)
-        head = head.astype({c: "int64" for c in ("pair_id", "position", "image_id", "caption_id")})
-        return head, counts
+        rows = self._q(f"""SELECT p.id FROM pairs p {' '.join(joins)}
+                           LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
+                           WHERE {' AND '.join(where)} ORDER BY {self._REVIEW_ORDERS[order]}""",
+                       join_params + [int(run_id)] + where_params + order_params).fetchnumpy()
+        return np.asarray(rows["id"], dtype=np.int64)
+
+    def review_rows(self, dataset_id: int, run_id: int, pair_ids: Sequence[int]) -> pd.DataFrame:
+        """The rows the Review page shows for these pairs, in the order given: ids, position, scores under run
+        `run_id`, current decision (and its id), key, split, image path and hash, caption."""
+        ids = [int(p) for p in pair_ids]
+        ds = int(dataset_id)
+        frame = self._df(f"""SELECT p.id AS pair_id, p.position, p.image_id, p.caption_id, s.similarity, s.clean_prob,
+                                    s.weight, cd.action AS decision, cd.id AS decision_id, p.key, p.split,
+                                    i.path AS image_path, i.hash AS image_hash, c.text AS caption
+                             FROM pairs p
+                             JOIN images i ON i.id = p.image_id
+                             JOIN captions c ON c.id = p.caption_id
+                             LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
+                             LEFT JOIN (SELECT * FROM {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))}) cd
+                                  ON cd.pair_id = p.id
+                             WHERE p.dataset_id = ? AND p.id IN (SELECT unnest(?::BIGINT[]))""",
+                         [int(run_id), ds, ids])
+        return frame.set_index("pair_id").reindex(ids).reset_index()
 
     def captions_by_id(self, caption_ids: Sequence[int]) -> pd.DataFrame:
         """Caption rows (caption_id, text) of these ids, in no particular order."""
         return self._df("SELECT id AS caption_id, text FROM captions WHERE id IN (SELECT unnest(?::BIGINT[]))",
                         [[int(i) for i in caption_ids]])
-    def decisions_since(self, dataset_id: int, decision_id: int) -> int:
-        """How many decisions (undos included) the dataset has had after decision `decision_id`."""
-        return int(self._q("SELECT count(*) FROM decisions WHERE dataset_id = ? AND id > ?",
-                           [int(dataset_id), int(decision_id)]).fetchone()[0])
-
 
     def images_by_id(self, image_ids: Sequence[int]) -> pd.DataFrame:
         """Image rows (image_id, path, hash) of these ids, in no particular order."""
@@ -953,6 +937,11 @@ class Store:
         """The newest decision id of the dataset (0 when none): a queue opened now keeps pairs decided up to it."""
         return int(self._q("SELECT coalesce(max(id), 0) FROM decisions WHERE dataset_id = ?",
                            [int(dataset_id)]).fetchone()[0])
+
+    def decisions_since(self, dataset_id: int, decision_id: int) -> int:
+        """How many decisions (undos included) the dataset has had after decision `decision_id`."""
+        return int(self._q("SELECT count(*) FROM decisions WHERE dataset_id = ? AND id > ?",
+                           [int(dataset_id), int(decision_id)]).fetchone()[0])
 
     def decision_times(self, dataset_id: int, reviewer: str, limit: int = 200) -> list[datetime]:
         """When `reviewer`'s latest `limit` decisions (undos not counted) were made, oldest first."""

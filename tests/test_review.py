@@ -1,4 +1,4 @@
-"""The review queue (core/review.py, Store.review_queue): orders, filters, decided pairs leaving, progress
+"""The review queue (core/review.py, Store.review_scope / review_rows): orders, filters, decided pairs leaving, progress
 and pace, suggestions under a run's embeddings, and the actions with their meta-data effect.
 
 `review_run` builds a 6-pair dataset and a finished run with hand-picked scores and embeddings; the page
@@ -209,8 +209,7 @@ def test_suggestions_without_embeddings(store, rv, tmp_path):
 # ------------------------------------------------------------------------------------------ actions
 def frame(store, rv: ReviewRun, *keys_: str) -> pd.DataFrame:
     """Queue rows of these pair keys."""
-    head, _ = store.review_queue(rv.dataset_id, rv.run_id, actions=("none", "keep", "reject", "fix", "skip"),
-                                 limit=10)
+    head = store.review_rows(rv.dataset_id, rv.run_id, list(rv.pair.values()))
     return head[head["key"].isin(keys_)]
 
 
