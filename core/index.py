@@ -163,15 +163,17 @@ class RunNeighbours:
 
     @classmethod
     def for_run(cls, store, run_id: int) -> "RunNeighbours":
-        """The neighbours under run `run_id`'s trained model: built once from its embeddings, then kept in
-        memory and on disk under the run's cache folder (rebuilt when the embeddings change)."""
-        from core import artifacts
-        run = store.run(run_id)   # NotFound for an unknown run
-        path = artifacts.embeddings_path(run)
-        if not path.exists():
-            artifacts.load_embeddings(run)   # raises NotFound saying what to do
-        st = path.stat()
-        return _run_neighbours(str(path.parent), st.st_size, st.st_mtime_ns)
+        """The neighbours under run `run_id`'s trained model: built once from its embeddings (at the end of the
+        run, `build_for_run`), then kept in memory and on disk under the run's cache folder (rebuilt when the
+        embeddings change)."""
+        return _run_neighbours(*_embeddings_stamp(store, run_id))
+
+    @classmethod
+    def build_for_run(cls, store, run_id: int, progress: Any = None) -> None:
+        """Build run `run_id`'s two indexes and write them to its cache folder, reporting on `progress` (a
+        `core.progress.Progress`) as stage `index`: what a run does when it ends, so that Review loads them
+        instead of building them on its first visit. Nothing is built when they are already on disk."""
+        _load_or_build(*_embeddings_stamp(store, run_id), progress)
 
     @classmethod
     def for_model(cls, store, dataset_id: int, model: str, device: str = "auto") -> "RunNeighbours":
@@ -234,24 +236,49 @@ def _model_neighbours(store, dataset_id: int, model: str, device: str, identity:
     return RunNeighbours.from_embeddings(_Embeddings(images.ids, images.values, texts.ids, caption_emb))
 
 
+def _embeddings_stamp(store, run_id: int) -> tuple[str, int, int]:
+    """(the run's cache folder, its embeddings file's size and modification time)."""
+    from core import artifacts
+    run = store.run(run_id)   # NotFound for an unknown run
+    path = artifacts.embeddings_path(run)
+    if not path.exists():
+        artifacts.load_embeddings(run)   # raises NotFound saying what to do
+    st = path.stat()
+    return str(path.parent), st.st_size, st.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=8)
 def _run_neighbours(run_folder: str, size: int, mtime_ns: int) -> RunNeighbours:
     """Keyed by the run's cache folder and its embeddings file's size and time, so a re-run's new embeddings
     give new neighbours."""
+    return _load_or_build(run_folder, size, mtime_ns)
+
+
+def _load_or_build(run_folder: str, size: int, mtime_ns: int, progress: Any = None) -> RunNeighbours:
+    """The run's neighbours from its `neighbours` folder when its stamp matches the embeddings, else built
+    (images, then captions, each a step of `progress`) and written there, the stamp last."""
     from core import artifacts
     emb = artifacts.read_embeddings(Path(run_folder) / "embeddings.npz")
     folder = Path(run_folder) / "neighbours"
     stamp = {"embeddings_size": size, "embeddings_mtime_ns": mtime_ns}
     stamp_file = folder / "stamp.json"
+    image_emb, caption_emb = normalise(emb.image_emb), normalise(emb.caption_emb)
     if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
-        image_emb, caption_emb = normalise(emb.image_emb), normalise(emb.caption_emb)
         return RunNeighbours(VectorIndex.load(folder / "images"), VectorIndex.load(folder / "captions"),
                              emb.image_ids, image_emb, emb.caption_ids, caption_emb)
-    result = RunNeighbours.from_embeddings(emb)
+    if progress is not None:
+        progress.start("index", 2, message=f"nearest-neighbour index of {len(image_emb):,} images")
     stamp_file.unlink(missing_ok=True)            # the stamp is written last: it vouches for both indexes
-    result.image_index.save(folder / "images")
-    result.caption_index.save(folder / "captions")
+    image_index = VectorIndex.build(image_emb, emb.image_ids)
+    image_index.save(folder / "images")
+    if progress is not None:
+        progress.set_message(f"nearest-neighbour index of {len(caption_emb):,} captions")
+        progress.advance()
+    caption_index = VectorIndex.build(caption_emb, emb.caption_ids)
+    caption_index.save(folder / "captions")
     tmp = folder / "stamp.json.tmp"
     tmp.write_text(json.dumps(stamp))
     os.replace(tmp, stamp_file)
-    return result
+    if progress is not None:
+        progress.advance()
+    return RunNeighbours(image_index, caption_index, emb.image_ids, image_emb, emb.caption_ids, caption_emb)
