@@ -18,6 +18,7 @@ import torch
 from core import artifacts
 from core.errors import Cancelled, ConcordError
 from core.evaluate import evaluate_run
+from core.index import RunNeighbours
 from core.meta_seed import ensure_seed
 from core.methods import make_config, method_class, spec
 from core.methods.base import Checkpointer, RunContext
@@ -142,8 +143,8 @@ def prepare(store, run, progress: Progress) -> RunContext:
 
 
 def execute_run(store, run_id: int, progress: Progress) -> None:
-    """Run or resume run `run_id` in this thread: finished (scores, embeddings, metrics written), cancelled
-    (checkpoint kept; resumable) or failed (error stored, then raised)."""
+    """Run or resume run `run_id` in this thread: finished (scores, embeddings, neighbour index, metrics
+    written), cancelled (checkpoint kept; resumable) or failed (error stored, then raised)."""
     run = store.run(run_id)
     if run.state == "finished":
         raise ConcordError(f"run {run_id} has already finished")
@@ -160,6 +161,7 @@ def execute_run(store, run_id: int, progress: Progress) -> None:
         progress.check()
         store.write_scores(run_id, pair_ids, result.similarity, result.clean_prob, result.weight, result.extras)
         artifacts.save_embeddings(store.run(run_id), result.embeddings)
+        RunNeighbours.build_for_run(store, run_id, progress)   # Review's suggestions, ready when the run is
         store.update_run(run_id, metrics=result.metrics)
         detection = {k: v for k, v in evaluate_run(store, run_id).items()
                      if k in ("truth", "auroc", "auprc", "precision", "recall", "f1", "flagged")}
