@@ -7,17 +7,21 @@ the page draws a line per pair from its image to its caption, so a mismatched pa
 
 A PCA view (`pca_run`) takes a second and is shown at once; the UMAP view (`project_run`) is the one people
 read, computed as a background job. Above `max_fit_points` points UMAP is fitted on a seeded random sample
-of that size and the other points are placed with `transform` (in batches, cancellable between them):
-fitting is super-linear in the number of points while placing is linear, and a sample of 50k already fixes
-the layout of the clusters. Both are cached under the run's cache folder, keyed by the settings and
+of that size and the other points are placed at the weighted mean of their nearest fitted points (in batches,
+cancellable between them): fitting is super-linear in the number of points while placing is linear, and a
+sample of 50k already fixes the layout of the clusters. UMAP gets inputs reduced by PCA to `pca_dims`
+dimensions and, for the cosine metric, its k-nearest-neighbour graph from faiss (`precomputed_knn`), which
+replaces its own nearest-neighbour descent, the slowest part of a fit. Both are cached under the run's cache folder, keyed by the settings and
 stamped with the embeddings file, so recomputed embeddings (a re-run) never meet an old map.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,11 +31,15 @@ from core.errors import ConcordError
 from core.progress import Progress
 from core.store import Run
 
+if TYPE_CHECKING:
+    from core.index import VectorIndex
+
 MODES = ("pairs", "two-sets")
 METRICS = ("cosine", "euclidean")
 MIN_UMAP_POINTS = 5  # below this UMAP's neighbour graph is degenerate: the PCA coordinates are used
 TRANSFORM_BATCH = 20_000
 PCA_FIT_SAMPLE = 20_000
+_PLACE_TEMPERATURE = 0.05   # neighbour weights exp((sim - best sim) / T) when placing points outside the fit
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,9 @@ class ProjectionSettings:
     seed: int | None = 0
     """Random seed: the same settings give the same map. None runs UMAP in parallel, not reproducibly."""
     max_fit_points: int = 50_000
-    """Above this many points UMAP is fitted on a sample of this size and the rest placed by `transform`."""
+    """Above this many points UMAP is fitted on a sample of this size and the rest placed by their neighbours."""
+    pca_dims: int = 50
+    """UMAP's inputs are the first `pca_dims` principal components (of the normalised vectors for cosine)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -62,6 +72,8 @@ class ProjectionSettings:
             raise ConcordError(f"min_dist must be within [0, 1], got {self.min_dist}")
         if self.max_fit_points < 100:
             raise ConcordError(f"max_fit_points must be at least 100, got {self.max_fit_points}")
+        if self.pca_dims < 2:
+            raise ConcordError(f"pca_dims must be at least 2, got {self.pca_dims}")
 
     @property
     def key(self) -> str:
@@ -77,14 +89,17 @@ def fuse(image_emb: np.ndarray, caption_emb: np.ndarray) -> np.ndarray:
     return np.divide(total, norms, out=np.zeros_like(total), where=norms > 0)
 
 
-def pca_projection(vectors: np.ndarray, fit_sample: int = PCA_FIT_SAMPLE, seed: int = 0) -> np.ndarray:
-    """The (n, 2) coordinates of `vectors` on their first two principal components.
+def principal_components(vectors: np.ndarray, dims: int, fit_sample: int = PCA_FIT_SAMPLE, seed: int = 0,
+                         centre: bool = True) -> np.ndarray:
+    """The (n, dims) coordinates of `vectors` on their first `dims` principal components (zero columns past
+    the data's dimension); without `centre` the vectors are projected as they are (inner products kept
+    within the components' span, which cosine similarity needs).
 
     Mean and components come from at most `fit_sample` rows (seeded sample) so that a million points stay
     quick; each component's sign is fixed so that its largest loading is positive (deterministic output).
     """
     x = np.asarray(vectors, dtype=np.float64)
-    out = np.zeros((len(x), 2), dtype=np.float32)
+    out = np.zeros((len(x), dims), dtype=np.float32)
     if len(x) == 0:
         return out
     fit = x
@@ -93,12 +108,37 @@ def pca_projection(vectors: np.ndarray, fit_sample: int = PCA_FIT_SAMPLE, seed: 
     mean = fit.mean(axis=0)
     centred = fit - mean
     _, eigvecs = np.linalg.eigh(centred.T @ centred)
-    components = eigvecs[:, ::-1][:, :2]  # eigh sorts ascending
+    components = eigvecs[:, ::-1][:, :dims]  # eigh sorts ascending
     signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(components.shape[1])])
     components = components * np.where(signs == 0, 1.0, signs)
-    coords = (x - mean) @ components
+    coords = ((x - mean) if centre else x) @ components
     out[:, :coords.shape[1]] = coords
     return out
+
+
+def pca_projection(vectors: np.ndarray, fit_sample: int = PCA_FIT_SAMPLE, seed: int = 0) -> np.ndarray:
+    """The (n, 2) coordinates of `vectors` on their first two principal components (`principal_components`)."""
+    return principal_components(vectors, 2, fit_sample, seed)
+
+
+def _umap_inputs(x: np.ndarray, settings: ProjectionSettings) -> np.ndarray:
+    """What UMAP is fitted on: the vectors on their first `pca_dims` components (for cosine: the normalised
+    vectors, projected uncentred)."""
+    cosine = settings.metric == "cosine"
+    if cosine:
+        from core.index import normalise
+        x = normalise(x)
+    return x if x.shape[1] <= settings.pca_dims else principal_components(x, settings.pca_dims, centre=not cosine)
+
+
+def place_by_neighbours(fitted: VectorIndex, fitted_coords: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(q, 2) coordinates of `queries`: the mean of the coordinates of their `k` most similar fitted points
+    (`fitted` indexes them under their row numbers, cosine), weighted by exp((similarity − the best one's) / T):
+    where UMAP's transform starts from, without its refinement."""
+    ids, sims = fitted.search(queries, k)
+    weights = np.where(ids >= 0, np.exp((sims - sims[:, :1]) / _PLACE_TEMPERATURE), 0.0)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("qk,qkd->qd", weights, fitted_coords[np.maximum(ids, 0)]).astype(np.float32)
 
 
 def umap_projection(vectors: np.ndarray, settings: ProjectionSettings, progress: Progress) -> np.ndarray:
@@ -114,18 +154,32 @@ def umap_projection(vectors: np.ndarray, settings: ProjectionSettings, progress:
     if n > settings.max_fit_points:
         rng = np.random.default_rng(0 if settings.seed is None else settings.seed)
         fit_idx = np.sort(rng.choice(n, settings.max_fit_points, replace=False))
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(settings.n_neighbors, len(fit_idx) - 1),
-                        min_dist=settings.min_dist, metric=settings.metric, random_state=settings.seed,
-                        n_jobs=1 if settings.seed is not None else -1)
+    inputs = _umap_inputs(x, settings)
+    fit = inputs[fit_idx]
+    k = min(settings.n_neighbors, len(fit_idx) - 1)
+    knn: tuple = (None, None, None)
+    if settings.metric == "cosine":
+        from core.index import nearest_neighbours
+        progress.start("umap-knn", None, message=f"Nearest neighbours of {len(fit_idx):,} points")
+        rows, sims = nearest_neighbours(fit, k, exclude_self=False)   # each point first, as UMAP expects
+        knn = (rows, np.maximum(1.0 - sims, 0.0).astype(np.float32))
+    reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=settings.min_dist, metric=settings.metric,
+                        random_state=settings.seed, n_jobs=1 if settings.seed is not None else -1,
+                        precomputed_knn=knn)
     progress.start("umap-fit", None, message=f"Fitting UMAP on {len(fit_idx):,} points")
     coords = np.zeros((n, 2), dtype=np.float32)
-    coords[fit_idx] = reducer.fit_transform(x[fit_idx])
+    with warnings.catch_warnings():   # "transform will be unavailable": the rest is placed here, not by it
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        coords[fit_idx] = reducer.fit_transform(fit)
     rest = np.setdiff1d(np.arange(n), fit_idx, assume_unique=True)
     progress.start("umap-transform", len(rest), message=f"Placing the other {len(rest):,} points")
+    if len(rest):
+        from core.index import VectorIndex
+        fitted = VectorIndex.build(fit, np.arange(len(fit_idx)))
     for start in range(0, len(rest), TRANSFORM_BATCH):
         progress.check()
         batch = rest[start:start + TRANSFORM_BATCH]
-        coords[batch] = reducer.transform(x[batch])
+        coords[batch] = place_by_neighbours(fitted, coords[fit_idx], inputs[batch], k)
         progress.advance(len(batch))
     return coords
 

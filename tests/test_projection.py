@@ -245,3 +245,27 @@ def test_detection_at_threshold_by_hand() -> None:
     assert detection_at_threshold(np.array([False]), np.array([0.1]), 0.5)["precision"] == 0.0
     with pytest.raises(ValueError, match="is_noisy has 1 values but clean_prob 2"):
         detection_at_threshold(np.array([True]), np.array([0.1, 0.2]), 0.5)
+
+
+def test_points_outside_the_fit_are_placed_at_their_neighbours_weighted_mean() -> None:
+    from core.index import VectorIndex
+    from core.projection import place_by_neighbours
+    fitted = np.array([[1, 0], [0, 1]], np.float32)
+    coords = np.array([[0, 0], [10, 0]], np.float32)
+    index = VectorIndex.build(fitted, np.arange(2))
+    assert np.allclose(place_by_neighbours(index, coords, np.array([[1, 0]], np.float32), 1), [[0, 0]])
+    # equally similar to both: the middle
+    assert np.allclose(place_by_neighbours(index, coords, np.array([[1, 1]], np.float32), 2), [[5, 0]])
+    # cos 0.6 vs 0.8: weights exp(-0.2 / 0.05) : 1
+    w = np.exp(-0.2 / 0.05)
+    assert np.allclose(place_by_neighbours(index, coords, np.array([[0.6, 0.8]], np.float32), 2),
+                       [[10 / (1 + w), 0]], atol=1e-5)
+
+
+def test_uncentred_components_keep_the_inner_products_in_their_span() -> None:
+    from core.projection import principal_components
+    v = np.array([[3, 0, 0], [0, 1, 0], [-3, 0, 0], [0, -1, 0]], float) + [0, 0, 5]   # offset along z
+    centred = principal_components(v, 2)
+    assert np.allclose(centred, [[3, 0], [0, 1], [-3, 0], [0, -1]], atol=1e-6)
+    raw = principal_components(v, 3, centre=False)
+    assert np.allclose(raw @ raw.T, v @ v.T, atol=1e-5)         # all three components: nothing lost
