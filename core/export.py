@@ -6,11 +6,14 @@ temporary folder beside the destination (`.NAME.concord-tmp-<pid>`) that is rena
 crash never leaves a half export; `clean_stale_exports` removes the temporary folders of processes that
 died (called at the start of every export, and meant for the app's start too).
 
-Layout of an export folder: the data file(s) (`pairs.csv|jsonl|parquet`, `captions_<split>.json` for
-COCO, `dataset.json` for Karpathy) whose image paths are the original relative paths; `images/` holding
-the kept images under those same paths (`--images copy`; re-import with `images_root=DIR/images`) or no
-images and `images_root` in the manifest pointing at the original root (`--images paths`);
-`manifest.json`; `decisions.csv` (the full decision log).
+An export folder is a dataset: `python -m core import DIR` (or of its data file) brings it back with
+no flags. It holds the data file(s) (`pairs.csv|jsonl|parquet`, `captions_<split>.json` for COCO,
+`dataset.json` for Karpathy), `manifest.json` and `decisions.csv` (the full decision log). With
+`--images copy` the kept images sit beside the data file under their original relative paths, and the
+data file names them relative to its own folder, so a round trip keeps the paths as they were (only
+when an image's first path part would clash with the export's own files do all images go under
+`images/`, named so in the data file). With `--images paths` no image is copied: the data file keeps
+the paths relative to the original root, which the manifest's `images_root` names and the importer uses.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from core.progress import Progress
 from core.store import Dataset, Run, Store
 
 FORMATS = ("csv", "jsonl", "parquet", "coco", "karpathy")
+MANIFEST = "manifest.json"
+DECISIONS = "decisions.csv"
 IMAGE_MODES = ("copy", "paths")
 TABULAR_COLUMNS = ["image", "caption", "split", "pair_id", "clean_prob", "weight", "decision"]
 ZIP_LIMIT_BYTES = 200 * 1024 * 1024
@@ -108,11 +113,46 @@ def plan_export(store: Store, name: str, options: ExportOptions = ExportOptions(
     counts = {"in": len(pairs), "dropped": int((~keep).sum()), "dropped_rejected": int(rejected.sum()),
               "dropped_flagged_unreviewed": int(dropped_flagged.sum()), "fixed": int((fixed & keep).sum()),
               "out": len(rows)}
+    if options.images == "copy":
+        rows["image"] = _image_prefix(rows["image_path"], fmt, rows["split"]) + rows["image_path"]
     image_bytes = 0
     if options.images == "copy":
         sizes = store.images_frame(dataset.id).drop_duplicates("path").set_index("path")["nbytes"]
         image_bytes = int(sizes.reindex(rows["image_path"].unique()).fillna(0).sum())
     return ExportPlan(dataset, run, fmt, options, rows, counts, image_bytes)
+
+
+def _own_files(fmt: str, splits: pd.Series) -> set[str]:
+    """The names an export of `fmt` writes at its top level besides images."""
+    if fmt == "coco":
+        data = {f"captions_{s}.json" for s in splits.unique()}
+    else:
+        data = {"dataset.json" if fmt == "karpathy" else f"pairs.{fmt}"}
+    return data | {MANIFEST, DECISIONS}
+
+
+def _image_prefix(image_paths: pd.Series, fmt: str, splits: pd.Series) -> str:
+    """Where copied images go inside the export, as a path prefix: "" (their own relative paths) unless
+    an image's first path part is one of the export's own files, then "images/"."""
+    firsts = {PurePosixPath(p).parts[0] for p in image_paths.unique() if p}
+    return "images/" if firsts & _own_files(fmt, splits) else ""
+
+
+def _numeric_ids(keys: list[str]) -> list[int]:
+    """An integer id per pair key, unique across the export: the key itself when it is a number not seen
+    before, else the next free number (COCO annotation ids and Karpathy sentids must be integers)."""
+    taken = {int(k) for k in keys if k.isdigit()}
+    next_id = max(taken, default=0) + 1
+    used: set[int] = set()
+    ids = []
+    for key in keys:
+        if key.isdigit() and int(key) not in used:
+            value = int(key)
+        else:
+            value, next_id = next_id, next_id + 1
+        used.add(value)
+        ids.append(value)
+    return ids
 
 
 # ------------------------------------------------------------------------------------------ writers
@@ -128,30 +168,32 @@ def _write_tabular(plan: ExportPlan, folder: Path) -> list[str]:
     return [name]
 
 
-def _int_or(value: str, fallback: int) -> int:
-    return int(value) if value.isdigit() else fallback
-
-
 def _write_coco(plan: ExportPlan, folder: Path) -> list[str]:
-    """One `captions_<split>.json` per split; image ids as imported when known, annotation ids = pair keys."""
+    """One `captions_<split>.json` per split; image ids as imported when known; annotation ids are the
+    pair keys when they are numbers (else a `pair_id` field keeps the key); each image entry names its
+    `split`, so a re-import puts it back in it whatever its file name says."""
     source = plan.dataset.info.get("coco") or {}
     known_ids: dict[str, Any] = source.get("image_ids") or {}
     image_ids: dict[str, Any] = {}
     next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
+    ann_ids = dict(zip(plan.rows.index, _numeric_ids(list(plan.rows["pair_id"]))))
     files = []
     for split, part in plan.rows.groupby("split", sort=True):
         images, annotations, listed = [], [], set()
-        for position, row in enumerate(part.itertuples(index=False)):
+        for index, row in zip(part.index, part.itertuples(index=False)):
+            known = known_ids.get(row.image_path)
             if row.image not in image_ids:
-                if row.image in known_ids:
-                    image_ids[row.image] = known_ids[row.image]
+                if known is not None:
+                    image_ids[row.image] = known
                 else:
                     image_ids[row.image], next_id = next_id, next_id + 1
             if row.image not in listed:
                 listed.add(row.image)
-                images.append({"id": image_ids[row.image], "file_name": row.image})
-            annotations.append({"id": _int_or(row.pair_id, position + 1), "image_id": image_ids[row.image],
-                                "caption": row.caption})
+                images.append({"id": image_ids[row.image], "file_name": row.image, "split": split})
+            annotation = {"id": ann_ids[index], "image_id": image_ids[row.image], "caption": row.caption}
+            if str(ann_ids[index]) != row.pair_id:
+                annotation["pair_id"] = row.pair_id
+            annotations.append(annotation)
         doc = {"info": source.get("info") or {"description": f"Concord export of {plan.dataset.name}"},
                "licenses": source.get("licenses") or [], "images": images, "annotations": annotations}
         name = f"captions_{split}.json"
@@ -165,11 +207,12 @@ def _write_karpathy(plan: ExportPlan, folder: Path) -> list[str]:
     source = plan.dataset.info.get("karpathy") or {}
     kept_fields: dict[str, dict[str, Any]] = source.get("images") or {}
     images: dict[tuple[str, str], dict[str, Any]] = {}
-    for sentid, row in enumerate(plan.rows.itertuples(index=False)):
+    sentids = _numeric_ids(list(plan.rows["pair_id"]))
+    for sid, row in zip(sentids, plan.rows.itertuples(index=False)):
         entry = images.get((row.image, row.split))
         if entry is None:
             path = PurePosixPath(row.image)
-            original = kept_fields.get(row.image, {})
+            original = kept_fields.get(row.image_path, {})
             entry = {k: v for k, v in original.items() if k in ("imgid", "cocoid")}
             if str(path.parent) != ".":
                 entry["filepath"] = str(path.parent)
@@ -177,9 +220,11 @@ def _write_karpathy(plan: ExportPlan, folder: Path) -> list[str]:
             entry |= {"filename": path.name, "imgid": entry.get("imgid", len(images)),
                       "split": "restval" if restval else row.split, "sentences": [], "sentids": []}
             images[(row.image, row.split)] = entry
-        sid = _int_or(row.pair_id, sentid)
-        entry["sentences"].append({"raw": row.caption, "tokens": re.findall(r"\w+", row.caption.lower()),
-                                   "imgid": entry["imgid"], "sentid": sid})
+        sentence = {"raw": row.caption, "tokens": re.findall(r"\w+", row.caption.lower()),
+                    "imgid": entry["imgid"], "sentid": sid}
+        if str(sid) != row.pair_id:
+            sentence["pair_id"] = row.pair_id
+        entry["sentences"].append(sentence)
         entry["sentids"].append(sid)
     doc = {"dataset": source.get("dataset") or plan.dataset.name, "images": list(images.values())}
     (folder / "dataset.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -191,15 +236,16 @@ _WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_ta
 
 
 def _copy_images(plan: ExportPlan, folder: Path, progress: Progress) -> None:
+    """Copy each kept image to where the data file names it (its `image` column)."""
     root = Path(plan.dataset.root)
-    unique = list(dict.fromkeys(plan.rows["image_path"]))
+    unique = list(dict.fromkeys(zip(plan.rows["image_path"], plan.rows["image"])))
     progress.start("copying images", len(unique))
-    for i, rel in enumerate(unique):
+    for i, (rel, named) in enumerate(unique):
         source = root / rel
         if not source.is_file():
             raise ConcordError(f"image {rel!r} of dataset {plan.dataset.name!r} is missing from {root}; "
                                "restore it or export with --images paths")
-        target = folder / "images" / rel
+        target = folder / named
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
         progress.advance()
@@ -221,7 +267,7 @@ def _manifest(plan: ExportPlan, files: list[str]) -> dict[str, Any]:
         "format": plan.format,
         "files": files,
         "images": plan.options.images,
-        "images_root": "images" if plan.options.images == "copy" else plan.dataset.root,
+        "images_root": "." if plan.options.images == "copy" else plan.dataset.root,
         "counts": plan.counts,
         "options": asdict(plan.options),
     }
@@ -274,10 +320,10 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
         progress.start("writing files", 3)
         files = _WRITERS[plan.format](plan, tmp)
         progress.advance()
-        store.decisions_frame(plan.dataset.id).to_csv(tmp / "decisions.csv", index=False)
+        store.decisions_frame(plan.dataset.id).to_csv(tmp / DECISIONS, index=False)
         progress.advance()
         manifest = _manifest(plan, files)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         progress.advance()
         progress.check()
         if out.is_dir():

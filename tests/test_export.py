@@ -18,6 +18,7 @@ from core.errors import ConcordError
 from core.export import ExportOptions, clean_stale_exports, export_dataset, plan_export
 from core.hashing import file_hash
 from core.importers import import_dataset
+from core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,32 +50,113 @@ EXPECTED = {("sub/img0.png", "caption number 0"), ("sub/img2.png", "a fixed capt
             ("sub/img5.png", "caption number 5")}
 
 
+SPLITS = {"sub/img0.png": "train", "sub/img2.png": "train", "sub/img3.png": "val", "sub/img4.png": "train",
+          "sub/img5.png": "val"}
+
+
+def kept_pairs(store, name: str) -> set[tuple[str, str, str, str, str]]:
+    """(key, image path, image hash, caption, split) of every pair of dataset `name`."""
+    pairs = store.pairs_frame(store.dataset(name).id)
+    hashes = store.images_frame(store.dataset(name).id).set_index("path")["hash"]
+    return {(r.key, r.image_path, hashes[r.image_path], r.caption, r.split) for r in pairs.itertuples()}
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "coco", "karpathy"])
 def test_round_trip(store, tmp_path, fmt):
+    """Export, then import the export folder into a fresh database with no flags at all: the same pairs
+    (keys, image paths and contents, captions with the fix applied, splits) come back."""
     ds_id = make_dataset(store, tmp_path / "src", fmt=fmt)
     decide_three(store, ds_id)
     out = tmp_path / "out"
     manifest = export_dataset(store, "ds", out)
-    assert manifest["format"] == fmt
+    assert manifest["format"] == fmt and manifest["images_root"] == "."
     assert manifest["counts"] == {"in": 6, "dropped": 1, "dropped_rejected": 1, "dropped_flagged_unreviewed": 0,
                                   "fixed": 1, "out": 5}
-    files = [out / f for f in manifest["files"]]
-    got = set()
-    for i, f in enumerate(files):
-        import_dataset(store, f, f"back{i}", images_root=out / "images")
-        back = store.pairs_frame(store.dataset(f"back{i}").id)
-        got |= set(zip(back["image_path"], back["caption"]))
-        if fmt in ("csv", "jsonl", "parquet", "karpathy"):
-            assert dict(zip(back["image_path"], back["split"])) == {
-                "sub/img0.png": "train", "sub/img2.png": "train", "sub/img3.png": "val",
-                "sub/img4.png": "train", "sub/img5.png": "val"}
-    assert got == EXPECTED
+    originals = {(k, p, h, c, s) for k, p, h, c, s in kept_pairs(store, "ds") if k != "102"}
+    originals = {(k, p, h, "a fixed caption" if k == "103" else c, s) for k, p, h, c, s in originals}
+    assert {(p, c) for _, p, _, c, _ in originals} == EXPECTED
+    assert {p: s for _, p, _, _, s in originals} == SPLITS
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        report = import_dataset(fresh, out)
+        assert (report.name, report.format, report.pairs, report.root) == ("ds", fmt, 5, str(out))
+        assert kept_pairs(fresh, "ds") == originals
+        if fmt != "coco":  # one data file: importing it alone is the same
+            import_dataset(fresh, out / manifest["files"][0], "from-file")
+            assert kept_pairs(fresh, "from-file") == originals
     if fmt == "coco":
         assert sorted(manifest["files"]) == ["captions_train.json", "captions_val.json"]
-    assert sorted(p.name for p in (out / "images" / "sub").iterdir()) == [f"img{k}.png" for k in (0, 2, 3, 4, 5)]
+    assert sorted(p.name for p in (out / "sub").iterdir()) == [f"img{k}.png" for k in (0, 2, 3, 4, 5)]
     log = pd.read_csv(out / "decisions.csv")
     assert list(log["action"]) == ["keep", "reject", "fix"]
     assert not [p for p in tmp_path.iterdir() if "concord-tmp" in p.name]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "karpathy"])
+def test_round_trip_keeps_keys_that_are_not_numbers(store, tmp_path, fmt):
+    """COCO and Karpathy ids are integers: text keys travel in a `pair_id` field and come back."""
+    rows = []
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k * 80, 0, 0)).save(tmp_path / f"i{k}.png")
+        rows.append({"image_path": f"i{k}.png", "image_hash": file_hash(tmp_path / f"i{k}.png"), "width": 8,
+                     "height": 8, "nbytes": 1, "caption": f"c{k}", "split": ["train", "val", "test"][k],
+                     "key": ["00001-0", "7", "x"][k]})
+    store.write_dataset("ds", tmp_path, fmt, pd.DataFrame(rows))
+    export_dataset(store, "ds", tmp_path / "out")
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        import_dataset(fresh, tmp_path / "out")
+        back = fresh.pairs_frame(fresh.dataset("ds").id)
+        assert sorted(zip(back["key"], back["image_path"], back["split"])) == [
+            ("00001-0", "i0.png", "train"), ("7", "i1.png", "val"), ("x", "i2.png", "test")]
+
+
+def test_demo_export_imports_back_with_the_cli(store, tmp_path, capsys):
+    """The issue's case: the demo exported as CSV, then `import OUT/pairs.csv` (and `import OUT`) into
+    another database with no other flag; the images sit where pairs.csv names them."""
+    from core.cli import main
+    from core.generated import GenerateOptions, create_generated
+    create_generated(store, "demo", GenerateOptions(images=10, image_size=32, noise=0.0))
+    first = store.pairs_frame(store.dataset("demo").id)
+    rejected = int(first["pair_id"].iloc[0])
+    store.decide(store.dataset("demo").id, [rejected], "reject", "ann")
+    out = tmp_path / "out"
+    export_dataset(store, "demo", out)
+    table = pd.read_csv(out / "pairs.csv")
+    assert all((out / p).is_file() for p in table["image"]) and table["image"].iloc[0].startswith("images/")
+    store.close()
+    for i, target in enumerate([out / "pairs.csv", out]):
+        db = tmp_path / f"db{i}.duckdb"
+        assert main(["import", str(target), "--db", str(db)]) == 0
+        assert "imported 'demo' (csv): 10 images, 49 captions, 49 pairs" in capsys.readouterr().out
+        with Store.open(db) as back:
+            pairs = back.pairs_frame(back.dataset("demo").id)
+            want = first[first["pair_id"] != rejected]
+            assert sorted(zip(pairs["key"], pairs["image_path"], pairs["caption"], pairs["split"])) == sorted(
+                zip(want["key"], want["image_path"], want["caption"], want["split"]))
+
+
+def test_paths_export_imports_from_the_original_root(store, tmp_path):
+    """`--images paths`: nothing copied; the manifest's images_root leads the re-import to the originals."""
+    make_dataset(store, tmp_path / "src")
+    export_dataset(store, "ds", tmp_path / "out", ExportOptions(images="paths"))
+    assert not (tmp_path / "out" / "sub").exists()
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        report = import_dataset(fresh, tmp_path / "out" / "pairs.csv")
+        assert report.root == str(tmp_path / "src") and report.pairs == 6
+
+
+def test_images_clashing_with_export_files_go_under_images(store, tmp_path):
+    """An image whose first path part is an export file's name (`manifest.json/…`) moves all images
+    under `images/`, and the data file names them there."""
+    folder = tmp_path / "src" / "manifest.json"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+    store.write_dataset("ds", tmp_path / "src", "csv", pd.DataFrame([{
+        "image_path": "manifest.json/a.png", "image_hash": file_hash(folder / "a.png"), "width": 8, "height": 8,
+        "nbytes": 1, "caption": "red", "split": "train", "key": "1"}]))
+    export_dataset(store, "ds", tmp_path / "out")
+    assert pd.read_csv(tmp_path / "out" / "pairs.csv")["image"].tolist() == ["images/manifest.json/a.png"]
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        assert import_dataset(fresh, tmp_path / "out").pairs == 1
 
 
 def test_tabular_columns_scores_and_flagged_drop(store, tmp_path):
@@ -144,8 +226,7 @@ def test_killed_export_leaves_nothing_and_next_export_cleans(store, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     stale = [p for p in tmp_path.iterdir() if ".concord-tmp-" in p.name]
-    assert len(stale) == 1 and (stale[0] / "images" / "sub" / "img2.png").is_file()
-    from core.store import Store
+    assert len(stale) == 1 and (stale[0] / "sub" / "img2.png").is_file()
     with Store.open() as s:
         export_dataset(s, "ds", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "src"]

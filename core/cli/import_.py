@@ -1,4 +1,4 @@
-"""`import PATH --name NAME …`: import a dataset file (CSV / JSONL / Parquet / MS-COCO / Karpathy JSON)."""
+"""`import PATH [--name NAME] …`: import a dataset file (CSV / JSONL / Parquet / MS-COCO / Karpathy JSON) or an export folder."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,11 @@ from core.importers import FORMATS, ColumnNames, import_dataset
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("import", parents=[common], help="import images and captions (all good rows or nothing)")
-    p.add_argument("path", help="the data file")
-    p.add_argument("--name", required=True, help="dataset name")
+    p.add_argument("path", help="the data file, or a folder: a Concord export or a folder with one data file")
+    p.add_argument("--name", help="dataset name (default: an export's dataset name, else the file's stem)")
     p.add_argument("--format", default="auto", choices=FORMATS, help="file format (default: by extension/content)")
-    p.add_argument("--images-root", help="folder image paths are relative to (default: the data file's folder)")
+    p.add_argument("--images-root", help="folder image paths are relative to (default: the data file's folder, "
+                   "or the one an export's manifest names)")
     p.add_argument("--split", help="split of rows whose file names none (default train; COCO: overrides the "
                    "guess from file names)")
     defaults = ColumnNames()

@@ -3,7 +3,8 @@
 transaction — or refuse the whole import, changing nothing, when any row is bad and `skip_bad` is off.
 
 `import_dataset` is the one entry point (CLI `python -m core import`, the Datasets page, round-trip
-tests of exports).
+tests of exports). It takes a data file or a folder (a Concord export, or a folder with one data file;
+see `core.importers.locate`), so an export imports back as it was with no flags.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ import pandas as pd
 from core import paths
 from core.errors import ConcordError
 from core.importers.formats import FORMATS, read_source
+from core.importers.locate import locate
+from core.importers.source import Source
 from core.importers.tabular import ColumnNames
-from core.importers.validation import Problem, caption_problem, check_images, resolve_image_path
+from core.importers.validation import (Listings, Problem, caption_problem, check_images, normalise_caption,
+                                      resolve_image_path)
 from core.progress import Progress
 
 __all__ = ["FORMATS", "ColumnNames", "ImportReport", "Problem", "import_dataset"]
@@ -67,6 +71,7 @@ class _Checked:
     """A row that passed the row checks, waiting for its image check."""
 
     row_index: int
+    file: str
     image_path: str
     abs_path: Path
     caption: str
@@ -89,58 +94,75 @@ def _write_problem_report(name: str, problems: list[tuple[Problem, Any, Any]]) -
     return out
 
 
-def import_dataset(store, path: str | Path, name: str, *, fmt: str = "auto", images_root: str | Path | None = None,
-                   replace: bool = False, skip_bad: bool = False, columns: ColumnNames = ColumnNames(),
-                   split: str | None = None, progress: Progress | None = None, workers: int = 2) -> ImportReport:
-    """Import the data file `path` as dataset `name`, all or nothing (see the module docstring).
+def _merged(sources: list[Source]) -> Source:
+    """The sources of one dataset's files (a COCO export has one per split) as one; their image ids merged."""
+    if len(sources) == 1:
+        return sources[0]
+    formats = {s.format for s in sources}
+    if len(formats) > 1:
+        raise ConcordError(f"the data files are in different formats ({', '.join(sorted(formats))})")
+    info = dict(sources[0].info)
+    if "coco" in info:
+        ids = {k: v for s in sources for k, v in (s.info.get("coco") or {}).get("image_ids", {}).items()}
+        info["coco"] = {**info["coco"], "image_ids": ids}
+    return Source(sources[0].format, [r for s in sources for r in s.rows], info)
 
-    `images_root` (default: the data file's folder) is what image paths are relative to; `split` names
-    the split of rows whose file gives none (for COCO it overrides the guess from file names);
-    `skip_bad` imports the good rows and lists the others in a CSV report instead of refusing."""
+
+def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str = "auto",
+                   images_root: str | Path | None = None, replace: bool = False, skip_bad: bool = False,
+                   columns: ColumnNames = ColumnNames(), split: str | None = None, progress: Progress | None = None,
+                   workers: int = 2) -> ImportReport:
+    """Import the data file or folder `path` as dataset `name`, all or nothing (see the module docstring).
+
+    `name` defaults to an export's dataset name, else the file's stem (the folder's name);
+    `images_root` (default: the data file's folder, or where an export's manifest says) is what image
+    paths are relative to; `split` names the split of rows whose file gives none (for COCO it overrides
+    the guess from file names); `skip_bad` imports the good rows and lists the others in a CSV report
+    instead of refusing."""
     progress = progress or Progress()
+    path = Path(path).expanduser()
+    located = locate(path, images_root)
+    name = located.name if name is None else name
     if not name or not name.strip():
         raise ConcordError("a dataset needs a name (--name)")
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ConcordError(f"{path}: no such file")
-    if path.is_dir():
-        raise ConcordError(f"{path} is a folder; give the data file (CSV, JSONL, Parquet, COCO or Karpathy JSON)")
     if not replace and store.has_dataset(name):
         raise ConcordError(f"dataset {name!r} already exists; pass --replace to replace it "
                            "(decisions on pairs that still exist are kept)")
-    root = Path(images_root).expanduser() if images_root is not None else path.parent
-    if not root.is_dir():
-        raise ConcordError(f"images root {root} is not a folder")
-    root = root.resolve()
+    root = located.root
 
     progress.start("reading", None, message=f"reading {path.name}")
-    source = read_source(path, fmt, columns, split)
-    file = str(path)
+    parts = [read_source(f, fmt, columns, split) for f in located.files]
+    files = [str(f) for f, part in zip(located.files, parts) for _ in part.rows]
+    source = _merged(parts)
     problems: dict[int, tuple[Problem, Any, Any]] = {}
     checked: list[_Checked] = []
     first_key: dict[str, str] = {}
+    listings: Listings = {}
     for i, row in enumerate(source.rows):
         key = row.key if row.key is not None else str(i + 1)
+        where = row.where if len(located.files) == 1 else f"{Path(files[i]).name} {row.where}"
         reason = row.problem
         if reason is None and key in first_key:
             reason = f"duplicate pair_id {key!r} (first at {first_key[key]})"
-        first_key.setdefault(key, row.where)
-        reason = reason or caption_problem(row.caption)
-        resolved = None if reason else resolve_image_path(root, row.image)
+        first_key.setdefault(key, where)
+        caption = normalise_caption(row.caption)
+        reason = reason or caption_problem(caption)
+        resolved = None if reason else resolve_image_path(root, row.image, listings)
         if isinstance(resolved, str):
             reason = resolved
         if reason:
-            problems[i] = (Problem(file, row.where, reason), row.image, row.caption)
+            problems[i] = (Problem(files[i], row.where, reason), row.image, row.caption)
             continue
         rel, target = resolved
-        checked.append(_Checked(i, rel, target, row.caption, row.split, key))
+        checked.append(_Checked(i, files[i], rel, target, caption, row.split, key))
 
     results = check_images((c.abs_path for c in checked), progress, workers)
     good = []
     for c in checked:
         result = results[c.abs_path]
         if isinstance(result, str):
-            problems[c.row_index] = (Problem(file, source.rows[c.row_index].where, result), c.image_path, c.caption)
+            problems[c.row_index] = (Problem(c.file, source.rows[c.row_index].where, result), c.image_path,
+                                     c.caption)
         else:
             good.append({"image_path": c.image_path, "image_hash": result.hash, "width": result.width,
                          "height": result.height, "nbytes": result.nbytes, "caption": c.caption,
@@ -158,14 +180,15 @@ def import_dataset(store, path: str | Path, name: str, *, fmt: str = "auto", ima
 
     progress.check()
     progress.start("writing", None, message=f"writing {len(good):,} pairs")
-    counts = store.write_dataset(name, root, source.format, pd.DataFrame(good), source_path=str(path.resolve()),
+    source_path = str(path.resolve())
+    counts = store.write_dataset(name, root, source.format, pd.DataFrame(good), source_path=source_path,
                                  info=source.info, replace=replace)
     report_path = _write_problem_report(name, ordered) if ordered else None
     pairs = store.pairs_frame(counts["dataset_id"])
     splits = {str(s): {"images": int(g["image_id"].nunique()), "captions": int(g["caption_id"].nunique()),
                        "pairs": int(len(g))} for s, g in pairs.groupby("split", sort=True)}
     return ImportReport(name=name, dataset_id=counts["dataset_id"], format=source.format,
-                        source_path=str(path.resolve()), root=str(root), rows=len(source.rows),
+                        source_path=source_path, root=str(root), rows=len(source.rows),
                         images=counts["images"], captions=counts["captions"], pairs=counts["pairs"],
                         splits=splits, merged_duplicates=counts["merged_duplicates"],
                         skipped=tuple(p for p, _, _ in ordered),

@@ -1,7 +1,9 @@
 """MS-COCO captions JSON: `images[]` (`id`, `file_name`) and `annotations[]` (`id`, `image_id`, `caption`).
 
-The split comes from `--split`, else from the image's file name (`COCO_train2014_…`, `val2017/…`),
-else from the JSON file's name (`captions_val2014.json`), else `train`. Pair keys are annotation ids;
+The split comes from `--split`, else from the image entry's `split` field (Concord's exports write it),
+else from the image's file name (`COCO_train2014_…`, `val2017/…`), else from the JSON file's name
+(`captions_val2014.json`), else `train`. Pair keys are annotation ids (or their `pair_id` field, which
+Concord's exports write when a key is not a number);
 image ids and the file's `info`/`licenses` go into the dataset info for a faithful re-export.
 """
 from __future__ import annotations
@@ -47,8 +49,10 @@ def read_coco(path: Path, obj: Any, split: str | None) -> Source:
                                   problem=f"image_id {ann.get('image_id')!r} is not among the images"))
             continue
         name = img.get("file_name")
-        row_split = split or (_split_of(name) if isinstance(name, str) else None) or file_split
-        key = str(ann["id"]) if ann.get("id") is not None else None
+        own = img.get("split") if isinstance(img.get("split"), str) and img["split"].strip() else None
+        row_split = split or own or (_split_of(name) if isinstance(name, str) else None) or file_split
+        key = ann.get("pair_id") if isinstance(ann.get("pair_id"), str) else None
+        key = key or (str(ann["id"]) if ann.get("id") is not None else None)
         rows.append(SourceRow(where, name, ann.get("caption"), row_split, key,
                               problem=None if isinstance(name, str) else f"image {img['id']!r} has no file_name"))
     if not rows:

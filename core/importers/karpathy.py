@@ -1,5 +1,6 @@
 """The Karpathy split JSON (Flickr30K, MS-COCO): `images[]` with `filename`, optional `filepath`,
-`split` (`restval` counts as `train`) and `sentences[].raw`. Pair keys are `sentid`s; the per-image ids
+`split` (`restval` counts as `train`) and `sentences[].raw`. Pair keys are `sentid`s (or a sentence's
+`pair_id`, which Concord's exports write when a key is not a number); the per-image ids
 and original split go into the dataset info for a faithful re-export."""
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def read_karpathy(path: Path, obj: Any) -> Source:
             if not isinstance(sent, dict):
                 rows.append(SourceRow(where, image, None, split, problem="a sentence must be a JSON object"))
                 continue
-            key = str(sent["sentid"]) if sent.get("sentid") is not None else None
+            key = sent.get("pair_id") if isinstance(sent.get("pair_id"), str) else None  # written by exports
+            key = key or (str(sent["sentid"]) if sent.get("sentid") is not None else None)
             rows.append(SourceRow(where, image, sent.get("raw"), split, key,
                                   problem=None if isinstance(filename, str) else "image has no filename"))
     return Source("karpathy", rows, {"karpathy": {"dataset": obj.get("dataset"), "images": kept}})

@@ -1,9 +1,17 @@
 """Checks of a single row's parts: the caption text, the image path (never escaping the root), and the
-image file itself (decodable in full, its size and content hash), the last run on a thread pool."""
+image file itself (decodable in full, its size and content hash), the last run on a thread pool.
+
+What can be normalised is: CR LF and lone CR line breaks in a caption become LF; an image path whose
+Unicode form (NFC / NFD) differs from the name on disk finds that file. What cannot is refused with the
+reason: control characters in a caption, links that loop or leave the root, images that are unreadable,
+truncated, too large, or in a format other than the common ones. An image is decoded by its content,
+so a file whose extension lies (a JPEG named `.png`) is read as what it is."""
 from __future__ import annotations
 
+import errno
 import io
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,6 +23,10 @@ from core.hashing import bytes_hash
 from core.progress import Progress
 
 MAX_CAPTION_CHARS = 10_000
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # 8192 × 8192; larger ones would be refused by Pillow's bomb guard anyway
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "MPO")
+_ALLOWED_CONTROLS = {"\t", "\n"}
 _BATCH = 256
 
 
@@ -48,23 +60,70 @@ def _not_utf8(text: str) -> bool:
     return False
 
 
+def _first_not_utf8(text: str) -> str:
+    """`byte 0xE9 at character 4` for the first undecodable byte (kept as a lone surrogate)."""
+    for i, ch in enumerate(text):
+        if 0xDC80 <= ord(ch) <= 0xDCFF:
+            return f"byte 0x{ord(ch) - 0xDC00:02X} at character {i + 1}"
+    return "a lone surrogate"
+
+
+def normalise_caption(caption: Any) -> Any:
+    """`caption` with CR LF and lone CR line breaks as LF; anything else as it is (never stripped)."""
+    if isinstance(caption, str) and "\r" in caption:
+        return caption.replace("\r\n", "\n").replace("\r", "\n")
+    return caption
+
+
 def caption_problem(caption: Any) -> str | None:
-    """Why `caption` cannot be imported, or None. The text is never altered (no stripping)."""
+    """Why `caption` (normalised by `normalise_caption`) cannot be imported, or None."""
     if caption is None or (isinstance(caption, str) and not caption.strip()):
         return "empty caption"
     if not isinstance(caption, str):
         return f"caption is not text ({type(caption).__name__} {caption!r})"
     if _not_utf8(caption):
-        return "caption holds bytes that are not UTF-8"
+        return (f"caption holds bytes that are not UTF-8 ({_first_not_utf8(caption)}); "
+                "save the file as UTF-8")
     if len(caption) > MAX_CAPTION_CHARS:
         return f"caption is {len(caption):,} characters, over the limit of {MAX_CAPTION_CHARS:,}"
+    for i, ch in enumerate(caption):
+        if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS:
+            return f"caption holds the control character U+{ord(ch):04X} at character {i + 1}"
     return None
 
 
-def resolve_image_path(root: Path, raw: Any) -> tuple[str, Path] | str:
+Listings = dict[Path, dict[str, list[str]]]
+
+
+def _nfc_names(folder: Path, listings: Listings) -> dict[str, list[str]]:
+    """The entries of `folder` by their NFC form, listed once per import (`listings` is its memo)."""
+    if folder not in listings:
+        names: dict[str, list[str]] = {}
+        for entry in folder.iterdir():
+            names.setdefault(unicodedata.normalize("NFC", entry.name), []).append(entry.name)
+        listings[folder] = names
+    return listings[folder]
+
+
+def _on_disk(root: Path, rel: str, listings: Listings) -> str:
+    """`rel` spelled as the names on disk: a part that does not exist as written is matched to the one
+    entry of its folder with the same NFC form (data files and disks disagree on NFC / NFD)."""
+    parts = PurePosixPath(rel).parts
+    folder, found = root, []
+    for part in parts:
+        if not (folder / part).exists() and not (folder / part).is_symlink() and folder.is_dir():
+            matches = _nfc_names(folder, listings).get(unicodedata.normalize("NFC", part), [])
+            part = matches[0] if len(matches) == 1 else part
+        found.append(part)
+        folder = folder / part
+    return PurePosixPath(*found).as_posix()
+
+
+def resolve_image_path(root: Path, raw: Any, listings: Listings | None = None) -> tuple[str, Path] | str:
     """`(relative posix path, absolute path)` of an image under `root` (already resolved), or why not.
 
-    Refuses absolute paths, paths that leave the root through `..`, and symlinks pointing outside it."""
+    Refuses absolute paths, paths that leave the root through `..`, links pointing outside it and links
+    that loop; finds the file when only its Unicode form differs from the path as written."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return "empty image path"
     if not isinstance(raw, str):
@@ -74,17 +133,33 @@ def resolve_image_path(root: Path, raw: Any) -> tuple[str, Path] | str:
     if raw.startswith(("/", "\\")) or os.path.isabs(raw) or (len(raw) > 1 and raw[1] == ":"):
         return f"image path {raw!r} is absolute; paths must be relative to the images root {root}"
     rel = PurePosixPath(os.path.normpath(raw.replace("\\", "/"))).as_posix()
-    target = (root / rel).resolve()
-    if rel == ".." or rel.startswith("../") or not target.is_relative_to(root):
+    if rel == ".." or rel.startswith("../"):
         return f"image path {raw!r} escapes the images root {root}"
-    if not target.is_file():
+    rel = _on_disk(root, rel, {} if listings is None else listings)
+    try:
+        target = (root / rel).resolve(strict=True)
+    except FileNotFoundError:
+        if (root / rel).is_symlink():
+            return f"image {raw!r} is a link to a file that does not exist"
         return f"image {raw!r} not found under {root}"
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError ELOOP after
+        if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+            return f"image path {raw!r} is a link that loops (it leads back to itself)"
+        return f"image {raw!r} cannot be reached ({getattr(exc, 'strerror', None) or exc})"
+    if not target.is_relative_to(root):
+        return f"image path {raw!r} escapes the images root {root} (a link to {target})"
+    if not target.is_file():
+        return f"image {raw!r} not found under {root} (it is a folder)" if target.is_dir() else \
+            f"image {raw!r} is not a regular file"
     return rel, target
 
 
 def check_image(path: Path) -> ImageInfo | str:
     """Read, verify and fully decode one image (a full load catches truncation); its info or why not."""
     try:
+        nbytes = path.stat().st_size
+        if nbytes > MAX_IMAGE_BYTES:
+            return f"image {path.name} is {nbytes:,} bytes, over the limit of {MAX_IMAGE_BYTES:,}"
         data = path.read_bytes()
     except OSError as exc:
         return f"cannot read image {path.name} ({exc.strerror or exc})"
@@ -92,10 +167,15 @@ def check_image(path: Path) -> ImageInfo | str:
         return f"image {path.name} is an empty file"
     try:
         with Image.open(io.BytesIO(data)) as im:
+            kind, (width, height) = im.format, im.size
+            if kind not in IMAGE_FORMATS:
+                return f"image {path.name} is in the {kind} format; import {', '.join(IMAGE_FORMATS)} images"
+            if width * height > MAX_IMAGE_PIXELS:
+                return (f"image {path.name} is {width:,}×{height:,} pixels, over the limit of "
+                        f"{MAX_IMAGE_PIXELS:,} pixels")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            width, height = im.size
     except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, struct.error…)
         return f"unreadable or truncated image {path.name} ({type(exc).__name__}: {exc})"
     return ImageInfo(bytes_hash(data), int(width), int(height), len(data))
