@@ -61,7 +61,64 @@ def outside_symlink(folder: Path) -> bytes:
     return b"bad,link.png,points outside"
 
 
+def self_loop(folder: Path) -> bytes:
+    os.symlink("loop.png", folder / "loop.png")
+    return b"bad,loop.png,a link to itself"
+
+
+def two_link_loop(folder: Path) -> bytes:
+    os.symlink("y.png", folder / "x.png")
+    os.symlink("x.png", folder / "y.png")
+    return b"bad,x.png,two links pointing at each other"
+
+
+def dangling_link(folder: Path) -> bytes:
+    os.symlink("gone.png", folder / "dangling.png")
+    return b"bad,dangling.png,a link to nothing"
+
+
+def oversized_png(folder: Path) -> bytes:
+    Image.new("1", (8200, 8200)).save(folder / "huge.png")  # 67 M pixels in a few kB
+    return b"bad,huge.png,too many pixels"
+
+
+def truncated_jpeg(folder: Path) -> bytes:
+    Image.effect_noise((64, 64), 50).convert("RGB").save(folder / "full.jpg", quality=95)
+    data = (folder / "full.jpg").read_bytes()
+    (folder / "t.jpg").write_bytes(data[: len(data) * 2 // 3])
+    return b"bad,t.jpg,cut short"
+
+
+def unsupported_format(folder: Path) -> bytes:
+    Image.new("RGB", (8, 8), "red").save(folder / "pcx.png", format="PCX")  # the extension lies too
+    return b"bad,pcx.png,a PCX file"
+
+
+def text_named_png(folder: Path) -> bytes:
+    (folder / "notes.png").write_text("just some text, not an image")
+    return b"bad,notes.png,a text file with an image extension"
+
+
+def folder_named_png(folder: Path) -> bytes:
+    (folder / "dir.png").mkdir()
+    return b"bad,dir.png,a folder"
+
+
 CASES = {
+    "symlink loop": (self_loop, r"image path 'loop.png' is a link that loops \(it leads back to itself\)"),
+    "two-link loop": (two_link_loop, r"image path 'x.png' is a link that loops"),
+    "dangling link": (dangling_link, r"image 'dangling.png' is a link to a file that does not exist"),
+    "oversized image": (oversized_png, r"image huge.png is 8,200×8,200 pixels, over the limit of 67,108,864"),
+    "truncated jpeg": (truncated_jpeg, r"unreadable or truncated image t.jpg \(OSError: "),
+    "unsupported format": (unsupported_format, r"image pcx.png is in the PCX format; import PNG, JPEG"),
+    "extension lies, not an image": (text_named_png, r"unreadable or truncated image notes.png"),
+    "folder, not a file": (folder_named_png, r"image 'dir.png' not found under .* \(it is a folder\)"),
+    "control character": (lambda f: b"bad,a.png,a bell\x07 rings", r"caption holds the control character U\+0007 at "
+                                                                    r"character 7"),
+    "escape sequence": (lambda f: b"bad,a.png,\x1b[31mred\x1b[0m", r"control character U\+001B at character 1"),
+    "NUL byte": (lambda f: b"bad,a.png,nul\x00inside", r"control character U\+0000 at character 4"),
+    "C1 control": (lambda f: "bad,a.png,next\u0085line".encode(), r"control character U\+0085 at character 5"),
+    "DEL": (lambda f: b"bad,a.png,del\x7f", r"control character U\+007F at character 4"),
     "missing image": (lambda f: b"bad,nope.png,no such image", r"image 'nope.png' not found under"),
     "unreadable image": (lambda f: (f / "junk.png").write_bytes(b"not an image at all") and b"bad,junk.png,junk",
                          r"unreadable or truncated image junk.png"),
@@ -72,7 +129,9 @@ CASES = {
     "empty caption": (lambda f: b'bad,a.png,""', r"empty caption"),
     "whitespace caption": (lambda f: b"bad,a.png,   \t ", r"empty caption"),
     "caption too long": (lambda f: b"bad,a.png," + b"x" * 10_001, r"caption is 10,001 characters, over the limit of 10,000"),
-    "not utf-8": (lambda f: b"bad,a.png,caf\xe9 latin-1", r"caption holds bytes that are not UTF-8"),
+    "not utf-8": (lambda f: b"bad,a.png,caf\xe9 latin-1", r"caption holds bytes that are not UTF-8 \(byte 0xE9 at "
+                                                          r"character 4\); save the file as UTF-8"),
+    "image path not utf-8": (lambda f: b"bad,caf\xe9.png,latin-1 path", r"image path holds bytes that are not UTF-8"),
     "duplicate pair_id": (lambda f: b"g1,b.png,same id again", r"duplicate pair_id 'g1' \(first at line 2\)"),
 }
 
