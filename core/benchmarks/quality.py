@@ -1,10 +1,12 @@
 """`bench quality`: detection and retrieval quality of each method across noise kinds, ratios and seeds.
 
-From dataset D's clean originals (injected noise undone), each (kind, ratio, seed) gets a noisy copy in a
-temporary database (never the user's); every method trains on it with that seed, and b1 on the clean data
-gives the ceiling. Figures: AUROC, AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-
-data excluded), rSum on the clean `test` split, seconds per epoch. The summary (means over seeds) goes to
-stdout and to `docs/benchmarks.md`.
+From each dataset's clean originals (injected noise undone), each (set, kind, ratio, seed) gets a noisy copy
+in a temporary database (never the user's); every method trains on it with that seed, in the order given (so
+`concord`, given last, fuses the runs before it), and b1 on the clean data gives the ceiling. Figures: AUROC,
+AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
+`test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
+others on the same data is reported per cell, with its minimum over seeds. The summary (means over seeds) goes
+to stdout and to `docs/benchmarks.md`.
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch")
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("quality", parents=[common], help="detection and retrieval quality of the methods",
                        description=__doc__)
-    p.add_argument("--dataset", default="demo", help="dataset whose clean originals are used (default demo)")
+    p.add_argument("--dataset", default="demo", help="comma-separated datasets whose clean originals are used "
+                   "(default demo; e.g. demo,fashion-mnist,emoji after creating them with `demo --source`)")
     p.add_argument("--noise", default="0.4", help="comma-separated noise ratios (default 0.4)")
     p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr, decl, hard")
-    p.add_argument("--methods", default="b1", help="comma-separated methods (b1, npc, npc-released, mscn)")
+    p.add_argument("--methods", default="b1", help="comma-separated methods (b1, npc, npc-released, mscn, concord), "
+                   "trained in this order")
     p.add_argument("--seeds", type=int, default=1, help="how many seeds, for noise and training (default 1)")
     p.add_argument("--first-seed", type=int, default=0,
                    help="first seed (default 0): seeds run from it, so one sweep can be split across processes")
@@ -54,24 +58,50 @@ def method_settings(sets: list[str], method: str) -> dict[str, str]:
     return out
 
 
-def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per (method, kind, ratio)."""
+FUSED = "concord"
+CELL = ["set", "kind", "ratio"]
+
+
+def fused_gains(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per (set, kind, ratio, seed): the fused method's AUROC minus the best AUROC of the other methods on the
+    same data (empty without both)."""
     frame = pd.DataFrame(rows)
-    agg = frame.groupby(["kind", "ratio", "method"], sort=False)[list(METRICS)].agg(["mean", "std"])
+    if frame.empty or FUSED not in set(frame["method"]) or not (frame["method"] != FUSED).any():
+        return pd.DataFrame(columns=CELL + ["seed", "gain"])
+    keys = CELL + ["seed"]
+    fused = frame[frame["method"] == FUSED].set_index(keys)["auroc"]
+    best = frame[(frame["method"] != FUSED) & (frame["kind"] != "clean")].groupby(keys)["auroc"].max()
+    return (fused - best).dropna().rename("gain").reset_index()
+
+
+def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (set, kind, ratio, method), with the fused method's gain over
+    the best other method (mean and minimum over seeds) on its rows."""
+    frame = pd.DataFrame(rows)
+    keys = CELL + ["method"]
+    agg = frame.groupby(keys, sort=False)[list(METRICS)].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
-    return agg.reset_index().assign(seeds=frame.groupby(["kind", "ratio", "method"], sort=False).size().to_numpy())
+    out = agg.reset_index().assign(seeds=frame.groupby(keys, sort=False).size().to_numpy())
+    gains = fused_gains(rows)
+    if gains.empty:
+        return out.assign(gain_mean=np.nan, gain_min=np.nan)
+    g = gains.groupby(CELL)["gain"].agg(gain_mean="mean", gain_min="min").reset_index().assign(method=FUSED)
+    return out.merge(g, on=keys, how="left")
 
 
 def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
     fmt = lambda v, p: "–" if v is None or pd.isna(v) else f"{v:.{p}f}"  # noqa: E731
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}; "
              "means over seeds, ± one standard deviation).", "",
-             "| noise | ratio | method | AUROC | AUPRC | F1 | AUROC of weight | rSum | s/epoch | seeds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| set | noise | ratio | method | AUROC | AUPRC | F1 | AUROC of weight | rSum | s/epoch | seeds | "
+             "fused gain (mean / min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.to_dict("records"):
         pm = lambda m, p: f"{fmt(r[m + '_mean'], p)} ± {fmt(r[m + '_std'], p)}" if r["seeds"] > 1 else fmt(r[m + "_mean"], p)  # noqa: E731
-        lines.append(f"| {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | {pm('auprc', 3)} | "
-                     f"{pm('f1', 3)} | {pm('weight_auroc', 3)} | {pm('rsum', 1)} | {fmt(r['seconds_per_epoch_mean'], 1)} | {r['seeds']} |")
+        gain = "" if pd.isna(r["gain_mean"]) else f"{r['gain_mean']:+.3f} / {r['gain_min']:+.3f}"
+        lines.append(f"| {r['set']} | {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | {pm('auprc', 3)} | "
+                     f"{pm('f1', 3)} | {pm('weight_auroc', 3)} | {pm('rsum', 1)} | {fmt(r['seconds_per_epoch_mean'], 1)} | "
+                     f"{r['seeds']} | {gain} |")
     return "\n".join(lines)
 
 
@@ -90,14 +120,15 @@ def run(args: argparse.Namespace, ctx) -> int:
     t_start = time.perf_counter()
     progress, bar = cli_progress()
 
-    def train(store, name: str, kind: str, ratio: float, method: str, seed: int) -> None:
+    def train(store, dataset: str, name: str, kind: str, ratio: float, method: str, seed: int) -> None:
         seeding = {} if args.meta_fraction is None else {"meta_fraction": args.meta_fraction}
         run_id = start_run(store, name, method, model=model, device=args.device, seed=seed, epochs=args.epochs,
                            settings=method_settings(args.sets, method), **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
         result = evaluate_run(store, run_id)
-        row = {"kind": kind, "ratio": ratio, "method": method, "seed": seed, "run_seconds": time.perf_counter() - t0}
+        row = {"set": dataset, "kind": kind, "ratio": ratio, "method": method, "seed": seed,
+               "run_seconds": time.perf_counter() - t0}
         row |= {m: result.get(m) for m in METRICS}
         rows.append(row)
         if not args.json:
@@ -105,16 +136,17 @@ def run(args: argparse.Namespace, ctx) -> int:
             print(json.dumps(row))
 
     try:
-        with scratch_store(ctx.store, args.dataset, "quality") as store:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
-                if not args.no_ceiling:
-                    train(store, "clean", "clean", 0.0, "b1", seed)
-                for kind in kinds:
-                    for ratio in ratios:
-                        name = f"{kind}-{ratio}-s{seed}"
-                        inject_noise_copy(store, "clean", name, ratio, kind, seed)
-                        for method in methods:
-                            train(store, name, kind, ratio, method, seed)
+        for dataset in [d.strip() for d in args.dataset.split(",") if d.strip()]:
+            with scratch_store(ctx.store, dataset, "quality") as store:
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    if not args.no_ceiling:
+                        train(store, dataset, "clean", "clean", 0.0, "b1", seed)
+                    for kind in kinds:
+                        for ratio in ratios:
+                            name = f"{kind}-{ratio}-s{seed}"
+                            inject_noise_copy(store, "clean", name, ratio, kind, seed)
+                            for method in methods:
+                                train(store, dataset, name, kind, ratio, method, seed)
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
@@ -128,7 +160,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     if not args.no_docs:
         write_section(f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}",
                       "## Quality (`bench quality`)\n\n" + markdown(summary, command, seconds))
-    out = {"rows": rows, "summary": summary.replace({np.nan: None}).to_dict("records"), "seconds": seconds,
+    out = {"rows": rows, "summary": summary.replace({np.nan: None}).to_dict("records"),
+           "gains": fused_gains(rows).to_dict("records"), "seconds": seconds,
            "dataset": args.dataset, "model": model, "cache": str(paths.cache_dir())}
     if args.json:
         print(json.dumps(out, default=float))

@@ -132,6 +132,8 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
         tau: how fast a neighbour's weight falls with its distance (0: all neighbours count alike).
     """
     q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    if len(q_image) == 0:
+        return {s: np.zeros(0) for s in SIGNALS}
     img, cap = normalise(image_emb), normalise(caption_emb)
     caps_of, imgs_of = pool.captions_of, pool.images_of
     pool_images = np.flatnonzero(np.diff(caps_of.indptr) > 0)

@@ -30,6 +30,8 @@ from core.progress import Progress
 
 METHOD = "concord"
 CACHE_FILE = "signals.npz"
+NO_POSITIVES = ("the fused score needs trusted matched pairs: seed the meta-data from a clean split (Meta-data "
+                "page, or `python -m core meta NAME seed --split val`) or keep some pairs in Review")
 LOW_QUANTILE = 0.2
 """A pair's signal counts as flagging it when it is in the lowest fifth of the training pairs' (Review line)."""
 
@@ -100,6 +102,8 @@ class Concord:
         names, x = signal_matrix(inputs, pool, q_img, q_cap, cfg.k, cfg.tau)
         meta = store.meta_frame(run.dataset_id)
         positives = meta[meta["label"] == 1]
+        if positives.empty:
+            raise ConcordError(NO_POSITIVES)
         text_space = inputs.text if inputs.text is not None else next(iter(inputs.spaces.values()))[1]
         made = construct_negatives(inputs.image_rows(positives["image_id"].to_numpy()),
                                    inputs.caption_rows(positives["caption_id"].to_numpy()), pool, text_space,
@@ -113,6 +117,7 @@ class Concord:
         model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, cfg, run.seed or 0)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
+        summary.pop("similarity")        # the run's own `similarity` column already
         summary["sibling_count"] = np.asarray(pool.captions_of.sum(axis=1)).ravel()[q_img] - pool.contains(q_img, q_cap)
         cos = [x[:, names.index(f"{space}.similarity")] for space in inputs.spaces]
         parts = [e[0] for e in inputs.spaces.values()], [e[1] for e in inputs.spaces.values()]
@@ -137,8 +142,7 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
     xs = np.vstack([x[rows], x_made])
     ys = np.concatenate([labels, np.zeros(len(x_made), np.int64)])
     if len(np.unique(ys)) < 2:
-        raise ConcordError("the fused score needs trusted matched pairs: seed the meta-data from a clean split "
-                           "(Meta-data page, or `python -m core meta NAME seed --split val`) or keep some pairs")
+        raise ConcordError(NO_POSITIVES)
     counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
               "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
     return fit_fused(xs, ys, names, cfg.c, seed), counts

@@ -1,0 +1,181 @@
+"""The consensus signals, the fused classifier and the `concord` method: hand-computed cases, then a run on a tiny
+demo (refit from decisions, and no ground truth or test pair ever reaching the scorer)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.detect.consensus import Pool, sibling_terms, space_signals
+from core.detect.fusion import fit_fused
+from core.detect.labels import construct_negatives
+
+
+def unit(*rows: tuple[float, ...]) -> np.ndarray:
+    x = np.array(rows, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_siblings_agreement_and_rank_by_hand() -> None:
+    # image 0 has captions 0, 1, 2: c0 = c1 = (1, 0), c2 = (0, 1); caption 3 = (0, 1) belongs to image 1
+    caps = unit((1, 0), (1, 0), (0, 1), (0, 1))
+    pool = Pool.from_pairs(np.array([0, 0, 0, 1]), np.array([0, 1, 2, 3]), 2, 4)
+    agree, rank = sibling_terms(caps, pool, np.array([0, 0, 0, 0, 1]), np.array([0, 1, 2, 3, 3]))
+    # c0: mean(cos(c0,c1)=1, cos(c0,c2)=0) = 0.5; c2: 0. Rank of c0: c2 below, c1 tied -> (1 + 0.5) / 2
+    assert agree[:3] == pytest.approx([0.5, 0.5, 0.0])
+    assert rank[:3] == pytest.approx([0.75, 0.75, 0.0])
+    # (image 0, caption 3) is not a pool pair: its set is {c0, c1, c2, c3}; c3 agrees (0 + 0 + 1) / 3, and so
+    # does every sibling (c0: (1 + 0 + 0) / 3, c2: (0 + 0 + 1) / 3): all ties, rank 1.5 / 3
+    assert agree[3] == pytest.approx(1 / 3) and rank[3] == pytest.approx(0.5)
+    # image 1 has no other caption: no siblings
+    assert np.isnan(agree[4]) and np.isnan(rank[4])
+
+
+def test_a_pair_whose_image_neighbours_captions_disagree_scores_lower() -> None:
+    # images 0 and 1 look alike, image 2 does not; image 1's caption is x; image 0 carries x' ~ x and y ⊥ x
+    images = unit((1, 0, 0), (0.96, 0.28, 0), (0, 0, 1))
+    captions = unit((1, 0, 0), (0.8, 0.6, 0), (0, 0, 1), (0, 0, 1))   # 0: x (image 1), 1: x', 2: y, 3: of image 2
+    pool = Pool.from_pairs(np.array([1, 0, 0, 2]), np.array([0, 1, 2, 3]), 3, 4)
+    s = space_signals(images, captions, pool, np.array([0, 0]), np.array([1, 2]), k=1, tau=0.0)
+    # k=1: image 0's nearest other image is image 1, whose captions' centroid is x: cos(x', x) = 0.8, cos(y, x) = 0
+    assert s["image_neighbours"] == pytest.approx([0.8, 0.0])
+    # caption y's nearest other caption (not of image 0) is caption 3 (identical), of image 2: cos(image 0, image 2)
+    assert s["caption_neighbours"][1] == pytest.approx(0.0)
+    # similarity and margins: cos(image 0, x') = 0.8; x''s best other image is image 1 (0.96*0.8 + 0.28*0.6)
+    assert s["similarity"] == pytest.approx([0.8, 0.0])
+    assert s["caption_margin"][0] == pytest.approx(0.8 - (0.96 * 0.8 + 0.28 * 0.6))
+    # image 0's best caption that is not its own is x (cos 1): margins 0.8 - 1 and 0 - 1
+    assert s["image_margin"] == pytest.approx([-0.2, -1.0])
+    # siblings: x' and y are each other's only sibling, cos 0
+    assert s["siblings"] == pytest.approx([0.0, 0.0], abs=1e-6)      # float32 embeddings
+
+
+def test_neighbour_weights_fall_with_distance() -> None:
+    images = unit((1, 0), (1, 0.2), (1, -1))
+    captions = unit((1, 0), (1, 0), (0, 1))          # caption 0 of image 0 (query), 1 of image 1, 2 of image 2
+    pool = Pool.from_pairs(np.array([0, 1, 2]), np.array([0, 1, 2]), 3, 3)
+    even = space_signals(images, captions, pool, np.array([0]), np.array([0]), k=2, tau=0.0)["image_neighbours"]
+    near = space_signals(images, captions, pool, np.array([0]), np.array([0]), k=2, tau=10.0)["image_neighbours"]
+    assert even[0] == pytest.approx(0.5)              # mean of cos(c0, c1) = 1 and cos(c0, c2) = 0
+    # weights exp(-10 (1 - cos)): image 1 at cos 1/sqrt(1.04), image 2 at cos 1/sqrt(2); caption agreements 1 and 0
+    w1, w2 = np.exp(-10 * (1 - 1 / np.sqrt(1.04))), np.exp(-10 * (1 - 1 / np.sqrt(2)))
+    assert near[0] == pytest.approx(w1 / (w1 + w2), rel=1e-5)      # 0.939: the far neighbour barely counts
+
+
+def test_fused_classifier_on_a_separable_case() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 20)
+    x = np.column_stack([np.where(y == 1, 1.0, -1.0) + 0.1 * rng.normal(size=40), rng.normal(size=40)])
+    x[3, 1] = np.nan                                   # a missing signal is filled, not fatal
+    model = fit_fused(x, y, ["useful", "noise"], c=1.0)
+    p = model.clean_prob(x)
+    assert (p[y == 1] > 0.5).all() and (p[y == 0] < 0.5).all()
+    assert model.cv_auroc == pytest.approx(1.0)
+    assert model.weights()[0]["signal"] == "useful" and model.weights()[0]["coef"] > 0
+    assert model.contributions(x).shape == x.shape
+    with pytest.raises(ValueError, match="matched and mismatched"):
+        fit_fused(x, np.ones(40), ["useful", "noise"])
+
+
+def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> None:
+    rng = np.random.default_rng(1)
+    n_img, per = 30, 3
+    img = np.repeat(np.arange(n_img), per)
+    cap = np.arange(n_img * per)
+    text = rng.normal(size=(len(cap), 8))
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    pool = Pool.from_pairs(img, cap, n_img, len(cap))
+    made = construct_negatives(img[:30], cap[:30], pool, text, per_positive=2.0, near_miss_share=0.5, near_k=3)
+    assert len(made) == 60 and 10 < made.near_miss.sum() < 50
+    assert not pool.contains(made.image_row, made.caption_row).any()
+
+
+# ------------------------------------------------------------------------------------------- on a tiny demo
+@pytest.fixture
+def fused_run(store):
+    from core.generated import GenerateOptions, create_generated
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, noise_kind="hard", seed=3))
+    b1 = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})
+    execute_run(store, b1, Progress())
+    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5}, meta_fraction=0.125)  # 20 val pairs
+    execute_run(store, run_id, Progress())
+    return store, b1, run_id
+
+
+def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) -> None:
+    from core.detect.method import refit, refit_due
+    from core.evaluate import evaluate_run
+    store, b1, run_id = fused_run
+    run = store.run(run_id)
+    assert run.state == "finished" and run.metrics["base_runs"] == [b1]
+    fused = run.metrics["fused"]
+    assert fused["labelled"]["positives"] > 0 and fused["labelled"]["constructed"] == fused["labelled"]["positives"]
+    assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings"}
+    scores = store.scores_frame(run_id)
+    assert len(scores) == len(store.pairs_frame(run.dataset_id))
+    assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
+    assert {"caption_margin", "image_neighbours", "siblings", "text_siblings",
+            "sibling_count"} <= set(scores.columns)
+    assert evaluate_run(store, run_id)["auroc"] is not None
+
+    # decide 5 training pairs by the truth: the refit is due, learns from them, and rewrites clean_prob
+    pairs = store.pairs_frame(run.dataset_id, run_id, split="train").sort_values("clean_prob")
+    noisy = pairs[pairs["is_noisy"].astype(bool)].tail(3)["pair_id"].tolist()     # missed mismatches
+    clean = pairs[~pairs["is_noisy"].astype(bool)].head(2)["pair_id"].tolist()    # false alarms
+    assert not refit_due(store, run_id)
+    store.decide(run.dataset_id, noisy, "reject", "tester")
+    store.decide(run.dataset_id, clean, "keep", "tester")
+    assert refit_due(store, run_id)
+    before = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    out = refit(store, run_id)
+    after = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    assert out["labelled"]["negatives"] == 3 and out["refits"] == 1
+    assert not np.allclose(before.to_numpy(), after.to_numpy())
+    assert after[noisy].mean() < before[noisy].mean()         # the missed mismatches fall
+    assert after[clean].mean() > before[clean].mean()         # the false alarms rise
+    assert not refit_due(store, run_id)
+    extras = store.scores_frame(run_id).set_index("pair_id")      # the signals are untouched by a refit
+    assert extras.loc[noisy[0], "siblings"] == pytest.approx(scores.set_index("pair_id").loc[noisy[0], "siblings"])
+
+
+def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch) -> None:
+    """Poison the ground-truth columns and the test split's pairs: the training pairs' scores do not move."""
+    from core.methods import make_config
+    from core.detect.method import Concord
+    from core.progress import Progress
+    from core.store import Store
+    store, _, run_id = fused_run
+    run = store.run(run_id)
+    truth = store.scores_frame(run_id).set_index("pair_id")
+    real = Store.pairs_frame
+    rng = np.random.default_rng(7)
+
+    def poisoned(self, dataset_id, *args, **kwargs) -> pd.DataFrame:
+        frame = real(self, dataset_id, *args, **kwargs).copy()
+        frame["is_noisy"] = rng.random(len(frame)) < 0.5
+        frame["original_caption"] = "poison"
+        test = frame["split"] == "test"
+        frame.loc[test, "caption_id"] = rng.permutation(frame.loc[test, "caption_id"].to_numpy())
+        return frame
+    monkeypatch.setattr(Store, "pairs_frame", poisoned)
+    result = Concord(make_config("concord", run.config), store, run, Progress()).run()
+    pair_ids = real(store, run.dataset_id)["pair_id"].to_numpy()
+    train = (real(store, run.dataset_id)["split"] == "train").to_numpy()
+    assert np.allclose(result.clean_prob[train], truth.loc[pair_ids[train], "clean_prob"].to_numpy())
+
+
+def test_concord_refuses_without_trusted_pairs(store) -> None:
+    from core.errors import ConcordError
+    from core.generated import GenerateOptions, create_generated
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, seed=3))
+    b1 = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})
+    execute_run(store, b1, Progress())
+    run_id = start_run(store, "demo", "concord", meta_split="none")
+    with pytest.raises(ConcordError, match="needs trusted matched pairs"):
+        execute_run(store, run_id, Progress())
+    assert store.run(run_id).state == "failed"
+    assert store.scores_frame(b1)["clean_prob"].notna().all()        # the base run is untouched
