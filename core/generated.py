@@ -1,10 +1,13 @@
-"""Generated datasets (the demo, the offline real sets): their images live in CONCORD_HOME/datasets/NAME/.
+"""Generated datasets (the demo, the offline real sets): their images live in a folder of their
+database's own (`paths.generated_dir`: CONCORD_HOME/datasets/<db>-<hash>/NAME/), so the demo of one
+database never overwrites the files another database's pairs point to.
 
 `create_generated` is the one entry point of `python -m core demo` and the Datasets page: it writes the
 images into a temporary folder, swaps it in place of the old one only once the records are stored, and
 puts the old folder back if storing fails. Noise copies share their parent's folder, so a folder still
 used by another dataset is never replaced or removed; `delete_dataset` removes a generated dataset's
-folder with it when no other dataset uses it.
+folder with it when no other dataset uses it (folders of another database, or the shared
+CONCORD_HOME/datasets/NAME/ of earlier versions, are never removed).
 """
 from __future__ import annotations
 
@@ -54,11 +57,12 @@ def _writer(source: str) -> Callable[[Path, GenerateOptions, Progress], pd.DataF
     raise ConcordError(f"unknown source {source!r} (choose one of {', '.join(SOURCES)})")
 
 
-def dataset_folder(name: str) -> Path:
-    """Where generated dataset `name` keeps its images; refuses names that are not plain folder names."""
+def dataset_folder(store, name: str) -> Path:
+    """Where generated dataset `name` of `store`'s database keeps its images; refuses names that are not
+    plain folder names."""
     if not _NAME.match(name) or name in (".", ".."):
         raise ConcordError(f"dataset name {name!r} cannot name a folder: use letters, digits, '.', '_' and '-'")
-    return paths.datasets_dir() / name
+    return paths.generated_dir(store.path) / name
 
 
 def _sharing(store, root: str, name: str) -> list[str]:
@@ -79,7 +83,7 @@ def create_generated(store, name: str, options: GenerateOptions = GenerateOption
     if not 0.0 <= options.noise <= 1.0:
         raise ConcordError(f"noise ratio must be within [0, 1], got {options.noise}")
     writer = _writer(options.source)
-    folder = dataset_folder(name)
+    folder = dataset_folder(store, name)
     if store.has_dataset(name):
         if not replace:
             raise ConcordError(f"dataset {name!r} already exists; pass --replace to replace it "
@@ -152,7 +156,8 @@ def _own_folder(store, name: str) -> Path | None:
     """The generated image folder of `name` when no other dataset uses it."""
     ds = store.dataset(name)
     folder = Path(ds.root)
-    if ds.source_format != SOURCE_FORMAT or folder.parent != paths.datasets_dir() or _sharing(store, ds.root, name):
+    if ds.source_format != SOURCE_FORMAT or folder.parent != paths.generated_dir(store.path) \
+            or _sharing(store, ds.root, name):
         return None
     return folder
 

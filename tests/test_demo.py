@@ -90,9 +90,9 @@ def test_render_sizes_and_colours():
     assert render(scene, 96).size == (96, 96)
 
 
-def test_create_stores_images_under_concord_home_with_clean_val_test(store):
+def test_create_stores_images_under_its_database_folder_with_clean_val_test(store):
     result = create_generated(store, "demo", GenerateOptions(images=40, noise=0.3, seed=1))
-    root = paths.datasets_dir() / "demo"
+    root = paths.generated_dir(store.path) / "demo"
     assert result["root"] == str(root) and len(list((root / "images").glob("*.png"))) == 40
     ds = store.dataset("demo")
     assert (ds.root, ds.source_format) == (str(root), "generated")
@@ -106,20 +106,20 @@ def test_replace_refusals_and_delete(store):
     create_generated(store, "demo", GenerateOptions(images=20))
     with pytest.raises(ConcordError, match="already exists; pass --replace"):
         create_generated(store, "demo", GenerateOptions(images=20))
-    before = folder_bytes(paths.datasets_dir() / "demo")
+    before = folder_bytes(paths.generated_dir(store.path) / "demo")
     create_generated(store, "demo", GenerateOptions(images=20), replace=True)
-    assert folder_bytes(paths.datasets_dir() / "demo") == before  # same seed: same files
+    assert folder_bytes(paths.generated_dir(store.path) / "demo") == before  # same seed: same files
     inject_noise_copy(store, "demo", "demo-noisy", 0.5)
     with pytest.raises(ConcordError, match="shares its images with demo-noisy"):
         create_generated(store, "demo", GenerateOptions(images=20, seed=3), replace=True)
     assert deletion_summary(store, "demo")["folder"] is None  # still used by the copy
     delete_dataset(store, "demo")
-    assert (paths.datasets_dir() / "demo").is_dir()
+    assert (paths.generated_dir(store.path) / "demo").is_dir()
     with pytest.raises(ConcordError, match="holds the images of demo-noisy"):
         create_generated(store, "demo", GenerateOptions(images=20))
     summary = delete_dataset(store, "demo-noisy")
-    assert summary["folder"] == str(paths.datasets_dir() / "demo")
-    assert not (paths.datasets_dir() / "demo").exists()
+    assert summary["folder"] == str(paths.generated_dir(store.path) / "demo")
+    assert not (paths.generated_dir(store.path) / "demo").exists()
     assert store.dataset_names() == []
 
 
@@ -130,4 +130,4 @@ def test_bad_names_and_options(store):
         create_generated(store, "x", GenerateOptions(images=4, noise=0.2, noise_kind="nope"))
     with pytest.raises(ConcordError, match="unknown source"):
         create_generated(store, "x", GenerateOptions(images=4, source="nope"))
-    assert store.dataset_names() == [] and not (paths.datasets_dir() / "x").exists()
+    assert store.dataset_names() == [] and not (paths.generated_dir(store.path) / "x").exists()
