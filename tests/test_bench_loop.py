@@ -72,3 +72,20 @@ def test_markdown_table_and_means_over_seeds():
     assert means[0]["before_rate"] == pytest.approx(0.67) and means[0]["after_rate"] == pytest.approx(0.855)
     assert means[0]["before_auroc"] == pytest.approx(0.70617) and means[0]["after_auroc"] == pytest.approx(0.8)
     assert markdown([row, other], "c", 1.0).splitlines()[-1] == "| hard 0.4 | mscn | 2 | 0.670 → 0.855 | 0.706 → 0.800 |"
+
+
+def test_fused_loop_decides_in_steps_and_refits_without_retraining(store, tmp_path):
+    from core.benchmarks.loop import fused_loop, fused_markdown
+    from core.generated import GenerateOptions, create_generated
+    create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, noise_kind="hard", seed=3))
+    got = fused_loop(store, "demo", "concord", [4, 10], epochs=1, settings={"refit_every": 0})
+    runs = store.runs(store.dataset("demo").id)
+    assert sorted(r.method for r in runs) == ["b1", "concord"]         # its base run, and no retrain
+    assert [s["decided"] for s in got["steps"]] == [4, 10]
+    assert all(s["kept"] + s["rejected"] == s["decided"] for s in got["steps"])
+    assert len(store.current_decisions(store.dataset("demo").id)) == 10
+    fused = next(r for r in runs if r.method == "concord").metrics["fused"]
+    assert fused["refits"] == 2 and fused["labelled"]["positives"] + fused["labelled"]["negatives"] >= 10
+    assert all(s["before"] is not None and s["after"] is not None for s in got["steps"])
+    text = fused_markdown([{"kind": "hard", "ratio": 0.4, "seed": 0} | got], "cmd", 1.0)
+    assert "| hard 0.4 | 0 | 10 (" in text

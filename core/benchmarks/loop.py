@@ -8,6 +8,11 @@ meta-data), and the method retrains like the first run with the meta-data as it 
 `--replace-seed` the seed drawn from the clean split is removed first, so the retrain learns from the reviewed
 pairs alone. Reported for both runs, per seed and as means over seeds: how many of those decisions the run
 agrees with, and the AUROC on the other training pairs (meta-data pairs excluded).
+
+A method that trains no network (`concord`, the fused score) is not retrained: its classifier is refitted on the
+decisions. `--decide 100,500` then decides in steps (the first 100 pairs of the queue, refit, the next 400 of the
+reordered queue, refit), and each step's AUROC on the pairs not yet decided is compared with the first fit's
+on the same pairs.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.errors import ConcordError
 from core.progress import Progress
 
 REVIEWER = "bench-loop"
@@ -33,7 +39,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--noise", type=float, default=0.4, help="noise ratio (default 0.4)")
     p.add_argument("--kinds", default="ncr,hard", help="comma-separated noise kinds: ncr (random), decl, hard")
     p.add_argument("--method", default="mscn", help="the method trained before and after (default mscn)")
-    p.add_argument("--decide", type=int, default=100, help="pairs decided between the runs (default 100)")
+    p.add_argument("--decide", default="100", help="pairs decided between the runs (default 100); for concord, "
+                   "comma-separated cumulative steps, each followed by a refit (e.g. 100,500)")
     p.add_argument("--order", default="suspicious", choices=("suspicious", "uncertain"),
                    help="Review queue order the pairs are decided in (default: most suspicious first)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each for the noise and both runs (default 1)")
@@ -109,6 +116,66 @@ def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "
             "before": {k: before[k] for k in figures}, "after": {k: after[k] for k in figures}}
 
 
+def _auroc_on(frame: pd.DataFrame, clean_prob: pd.Series, exclude: set[int]) -> float | None:
+    from core.evaluate import detection_metrics
+    keep = frame[~frame["pair_id"].isin(exclude)]
+    return detection_metrics(keep["is_noisy"].astype(bool).to_numpy(),
+                             clean_prob.reindex(keep["pair_id"]).to_numpy())["auroc"]
+
+
+def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str = "suspicious",
+               model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None,
+               settings: dict[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Score `dataset` with the fused `method` (training its b1 base run first), then for each cumulative step
+    decide the next pairs of the (reordered) Review queue by ground truth and refit; per step, the AUROC on the
+    training pairs not decided (meta-data excluded) before (the first fit) and after the refit."""
+    from core.detect.method import refit
+    from core.models import DEFAULT_MODEL
+    from core.training import execute_run, start_run
+
+    progress = progress or Progress()
+    ds = store.dataset(dataset)
+    run_id = start_run(store, dataset, method, model=model or DEFAULT_MODEL, device=device, seed=seed, epochs=epochs,
+                       settings=settings)
+    t0 = time.perf_counter()
+    execute_run(store, run_id, progress)
+    seconds = time.perf_counter() - t0
+    truth = store.pairs_frame(ds.id, split="train")[["pair_id", "is_noisy"]]
+    meta_pairs = set(store.meta_frame(ds.id)["pair_id"].dropna().astype(int))
+    first = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
+    decided: set[int] = set()
+    out_steps, kept, rejected = [], 0, 0
+    for step in steps:
+        picks = review_picks(store, run_id, step - len(decided), order)
+        counts = decide_with_truth(store, ds.id, picks, run_id)
+        kept, rejected = kept + counts["kept"], rejected + counts["rejected"]
+        decided |= set(picks["pair_id"].astype(int))
+        fused = refit(store, run_id)
+        now = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
+        exclude = decided | meta_pairs
+        out_steps.append({"decided": len(decided), "kept": kept, "rejected": rejected,
+                          "before": _auroc_on(truth, first, exclude), "after": _auroc_on(truth, now, exclude),
+                          "cv_auroc": fused["cv_auroc"], "refit_seconds": fused["refit_seconds"]})
+    return {"method": method, "seconds_per_run": seconds, "steps": out_steps}
+
+
+def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
+    fmt = lambda v: "–" if v is None or pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}). "
+             "Decided in steps from the Review queue (reordered by each refit), kept or rejected by their ground "
+             "truth; the fused classifier is refitted after each step, no network retrains. AUROC: the training "
+             "pairs not decided so far (meta-data excluded), under the first fit and after the refit.", "",
+             "| noise | seed | decided (kept / rejected) | AUROC first fit → after refit | gain | CV AUROC | refit s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for st in r["steps"]:
+            gain = None if st["before"] is None or st["after"] is None else st["after"] - st["before"]
+            lines.append(f"| {r['kind']} {r['ratio']} | {r['seed']} | {st['decided']} ({st['kept']} / {st['rejected']}) "
+                         f"| {fmt(st['before'])} → {fmt(st['after'])} | {'–' if gain is None else f'{gain:+.3f}'} | "
+                         f"{fmt(st['cv_auroc'])} | {st['refit_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Means over seeds per noise kind: agreement rate and AUROC, before and after."""
     out = []
@@ -148,8 +215,13 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.cli.train import parse_sets
     from core.noise import inject_noise_copy
 
+    from core.methods import spec
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     settings = parse_sets(args.sets)
+    steps = [int(x) for x in str(args.decide).split(",") if x.strip()]
+    fused = spec(args.method).scorer
+    if not fused and len(steps) != 1:
+        raise ConcordError(f"{args.method} retrains once: --decide takes one number for it")
     progress, bar = cli_progress()
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -159,9 +231,11 @@ def run(args: argparse.Namespace, ctx) -> int:
                 for kind in kinds:
                     name = f"{kind}-{args.noise}-s{seed}"
                     inject_noise_copy(store, "clean", name, args.noise, kind, seed)
-                    row = {"kind": kind, "ratio": args.noise, "seed": seed} | review_loop(
-                        store, name, args.method, args.decide, order=args.order, model=args.model, device=args.device, seed=seed,
-                        epochs=args.epochs, settings=settings, replace_seed=args.replace_seed, progress=progress)
+                    common = dict(order=args.order, model=args.model, device=args.device, seed=seed,
+                                  epochs=args.epochs, settings=settings, progress=progress)
+                    row = {"kind": kind, "ratio": args.noise, "seed": seed} | (
+                        fused_loop(store, name, args.method, steps, **common) if fused else
+                        review_loop(store, name, args.method, steps[0], replace_seed=args.replace_seed, **common))
                     rows.append(row)
                     if not args.json:
                         bar.close()
@@ -173,13 +247,14 @@ def run(args: argparse.Namespace, ctx) -> int:
                f"--method {args.method} --decide {args.decide} --order {args.order} --seeds {args.seeds}"
                + (" --replace-seed" if args.replace_seed else "") + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
+    text = fused_markdown if fused else markdown
     if not args.no_docs:
         write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide} {args.order}"
                       + (" replace-seed" if args.replace_seed else ""),
-                      "## Review → retrain loop (`bench loop`)\n\n" + markdown(rows, command, seconds))
+                      "## Review → retrain loop (`bench loop`)\n\n" + text(rows, command, seconds))
     if args.json:
-        print(json.dumps({"rows": rows, "summary": summary(rows), "seconds": seconds, "dataset": args.dataset},
-                         default=float))
+        print(json.dumps({"rows": rows, "summary": None if fused else summary(rows), "seconds": seconds,
+                          "dataset": args.dataset}, default=float))
     else:
-        print(markdown(rows, command, seconds))
+        print(text(rows, command, seconds))
     return 0
