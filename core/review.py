@@ -136,6 +136,7 @@ def queue_order(store: Store, dataset_id: int, run: Run, spec: QueueSpec) -> Que
     and filter. Decisions never change it; `build_queue` applies them."""
     text = spec.text.strip() or None
     key = (store.path, int(dataset_id), run.cache_key, run.finished_at,
+           (run.metrics.get("fused") or {}).get("refits"),        # a fused run's refit rewrites its clean_prob
            run.threshold if spec.order == "uncertain" else None,
            spec.order, spec.split, text, spec.clean_range, spec.set_id)
     with _orders_lock:

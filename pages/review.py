@@ -10,7 +10,9 @@ import streamlit as st
 from core import review
 from core.errors import ConcordError
 from core.thumbnails import large_image, thumbnail
-from pages.common import current_dataset, get_store, reviewer, through_app
+from core.detect.explain import explain_pair, fused_summary
+from core.detect.method import METHOD as FUSED, submit_refit_if_due
+from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
 
 K_SUGGESTIONS = 5
 KEYS = "Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · 1–5 fix with that suggestion"
@@ -27,6 +29,7 @@ def on_act(where: tuple[int, int], action: str, rows: list[dict], caption: str |
     except ConcordError as exc:
         notify("error", str(exc))
         return
+    submit_refit_if_due(get_store(), job_manager(), where[1])   # a fused run reorders the queue as you review
     if action == "fix":
         st.session_state["review_fix_text"] = ""
     for r in rows:
@@ -107,6 +110,8 @@ def one_pair(pair: pd.Series) -> None:
         c1.metric("Clean probability", fmt(pair["clean_prob"]))
         c2.metric("Similarity", fmt(pair["similarity"]))
         c3.metric("Weight", fmt(pair["weight"]))
+        if run.method == FUSED:
+            st.text(explain_pair(store.pair_extras(run.id, int(pair["pair_id"])), run.metrics.get("signal_lows", {})))
     try:
         sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS)
     except ConcordError as exc:
@@ -114,13 +119,13 @@ def one_pair(pair: pd.Series) -> None:
         right.warning(str(exc))
     first = None if sugg is None or sugg.captions.empty else sugg.captions["caption"].iloc[0]
     with right:
-        b = st.columns(5)
-        b[0].button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act,
-                    args=(where, "keep", [row]))
-        b[1].button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=(where, "reject", [row]))
-        b[2].button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(where, row, first))
-        b[3].button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=(where, "skip", [row]))
-        b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
+        b = st.container(horizontal=True, wrap=True)  # buttons as wide as their labels, wrapping, never cut
+        b.button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act,
+                 args=(where, "keep", [row]))
+        b.button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=(where, "reject", [row]))
+        b.button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(where, row, first))
+        b.button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=(where, "skip", [row]))
+        b.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
         st.text_input("Fix with this caption", key="review_fix_text",
                       placeholder="type a caption, or press 1–5 to use a suggestion")
         st.caption(KEYS)
@@ -129,10 +134,10 @@ def one_pair(pair: pd.Series) -> None:
             if sugg.captions.empty:
                 st.caption("None: this image has no embedding under this run.")
             for i, s in enumerate(sugg.captions.itertuples()):
-                c1, c2 = st.columns([5, 1])
-                c1.text(f"{s.similarity:.3f}  {s.caption}")
-                c2.button("Use", key=f"review_use_{i}", shortcut=str(i + 1), help="Fix: re-pair the image with this caption",
-                          on_click=on_act, args=(where, "fix", [row], s.caption))
+                line = st.container(horizontal=True, wrap=False, vertical_alignment="center")
+                line.button("Use", key=f"review_use_{i}", shortcut=str(i + 1), help="Fix: re-pair the image with this caption",
+                            on_click=on_act, args=(where, "fix", [row], s.caption))
+                line.text(f"{s.similarity:.3f}  {s.caption}", width="stretch")
             st.subheader("Best-matching images for this caption")
             if sugg.images.empty:
                 st.caption("None: this caption has no embedding under this run.")
@@ -144,12 +149,12 @@ def one_pair(pair: pd.Series) -> None:
 
 def bulk(head: pd.DataFrame) -> None:
     rows = [{"pair_id": int(r.pair_id), "key": r.key, "caption": r.caption} for r in head.itertuples()]
-    b = st.columns(5)
-    b[0].button("Keep selected", key="review_bulk_keep", type="primary", on_click=on_bulk, args=(where, "keep", rows))
-    b[1].button("Reject selected", key="review_bulk_reject", on_click=on_bulk, args=(where, "reject", rows))
-    b[2].button("Select all", key="review_bulk_all", on_click=on_select_all, args=(rows, True))
-    b[3].button("Select none", key="review_bulk_none", on_click=on_select_all, args=(rows, False))
-    b[4].button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
+    b = st.container(horizontal=True, wrap=True)  # buttons as wide as their labels, wrapping, never cut
+    b.button("Keep selected", key="review_bulk_keep", type="primary", on_click=on_bulk, args=(where, "keep", rows))
+    b.button("Reject selected", key="review_bulk_reject", on_click=on_bulk, args=(where, "reject", rows))
+    b.button("Select all", key="review_bulk_all", on_click=on_select_all, args=(rows, True))
+    b.button("Select none", key="review_bulk_none", on_click=on_select_all, args=(rows, False))
+    b.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
     cols = st.columns(4)
     for i, r in enumerate(head.itertuples()):
         with cols[i % 4]:
@@ -200,7 +205,10 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
         opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
         st.session_state["review_opened"] = opened
-    queue = review.build_queue(store, dataset.id, run, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
+    current = store.run(run.id)            # a refit since the page ran reorders the queue
+    if current.method == FUSED and current.metrics.get("fused"):
+        st.caption(fused_summary(current.metrics["fused"]))
+    queue = review.build_queue(store, dataset.id, current, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
     notice = st.session_state.pop("review_notice", None)
     if notice is not None:
         (st.error if notice[0] == "error" else st.text)(notice[1])

@@ -182,3 +182,30 @@ def test_unknown_review_set_is_refused_with_the_reason(rv):
     assert at.error[0].value == "the review-set order needs a review set"
     at.selectbox(key="review_order").set_value("suspicious").run()
     assert not at.error and shown_key(at) == "k2"
+
+
+def test_fused_run_explains_its_flags_and_refits_as_you_review():
+    from core.generated import GenerateOptions, create_generated
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    from pages.common import job_manager
+    with Store.open() as s:
+        create_generated(s, "fz", GenerateOptions(images=40, noise=0.4, noise_kind="hard", seed=3))
+        execute_run(s, start_run(s, "fz", "b1", epochs=1, settings={"batch_size": 32}), Progress())
+        fused = start_run(s, "fz", "concord", settings={"refit_every": 2}, meta_fraction=0.125)
+        execute_run(s, fused, Progress())
+    at = page(dataset="fz", review_run=fused)
+    line = next(t for t in texts(at) if t.startswith(("Flagged by:", "No single signal")))
+    assert "sibling" in line or "matches another" in line or "nearest" in line or line.startswith("No single")
+    assert any("Fused classifier: cross-validated AUROC" in c.value for c in at.caption)
+    first = shown_key(at)
+    click(at, "review_reject")
+    assert get_store().run(fused).metrics["fused"].get("refits") is None      # one decision: not yet due
+    click(at, "review_keep")
+    jobs = [j for j in job_manager().jobs() if j.key == f"refit-{fused}"]
+    assert len(jobs) == 1
+    job_manager().wait(jobs[0].id, timeout=60)
+    assert get_store().run(fused).metrics["fused"]["refits"] == 1
+    assert get_store().run(fused).metrics["fused"]["labelled"]["negatives"] == 1
+    click(at, "review_skip")                                                   # the queue goes on after the refit
+    assert shown_key(at) != first

@@ -188,3 +188,12 @@ def refit_due(store, run_id: int) -> bool:
     every = int(run.config.get("refit_every", 0) or 0)
     since = store.decisions_since(run.dataset_id, int((run.metrics.get("fused") or {}).get("decision_id", 0)))
     return every > 0 and since >= every
+
+
+def submit_refit_if_due(store, manager, run_id: int):
+    """While reviewing: when run `run_id` is a concord run due for a refit, queue one on the job runner (a light
+    job beside training; one at a time per run) and return it, else None."""
+    if not refit_due(store, run_id):
+        return None
+    return manager.submit("refit", f"refit fused run {run_id}", lambda progress: refit(store, run_id, progress),
+                          key=f"refit-{run_id}", heavy=False)

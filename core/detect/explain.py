@@ -1,0 +1,56 @@
+"""Plain-text explanations of a fused run: which signals flag one pair, and what carries the classifier.
+
+A signal flags a pair when its value is at or below the run's `signal_lows` (the lowest fifth of the training
+pairs, recorded when the run finished): e.g. "caption disagrees with its 4 sibling captions (the least of 5)".
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PHRASES = {
+    "caption_margin": "the caption matches another image better",
+    "image_margin": "the image matches another caption better",
+    "image_neighbours": "the captions of the image's nearest images say otherwise",
+    "caption_neighbours": "the images of the caption's nearest captions look different",
+}
+SIBLING_SIGNALS = ("siblings", "text_siblings")
+
+
+def _low(value: float | None, low: float | None) -> bool:
+    return value is not None and low is not None and not math.isnan(value) and value <= low
+
+
+def flagging_signals(extras: dict[str, float], lows: dict[str, float]) -> list[str]:
+    """The phrases of the signals that flag the pair (see the module docstring), strongest kind first."""
+    out = []
+    if any(_low(extras.get(s), lows.get(s)) for s in SIBLING_SIGNALS):
+        n = int(extras.get("sibling_count", 0) or 0)
+        phrase = f"caption disagrees with its {n} sibling caption{'s' if n != 1 else ''}"
+        if extras.get("sibling_rank") == 0.0 and n > 1:
+            phrase += f" (the least of {n + 1})"
+        out.append(phrase)
+    out += [text for signal, text in PHRASES.items() if _low(extras.get(signal), lows.get(signal))]
+    return out
+
+
+def explain_pair(extras: dict[str, float], lows: dict[str, float]) -> str:
+    """One line for the Review page: which signals flag the pair, or that none does on its own."""
+    found = flagging_signals(extras, lows)
+    if not found:
+        return "No single signal flags this pair; only their combination in the fused score."
+    return "Flagged by: " + "; ".join(found) + "."
+
+
+def fused_summary(fused: dict[str, Any], top: int = 3) -> str:
+    """One line on the classifier: its cross-validated AUROC, what it learnt from, the signals that carry it."""
+    lab = fused.get("labelled", {})
+    cv = fused.get("cv_auroc")
+    head = (f"Fused classifier: cross-validated AUROC {cv:.3f}" if cv is not None else
+            "Fused classifier: too few labelled pairs of a class to cross-validate")
+    learnt = (f" on {lab.get('positives', 0)} trusted matched and {lab.get('negatives', 0)} mismatched pairs "
+              f"plus {lab.get('constructed', 0)} constructed mismatches")
+    weights = fused.get("weights", [])[:top]
+    carried = "; carried by " + ", ".join(f"{w['signal']} ({w['coef']:+.2f})" for w in weights) if weights else ""
+    refits = f"; refitted {fused['refits']}×" if fused.get("refits") else ""
+    return head + learnt + carried + refits + "."
