@@ -132,8 +132,8 @@ _orders_lock = threading.Lock()
 
 def queue_order(store: Store, dataset_id: int, run: Run, spec: QueueSpec) -> QueueOrder:
     """The scope of `spec`'s queue under `run`, in order: computed by the store once, then kept (the last
-    `ORDERS_KEPT`) per database, dataset, run (as finished, with its threshold when the order uses it), order
-    and filter. Decisions never change it; `build_queue` applies them."""
+    `ORDERS_KEPT`) per database, dataset, run (as finished and refitted, with its threshold when the order uses
+    it), order and filter. Decisions never change it; `build_queue` applies them."""
     text = spec.text.strip() or None
     key = (store.path, int(dataset_id), run.cache_key, run.finished_at,
            (run.metrics.get("fused") or {}).get("refits"),        # a fused run's refit rewrites its clean_prob
