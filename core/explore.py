@@ -1,10 +1,12 @@
-"""What the Explore page shows, computed headless: a run's pairs with scores, the map's sample and figure,
-the selection, the score histograms and what a threshold does.
+"""What the Explore page shows, computed headless: a run's pairs with scores (and the run's extra score
+columns), the map's figure, the selection, the score histograms and what a threshold does.
 
-The map draws at most `MapSettings.max_points` points smoothly: above that a stratified sample (by split
-and clean-probability band, so every region of the score range keeps its share) stands for the rest, and
-the pairs a person cares about (flagged under the run's threshold, or reviewed) are always drawn.
-Captions reach plotly escaped: plotly renders a subset of HTML in hover labels, captions are plain text.
+The map draws every pair. Its arrays reach the browser as typed arrays (float32, base64 in plotly's JSON,
+about 12 bytes a point) and WebGL draws them; per-point hover captions, the one part that grows with the
+text, are sent only up to `MapSettings.hover_captions` points. A box or lasso selection is computed here,
+exactly, from the shapes the person drew and the points' coordinates (`points_in_polygon`), not from the
+points the browser reports. Captions reach plotly escaped: plotly renders a subset of HTML in hover labels,
+captions are plain text.
 """
 from __future__ import annotations
 
@@ -25,9 +27,8 @@ from core.thumbnails import thumbnail
 
 SCORES = ("clean_prob", "weight", "similarity")
 CATEGORIES = ("decision", "split", "ground truth")
-COLOUR_BY = SCORES + CATEGORIES
 UNDECIDED, UNKNOWN = "undecided", "unknown"
-STRATA_BANDS = 10  # clean-probability bands of the stratified sample
+NO_VALUE = "no value"  # the grey trace of pairs whose extra score is missing
 HOVER_CHARS = 160  # a caption longer than this is cut in the hover label
 HISTOGRAM_BINS = 40
 TABLE_ROWS = 200  # selected pairs listed with thumbnails (all of them go into a review set)
@@ -39,8 +40,8 @@ _COLOURS = {
     "split": {"train": "#1f77b4", "val": "#ff7f0e", "test": "#9467bd"},
 }
 _SUSPECT_SCALE = [[0.0, "#d62728"], [0.5, "#a0a0a0"], [1.0, "#1f77b4"]]  # low (suspect) red, high blue
-_SCALES = {"clean_prob": (_SUSPECT_SCALE, 0.0, 1.0), "weight": (_SUSPECT_SCALE, 0.0, 1.0),
-           "similarity": ("Viridis", None, None)}
+_SCALES = {"clean_prob": (_SUSPECT_SCALE, 0.0, 1.0), "weight": (_SUSPECT_SCALE, 0.0, 1.0)}
+_CONTINUOUS = ("Viridis", None, None)  # similarity and every extra score column: the range of its values
 _OTHER_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
@@ -48,30 +49,45 @@ _OTHER_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 class MapSettings:
     """How the map of a run is drawn."""
 
-    colour_by: str = field(default="clean_prob", metadata={"help": "what the colour of a point shows"})
-    max_points: int = field(default=20_000, metadata={
-        "help": "above this many pairs the map draws a stratified sample (flagged and reviewed pairs always)"})
+    colour_by: str = field(default="clean_prob", metadata={
+        "help": "what the colour of a point shows: a score, an extra score column of the run, or a category"})
     two_sets: bool = field(default=False, metadata={
         "help": "images and captions as two point sets with a line per pair (a mismatch is a long line)"})
-    seed: int = field(default=0, metadata={"help": "seed of the sample"})
+    hover_captions: int = field(default=20_000, metadata={
+        "help": "up to this many pairs a point's hover label shows its caption; above, only the colour's value "
+                "(captions would be most of what the browser receives)"})
 
     def __post_init__(self) -> None:
-        if self.colour_by not in COLOUR_BY:
-            raise ConcordError(f"cannot colour the map by {self.colour_by!r} (one of {', '.join(COLOUR_BY)})")
-        if self.max_points < 1:
-            raise ConcordError(f"the map needs at least 1 point, got max_points={self.max_points}")
+        if self.hover_captions < 0:
+            raise ConcordError(f"hover_captions cannot be negative, got {self.hover_captions}")
 
 
 # ------------------------------------------------------------------------------------------ the run's pairs
 def run_frame(store, dataset_id: int, run_id: int) -> pd.DataFrame:
     """The pairs run `run_id` scored, in import order: the store's pair columns (scores, `flagged` under the
-    run's saved threshold, current decision) plus `truth` ("noisy", "clean" or "unknown")."""
+    run's saved threshold, current decision), `truth` ("noisy", "clean" or "unknown"), and the run's extra
+    score columns (NaN for a pair without one), whose names `extra_columns` gives."""
     frame = store.pairs_frame(dataset_id, run_id)
     frame = frame[frame["clean_prob"].notna()].reset_index(drop=True)
     frame["flagged"] = frame["flagged"].fillna(False).astype(bool)
     frame["truth"] = np.where(frame["is_noisy"].isna(), UNKNOWN,
                               np.where(frame["is_noisy"].fillna(False).astype(bool), "noisy", "clean"))
+    scores = store.scores_frame(run_id)
+    extras = [c for c in scores.columns if c not in frame.columns]
+    if extras:
+        frame = frame.merge(scores[["pair_id", *extras]], on="pair_id", how="left")
+    frame.attrs["extras"] = extras
     return frame
+
+
+def extra_columns(frame: pd.DataFrame) -> list[str]:
+    """The run's extra score columns in `frame` (a `run_frame`), e.g. concord's siblings or b1's loss."""
+    return [c for c in frame.attrs.get("extras", []) if c in frame.columns]
+
+
+def colour_options(frame: pd.DataFrame) -> list[str]:
+    """What the map of this run can be coloured by: its scores, its extra score columns, the categories."""
+    return [*SCORES, *extra_columns(frame), *CATEGORIES]
 
 
 def has_ground_truth(frame: pd.DataFrame) -> bool:
@@ -103,46 +119,6 @@ def category_colours(by: str, order: list[str]) -> dict[str, str]:
     return {c: fixed[c] if c in fixed else next(extra) for c in order}
 
 
-# ------------------------------------------------------------------------------------------ sampling
-def sample_strata(split: np.ndarray, clean_prob: np.ndarray, bands: int = STRATA_BANDS) -> np.ndarray:
-    """A stratum code per pair: its split and its clean-probability band (`bands` equal bands of [0, 1])."""
-    _, split_code = np.unique(np.asarray(split, dtype=str), return_inverse=True)
-    band = np.clip(np.floor(np.nan_to_num(np.asarray(clean_prob, dtype=np.float64)) * bands), 0, bands - 1)
-    return split_code.astype(np.int64) * bands + band.astype(np.int64)
-
-
-def stratified_sample(strata: np.ndarray, keep: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Sorted row indices of a sample of about `size` rows: every `keep` row, and the remaining room filled
-    from the other rows with each stratum's share proportional to its size (largest remainders round).
-
-    Everything when there are at most `size` rows; only the `keep` rows when they alone reach `size`."""
-    strata = np.asarray(strata)
-    keep = np.asarray(keep, dtype=bool)
-    n = len(strata)
-    if n <= size:
-        return np.arange(n)
-    kept = np.flatnonzero(keep)
-    room = size - len(kept)
-    if room <= 0:
-        return kept
-    rest = np.flatnonzero(~keep)
-    codes, inverse, counts = np.unique(strata[rest], return_inverse=True, return_counts=True)
-    exact = counts * room / len(rest)
-    quota = np.floor(exact).astype(np.int64)
-    short = room - int(quota.sum())
-    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(rest[inverse == k], quota[k], replace=False) for k in range(len(codes)) if quota[k]]
-    return np.sort(np.concatenate([kept, *chosen]))
-
-
-def map_sample(frame: pd.DataFrame, settings: MapSettings) -> np.ndarray:
-    """Row indices of `frame` (a `run_frame`) the map draws: flagged and reviewed pairs always."""
-    keep = frame["flagged"].to_numpy(bool) | frame["decision"].notna().to_numpy()
-    return stratified_sample(sample_strata(frame["split"].to_numpy(), frame["clean_prob"].to_numpy()), keep,
-                             settings.max_points, settings.seed)
-
-
 # ------------------------------------------------------------------------------------------ the map
 def hover_text(frame: pd.DataFrame) -> list[str]:
     """Each pair's hover label: its caption as plain text (escaped, cut at `HOVER_CHARS`), then its scores."""
@@ -158,61 +134,142 @@ def hover_text(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "map") -> go.Figure:
-    """The WebGL scatter of `points` (run_frame rows with `x`, `y`, and `x2`, `y2` for two point sets).
+def _array(values: Any) -> np.ndarray:
+    """A float32 copy of `values`: what plotly sends as a compact typed array (base64 `bdata`)."""
+    return np.asarray(values, dtype=np.float32)
 
-    Each point carries its pair id as `customdata` (what a box or lasso selection returns). With two point
-    sets, images are circles, captions diamonds, and a grey line joins the two points of each pair."""
+
+def _hover_template(by: str) -> str:
+    """The hover label of a point on a map too large for per-point captions: the colour's value only."""
+    return f"{by} %{{marker.color:.3f}}<extra></extra>" if by not in CATEGORIES else "%{fullData.name}<extra></extra>"
+
+
+def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "map") -> go.Figure:
+    """The WebGL scatter of every row of `points` (run_frame rows with `x`, `y`, and `x2`, `y2` for two
+    point sets), coloured by a score or extra score column (a continuous scale; pairs without a value in
+    a grey trace of their own) or by a category (one trace per category).
+
+    Up to `settings.hover_captions` points each carries its pair id as `customdata` and its caption in the
+    hover label; above, only the colour's value, so what the browser receives stays about 12 bytes a point.
+    With two point sets, images are circles, captions diamonds, and a grey line joins the two points of
+    each pair."""
+    by = settings.colour_by
+    if by not in CATEGORIES and by not in points.columns:
+        raise ConcordError(f"cannot colour the map by {by!r} (one of {', '.join(colour_options(points))})")
     fig = go.Figure()
     two = settings.two_sets and "x2" in points
-    hover = np.array(hover_text(points), dtype=object)
-    ids = points["pair_id"].to_numpy(np.int64)
+    captions = len(points) <= settings.hover_captions
+    hover = np.array(hover_text(points), dtype=object) if captions else None
+    ids = points["pair_id"].to_numpy(np.int32) if captions else None
     if two:
-        xs = np.column_stack([points["x"], points["x2"], np.full(len(points), np.nan)]).ravel()
-        ys = np.column_stack([points["y"], points["y2"], np.full(len(points), np.nan)]).ravel()
-        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line={"width": 0.5, "color": "rgba(120,120,120,0.35)"},
-                                   hoverinfo="skip", showlegend=False, name="pairs"))
+        nan = np.full(len(points), np.nan)
+        xs = np.column_stack([points["x"], points["x2"], nan]).ravel()
+        ys = np.column_stack([points["y"], points["y2"], nan]).ravel()
+        fig.add_trace(go.Scattergl(x=_array(xs), y=_array(ys), mode="lines", hoverinfo="skip", showlegend=False,
+                                   line={"width": 0.5, "color": "rgba(120,120,120,0.35)"}, name="pairs"))
     sets = [("", "x", "y", "circle")] + ([(" (captions)", "x2", "y2", "diamond")] if two else [])
-    by = settings.colour_by
-    size = 8 if len(points) <= 2_000 else 5 if len(points) <= 20_000 else 3
-    if by in SCORES:
-        scale, lo, hi = _SCALES[by]
-        for suffix, xc, yc, symbol in sets:
-            fig.add_trace(go.Scattergl(
-                x=points[xc], y=points[yc], mode="markers", customdata=ids, hovertext=hover, hoverinfo="text",
-                name="captions" if suffix else "images" if two else "pairs", showlegend=two,
-                marker={"color": points[by], "colorscale": scale, "cmin": lo, "cmax": hi, "size": size,
-                        "symbol": symbol, "showscale": not suffix, "colorbar": {"title": {"text": by}}}))
-    else:
+    size = 8 if len(points) <= 2_000 else 5 if len(points) <= 20_000 else 3 if len(points) <= 200_000 else 2
+
+    def trace(mask: np.ndarray, xc: str, yc: str, name: str, marker: dict, **kw) -> go.Scattergl:
+        extra = ({"customdata": ids[mask], "hovertext": hover[mask], "hoverinfo": "text"} if captions
+                 else {"hovertemplate": _hover_template(by)})
+        return go.Scattergl(x=_array(points[xc].to_numpy()[mask]), y=_array(points[yc].to_numpy()[mask]),
+                            mode="markers", name=name, marker=marker, **extra, **kw)
+
+    if by in CATEGORIES:
         cats = labels(points, by).to_numpy()
         order = category_order(by, cats)
         colours = category_colours(by, order)
         for suffix, xc, yc, symbol in sets:
             for cat in order:
-                m = cats == cat
-                fig.add_trace(go.Scattergl(
-                    x=points[xc].to_numpy()[m], y=points[yc].to_numpy()[m], mode="markers", customdata=ids[m],
-                    hovertext=hover[m], hoverinfo="text", name=f"{cat}{suffix}", legendgroup=cat,
-                    marker={"color": colours[cat], "size": size, "symbol": symbol}))
+                fig.add_trace(trace(cats == cat, xc, yc, f"{cat}{suffix}", legendgroup=cat,
+                                    marker={"color": colours[cat], "size": size, "symbol": symbol}))
+    else:
+        scale, lo, hi = _SCALES.get(by, _CONTINUOUS)
+        values = points[by].to_numpy(np.float64)
+        known = ~np.isnan(values)
+        for suffix, xc, yc, symbol in sets:
+            if not known.all():
+                fig.add_trace(trace(~known, xc, yc, f"{NO_VALUE}{suffix}", legendgroup=NO_VALUE,
+                                    marker={"color": "#c7c7c7", "size": size, "symbol": symbol}))
+            fig.add_trace(trace(known, xc, yc, "captions" if suffix else "images" if two else "pairs",
+                                showlegend=two or not known.all(),
+                                marker={"color": _array(values[known]), "colorscale": scale, "cmin": lo, "cmax": hi,
+                                        "size": size, "symbol": symbol, "showscale": not suffix,
+                                        "colorbar": {"title": {"text": by}}}))
     fig.update_layout(dragmode="select", uirevision=revision, height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"title": {"text": by}}, xaxis={"showticklabels": False, "title": None},
                       yaxis={"showticklabels": False, "title": None})
     return fig
 
 
-def selected_pair_ids(selection: Any) -> list[int]:
-    """The pair ids of the selected points (a plotly_chart selection's `points`), each once, in order.
+# ------------------------------------------------------------------------------------------ selecting on the map
+def points_in_box(x: np.ndarray, y: np.ndarray, xs: tuple[float, float], ys: tuple[float, float]) -> np.ndarray:
+    """Whether each point (x, y) lies in the box spanned by the corners `xs` and `ys`, edges included."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return (x >= min(xs)) & (x <= max(xs)) & (y >= min(ys)) & (y <= max(ys))
 
-    Points without a pair id (the lines between two point sets) are ignored."""
-    points = (selection or {}).get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])
-    seen: dict[int, None] = {}
-    for point in points or []:
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)):
-            data = data[0] if data else None
-        if data is not None:
-            seen.setdefault(int(data), None)
-    return list(seen)
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Whether each point (x, y) lies inside `polygon` (k x 2 vertices, closed implicitly; concave and
+    self-crossing shapes by the even-odd rule, as a lasso is drawn).
+
+    Ray casting to the right, each edge taking the points whose y is in its half-open span [min, max): a point
+    on a horizontal edge's line counts once. Points are sorted by y once, so an edge touches only the points
+    of its y band (a lasso of many short edges costs about a pass over the points in its bounding box)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    inside = np.zeros(len(x), dtype=bool)
+    if len(poly) < 3 or not len(x):
+        return inside
+    (x_lo, y_lo), (x_hi, y_hi) = poly.min(axis=0), poly.max(axis=0)
+    cand = np.flatnonzero((x >= x_lo) & (x <= x_hi) & (y >= y_lo) & (y <= y_hi))
+    order = cand[np.argsort(y[cand], kind="stable")]
+    px, py = x[order], y[order]
+    odd = np.zeros(len(order), dtype=bool)
+    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0)):
+        if y1 == y2:
+            continue  # a horizontal edge: no crossing with a horizontal ray
+        lo, hi = np.searchsorted(py, min(y1, y2), "left"), np.searchsorted(py, max(y1, y2), "left")
+        if lo == hi:
+            continue
+        at = x1 + (py[lo:hi] - y1) * (x2 - x1) / (y2 - y1)
+        odd[lo:hi] ^= px[lo:hi] < at
+    inside[order] = odd
+    return inside
+
+
+def selection_shapes(selection: Any) -> tuple[list[tuple[tuple[float, float], tuple[float, float]]],
+                                             list[np.ndarray]]:
+    """The boxes ((x0, x1), (y0, y1)) and lasso polygons (k x 2) of a plotly_chart selection, in data
+    coordinates; shapes with too few corners are left out."""
+    get = selection.get if isinstance(selection, dict) else lambda k, d=None: getattr(selection, k, d)
+    boxes, lassos = [], []
+    for box in (get("box", None) or []) if selection else []:
+        if len(box.get("x") or []) == 2 and len(box.get("y") or []) == 2:
+            boxes.append((tuple(map(float, box["x"])), tuple(map(float, box["y"]))))
+    for lasso in (get("lasso", None) or []) if selection else []:
+        xs, ys = lasso.get("x") or [], lasso.get("y") or []
+        if len(xs) == len(ys) >= 3:
+            lassos.append(np.column_stack([np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)]))
+    return boxes, lassos
+
+
+def selected_pairs(points: pd.DataFrame, selection: Any, two_sets: bool = False) -> list[int]:
+    """The pair ids of `points` (with `x`, `y`, and `x2`, `y2` for two point sets) inside any box or lasso
+    of `selection`, in the order of `points`: with two point sets, a pair whose image or caption is inside."""
+    boxes, lassos = selection_shapes(selection)
+    if not boxes and not lassos:
+        return []
+    sets = [("x", "y")] + ([("x2", "y2")] if two_sets and "x2" in points else [])
+    hit = np.zeros(len(points), dtype=bool)
+    for xc, yc in sets:
+        x, y = points[xc].to_numpy(np.float64), points[yc].to_numpy(np.float64)
+        for xs, ys in boxes:
+            hit |= points_in_box(x, y, xs, ys)
+        for poly in lassos:
+            hit |= points_in_polygon(x, y, poly)
+    return [int(p) for p in points["pair_id"].to_numpy()[hit]]
 
 
 # ------------------------------------------------------------------------------------------ the selection

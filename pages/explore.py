@@ -3,9 +3,9 @@ import streamlit as st
 
 from core import artifacts
 from core.errors import ConcordError
-from core.explore import (COLOUR_BY, TABLE_ROWS, MapSettings, has_ground_truth, histogram_figure, map_figure,
-                          map_sample, order_selection, projection_job_key, run_frame, selected_pair_ids,
-                          selection_table, threshold_summary)
+from core.explore import (TABLE_ROWS, MapSettings, colour_options, has_ground_truth, histogram_figure, map_figure,
+                          order_selection, projection_job_key, run_frame, selected_pairs, selection_table,
+                          threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
 from pages.common import current_dataset, get_store, job_manager, through_app
 
@@ -54,12 +54,15 @@ def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
     return None
 
 
-def selection_from(event, run_id: int) -> list[int]:
-    """The pairs selected on the map: a new box or lasso replaces the kept selection (it survives reruns)."""
-    picked = selected_pair_ids(event.selection if event else None)
-    if picked != st.session_state.get("explore_last_pick", []):
-        st.session_state["explore_last_pick"] = picked
-        st.session_state["explore_selection"] = {"run_id": run_id, "pair_ids": picked}
+def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
+    """The pairs inside the boxes and lassos drawn on the map: a new shape replaces the kept selection
+    (it survives reruns)."""
+    drawn = (event or {}).get("selection") or {}
+    shapes = {k: list(drawn.get(k) or []) for k in ("box", "lasso")}
+    if shapes != st.session_state.get("explore_last_pick", {"box": [], "lasso": []}):
+        st.session_state["explore_last_pick"] = shapes
+        st.session_state["explore_selection"] = {"run_id": run_id,
+                                                 "pair_ids": selected_pairs(points, shapes, two_sets)}
     kept = st.session_state.get("explore_selection") or {}
     return list(kept.get("pair_ids", [])) if kept.get("run_id") == run_id else []
 
@@ -86,14 +89,16 @@ truth = has_ground_truth(frame)
 
 # ------------------------------------------------------------------------------------------------ the map
 st.subheader("Map")
-c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
-colour_by = c1.selectbox("Colour by", COLOUR_BY, key="explore_colour")
+c1, c2, c3 = st.columns([2, 2, 2])
+options = colour_options(frame)
+if st.session_state.get("explore_colour") not in options:
+    st.session_state["explore_colour"] = MapSettings.colour_by
+colour_by = c1.selectbox("Colour by", options, key="explore_colour",
+                         help="A score, an extra score column of this run, or a category.")
 layout = c2.radio("Layout", LAYOUTS, horizontal=True, key="explore_layout",
                   help="UMAP is computed in the background (cached per run and settings); PCA is immediate.")
 two_sets = c3.toggle("Images and captions apart", key="explore_two_sets",
                      help=MapSettings.__dataclass_fields__["two_sets"].metadata["help"])
-max_points = c4.number_input("Points at most", 100, 1_000_000, MapSettings.max_points, step=1000,
-                             key="explore_points", help=MapSettings.__dataclass_fields__["max_points"].metadata["help"])
 with st.expander("UMAP settings"):
     u1, u2 = st.columns(2)
     defaults = ProjectionSettings()
@@ -101,7 +106,7 @@ with st.expander("UMAP settings"):
                                  help="Larger shows more global structure, smaller more local detail.")
     min_dist = u2.number_input("Minimum distance", 0.0, 1.0, defaults.min_dist, step=0.05, key="explore_min_dist",
                                help="How tightly UMAP packs the points of one cluster.")
-settings = MapSettings(colour_by=colour_by, max_points=int(max_points), two_sets=two_sets)
+settings = MapSettings(colour_by=colour_by, two_sets=two_sets)
 projection = ProjectionSettings(mode="two-sets" if two_sets else "pairs", n_neighbors=int(neighbours),
                                 min_dist=float(min_dist))
 
@@ -118,14 +123,13 @@ else:
     except ConcordError as exc:
         st.error(str(exc))
     else:
-        rows = map_sample(frame, settings)
-        points = frame.iloc[rows].merge(coords, on="pair_id", how="inner")
-        sampled = f"a stratified sample of {len(points):,} of the {len(frame):,} pairs (every flagged and reviewed one)" \
-            if len(rows) < len(frame) else f"all {len(points):,} pairs"
-        st.caption(f"{shown} map of {sampled}. Drag a box or lasso (toolbar) to select pairs.")
+        points = frame.merge(coords, on="pair_id", how="inner")
+        hover = "" if len(points) <= settings.hover_captions else \
+            f" Above {settings.hover_captions:,} points a hover label shows the colour's value; the table below the captions."
+        st.caption(f"{shown} map of all {len(points):,} pairs. Drag a box or lasso (toolbar) to select pairs.{hover}")
         event = st.plotly_chart(map_figure(points, settings, revision=f"{run.id}-{shown}-{projection.mode}"),
                                 on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
-        selected = selection_from(event, run.id)
+        selected = selection_from(event, points, run.id, settings.two_sets)
 
 # ------------------------------------------------------------------------------------------------ the selection
 st.subheader("Selection")

@@ -1,5 +1,6 @@
-"""The Explore page's headless parts (core/explore.py): the run's frame, the stratified sample, the map figure
-and its hover text, the selection, histograms and the threshold summary, with hand-computed cases."""
+"""The Explore page's headless parts (core/explore.py): the run's frame and its extra score columns, the map
+figure (every point, typed arrays) and its hover text, exact box and lasso selection, the selection table,
+histograms and the threshold summary, with hand-computed cases."""
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,10 @@ import pytest
 from PIL import Image
 
 from core.errors import ConcordError
-from core.explore import (MapSettings, UNDECIDED, histogram_counts, histogram_figure, hover_text, labels,
-                          map_figure, map_sample, order_selection, run_frame, sample_strata, selected_pair_ids,
-                          selection_table, stratified_sample, threshold_summary)
+from core.explore import (NO_VALUE, SCORES, UNDECIDED, MapSettings, colour_options, extra_columns, histogram_counts,
+                          histogram_figure, hover_text, labels, map_figure, order_selection, points_in_box,
+                          points_in_polygon, run_frame, selected_pairs, selection_shapes, selection_table,
+                          threshold_summary)
 from core.thresholds import detection_at_threshold
 from tests.test_projection import fabricate_run
 
@@ -50,41 +52,32 @@ def test_run_frame_has_scores_flags_and_ground_truth(store, tmp_path) -> None:
     assert run_frame(store, fab.dataset_id, other)["pair_id"].tolist() == fab.pairs["pair_id"][:3].tolist()
 
 
-# ------------------------------------------------------------------------------------------ sampling
-def test_sample_strata_by_split_and_band() -> None:
-    strata = sample_strata(np.array(["train", "val", "train", "train"]), np.array([0.05, 0.95, 1.0, np.nan]))
-    assert strata.tolist() == [0, 19, 9, 0]  # train=0, val=1; 1.0 in the top band; NaN in the bottom one
-
-
-def test_stratified_sample_by_hand() -> None:
-    strata = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
-    keep = np.zeros(12, bool)
-    keep[[0, 4]] = True
-    got = stratified_sample(strata, keep, size=7, seed=3)
-    # room 5 over 10 other rows: exact shares 1.5, 0.5, 3.0 -> floors 1, 0, 3 and the one left goes to the
-    # first largest remainder (stratum 0)
-    assert len(got) == 7 and np.all(np.diff(got) > 0)
-    assert {0, 4} <= set(got.tolist())
-    rest = [g for g in got if not keep[g]]
-    assert np.bincount(strata[rest], minlength=3).tolist() == [2, 0, 3]
-    assert np.array_equal(got, stratified_sample(strata, keep, 7, seed=3))  # seeded
-    assert stratified_sample(strata, keep, 12).tolist() == list(range(12))  # small enough: everything
-    assert stratified_sample(strata, keep, 2).tolist() == [0, 4]  # the kept rows fill it: only those
-    assert stratified_sample(strata, np.ones(12, bool), 5).tolist() == list(range(12))  # kept beyond the size
-
-
-def test_map_sample_keeps_flagged_and_reviewed_pairs() -> None:
-    n = 1000
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"split": np.where(np.arange(n) % 10 == 0, "val", "train"),
-                          "clean_prob": rng.uniform(size=n), "decision": [None] * n})
-    frame["flagged"] = frame["clean_prob"] < 0.05
-    frame.loc[[7, 500], "decision"] = "keep"
-    rows = map_sample(frame, MapSettings(max_points=200))
-    assert len(rows) == 200
-    must = set(np.flatnonzero(frame["flagged"])) | {7, 500}
-    assert must <= set(rows.tolist())
-    assert (frame["split"].iloc[rows] == "val").sum() == pytest.approx(20, abs=2)  # the val share kept
+def test_run_frame_carries_the_runs_extra_score_columns(store, tmp_path) -> None:
+    fab = fabricate_run(store, tmp_path / "src")
+    ids = fab.pairs["pair_id"].to_numpy()
+    assert extra_columns(run_frame(store, fab.dataset_id, fab.run_id)) == []  # a run without extras
+    assert colour_options(run_frame(store, fab.dataset_id, fab.run_id)) == [*SCORES, "decision", "split",
+                                                                           "ground truth"]
+    run = store.create_run(fab.dataset_id, "concord", "concord-tiny")
+    siblings = np.arange(len(ids), dtype=float)
+    margin = np.where(np.arange(len(ids)) % 2 == 0, np.nan, 0.25)  # half of the pairs have no margin
+    store.write_scores(run, ids, fab.pairs["similarity"], fab.pairs["clean_prob"], fab.pairs["weight"],
+                       {"siblings": siblings, "caption_margin": margin})
+    frame = run_frame(store, fab.dataset_id, run)
+    assert sorted(extra_columns(frame)) == ["caption_margin", "siblings"]
+    assert colour_options(frame)[:3] == list(SCORES) and colour_options(frame)[-3:] == ["decision", "split",
+                                                                                       "ground truth"]
+    assert frame["siblings"].tolist() == siblings.tolist()  # in import order, each pair's own value
+    assert np.array_equal(frame["caption_margin"].to_numpy(), margin, equal_nan=True)
+    # the map coloured by an extra: a continuous scale over its values, the pairs without one in grey
+    points = frame.assign(x=np.arange(len(frame), dtype=float), y=0.0)
+    fig = map_figure(points, MapSettings(colour_by="caption_margin"))
+    assert [t.name for t in fig.data] == [NO_VALUE, "pairs"]
+    assert list(fig.data[0].customdata) == ids[::2].tolist() and fig.data[0].marker.color == "#c7c7c7"
+    assert list(fig.data[1].customdata) == ids[1::2].tolist() and list(fig.data[1].marker.color) == [0.25] * 20
+    assert fig.data[1].marker.colorbar.title.text == "caption_margin" and fig.data[1].marker.cmin is None
+    fig = map_figure(points, MapSettings(colour_by="siblings"))
+    assert len(fig.data) == 1 and list(fig.data[0].marker.color) == siblings.tolist()
 
 
 # ------------------------------------------------------------------------------------------ the map
@@ -118,17 +111,11 @@ def test_map_figure_continuous_and_categorical() -> None:
 
 
 def test_map_settings_are_checked() -> None:
-    with pytest.raises(ConcordError, match="cannot colour the map by 'topic'"):
-        MapSettings(colour_by="topic")
-    with pytest.raises(ConcordError, match="at least 1 point"):
-        MapSettings(max_points=0)
-
-
-def test_selected_pair_ids_from_a_selection_event() -> None:
-    event = {"points": [{"customdata": 5, "x": 1}, {"customdata": [3]}, {"x": 2}, {"customdata": 5}],
-             "box": [{"x": [0, 1]}]}
-    assert selected_pair_ids(event) == [5, 3]
-    assert selected_pair_ids(None) == [] and selected_pair_ids({}) == []
+    with pytest.raises(ConcordError, match="cannot colour the map by 'topic' \\(one of clean_prob, weight, "
+                                           "similarity, decision, split, ground truth\\)"):
+        map_figure(small_frame(), MapSettings(colour_by="topic"))
+    with pytest.raises(ConcordError, match="hover_captions cannot be negative"):
+        MapSettings(hover_captions=-1)
 
 
 # ------------------------------------------------------------------------------------------ the selection

@@ -191,3 +191,47 @@ def test_empty_states(tmp_path: Path) -> None:
     assert "has no embeddings" in at.warning[0].value
     assert not [c for c in at.caption if "map of" in c.value]
     assert metrics(at)["Flagged"] == str(expected(fab, 0.5)["flagged"])  # the distributions still work
+
+
+def test_colour_by_offers_the_runs_extra_score_columns(fab) -> None:
+    with Store.open() as s:  # a second run over the same pairs, with concord-like extras
+        ids = fab.pairs["pair_id"].to_numpy()
+        run = s.create_run(fab.dataset_id, "concord", "concord-tiny", threshold=0.5)
+        s.write_scores(run, ids, fab.pairs["similarity"], fab.pairs["clean_prob"], fab.pairs["weight"],
+                       {"siblings": np.arange(len(ids), dtype=float), "sibling_rank": np.ones(len(ids))})
+        s.update_run(run, state="finished")
+        artifacts.save_embeddings(s.run(run), artifacts.load_embeddings(s.run(fab.run_id)))
+    at = explore_page(explore_run=fab.run_id)
+    plain = at.selectbox(key="explore_colour").options
+    assert plain == ["clean_prob", "weight", "similarity", "decision", "split", "ground truth"]
+    at = explore_page(explore_run=run)
+    options = at.selectbox(key="explore_colour").options
+    assert options == ["clean_prob", "weight", "similarity", "sibling_rank", "siblings", "decision", "split",
+                       "ground truth"]
+    at.selectbox(key="explore_colour").set_value("siblings").run()
+    assert not at.exception, at.exception
+    trace = map_spec(at)["data"][0]
+    order = {int(p): i for i, p in enumerate(ids)}
+    colours = dict(zip(array(trace["customdata"]).tolist(), array(trace["marker"]["color"]).tolist()))
+    assert colours == {int(p): float(order[int(p)]) for p in ids}  # each pair's own value
+    assert trace["marker"]["colorbar"]["title"]["text"] == "siblings"
+    # back on a run without extras, the colour falls back to clean_prob
+    at.selectbox(key="explore_run").set_value(fab.run_id).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="explore_colour").value == "clean_prob"
+
+
+def test_a_box_drawn_on_the_map_selects_exactly_the_pairs_inside(fab) -> None:
+    at = explore_page()
+    spec = map_spec(at)["data"][0]
+    x, y, ids = array(spec["x"]), array(spec["y"]), array(spec["customdata"])
+    xs, ys = (float(np.quantile(x, 0.2)), float(np.quantile(x, 0.7))), (float(np.min(y)), float(np.median(y)))
+    inside = ids[(x >= xs[0]) & (x <= xs[1]) & (y >= ys[0]) & (y <= ys[1])]
+    assert 0 < len(inside) < len(ids)
+    at.session_state["explore_map"] = {"selection": {"points": [], "point_indices": [], "lasso": [],
+                                                     "box": [{"xref": "x", "yref": "y", "x": list(xs), "y": list(ys)}]}}
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["pair_id"]) == sorted(inside.tolist())
+    assert f"**{len(inside):,} pairs selected**" in [m.value for m in at.markdown]

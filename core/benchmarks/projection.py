@@ -3,7 +3,7 @@
 Per N, on synthetic data (clustered unit vectors as fused embeddings, pairs with 60-character captions and
 scores, 10 % flagged) in a temporary database (never the user's): the PCA and UMAP projections (UMAP seeded,
 one thread, after a warm-up that pays numba's compilation), reading the run's pairs (`run_frame`), and the
-map: sample, figure build and its JSON (what Streamlit sends to the browser). Figures go to stdout and to
+map: figure build (every point) and its JSON (what Streamlit sends to the browser). Figures go to stdout and to
 `docs/benchmarks.md`.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 def measure(n: int, dim: int, umap: bool, folder: Path) -> dict[str, Any]:
     """The figures for `n` pairs (a fresh database under `folder`)."""
-    from core.explore import MapSettings, map_figure, map_sample, run_frame
+    from core.explore import MapSettings, map_figure, run_frame
     from core.progress import Progress
     from core.projection import ProjectionSettings, pca_projection, umap_projection
     from core.store import Store
@@ -82,12 +82,11 @@ def measure(n: int, dim: int, umap: bool, folder: Path) -> dict[str, Any]:
         frame, row["run_frame_s"] = _timed(run_frame, store, ds.id, run_id)
     settings = MapSettings()
     t0 = time.perf_counter()
-    rows = map_sample(frame, settings)
-    points = frame.iloc[rows].assign(x=coords[rows, 0], y=coords[rows, 1])
+    points = frame.assign(x=coords[:, 0], y=coords[:, 1])
     fig = map_figure(points, settings)
     row["figure_s"] = time.perf_counter() - t0
     text, row["json_s"] = _timed(fig.to_json)
-    row["drawn"] = len(rows)
+    row["drawn"] = len(points)
     row["json_mb"] = len(text) / 1e6
     return row
 
