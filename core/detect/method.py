@@ -49,6 +49,8 @@ class ConcordConfig:
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
+    trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
+                                        "beside the meta-data ('' for none; never 'train')")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
@@ -101,7 +103,11 @@ class Concord:
         q_img, q_cap = inputs.image_rows(pairs["image_id"].to_numpy()), inputs.caption_rows(pairs["caption_id"].to_numpy())
         names, x = signal_matrix(inputs, pool, q_img, q_cap, cfg.k, cfg.tau)
         meta = store.meta_frame(run.dataset_id)
-        positives = meta[meta["label"] == 1]
+        trusted = trusted_mask(pairs, cfg.trusted_split)
+        positives = pd.concat([meta.loc[meta["label"] == 1, ["image_id", "caption_id"]],
+                               pairs.loc[trusted, ["image_id", "caption_id"]]]).drop_duplicates()
+        positives = positives[positives["image_id"].isin(inputs.image_ids)
+                              & positives["caption_id"].isin(inputs.caption_ids)]   # a typed fix has no embedding
         if positives.empty:
             raise ConcordError(NO_POSITIVES)
         text_space = inputs.text if inputs.text is not None else next(iter(inputs.spaces.values()))[1]
@@ -113,8 +119,8 @@ class Concord:
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == "train").to_numpy()
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
-                                  x=x, x_made=x_made, train=train)
-        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, cfg, run.seed or 0)
+                                  x=x, x_made=x_made, train=train, trusted=trusted)
+        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
         summary.pop("similarity")        # the run's own `similarity` column already
@@ -131,14 +137,24 @@ class Concord:
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
 
 
+def trusted_mask(pairs: pd.DataFrame, split: str) -> np.ndarray:
+    """The pairs of the split the user names clean (none for '' ; the noisy `train` split is refused)."""
+    if split.strip() == "train":
+        raise ConcordError("the 'train' split is the noisy one being cleaned: it cannot be the trusted split")
+    return (pairs["split"] == split.strip()).to_numpy() if split.strip() else np.zeros(len(pairs), bool)
+
+
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
-                cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
-    """Fit the fused classifier on the meta entries that are dataset pairs, plus the constructed negatives."""
+                trusted: np.ndarray, cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
+    """Fit the fused classifier on the meta entries that are dataset pairs (a person's label wins), the trusted
+    split's other pairs as positives, and the constructed negatives."""
     row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
     entries = meta[meta["pair_id"].notna()]
     rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
     known = ~np.isnan(rows)
     rows, labels = rows[known].astype(np.int64), entries["label"].to_numpy(np.int64)[known]
+    extra = np.setdiff1d(np.flatnonzero(trusted), rows)
+    rows, labels = np.concatenate([rows, extra]), np.concatenate([labels, np.ones(len(extra), np.int64)])
     xs = np.vstack([x[rows], x_made])
     ys = np.concatenate([labels, np.zeros(len(x_made), np.int64)])
     if len(np.unique(ys)) < 2:
@@ -168,9 +184,11 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
     if progress is not None:
         progress.start("refit", None, message=f"{METHOD}: refitting run {run_id} on the decisions")
     with np.load(path) as z:
-        names, pair_ids, x, x_made = [str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"]
+        names, pair_ids, x, x_made, trusted = ([str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"],
+                                               z["trusted"])
     cfg = make_config(METHOD, run.config)
-    model, labelled = fit_on_meta(names, x, x_made, pair_ids, store.meta_frame(run.dataset_id), cfg, run.seed or 0)
+    model, labelled = fit_on_meta(names, x, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
+                                  run.seed or 0)
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)
     fused = fused_metrics(model, labelled, len(x_made), store.last_decision_id(run.dataset_id))
