@@ -237,6 +237,14 @@ class Claim:
                    for chosen in permutations(scene.groups, len(self.groups)))
 
 
+def shares_objects(scene: Scene, claim: Claim) -> bool:
+    """Whether every object a caption mentions is in the scene with that shape (and that colour, when the
+    caption names one): a suggestion a person finds plausible for the image, whatever it says of counts,
+    sizes or the background. A caption that mentions no object shares none."""
+    return bool(claim.groups) and all(any(g.shape == c.shape and c.colour in (None, g.colour) for g in scene.groups)
+                                      for c in claim.groups)
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 

@@ -74,12 +74,14 @@ with create:
                   f"{result['noisy']:,} with injected noise"])
 
 with importing:
-    path = st.text_input("Data file on the server", key="import_path",
-                         help="CSV / JSONL / Parquet of image, caption rows; MS-COCO or Karpathy JSON")
-    import_name = st.text_input("Name", key="import_name")
+    path = st.text_input("Data file or folder on the server", key="import_path",
+                         help="CSV / JSONL / Parquet of image, caption rows; MS-COCO or Karpathy JSON; "
+                              "or a Concord export's folder")
+    import_name = st.text_input("Name (default: an export's dataset name, else the file's name)", key="import_name")
     c1, c2, c3 = st.columns(3)
     fmt = c1.selectbox("Format", FORMATS, key="import_format")
-    images_root = c2.text_input("Images root (default: the file's folder)", key="import_images_root")
+    images_root = c2.text_input("Images root (default: the file's folder, or an export's)",
+                                key="import_images_root")
     split = c3.text_input("Split of rows naming none (default train)", key="import_split")
     column_defaults = ColumnNames()
     cols = st.columns(4)
@@ -89,9 +91,9 @@ with importing:
     import_replace = st.checkbox("Replace a dataset of that name (keeps decisions on pairs that still exist)",
                                  key="import_replace")
     skip_bad = st.checkbox("Import the good rows and list the bad ones in a report", key="import_skip_bad")
-    if st.button("Import", type="primary", key="import_run", disabled=not (path.strip() and import_name.strip())):
+    if st.button("Import", type="primary", key="import_run", disabled=not path.strip()):
         try:
-            report = import_dataset(store, path.strip(), import_name.strip(), fmt=fmt,
+            report = import_dataset(store, path.strip(), import_name.strip() or None, fmt=fmt,
                                     images_root=images_root.strip() or None, replace=import_replace,
                                     skip_bad=skip_bad, columns=columns, split=split.strip() or None,
                                     progress=progress_bar())

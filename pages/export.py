@@ -20,7 +20,8 @@ if dataset is not None:
         st.caption("No finished run: clean_prob and weight will be empty.")
     drop = st.checkbox("Also drop flagged pairs nobody decided", key="export_drop_flagged", disabled=not runs)
     images = st.radio("Images", IMAGE_MODES, key="export_images", horizontal=True,
-                      help="copy: the kept images go into images/; paths: only paths relative to the original root")
+                      help="copy: the kept images go beside the data file, so the folder imports back as a "
+                           "dataset; paths: only paths relative to the original root (named in the manifest)")
     out = st.text_input("Destination folder", key="export_out")
     overwrite = st.checkbox("Overwrite a non-empty folder", key="export_overwrite")
     options = ExportOptions(format=fmt, run_id=run_id, drop_flagged_unreviewed=bool(drop and runs),

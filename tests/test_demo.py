@@ -9,7 +9,7 @@ import pytest
 
 from core import paths
 from core.demo import (FAMILIES, Claim, DemoConfig, Group, GroupClaim, Scene, _mutations, caption_candidate, generate, render,
-                       split_sizes, write_demo)
+                       shares_objects, split_sizes, write_demo)
 from core.errors import ConcordError
 from core.generated import GenerateOptions, create_generated, delete_dataset, deletion_summary
 from core.noise import inject_noise_copy
@@ -131,3 +131,13 @@ def test_bad_names_and_options(store):
     with pytest.raises(ConcordError, match="unknown source"):
         create_generated(store, "x", GenerateOptions(images=4, source="nope"))
     assert store.dataset_names() == [] and not (paths.generated_dir(store.path) / "x").exists()
+
+
+def test_shares_objects_by_shape_and_colour():
+    scene = Scene((Group("diamond", "red", "small", "solid", 3, "center"),
+                   Group("circle", "grey", "large", "solid", 1, "left")), "white", "plain")
+    assert shares_objects(scene, Claim((GroupClaim("diamond", "red"),)))
+    assert shares_objects(scene, Claim((GroupClaim("diamond"), GroupClaim("circle", "grey", counts=frozenset({5})))))
+    assert not shares_objects(scene, Claim((GroupClaim("diamond", "brown"),)))      # colour differs
+    assert not shares_objects(scene, Claim((GroupClaim("diamond", "red"), GroupClaim("star"),)))  # one not there
+    assert not shares_objects(scene, Claim((), background="white"))                # mentions no object
