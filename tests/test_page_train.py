@@ -174,3 +174,20 @@ def test_delete_a_run_with_confirmation(dataset):
     assert not at.exception, at.exception
     assert [r.id for r in get_store().runs()] == [keep]
     assert list(table(at).index) == [keep]
+
+
+def test_the_fused_method_is_offered_with_its_settings(dataset):
+    at = page()
+    method = at.selectbox(key="train_method")
+    assert any(o.startswith("Concord") for o in method.options)
+    method.set_value("concord").run()
+    assert not at.exception, at.exception
+    assert "refits as you review" in " ".join(c.value for c in at.caption)
+    for s in settings("concord"):
+        if s.type in (int, float):
+            widget = at.number_input(key=f"train_set_concord_{s.name}")
+        elif s.type is bool:
+            widget = at.checkbox(key=f"train_set_concord_{s.name}")
+        else:
+            widget = at.text_input(key=f"train_set_concord_{s.name}")
+        assert widget.value == s.default and s.help in widget.help
