@@ -1,0 +1,103 @@
+"""`bench consensus`: what the fused score costs at scale — the consensus signals, a whole `concord` run, and the
+refit after a batch of decisions.
+
+On a synthetic store of `--pairs` pairs (`--captions-per-image` each, as `bench review` makes them) with a stand-in
+finished run (clustered random embeddings), in a temporary folder: the signals of every pair in that run's space
+(`space_signals`: faiss searches, siblings, neighbours, margins), the text-space sibling terms over random
+384-d caption features, a whole `concord` run over the stand-in (without text signals: encoding 100k captions
+is the embedding step's cost, `bench embed`), and `--decisions` decisions followed by a refit (classifier fit,
+prediction and the store's update of every pair's clean_prob). Figures are seconds, measured once each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.benchmarks import add_output_options, write_section
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("consensus", parents=[common], help="cost of the consensus signals and the fused score's refit",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=100_000, help="pairs of the synthetic store (default 100000)")
+    p.add_argument("--captions-per-image", type=int, default=5, help="captions per image (default 5)")
+    p.add_argument("--dim", type=int, default=256, help="embedding size of the stand-in run (default 256)")
+    p.add_argument("--decisions", type=int, default=100, help="decisions before the refit (default 100)")
+    add_output_options(p)
+    p.set_defaults(handler=run)
+
+
+def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
+    from core.benchmarks.review import _temporary_home, stand_in_run, synthetic_dataset
+    from core.detect.consensus import text_signals
+    from core.detect.method import refit
+    from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix
+    from core.progress import Progress
+    from core.store import Store
+    from core.training import execute_run, start_run
+
+    out: dict[str, float] = {}
+    with _temporary_home(folder), Store.open() as store:
+        ds = synthetic_dataset(store, folder / "synthetic", pairs, per_image)
+        base = stand_in_run(store, ds, dim)
+        frame = pair_view(store.pairs_frame(ds))
+        inputs = load_inputs(store, ds, [store.run(base)], frame, None)
+        pool = pool_of(frame, inputs)
+        q_img = inputs.image_rows(frame["image_id"].to_numpy())
+        q_cap = inputs.caption_rows(frame["caption_id"].to_numpy())
+        t0 = time.perf_counter()
+        signal_matrix(inputs, pool, q_img, q_cap, k=10, tau=5.0)
+        out["signals_one_space_s"] = time.perf_counter() - t0
+        text = np.random.default_rng(0).normal(size=(len(inputs.caption_ids), 384)).astype(np.float32)
+        t0 = time.perf_counter()
+        text_signals(text, pool, q_img, q_cap)
+        out["text_siblings_s"] = time.perf_counter() - t0
+
+        train = frame[frame["split"] == "train"]
+        seed = train.sample(max(50, len(train) // 50), random_state=0)
+        store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
+        fused = start_run(store, "synthetic", "concord", settings={"base_runs": str(base), "text_signals": False,
+                                                                   "trusted_split": "", "refit_every": 0})
+        t0 = time.perf_counter()
+        execute_run(store, fused, Progress())
+        out["concord_run_s"] = time.perf_counter() - t0
+        picked = train[~train["pair_id"].isin(seed["pair_id"])].head(decisions)["pair_id"].tolist()
+        store.decide(ds, picked[::2], "reject", "bench")
+        store.decide(ds, picked[1::2], "keep", "bench")
+        t0 = time.perf_counter()
+        refit(store, fused)
+        out["refit_s"] = time.perf_counter() - t0
+        out["labelled"] = float(sum(store.run(fused).metrics["fused"]["labelled"][k]
+                                    for k in ("positives", "negatives", "constructed")))
+    return out
+
+
+def markdown(f: dict[str, float], command: str, pairs: int) -> str:
+    return "\n".join([
+        f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; {pairs:,} pairs, seconds, once each).",
+        "", "| step | seconds |", "|---|---|",
+        f"| consensus signals of every pair, one run's space | {f['signals_one_space_s']:.1f} |",
+        f"| sibling terms in a 384-d text space | {f['text_siblings_s']:.1f} |",
+        f"| a whole `concord` run over one base run (signals, constructed negatives, fit, scores written) | "
+        f"{f['concord_run_s']:.1f} |",
+        f"| refit after the decisions ({int(f['labelled']):,} labelled rows; fit, predict, store update) | "
+        f"{f['refit_s']:.2f} |"])
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    with tempfile.TemporaryDirectory(prefix="concord-bench-consensus-") as tmp:
+        figures = measure(args.pairs, args.captions_per_image, args.dim, args.decisions, Path(tmp))
+    command = (f"python -m core bench consensus --pairs {args.pairs} --captions-per-image {args.captions_per_image} "
+               f"--dim {args.dim} --decisions {args.decisions}")
+    text = markdown(figures, command, args.pairs)
+    if not args.no_docs:
+        write_section(f"consensus: {args.pairs}", "## Fused score at scale (`bench consensus`)\n\n" + text)
+    print(json.dumps(figures) if args.json else text)
+    return 0
