@@ -1,7 +1,8 @@
-# `make run` starts the app on the built-in demo data; `make test` runs the whole suite.
+# `make run` starts the app on the built-in demo data; `make test` runs the whole suite (with the Ray extra).
 # Both create or refresh the repo's .venv when requirements.txt is newer than it.
 PY := .venv/bin/python
 STAMP := .venv/.requirements-stamp
+RAY_STAMP := .venv/.requirements-ray-stamp
 PORT ?= 8501
 
 .PHONY: run test clean-venv
@@ -13,10 +14,15 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
+# The optional Ray extra (`shards score --engine ray`): the suite tests that path, the app does not need it.
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
 run: $(STAMP)
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	$(PY) -m pytest -q tests
 
 clean-venv:

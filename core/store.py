@@ -961,3 +961,54 @@ class Store:
         """The dataset's split names, sorted."""
         return [r[0] for r in self._q("SELECT DISTINCT split FROM pairs WHERE dataset_id = ? ORDER BY split",
                                       [int(dataset_id)]).fetchall()]
+
+    # ---------------------------------------------------------------- attached scored shards (issue 21)
+    def attach_scored_shards(self, name: str, files: Sequence[str], *, model: str, config: dict[str, Any],
+                             source_path: str, info: dict[str, Any] | None = None) -> tuple[int, int]:
+        """Make the scored Parquet shards `files` (`core.shards.writer`) dataset `name` with one finished run
+        (method `shards`) holding their scores, in one transaction; returns (dataset id, run id).
+
+        DuckDB reads the files in place (`read_parquet`) and keeps only what every page and decision joins on:
+        each pair's key, image path and hash, caption, and its similarity, clean_prob and weight. Embeddings and
+        consensus terms stay in the files. Image paths are absolute, so the dataset's root is `/`. Pairs
+        repeating an earlier pair's (image content, caption text) are merged, as on import."""
+        if not files:
+            raise ConcordError("no scored shards to attach")
+        src = "read_parquet(?::VARCHAR[])"
+        with self.transaction() as cur:
+            if cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [name]).fetchone()[0]:
+                raise ConcordError(f"dataset {name!r} already exists; attach under another --name or delete it first")
+            ds_id = int(cur.execute("SELECT nextval('seq_dataset')").fetchone()[0])
+            cur.execute("INSERT INTO datasets VALUES (?, ?, '/', 'shards', ?, NULL, ?, ?)",
+                        [ds_id, name, source_path, json.dumps(info or {}), _now()])
+            files = [str(f) for f in files]
+            cur.execute(f"""CREATE TEMP TABLE attach_rows AS
+                SELECT key, ltrim(image_path, '/') AS image_path, image_hash, caption, caption_hash, ordinal,
+                       similarity, clean_prob, weight, sha1(image_hash || ':' || caption_hash) AS uid
+                FROM {src} QUALIFY row_number() OVER (PARTITION BY uid ORDER BY ordinal) = 1""", [files])
+            try:
+                cur.execute("""INSERT INTO images SELECT nextval('seq_image'), ?, image_path, image_hash, NULL, NULL,
+                               NULL FROM (SELECT image_path, any_value(image_hash) AS image_hash, min(ordinal) AS o
+                                          FROM attach_rows GROUP BY image_path) ORDER BY o""", [ds_id])
+                cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, caption, caption_hash
+                               FROM (SELECT caption_hash, any_value(caption) AS caption, min(ordinal) AS o
+                                     FROM attach_rows GROUP BY caption_hash) ORDER BY o""", [ds_id])
+                cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, 'train', r.key, r.uid,
+                               NULL, NULL, r.ordinal
+                               FROM attach_rows r JOIN images i ON i.dataset_id = ? AND i.path = r.image_path
+                               JOIN captions c ON c.dataset_id = ? AND c.hash = r.caption_hash
+                               ORDER BY r.ordinal""", [ds_id] * 3)
+                run_id = int(cur.execute("SELECT nextval('seq_run')").fetchone()[0])
+                now = _now()
+                cur.execute("""INSERT INTO runs (id, dataset_id, method, model, config, state, created_at, started_at,
+                               finished_at, threshold) VALUES (?, ?, 'shards', ?, ?, 'finished', ?, ?, ?, 0.5)""",
+                            [run_id, ds_id, model, json.dumps(config), now, now, now])
+                cur.execute("""INSERT INTO scores SELECT ?, p.id, r.similarity, r.clean_prob, r.weight
+                               FROM attach_rows r JOIN pairs p ON p.dataset_id = ? AND p.uid = r.uid""",
+                            [run_id, ds_id])
+            finally:
+                try:
+                    cur.execute("DROP TABLE IF EXISTS attach_rows")
+                except duckdb.Error:  # an aborted transaction refuses it; its rollback drops the table
+                    pass
+        return ds_id, run_id

@@ -20,7 +20,7 @@ from core.errors import ConcordError
 from core.progress import Progress, format_eta
 
 COMMAND_ORDER = ["import", "demo", "noise", "datasets", "delete", "embed", "train", "runs", "evaluate",
-                 "decide", "meta", "export", "bench"]
+                 "decide", "meta", "export", "shards", "bench"]
 
 
 @dataclass
