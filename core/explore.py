@@ -80,6 +80,15 @@ def run_frame(store, dataset_id: int, run_id: int) -> pd.DataFrame:
     return frame
 
 
+def run_frame_version(store, dataset_id: int, run_id: int) -> tuple:
+    """What `run_frame` depends on, cheaply (a few small queries): the database, the run's threshold and
+    end, its scores' fingerprint and the dataset's newest decision (decisions and undos only append), so a
+    page may keep a frame across reruns while this stays equal."""
+    run = store.run(run_id)
+    return (str(store.path), int(dataset_id), int(run_id), run.threshold, run.finished_at,
+            store.scores_version(run_id), store.last_decision_id(dataset_id))
+
+
 def extra_columns(frame: pd.DataFrame) -> list[str]:
     """The run's extra score columns in `frame` (a `run_frame`), e.g. concord's siblings or b1's loss."""
     return [c for c in frame.attrs.get("extras", []) if c in frame.columns]

@@ -612,6 +612,11 @@ class Store:
                 cur.execute("INSERT INTO score_extras SELECT run_id, pair_id, name, value FROM new_extras")
                 cur.unregister("new_extras")
 
+    def scores_version(self, run_id: int) -> tuple:
+        """A cheap fingerprint of a run's scores (count and sums): it changes when they are rewritten or refit."""
+        return tuple(self._q("SELECT count(*), sum(clean_prob), sum(weight), sum(similarity) FROM scores "
+                             "WHERE run_id = ?", [int(run_id)]).fetchone())
+
     def update_clean_prob(self, run_id: int, pair_ids: np.ndarray, clean_prob: np.ndarray, weight: np.ndarray) -> None:
         """Rewrite a run's `clean_prob` and `weight` for these pairs in one transaction (a refit of a fused score)."""
         frame = pd.DataFrame({"pair_id": np.asarray(pair_ids, dtype=np.int64),

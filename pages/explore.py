@@ -4,8 +4,8 @@ import streamlit as st
 from core import artifacts
 from core.errors import ConcordError
 from core.explore import (TABLE_ROWS, MapSettings, colour_options, has_ground_truth, histogram_figure, map_figure,
-                          order_selection, projection_job_key, run_frame, selected_pairs, selection_table,
-                          threshold_summary)
+                          order_selection, projection_job_key, run_frame, run_frame_version, selected_pairs,
+                          selection_table, threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
 from pages.common import current_dataset, get_store, job_manager, through_app
 
@@ -54,6 +54,17 @@ def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
     return None
 
 
+def current_frame(store, dataset_id: int, run_id: int):
+    """The run's `run_frame`, kept in the session while nothing it depends on changed (reading a million pairs
+    takes seconds; a selection's rerun should not pay it again)."""
+    version = run_frame_version(store, dataset_id, run_id)
+    kept = st.session_state.get("explore_frame")
+    if kept is None or kept[0] != version:
+        kept = (version, run_frame(store, dataset_id, run_id))
+        st.session_state["explore_frame"] = kept
+    return kept[1]
+
+
 def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
     """The pairs inside the boxes and lassos drawn on the map: a new shape replaces the kept selection
     (it survives reruns)."""
@@ -81,7 +92,7 @@ by_id = {r.id: r for r in runs}
 if st.session_state.get("explore_run") not in by_id:
     st.session_state["explore_run"] = runs[0].id
 run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]), key="explore_run")]
-frame = run_frame(store, dataset.id, run.id)
+frame = current_frame(store, dataset.id, run.id)
 if frame.empty:
     st.info(f"Run {run.id} scored no pairs of {dataset.name!r}.")
     st.stop()

@@ -115,3 +115,12 @@ def test_every_point_is_drawn_as_typed_arrays_and_large_maps_skip_captions() -> 
     # (three float32 arrays: 12 bytes a point, 16 in base64)
     fig = map_figure(points, MapSettings(colour_by="split", hover_captions=0))
     assert fig.data[0].hovertemplate == "%{fullData.name}<extra></extra>" and len(fig.data[0].x) == n
+
+
+def test_map_benchmark_at_a_small_size(capsys) -> None:
+    from core.cli import main
+    assert main(["bench", "map", "--pairs", "400", "--no-docs", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert (row["pairs"], row["drawn"]) == (400, 400) and "browser" not in row
+    assert 0 < row["box_selected"] < 400 and 0 < row["lasso_selected"] < 400
+    assert row["json_mb"] > 0 and row["box_to_table_s"] >= row["box_select_s"] >= 0

@@ -235,3 +235,17 @@ def test_a_box_drawn_on_the_map_selects_exactly_the_pairs_inside(fab) -> None:
     table = at.dataframe[0].value
     assert sorted(table["pair_id"]) == sorted(inside.tolist())
     assert f"**{len(inside):,} pairs selected**" in [m.value for m in at.markdown]
+
+
+def test_the_kept_frame_follows_decisions_and_rescoring(fab) -> None:
+    at = explore_page(explore_colour="decision")
+    assert [t["name"] for t in map_spec(at)["data"]] == ["undecided"]
+    store = get_store()
+    first = int(fab.pairs["pair_id"].iloc[0])
+    store.decide(fab.dataset_id, [first], "reject", "ann")  # a decision made on another page
+    at.run()
+    assert [t["name"] for t in map_spec(at)["data"]] == ["undecided", "reject"]
+    ids = fab.pairs["pair_id"].to_numpy()
+    store.update_clean_prob(fab.run_id, ids, np.full(len(ids), 0.01), np.full(len(ids), 0.01))  # a refit
+    at.run()
+    assert metrics(at)["Flagged"] == str(len(ids))
