@@ -21,3 +21,19 @@ def test_quality_sweep_on_a_tiny_demo(capsys, concord_env) -> None:
 
     assert main(["datasets", "--json"]) == 0                                       # the user's store: untouched
     assert [d["name"] for d in json.loads(capsys.readouterr().out)] == ["demo"]
+
+
+def test_fused_gain_is_over_the_best_other_method_on_the_same_data() -> None:
+    from core.benchmarks.quality import fused_gains, markdown, summarise
+    base = {"set": "demo", "kind": "hard", "ratio": 0.4, "auprc": 0.5, "f1": 0.5, "weight_auroc": 0.5, "rsum": 100.0,
+            "seconds_per_epoch": 1.0}
+    aurocs = {(0, "b1"): 0.70, (0, "npc"): 0.75, (0, "concord"): 0.80,
+              (1, "b1"): 0.72, (1, "npc"): 0.70, (1, "concord"): 0.74}
+    rows = [base | {"seed": s, "method": m, "auroc": a} for (s, m), a in aurocs.items()]
+    gains = fused_gains(rows)
+    assert gains["gain"].round(6).tolist() == [0.05, 0.02]                  # over npc on seed 0, over b1 on seed 1
+    fused = summarise(rows).set_index("method").loc["concord"]
+    assert round(fused["gain_mean"], 6) == 0.035 and round(fused["gain_min"], 6) == 0.02
+    assert "| demo | hard | 0.4 | concord | 0.770 ± 0.042 |" in markdown(summarise(rows), "cmd", 60.0)
+    assert "+0.035 / +0.020 |" in markdown(summarise(rows), "cmd", 60.0)
+    assert fused_gains([r for r in rows if r["method"] != "concord"]).empty
