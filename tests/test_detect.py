@@ -179,3 +179,12 @@ def test_concord_refuses_without_trusted_pairs(store) -> None:
         execute_run(store, run_id, Progress())
     assert store.run(run_id).state == "failed"
     assert store.scores_frame(b1)["clean_prob"].notna().all()        # the base run is untouched
+
+
+def test_bench_consensus_measures_every_step(tmp_path) -> None:
+    from core.benchmarks.consensus import markdown, measure
+    figures = measure(1500, 5, 16, 20, tmp_path)
+    assert set(figures) == {"signals_one_space_s", "text_siblings_s", "concord_run_s", "refit_s", "labelled"}
+    assert all(v > 0 for v in figures.values())
+    assert figures["labelled"] == 50 + 20 + 50        # the seed positives, the decisions, one made per positive
+    assert "| refit after the decisions (120 labelled rows" in markdown(figures, "cmd", 1500)
