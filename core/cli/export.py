@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--drop-flagged-unreviewed", action="store_true",
                    help="also drop pairs the run flags (clean_prob < threshold) that nobody decided")
     p.add_argument("--images", choices=IMAGE_MODES, default="copy",
-                   help="copy the kept images into DIR/images, or only record paths relative to the original root")
+                   help="copy the kept images beside the data file (DIR imports back with no flags), or only "
+                        "record paths relative to the original root (named in the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty destination folder")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(handler=run)

@@ -33,9 +33,8 @@ def export_manifest(folder: Path) -> dict[str, Any] | None:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or "concord_version" not in manifest or not isinstance(manifest.get("files"), list):
-        return None
-    return manifest
+    is_export = isinstance(manifest, dict) and "concord_version" in manifest and isinstance(manifest.get("files"), list)
+    return manifest if is_export else None
 
 
 def _data_files(folder: Path, manifest: dict[str, Any] | None) -> list[Path]:
