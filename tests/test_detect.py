@@ -188,3 +188,20 @@ def test_bench_consensus_measures_every_step(tmp_path) -> None:
     assert all(v > 0 for v in figures.values())
     assert figures["labelled"] == 50 + 20 + 50        # the seed positives, the decisions, one made per positive
     assert "| refit after the decisions (120 labelled rows" in markdown(figures, "cmd", 1500)
+
+
+def test_review_line_names_the_signals_that_flag_the_pair() -> None:
+    from core.detect.explain import explain_pair, fused_summary
+    lows = {"siblings": 0.3, "text_siblings": 0.5, "caption_margin": -0.1, "image_margin": -0.2,
+            "image_neighbours": 0.2, "caption_neighbours": 0.2}
+    pair = {"siblings": 0.1, "text_siblings": 0.9, "sibling_rank": 0.0, "sibling_count": 4.0,
+            "caption_margin": -0.3, "image_margin": 0.0, "image_neighbours": float("nan"), "caption_neighbours": 0.5}
+    assert explain_pair(pair, lows) == ("Flagged by: caption disagrees with its 4 sibling captions (the least of 5); "
+                                        "the caption matches another image better.")
+    calm = pair | {"siblings": 0.4, "caption_margin": 0.0}
+    assert explain_pair(calm, lows) == "No single signal flags this pair; only their combination in the fused score."
+    fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
+             "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}
+    assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "
+                                    "mismatched pairs plus 80 constructed mismatches; carried by b1#1.caption_margin "
+                                    "(+1.20), text.siblings (+0.40); refitted 2×.")

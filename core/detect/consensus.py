@@ -22,6 +22,7 @@ caption of a neighbour moves the term little. Neighbour search goes through `cor
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +32,6 @@ from core.index import VectorIndex, normalise
 
 SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings",
            "sibling_rank")
-TEXT_SIGNALS = ("siblings", "sibling_rank")
-"""The signals a text-only space (the text tower's own features, no images) can give."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Pool:
     def captions_of(self) -> sparse.csr_matrix:
         return self.members
 
-    @property
+    @functools.cached_property
     def images_of(self) -> sparse.csr_matrix:
         return self.members.T.tocsr()
 
@@ -181,7 +180,8 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
 
 def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray
                  ) -> dict[str, np.ndarray]:
-    """The `TEXT_SIGNALS` of each query in a text-only space (e.g. the pretrained text tower's features)."""
+    """The signals a text-only space (e.g. the pretrained text tower's features, no images) can give: the
+    sibling terms of each query."""
     siblings, rank = sibling_terms(normalise(text_emb), pool, np.asarray(q_image, np.int64),
                                    np.asarray(q_caption, np.int64))
     return {"siblings": siblings, "sibling_rank": rank}

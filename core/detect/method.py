@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 
 from core import artifacts
-from core.detect.consensus import SIGNALS, TEXT_SIGNALS
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
-from core.detect.signals import (load_inputs, pair_view, pool_of, signal_matrix, signal_names, summary_signals)
+from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix, summary_signals
 from core.errors import ConcordError
 from core.methods.config import setting
 from core.progress import Progress
@@ -115,7 +114,6 @@ class Concord:
                                    inputs.caption_rows(positives["caption_id"].to_numpy()), pool, text_space,
                                    cfg.negatives_per_positive, cfg.near_miss_share, cfg.near_k, run.seed or 0)
         _, x_made = signal_matrix(inputs, pool, made.image_row, made.caption_row, cfg.k, cfg.tau)
-        assert names == signal_names(inputs, SIGNALS, TEXT_SIGNALS)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == "train").to_numpy()
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,

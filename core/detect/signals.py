@@ -60,11 +60,6 @@ def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
                            len(inputs.image_ids), len(inputs.caption_ids))
 
 
-def signal_names(inputs: SignalInputs, signals: tuple[str, ...], text: tuple[str, ...]) -> list[str]:
-    names = [f"{space}.{s}" for space in inputs.spaces for s in signals]
-    return names + ([f"{TEXT_SPACE}.{s}" for s in text] if inputs.text is not None else [])
-
-
 def signal_matrix(inputs: SignalInputs, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray, k: int,
                   tau: float) -> tuple[list[str], np.ndarray]:
     """(names, (n, s) matrix) of every signal of each query (rows into the inputs' image / caption ids)."""
