@@ -974,7 +974,7 @@ class Store:
         (method `shards`) holding their scores, in one transaction; returns (dataset id, run id).
 
         DuckDB reads the files in place (`read_parquet`) and keeps only what every page and decision joins on:
-        each pair's key, image path and hash, caption, and its similarity, clean_prob and weight. Embeddings and
+        each pair's key, image (one per content hash, at its first path) and caption, and its similarity, clean_prob and weight. Embeddings and
         consensus terms stay in the files. Image paths are absolute, so the dataset's root is `/`. Pairs
         repeating an earlier pair's (image content, caption text) are merged, as on import."""
         if not files:
@@ -993,14 +993,15 @@ class Store:
                 FROM {src} QUALIFY row_number() OVER (PARTITION BY uid ORDER BY ordinal) = 1""", [files])
             try:
                 cur.execute("""INSERT INTO images SELECT nextval('seq_image'), ?, image_path, image_hash, NULL, NULL,
-                               NULL FROM (SELECT image_path, any_value(image_hash) AS image_hash, min(ordinal) AS o
-                                          FROM attach_rows GROUP BY image_path) ORDER BY o""", [ds_id])
+                               NULL FROM (SELECT image_hash, arg_min(image_path, ordinal) AS image_path,
+                                                 min(ordinal) AS o FROM attach_rows GROUP BY image_hash) ORDER BY o""",
+                            [ds_id])
                 cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, caption, caption_hash
                                FROM (SELECT caption_hash, any_value(caption) AS caption, min(ordinal) AS o
                                      FROM attach_rows GROUP BY caption_hash) ORDER BY o""", [ds_id])
                 cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, 'train', r.key, r.uid,
                                NULL, NULL, r.ordinal
-                               FROM attach_rows r JOIN images i ON i.dataset_id = ? AND i.path = r.image_path
+                               FROM attach_rows r JOIN images i ON i.dataset_id = ? AND i.hash = r.image_hash
                                JOIN captions c ON c.dataset_id = ? AND c.hash = r.caption_hash
                                ORDER BY r.ordinal""", [ds_id] * 3)
                 run_id = int(cur.execute("SELECT nextval('seq_run')").fetchone()[0])

@@ -21,10 +21,10 @@ from core.shards.writer import output_files, read_manifest
 
 
 def _embeddings(files: list[Path], images, captions) -> RunEmbeddings:
-    """One embedding per image and caption of the dataset (the first row that has it), in store id order."""
-    table = pa.concat_tables([pq.read_table(f, columns=["image_path", "caption_hash", "image_emb", "caption_emb"])
+    """One embedding per image and caption of the dataset (the first row with its content), in store id order."""
+    table = pa.concat_tables([pq.read_table(f, columns=["image_hash", "caption_hash", "image_emb", "caption_emb"])
                               for f in files])
-    paths = np.array([p.lstrip("/") for p in table.column("image_path").to_pylist()], object)
+    paths = np.array(table.column("image_hash").to_pylist(), object)
     hashes = np.array(table.column("caption_hash").to_pylist(), object)
 
     def matrix(column: str) -> np.ndarray:
@@ -35,7 +35,7 @@ def _embeddings(files: list[Path], images, captions) -> RunEmbeddings:
     _, first_cap = np.unique(hashes, return_index=True)
     img_at = {paths[i]: i for i in first_img}
     cap_at = {hashes[i]: i for i in first_cap}
-    img_rows = np.array([img_at[p] for p in images["path"]], np.int64)
+    img_rows = np.array([img_at[h] for h in images["hash"]], np.int64)
     cap_rows = np.array([cap_at[h] for h in captions["hash"]], np.int64)
     return RunEmbeddings(images["image_id"].to_numpy(np.int64), matrix("image_emb")[img_rows],
                          captions["caption_id"].to_numpy(np.int64), matrix("caption_emb")[cap_rows])

@@ -171,7 +171,7 @@ class Embedder:
         feats = self.loaded.text_features(texts)
         if self.encoder is None:
             img = self.loaded.image_features(pixels)
-            cap = F.normalize(feats.float(), dim=-1)
+            cap = F.normalize(self.loaded.encode_cached_text(feats).float(), dim=-1)
         else:
             if self.spec.regime == "features":
                 img = self.encoder.encode_image(self.loaded.image_features(pixels))

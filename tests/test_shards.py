@@ -1,0 +1,241 @@
+"""Sharded scoring (issue 21): the local engine against a run's own scores, resume, cancel, failed shards,
+zero-shot calibration, attach, and the command line. Ray's engine is in tests/test_shards_ray.py.
+
+One small demo (30 images, 150 pairs) is trained once for the module (b1, one epoch) and cut into three
+shards: relative image paths, image bytes, absolute paths."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from core.errors import Cancelled, ConcordError
+from core.mixtures import fit_gmm
+from core.paths import REPO_ROOT
+from core.progress import Progress
+from core.shards.pipeline import ShardScoreConfig, consensus_terms, score_shards
+from core.shards.reader import ShardColumns, list_shards
+from core.shards.scorer import Mixture, spec_from_run, zero_shot_spec
+from core.shards.writer import MANIFEST, output_files
+from core.store import Store
+
+
+class Source:
+    """The module's trained demo and its shards."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.db = home / "concord.duckdb"
+        self.cache = home / "cache"
+        self.shards = home / "shards"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    from core.generated import GenerateOptions, create_generated
+    from core.training import execute_run, start_run
+    src = Source(tmp_path_factory.mktemp("shards-source"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONCORD_HOME", str(src.home))
+        mp.setenv("CONCORD_CACHE", str(src.cache))
+        with Store.open(src.db) as store:
+            create_generated(store, "demo", GenerateOptions(images=30, noise=0.4, seed=3))
+            run_id = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 16})
+            execute_run(store, run_id, Progress())
+            ds = store.dataset("demo")
+            frame = store.pairs_frame(ds.id, run_id)
+    src.run_id, src.frame, src.root = run_id, frame, Path(ds.root)
+    src.shards.mkdir()
+    parts = [frame.iloc[i::3] for i in range(3)]
+    images = [list(parts[0]["image_path"]),                                        # relative to the shard
+              [(src.root / p).read_bytes() for p in parts[1]["image_path"]],       # bytes
+              [str(src.root / p) for p in parts[2]["image_path"]]]                 # absolute
+    for i, (part, image) in enumerate(zip(parts, images)):
+        folder = src.root if i == 0 else src.shards
+        pq.write_table(pa.table({"image": image, "caption": list(part["caption"]), "key": list(part["key"])}),
+                       folder / f"part{i}.parquet")
+    src.inputs = [str(src.root / "part0.parquet"), str(src.shards / "part[12].parquet")]
+    return src
+
+
+@pytest.fixture
+def env(source: Source, monkeypatch: pytest.MonkeyPatch) -> Source:
+    monkeypatch.setenv("CONCORD_CACHE", str(source.cache))
+    return source
+
+
+def read_out(out: Path) -> pd.DataFrame:
+    return pa.concat_tables([pq.read_table(p) for p in output_files(out)]).to_pandas()
+
+
+def test_local_scores_are_the_runs_own_and_complete(env: Source, tmp_path: Path) -> None:
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    report = score_shards(env.inputs, tmp_path / "out", spec, ShardScoreConfig(batch_size=32))
+    assert (report.shards, report.pairs, report.failed, report.skipped) == (3, 150, {}, [])
+    out = read_out(tmp_path / "out")
+    assert sorted(out["key"]) == sorted(env.frame["key"])
+    merged = out.merge(env.frame[["key", "similarity", "split", "image_hash", "caption_hash"]], on="key",
+                       suffixes=("", "_run"))
+    # the run's trained encoder, rebuilt from its checkpoint, gives the run's own similarities
+    np.testing.assert_allclose(merged["similarity"], merged["similarity_run"], atol=1e-5)
+    assert (merged["image_hash"] == merged["image_hash_run"]).all()
+    assert (merged["caption_hash"] == merged["caption_hash_run"]).all()
+    # clean_prob: B0's rule, a GMM fitted on the run's training similarities
+    train = env.frame.loc[env.frame["split"] == "train", "similarity"].to_numpy()
+    fit = fit_gmm(train, max_iter=100, seed=0)
+    np.testing.assert_allclose(out["clean_prob"], fit.posterior(out["similarity"].to_numpy())[:, 1], atol=1e-12)
+    assert (out["weight"] == out["clean_prob"]).all()
+    # rows keep their shard's order and the global ordinal follows the sorted shards
+    first = out[out["shard"] == env.inputs[0]]
+    assert list(first["row"]) == list(range(50)) and list(first["key"]) == list(env.frame["key"].iloc[0::3])
+    assert sorted(out["ordinal"]) == list(range(150))
+    # images: relative paths resolved against the shard's folder; bytes written once under OUT/images
+    assert all(Path(p).is_file() for p in out["image_path"])
+    from_bytes = out[out["image_path"].str.startswith(str(tmp_path / "out" / "images"))]
+    assert len(from_bytes) == 50 and (from_bytes["image_path"].map(lambda p: Path(p).name)
+                                      == from_bytes["image_hash"]).all()
+    # the embeddings are stored per pair, and the consensus terms are those of each shard as its own pool
+    shard = out[out["shard"] == env.inputs[0]]
+    img, cap = np.stack(shard["image_emb"]), np.stack(shard["caption_emb"])
+    assert img.shape == (50, 256) and np.allclose(np.einsum("nd,nd->n", img, cap), shard["similarity"], atol=1e-5)
+    terms = consensus_terms(shard["image_hash"].to_numpy(), shard["caption_hash"].to_numpy(), img, cap, 10)
+    assert set(terms) == {"caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings",
+                          "sibling_rank"}
+    for name, values in terms.items():
+        np.testing.assert_allclose(shard[name].to_numpy(), values, equal_nan=True)
+
+
+def test_rerun_skips_written_shards_and_cancel_keeps_them(env: Source, tmp_path: Path) -> None:
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    config = ShardScoreConfig(batch_size=25, consensus=False, embeddings=False)
+
+    def cancel_after_first_shard(p: Progress) -> None:
+        if p.metrics.get("shards_written", 0) >= 1:
+            p.cancel()
+    with pytest.raises(Cancelled):
+        score_shards(env.inputs, tmp_path / "out", spec, config, Progress(listener=cancel_after_first_shard))
+    written = output_files(tmp_path / "out")
+    assert len(written) == 1
+    stamp = written[0].stat().st_mtime_ns
+    report = score_shards(env.inputs, tmp_path / "out", spec, config)
+    assert report.skipped == [written[0].stem] and len(report.written) == 2 and report.pairs == 100
+    assert written[0].stat().st_mtime_ns == stamp
+    again = score_shards(env.inputs, tmp_path / "out", spec, config)
+    assert (sorted(again.skipped), again.written, again.pairs) == (sorted(report.skipped + report.written), [], 0)
+    assert len(read_out(tmp_path / "out")) == 150
+    # another scorer into the same folder is refused, and nothing there changes
+    before = (tmp_path / "out" / MANIFEST).read_text()
+    with pytest.raises(ConcordError, match="other settings; write these"):
+        score_shards(env.inputs, tmp_path / "out", spec, ShardScoreConfig(consensus=True, embeddings=False))
+    assert (tmp_path / "out" / MANIFEST).read_text() == before and len(output_files(tmp_path / "out")) == 3
+
+
+def test_a_shard_with_an_unreadable_image_is_reported_by_name(env: Source, tmp_path: Path) -> None:
+    bad = tmp_path / "in"
+    bad.mkdir()
+    rows = env.frame.iloc[:4]
+    pq.write_table(pa.table({"image": [str(env.root / p) for p in rows["image_path"]], "caption": list(rows["caption"])}),
+                   bad / "good.parquet")
+    (bad / "broken.png").write_bytes(b"not a png")
+    pq.write_table(pa.table({"image": [str(env.root / rows["image_path"].iloc[0]), "broken.png", "missing.png"],
+                             "caption": ["a", "b", "c"]}), bad / "bad.parquet")
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    report = score_shards([str(bad)], tmp_path / "out", spec, ShardScoreConfig(consensus=False))
+    assert list(report.failed) == [str(bad / "bad.parquet")]
+    assert report.failed[str(bad / "bad.parquet")].startswith("2 of 3 rows unreadable, first: image broken.png")
+    assert [p.name.split("-")[0] for p in output_files(tmp_path / "out")] == ["good"]
+    assert list(read_out(tmp_path / "out")["key"]) == [f"{p.stem}:{i}" for p in output_files(tmp_path / "out")
+                                                       for i in range(4)]
+
+
+def test_bad_inputs_are_refused_with_the_reason(env: Source, tmp_path: Path) -> None:
+    with pytest.raises(ConcordError, match="no Parquet shards match"):
+        list_shards([str(tmp_path / "nothing-*.parquet")])
+    pq.write_table(pa.table({"img": ["x"], "caption": ["y"]}), tmp_path / "a.parquet")
+    with pytest.raises(ConcordError, match=r"missing column 'image' \(it has: 'img', 'caption'\)"):
+        list_shards([str(tmp_path / "a.parquet")])
+    assert list_shards([str(tmp_path / "a.parquet")], ShardColumns(image="img"))[0].rows == 1
+    with pytest.raises(ConcordError, match="image tower is not pretrained"):
+        zero_shot_spec("concord-tiny")
+    with pytest.raises(ConcordError, match="unknown engine"):
+        ShardScoreConfig(engine="spark")
+
+
+def test_zero_shot_model_is_calibrated_on_the_first_pairs(env: Source, tmp_path: Path) -> None:
+    from core.models.tiny import build
+    model, _ = build(7)
+    weights = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    spec = zero_shot_spec(f"file:concord-tiny:{weights}")
+    config = ShardScoreConfig(batch_size=20, calibration_pairs=60, consensus=False)
+    report = score_shards(env.inputs, tmp_path / "out", spec, config)
+    assert report.pairs == 150 and report.scorer == f"zero-shot file:concord-tiny:{weights}"
+    out = read_out(tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    first = out.sort_values("ordinal")["similarity"].to_numpy()[:60]
+    assert manifest["mixture"] == {k: list(v) for k, v in Mixture.fit(first).__dict__.items()}
+    np.testing.assert_allclose(out["clean_prob"], Mixture.fit(first).clean_prob(out["similarity"]), atol=1e-12)
+
+
+def test_attach_reviews_decides_and_exports(env: Source, tmp_path: Path) -> None:
+    from core.export import ExportOptions, export_dataset
+    from core.review import QueueSpec, act, build_queue
+    from core.shards.attach import attach
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    score_shards(env.inputs, tmp_path / "out", spec, ShardScoreConfig(consensus=False))
+    out = read_out(tmp_path / "out")
+    with Store.open(tmp_path / "review.duckdb") as store:
+        result = attach(store, tmp_path / "out", "web")
+        assert (result["pairs"], result["images"], result["shards"]) == (150, 30, 3)
+        run = store.run(result["run_id"])
+        assert (run.method, run.state, run.model) == ("shards", "finished", "concord-tiny")
+        scores = store.pairs_frame(result["dataset_id"], run.id)
+        both = scores.merge(out, on="key", suffixes=("", "_file"))
+        assert len(both) == 150 and np.allclose(both["clean_prob"], both["clean_prob_file"])
+        queue = build_queue(store, result["dataset_id"], run, QueueSpec(), reviewer="ann", limit=2)
+        assert queue.head["clean_prob"].iloc[0] == pytest.approx(out["clean_prob"].min())
+        act(store, result["dataset_id"], run.id, "ann", "reject", queue.head.iloc[:1])
+        decided = store.current_decisions(result["dataset_id"])
+        assert list(decided["action"]) == ["reject"] and list(decided["pair_id"]) == [queue.head["pair_id"].iloc[0]]
+        manifest = export_dataset(store, "web", tmp_path / "export",
+                                  ExportOptions(format="csv", drop_flagged_unreviewed=False))
+        assert "pairs.csv" in manifest["files"]
+        exported = pd.read_csv(tmp_path / "export" / "pairs.csv")
+        assert len(exported) == 149 and queue.head["key"].iloc[0] not in set(exported["pair_id"].astype(str))
+        # a taken name and a folder that holds no scored shards are refused, and nothing is added
+        with pytest.raises(ConcordError, match="already exists"):
+            attach(store, tmp_path / "out", "web")
+        with pytest.raises(ConcordError, match="holds no scored shards"):
+            attach(store, tmp_path, "other")
+        assert store.dataset_names() == ["web"] and len(store.runs()) == 1
+
+
+def test_cli_scores_and_attaches(env: Source, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=600, env=os.environ | {"CONCORD_CACHE": str(env.cache)})
+    scored = cli("shards", "score", *env.inputs, "--out", str(tmp_path / "out"), "--run", str(env.run_id),
+                 "--engine", "local", "--no-consensus", "--db", str(env.db), "--json")
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert (report["pairs"], len(report["written"]), report["failed"]) == (150, 3, {})
+    attached = cli("shards", "attach", str(tmp_path / "out"), "--name", "web", "--db", str(tmp_path / "r.duckdb"))
+    assert attached.returncode == 0, attached.stderr
+    assert attached.stdout.startswith("attached 150 pairs (30 images, 3 shards) as 'web', run 1")
+    missing = cli("shards", "score", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "o2"), "--run",
+                  str(env.run_id), "--engine", "local", "--db", str(env.db))
+    assert missing.returncode == 1 and "no Parquet shards match" in missing.stderr
+    assert not (tmp_path / "o2").exists()
