@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 from core.errors import ConcordError
 from core.progress import Progress
@@ -228,6 +229,7 @@ def _near_miss_graph(image: np.ndarray, text: np.ndarray, features: np.ndarray, 
                     for b in slots_of[t]:
                         rows.append(start + r)
                         cols.append(b)
+    from scipy.sparse import csr_matrix   # scipy's graph code: loaded by hard noise only, not by every CLI start
     return csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(pos), len(pos)))
 
 
@@ -256,6 +258,7 @@ def hard_noise(image: np.ndarray, text: np.ndarray, features: np.ndarray, ratio:
         graph = _near_miss_graph(image, text, features, pos, own, k)
         row_perm, col_perm = rng.permutation(len(pos)), rng.permutation(len(pos))
         shuffled = graph[row_perm][:, col_perm]
+        from scipy.sparse.csgraph import maximum_bipartite_matching
         match = maximum_bipartite_matching(shuffled.tocsr(), perm_type="column")
         src = np.full(len(pos), -1, dtype=np.int64)
         matched = match >= 0
