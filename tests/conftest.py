@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import core  # noqa: F401  registers the torchvision op schemas first
 from core.store import Store
 
 
