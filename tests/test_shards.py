@@ -239,3 +239,63 @@ def test_cli_scores_and_attaches(env: Source, tmp_path: Path) -> None:
                   str(env.run_id), "--engine", "local", "--db", str(env.db))
     assert missing.returncode == 1 and "no Parquet shards match" in missing.stderr
     assert not (tmp_path / "o2").exists()
+
+
+# ------------------------------------------------------------------------------------------- the ray engine
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster on this machine's 2 CPUs with a small object store, shut down after the module."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -r requirements-ray.txt; "
+                                      "`make test` installs it)")
+    from core.shards.pipeline import ray_session
+    with ray_session(num_cpus=2, object_store_memory=500 * 1024 ** 2):
+        yield
+
+
+def kill_embedding_worker_when_busy(stop: "threading.Event", killed: list[int]) -> None:
+    """Poll the process table; SIGKILL the first Ray worker seen embedding a batch (Ray titles an actor's
+    process `ray::MapWorker(…Embedder)).submit` while it runs a task)."""
+    import signal
+    while not stop.is_set() and not killed:
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if proc.name.isdigit() and cmdline.startswith("ray::") and "Embedder)).submit" in cmdline:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+                return
+        stop.wait(0.02)
+
+
+def test_ray_equals_local_survives_a_killed_worker_and_resumes(env: Source, ray_cluster, tmp_path: Path) -> None:
+    import threading
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    local = score_shards(env.inputs, tmp_path / "local", spec, ShardScoreConfig(batch_size=10))
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_embedding_worker_when_busy, args=(stop, killed), daemon=True)
+    killer.start()
+    config = ShardScoreConfig(engine="ray", batch_size=10)
+    try:
+        report = score_shards(env.inputs, tmp_path / "ray", spec, config)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no embedding worker was seen busy to kill"
+    assert (report.pairs, report.failed, sorted(report.written)) == (150, {}, sorted(local.written))
+    a, b = read_out(tmp_path / "local"), read_out(tmp_path / "ray")
+    assert list(a["key"]) == list(b["key"]) and list(a["row"]) == list(b["row"])
+    for column in ("similarity", "clean_prob", "weight", "image_emb", "caption_emb"):
+        np.testing.assert_allclose(np.stack(b[column]), np.stack(a[column]), atol=1e-5, err_msg=column)
+    # the consensus terms are those of each shard's own embeddings (a neighbour list can change order where two
+    # neighbours tie within float error, so they are compared against their definition, not across engines)
+    for name, shard in b.groupby("shard"):
+        terms = consensus_terms(shard["image_hash"].to_numpy(), shard["caption_hash"].to_numpy(),
+                                np.stack(shard["image_emb"]), np.stack(shard["caption_emb"]), 10)
+        for column, values in terms.items():
+            np.testing.assert_allclose(shard[column].to_numpy(), values, equal_nan=True, err_msg=f"{name} {column}")
+    again = score_shards(env.inputs, tmp_path / "ray", spec, config)
+    assert (sorted(again.skipped), again.written, again.pairs) == (sorted(report.written), [], 0)

@@ -70,12 +70,11 @@ class ShardScoreReport:
 
 
 # ------------------------------------------------------------------------------------------- engines
-def _folders(shards: Sequence[Shard]) -> dict[str, tuple[str, str]]:
-    """Row `path` value (ours, or Ray's scheme-less form of a URL) -> (shard name, shard folder)."""
+def _folders(shards: Sequence[Shard]) -> dict[str, tuple[str, str, bool]]:
+    """Row `path` value (ours, or Ray's scheme-less form of a URL) -> (shard name, shard folder, inline images)."""
     out = {}
     for s in shards:
-        out[s.path] = (s.name, s.folder)
-        out[s.path.split("://", 1)[-1]] = (s.name, s.folder)
+        out[s.path] = out[s.path.split("://", 1)[-1]] = (s.name, s.folder, s.images_inline)
     return out
 
 

@@ -40,6 +40,7 @@ class Shard:
     rows: int
     offset: int
     has_key: bool = False
+    images_inline: bool = False    # the image column holds bytes (else paths)
 
     @property
     def folder(self) -> str:
@@ -93,6 +94,7 @@ def list_shards(inputs: Sequence[str], columns: ShardColumns = ShardColumns()) -
             with _open(path) as fh:
                 meta = pq.ParquetFile(fh)
                 names = meta.schema_arrow.names
+                kind = meta.schema_arrow.field(columns.image).type if columns.image in names else pa.string()
                 rows = meta.metadata.num_rows
         except (OSError, pa.ArrowInvalid) as exc:
             raise ConcordError(f"shard {path}: not a readable Parquet file ({exc})") from None
@@ -100,7 +102,8 @@ def list_shards(inputs: Sequence[str], columns: ShardColumns = ShardColumns()) -
             if getattr(columns, role) not in names:
                 raise ConcordError(f"shard {path}: missing column {getattr(columns, role)!r} "
                                    f"(it has: {', '.join(map(repr, names))})")
-        shards.append(Shard(path, shard_name(path), int(rows), offset, columns.key in names))
+        shards.append(Shard(path, shard_name(path), int(rows), offset, columns.key in names,
+                            pa.types.is_binary(kind) or pa.types.is_large_binary(kind)))
         offset += int(rows)
     if len({s.has_key for s in shards}) > 1:
         without = next(s.path for s in shards if not s.has_key)

@@ -107,21 +107,23 @@ def zero_shot_spec(model: str) -> ScorerSpec:
 
 
 # ------------------------------------------------------------------------------------------- decode
-def decode_batch(batch: Batch, *, image_size: int, folders: dict[str, tuple[str, str]], image: str = "image",
+def decode_batch(batch: Batch, *, image_size: int, folders: dict[str, tuple[str, str, bool]], image: str = "image",
                  caption: str = "caption", key: str | None = None, path: str = "path") -> Batch:
     """Read and decode each row's image (as open_clip's eval preprocessing, `core.features.load_pixels`) and
-    hash its image and caption. `folders` maps a row's `path` value to (shard name, shard folder). A row
-    whose image cannot be read gets zero pixels and its reason in `error` (its shard is reported, not
-    written)."""
+    hash its image and caption. `folders` maps a row's `path` value to (shard name, shard folder, whether
+    the shard's images are inline bytes): a reader that unifies shards' schemas (Ray's) hands paths over as
+    bytes when other shards hold bytes. A row whose image cannot be read gets zero pixels and its reason in
+    `error` (its shard is reported, not written)."""
     from core.features import load_pixels
     n = len(batch[caption])
     pixels = np.zeros((n, image_size, image_size, 3), np.uint8)
     names, refs, data, hashes, errors = [], [], [], [], []
     for i in range(n):
-        name, folder = folders[str(batch[path][i])]
+        name, folder, is_bytes = folders[str(batch[path][i])]
         value = batch[image][i]
         names.append(name)
-        is_bytes = isinstance(value, (bytes, bytearray, memoryview))
+        if not is_bytes and isinstance(value, (bytes, bytearray, memoryview)):
+            value = bytes(value).decode("utf-8")
         refs.append("" if is_bytes or value is None else str(value))
         try:
             if value is None:
