@@ -1,0 +1,156 @@
+"""`bench shards`: pairs per second of `shards score` with `--engine local` and `--engine ray` on the same shards,
+Ray's start-up apart; and (`--attach-pairs N`) the cost of attaching an N-pair scored set and opening it.
+
+Scoring: a demo of `--pairs` pairs (5 captions per image, 64 px) generated in a temporary folder and cut into
+`--shards` Parquet shards of image paths and captions, scored with concord-tiny weights saved from its seed
+(`file:concord-tiny:…`, so no run is trained first: a run's weights cost the same to apply). Each engine writes
+into its own empty folder; the local engine's seconds include loading the model once, the Ray engine's include
+its actors loading it, and Ray's own start-up (`ray.init` of a local cluster, or joining `RAY_ADDRESS`) is
+reported apart. Attaching: N synthetic scored rows (no embeddings, no image files) written as the scorer
+writes them, attached into an empty database, then the Review queue and Explore's frame opened on it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.benchmarks import add_output_options, write_section
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("shards", parents=[common], help="sharded scoring throughput: local vs ray; attaching",
+                       description=__doc__)
+    p.add_argument("--pairs", type=int, default=20_000, help="pairs to score (default 20000; 0: skip scoring)")
+    p.add_argument("--shards", type=int, default=8, help="shards they are cut into (default 8)")
+    p.add_argument("--engines", default="local,ray", help="comma-separated engines (default local,ray)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=1, help="ray: embedding actors (default 1)")
+    p.add_argument("--num-cpus", type=int, default=None, help="ray: CPUs of the local cluster (default: all)")
+    p.add_argument("--attach-pairs", type=int, default=0, help="also time attaching N synthetic scored pairs")
+    add_output_options(p)
+    p.set_defaults(handler=run)
+
+
+def _make_shards(folder: Path, pairs: int, shards: int) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from core.generated import GenerateOptions, create_generated
+    from core.store import Store
+    with Store.open(folder / "source.duckdb") as store:
+        create_generated(store, "demo", GenerateOptions(images=-(-pairs // 5), noise=0.3, seed=0))
+        ds = store.dataset("demo")
+        frame = store.pairs_frame(ds.id).iloc[:pairs]
+    out = folder / "in"
+    out.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), shards)):
+        rows = frame.iloc[part]
+        pq.write_table(pa.table({"image": [str(Path(ds.root) / p) for p in rows["image_path"]],
+                                 "caption": list(rows["caption"]), "key": list(rows["key"])}),
+                       out / f"shard-{i:03d}.parquet")
+    return [str(out)]
+
+
+def _score(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    import torch
+    from core.models.tiny import build
+    from core.shards.pipeline import ShardScoreConfig, ray_session, score_shards
+    from core.shards.scorer import zero_shot_spec
+    t0 = time.perf_counter()
+    inputs = _make_shards(folder, args.pairs, args.shards)
+    generate_s = time.perf_counter() - t0
+    weights = folder / "tiny.pt"
+    torch.save(build(0)[0].state_dict(), weights)
+    spec = zero_shot_spec(f"file:concord-tiny:{weights}")
+    rows = []
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        config = ShardScoreConfig(engine=engine, batch_size=args.batch_size, workers=args.workers)
+        if engine == "ray":
+            with ray_session(num_cpus=args.num_cpus, object_store_memory=500 * 1024 ** 2) as startup:
+                report = score_shards(inputs, folder / f"out-{engine}", spec, config)
+        else:
+            startup, report = 0.0, score_shards(inputs, folder / f"out-{engine}", spec, config)
+        rows.append({"engine": engine, "pairs": report.pairs, "shards": len(report.written),
+                     "seconds": report.seconds, "pairs_per_s": round(report.pairs / report.seconds, 1),
+                     "startup_s": round(startup, 2), "generate_s": round(generate_s, 2)})
+    return rows
+
+
+def _attach(folder: Path, n: int) -> dict[str, Any]:
+    """Write n synthetic scored rows as the scorer does (8 shards), attach them, open Review and Explore."""
+    from core.explore import run_frame
+    from core.review import QueueSpec, build_queue
+    from core.shards.attach import attach
+    from core.shards.pipeline import ShardScoreConfig, manifest
+    from core.shards.reader import Shard
+    from core.shards.scorer import Mixture, ScorerSpec
+    from core.shards.writer import ShardWriter
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    spec = ScorerSpec("concord-tiny", mixture=Mixture((0.1, 0.3), (0.01, 0.01), (0.3, 0.7)), source="synthetic")
+    writer = ShardWriter(folder / "scored", manifest(spec, ShardScoreConfig(embeddings=False, consensus=False)))
+    for i, part in enumerate(np.array_split(np.arange(n), 8)):
+        sim = rng.normal(0.25, 0.1, len(part))
+        clean = spec.mixture.clean_prob(sim)
+        writer.write(Shard(f"/synthetic/{i}.parquet", f"part-{i}", len(part), int(part[0])), {
+            "key": np.array([f"k{j}" for j in part], object), "shard": np.full(len(part), f"/synthetic/{i}", object),
+            "row": part - part[0], "ordinal": part, "caption": np.array([f"caption {j}" for j in part], object),
+            "caption_hash": np.array([f"c{j:039d}" for j in part], object),
+            "image_path": np.array([f"/synthetic/img/{j // 2}.png" for j in part], object),
+            "image_hash": np.array([f"i{j // 2:039d}" for j in part], object),
+            "similarity": sim, "clean_prob": clean, "weight": clean})
+    generate_s = time.perf_counter() - t0
+    from core.store import Store
+    with Store.open(folder / "attach.duckdb") as store:
+        t1 = time.perf_counter()
+        result = attach(store, folder / "scored", "web")
+        attach_s = time.perf_counter() - t1
+        run = store.run(result["run_id"])
+        opens = []
+        for _ in range(2):
+            t2 = time.perf_counter()
+            build_queue(store, result["dataset_id"], run, QueueSpec(), reviewer="bench", limit=1)
+            opens.append(time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        frame = run_frame(store, result["dataset_id"], run.id)
+        explore_s = time.perf_counter() - t3
+    db_mb = (folder / "attach.duckdb").stat().st_size / 2 ** 20
+    parquet_mb = sum(p.stat().st_size for p in (folder / "scored").glob("*.parquet")) / 2 ** 20
+    return {"pairs": result["pairs"], "generate_s": round(generate_s, 2), "attach_s": round(attach_s, 2),
+            "review_open_s": round(opens[0], 3), "review_reopen_s": round(opens[1], 3),
+            "explore_frame_s": round(explore_s, 3), "explore_rows": len(frame), "db_mb": round(db_mb, 1),
+            "parquet_mb": round(parquet_mb, 1)}
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    lines = [f"### bench shards ({os.cpu_count()} CPUs)", ""]
+    if figures.get("scoring"):
+        lines += ["| engine | pairs | shards | seconds | pairs/s | Ray start-up s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['engine']} | {r['pairs']:,} | {r['shards']} | {r['seconds']:.1f} | {r['pairs_per_s']:,.0f} | "
+                  f"{r['startup_s']:.1f} |" for r in figures["scoring"]]
+    a = figures.get("attach")
+    if a:
+        lines += ["", f"Attaching {a['pairs']:,} scored pairs: {a['attach_s']:.1f} s (writing them {a['generate_s']:.1f} s); "
+                      f"Review queue opened in {a['review_open_s']:.2f} s (again {a['review_reopen_s']:.2f} s), "
+                      f"Explore's frame in {a['explore_frame_s']:.2f} s; database {a['db_mb']:.0f} MB, shards "
+                      f"{a['parquet_mb']:.0f} MB."]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="concord-bench-shards-") as tmp:
+        if args.pairs > 0:
+            figures["scoring"] = _score(Path(tmp), args)
+        if args.attach_pairs > 0:
+            figures["attach"] = _attach(Path(tmp), args.attach_pairs)
+    if not args.no_docs:
+        write_section("shards", markdown(figures))
+    print(json.dumps(figures) if args.json else markdown(figures))
+    return 0
