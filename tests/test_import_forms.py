@@ -14,18 +14,10 @@ from PIL import Image
 from core.errors import ConcordError
 from core.hashing import file_hash
 from core.importers import import_dataset
+from tests.test_import_bad import folder  # noqa: F401  the same two-image folder
 
 CAFE_NFC = unicodedata.normalize("NFC", "café")
 CAFE_NFD = unicodedata.normalize("NFD", "café")
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    Image.new("RGB", (8, 8), "red").save(data / "a.png")
-    Image.new("RGB", (8, 8), "blue").save(data / "b.png")
-    return data
 
 
 def pairs(store, name: str = "ds") -> list[tuple[str, str, str]]:

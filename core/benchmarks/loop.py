@@ -84,6 +84,18 @@ def remove_seed(store, dataset_id: int) -> int:
     return remove_entries(store, dataset_id, seed) if seed else 0
 
 
+def first_run(store, dataset: str, method: str, model: str | None, device: str, seed: int, epochs: int | None,
+              settings: dict[str, Any] | None, progress: Progress) -> tuple[int, float]:
+    """Train the loop's first run of `method`; returns (run id, seconds it took)."""
+    from core.models import DEFAULT_MODEL
+    from core.training import execute_run, start_run
+    run_id = start_run(store, dataset, method, model=model or DEFAULT_MODEL, device=device, seed=seed, epochs=epochs,
+                       settings=settings)
+    t0 = time.perf_counter()
+    execute_run(store, run_id, progress)
+    return run_id, time.perf_counter() - t0
+
+
 def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "suspicious",
                 model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None,
                 settings: dict[str, Any] | None = None, replace_seed: bool = False,
@@ -92,16 +104,11 @@ def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "
     truth (and with `replace_seed` remove the seed meta-data), retrain it with the meta-data as it then is;
     returns both runs' agreement with the decisions and AUROC on the other pairs."""
     from core.metadata import agreement_history, meta_summary, start_retrain
-    from core.models import DEFAULT_MODEL
-    from core.training import execute_run, start_run
+    from core.training import execute_run
 
     progress = progress or Progress()
     ds = store.dataset(dataset)
-    first = start_run(store, dataset, method, model=model or DEFAULT_MODEL, device=device, seed=seed, epochs=epochs,
-                      settings=settings)
-    t0 = time.perf_counter()
-    execute_run(store, first, progress)
-    seconds = time.perf_counter() - t0
+    first, seconds = first_run(store, dataset, method, model, device, seed, epochs, settings, progress)
     decided = decide_with_truth(store, ds.id, review_picks(store, first, decide, order), first)
     if replace_seed:
         remove_seed(store, ds.id)
@@ -130,16 +137,10 @@ def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str
     decide the next pairs of the (reordered) Review queue by ground truth and refit; per step, the AUROC on the
     training pairs not decided (meta-data excluded) before (the first fit) and after the refit."""
     from core.detect.method import refit
-    from core.models import DEFAULT_MODEL
-    from core.training import execute_run, start_run
 
     progress = progress or Progress()
     ds = store.dataset(dataset)
-    run_id = start_run(store, dataset, method, model=model or DEFAULT_MODEL, device=device, seed=seed, epochs=epochs,
-                       settings=settings)
-    t0 = time.perf_counter()
-    execute_run(store, run_id, progress)
-    seconds = time.perf_counter() - t0
+    run_id, seconds = first_run(store, dataset, method, model, device, seed, epochs, settings, progress)
     truth = store.pairs_frame(ds.id, split="train")[["pair_id", "is_noisy"]]
     meta_pairs = set(store.meta_frame(ds.id)["pair_id"].dropna().astype(int))
     first = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
