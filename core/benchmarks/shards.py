@@ -1,7 +1,8 @@
 """`bench shards`: pairs per second of `shards score` with `--engine local` and `--engine ray` on the same shards,
 Ray's start-up apart; and (`--attach-pairs N`) the cost of attaching an N-pair scored set and opening it.
 
-Scoring: a demo of `--pairs` pairs (5 captions per image, 64 px) generated in a temporary folder and cut into
+Scoring: a demo of `--pairs` pairs (5 captions per image, 64 px, at most 1000 images: beyond 5000 pairs the
+demo's pairs repeat) generated in a temporary folder and cut into
 `--shards` Parquet shards of image paths and captions, scored with concord-tiny weights saved from its seed
 (`file:concord-tiny:…`, so no run is trained first: a run's weights cost the same to apply). Each engine writes
 into its own empty folder; the local engine's seconds include loading the model once, the Ray engine's include
@@ -44,9 +45,12 @@ def _make_shards(folder: Path, pairs: int, shards: int) -> list[str]:
     from core.generated import GenerateOptions, create_generated
     from core.store import Store
     with Store.open(folder / "source.duckdb") as store:
-        create_generated(store, "demo", GenerateOptions(images=-(-pairs // 5), noise=0.3, seed=0))
+        create_generated(store, "demo", GenerateOptions(images=min(1000, -(-pairs // 5)), noise=0.3, seed=0))
         ds = store.dataset("demo")
-        frame = store.pairs_frame(ds.id).iloc[:pairs]
+        frame = store.pairs_frame(ds.id)
+    n = len(frame)
+    frame = frame.iloc[np.arange(pairs) % n].reset_index(drop=True)      # the demo repeated, if need be
+    frame["key"] = [f"{k}#{i // n}" for i, k in enumerate(frame["key"])]
     out = folder / "in"
     out.mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(frame)), shards)):

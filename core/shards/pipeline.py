@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -230,8 +230,7 @@ def calibrated(spec: ScorerSpec, shards: Sequence[Shard], config: ShardScoreConf
     if spec.mixture is not None:
         return spec
     sims, n = [], 0
-    for batch in local_batches(shards, ScorerSpec(**{**spec.__dict__, "mixture": Mixture((0, 1), (1, 1), (.5, .5))}),
-                               config):
+    for batch in local_batches(shards, replace(spec, mixture=Mixture((0, 1), (1, 1), (.5, .5))), config):
         ok = batch["error"] == ""
         sims.append(batch["similarity"][ok])
         n += int(ok.sum())
@@ -239,7 +238,7 @@ def calibrated(spec: ScorerSpec, shards: Sequence[Shard], config: ShardScoreConf
             break
     if not n:
         raise ConcordError("no readable pair to calibrate the zero-shot scores on")
-    return ScorerSpec(**{**spec.__dict__, "mixture": Mixture.fit(np.concatenate(sims)[:config.calibration_pairs])})
+    return replace(spec, mixture=Mixture.fit(np.concatenate(sims)[:config.calibration_pairs]))
 
 
 def manifest(spec: ScorerSpec, config: ShardScoreConfig) -> dict[str, Any]:
@@ -261,8 +260,7 @@ def score_shards(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec
     head = manifest(spec, config)
     writer = ShardWriter(out, head)
     if writer.manifest.get("mixture") is not None and spec.mixture is None:   # resume: the first pass's mixture
-        spec = ScorerSpec(**{**spec.__dict__, "mixture": Mixture(**{k: tuple(v) for k, v in
-                                                                    writer.manifest["mixture"].items()})})
+        spec = replace(spec, mixture=Mixture(**{k: tuple(v) for k, v in writer.manifest["mixture"].items()}))
     pending = writer.pending(shards)
     skipped = [s.name for s in shards if s not in pending]
     if pending and spec.mixture is None:
