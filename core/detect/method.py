@@ -89,20 +89,19 @@ class Concord:
         return [store.run(base)]
 
     def run(self):
-        from core.artifacts import RunEmbeddings
         from core.methods.base import MethodResult
         t0 = time.perf_counter()
         cfg, store, run = self.config, self.store, self.run_row
         bases = self.base_runs()
         self.progress.start("signals", None, message=f"{METHOD}: consensus signals over {len(bases)} run(s)")
         pairs = pair_view(store.pairs_frame(run.dataset_id))
+        trusted = trusted_mask(pairs, cfg.trusted_split)
         inputs = load_inputs(store, run.dataset_id, bases, pairs, bases[0].model if cfg.text_signals else None,
                              run.device or "auto")
         pool = pool_of(pairs, inputs)
         q_img, q_cap = inputs.image_rows(pairs["image_id"].to_numpy()), inputs.caption_rows(pairs["caption_id"].to_numpy())
         names, x = signal_matrix(inputs, pool, q_img, q_cap, cfg.k, cfg.tau)
         meta = store.meta_frame(run.dataset_id)
-        trusted = trusted_mask(pairs, cfg.trusted_split)
         positives = pd.concat([meta.loc[meta["label"] == 1, ["image_id", "caption_id"]],
                                pairs.loc[trusted, ["image_id", "caption_id"]]]).drop_duplicates()
         positives = positives[positives["image_id"].isin(inputs.image_ids)
@@ -117,7 +116,7 @@ class Concord:
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == "train").to_numpy()
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
-                                  x=x, x_made=x_made, train=train, trusted=trusted)
+                                  x=x, x_made=x_made, trusted=trusted)
         model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
@@ -126,11 +125,11 @@ class Concord:
         cos = [x[:, names.index(f"{space}.similarity")] for space in inputs.spaces]
         parts = [e[0] for e in inputs.spaces.values()], [e[1] for e in inputs.spaces.values()]
         scale = 1.0 / np.sqrt(len(inputs.spaces))
-        emb = RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale, inputs.caption_ids, np.hstack(parts[1]) * scale)
+        emb = artifacts.RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale, inputs.caption_ids, np.hstack(parts[1]) * scale)
         lows = {k: float(np.nanquantile(v[train], LOW_QUANTILE)) for k, v in summary.items()
                 if k != "sibling_count" and np.isfinite(v[train]).any()}
         metrics = {"base_runs": [r.id for r in bases], "seconds": time.perf_counter() - t0,
-                   "fused": fused_metrics(model, labelled, len(made), store.last_decision_id(run.dataset_id)),
+                   "fused": fused_metrics(model, labelled, store.last_decision_id(run.dataset_id)),
                    "signal_lows": lows}
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
 
@@ -162,7 +161,7 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
     return fit_fused(xs, ys, names, cfg.c, seed), counts
 
 
-def fused_metrics(model: FusedModel, labelled: dict[str, int], constructed: int, decision_id: int) -> dict[str, Any]:
+def fused_metrics(model: FusedModel, labelled: dict[str, int], decision_id: int) -> dict[str, Any]:
     """What the run records of its classifier: CV AUROC, the signals' weights, what it learnt from."""
     return {"cv_auroc": model.cv_auroc, "weights": model.weights(), "labelled": labelled,
             "decision_id": int(decision_id)}
@@ -189,7 +188,7 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
                                   run.seed or 0)
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)
-    fused = fused_metrics(model, labelled, len(x_made), store.last_decision_id(run.dataset_id))
+    fused = fused_metrics(model, labelled, store.last_decision_id(run.dataset_id))
     fused["refit_seconds"] = time.perf_counter() - t0
     fused["refits"] = int((run.metrics.get("fused") or {}).get("refits", 0)) + 1
     store.update_run(run_id, metrics=run.metrics | {"fused": fused})
