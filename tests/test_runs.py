@@ -58,7 +58,7 @@ def test_overall_eta_adds_the_epochs_left():
 
 
 def test_form_choices():
-    assert method_choices(image_pretrained=False) == ["b1"] + [m for m in ("npc", "npc-released", "mscn")
+    assert method_choices(image_pretrained=False) == ["b1"] + [m for m in ("npc", "npc-released", "mscn", "concord")
                                                                if m in method_choices(True)]
     assert method_choices(image_pretrained=True)[:2] == ["b0", "b1"]
     assert regime_choices(("features", "finetune"), False, "finetune") == ["finetune"]
