@@ -205,3 +205,13 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "
                                     "mismatched pairs plus 80 constructed mismatches; carried by b1#1.caption_margin "
                                     "(+1.20), text.siblings (+0.40); refitted 2×.")
+
+
+def test_the_noisy_split_cannot_be_the_trusted_one(fused_run) -> None:
+    from core.errors import ConcordError
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    store, _, _ = fused_run
+    run_id = start_run(store, "demo", "concord", settings={"trusted_split": "train"})
+    with pytest.raises(ConcordError, match="the 'train' split is the noisy one being cleaned"):
+        execute_run(store, run_id, Progress())

@@ -24,6 +24,7 @@ from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix, summary_signals
 from core.errors import ConcordError
+from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
 
@@ -95,7 +96,7 @@ class Concord:
         bases = self.base_runs()
         self.progress.start("signals", None, message=f"{METHOD}: consensus signals over {len(bases)} run(s)")
         pairs = pair_view(store.pairs_frame(run.dataset_id))
-        trusted = trusted_mask(pairs, cfg.trusted_split)
+        trusted = trusted_mask(store, run.dataset_id, pairs, cfg.trusted_split)
         inputs = load_inputs(store, run.dataset_id, bases, pairs, bases[0].model if cfg.text_signals else None,
                              run.device or "auto")
         pool = pool_of(pairs, inputs)
@@ -134,11 +135,14 @@ class Concord:
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
 
 
-def trusted_mask(pairs: pd.DataFrame, split: str) -> np.ndarray:
-    """The pairs of the split the user names clean (none for '' ; the noisy `train` split is refused)."""
-    if split.strip() == "train":
-        raise ConcordError("the 'train' split is the noisy one being cleaned: it cannot be the trusted split")
-    return (pairs["split"] == split.strip()).to_numpy() if split.strip() else np.zeros(len(pairs), bool)
+def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.ndarray:
+    """The pairs of the split the user names clean; none for '' or a split the dataset does not have. The noisy
+    `train` split is refused by the meta-data's own check (`core.meta_seed.trusted_split`)."""
+    split = split.strip()
+    if not split or (split != TRAIN_SPLIT and not (pairs["split"] == split).any()):
+        return np.zeros(len(pairs), bool)
+    trusted_split(store, dataset_id, split)
+    return (pairs["split"] == split).to_numpy()
 
 
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
