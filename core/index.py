@@ -203,6 +203,17 @@ class RunNeighbours:
         keep = ids[0] >= 0
         return pd.DataFrame({"caption_id": ids[0][keep], "similarity": sims[0][keep]})
 
+    def captions_near_captions(self, caption_ids: Any, k: int = 5) -> pd.DataFrame:
+        """The k captions nearest to the mean of captions `caption_ids` (those with an embedding; KeyError when
+        none has one): columns caption_id, similarity (most similar first)."""
+        pos = self._caption_pos.get_indexer(np.asarray(caption_ids, dtype=np.int64))
+        pos = pos[pos >= 0]
+        if not len(pos):
+            raise KeyError("no embedding for any of these captions")
+        ids, sims = self.caption_index.search(self._caption_emb[pos].mean(axis=0, keepdims=True), k)
+        keep = ids[0] >= 0
+        return pd.DataFrame({"caption_id": ids[0][keep], "similarity": sims[0][keep]})
+
     def images_for_caption(self, caption_id: int, k: int = 5) -> pd.DataFrame:
         """The k images nearest to caption `caption_id`: columns image_id, similarity (most similar first)."""
         ids, sims = self.image_index.search(self._query(self._caption_pos, self._caption_emb, caption_id, "caption"), k)

@@ -938,6 +938,14 @@ class Store:
         return self._df("SELECT id AS image_id, path, hash FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
                         [[int(i) for i in image_ids]])
 
+    def image_captions(self, dataset_id: int, image_id: int) -> pd.DataFrame:
+        """Every pair of the image: caption_id, the pair's current decision (`action`, NULL when undecided) and
+        the caption a current fix gave it (`new_caption_id`)."""
+        ds = int(dataset_id)
+        return self._df(f"""SELECT p.caption_id, cd.action, cd.new_caption_id FROM pairs p
+                             LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
+                             WHERE p.dataset_id = ? AND p.image_id = ? ORDER BY p.position""", [ds, int(image_id)])
+
     def last_decision_id(self, dataset_id: int) -> int:
         """The newest decision id of the dataset (0 when none): a queue opened now keeps pairs decided up to it."""
         return int(self._q("SELECT coalesce(max(id), 0) FROM decisions WHERE dataset_id = ?",

@@ -131,6 +131,7 @@ def one_pair(pair: pd.Series) -> None:
         st.caption(KEYS)
         if sugg is not None:
             st.subheader("Best-matching captions for this image")
+            st.caption(f"From elsewhere in the dataset, by {sugg.caption_basis} under this run.")
             if sugg.captions.empty:
                 st.caption("None: this image has no embedding under this run.")
             for i, s in enumerate(sugg.captions.itertuples()):

@@ -91,7 +91,8 @@ def test_keep_reject_fix_skip_undo(rv):
     assert log(rv) == [("k2", "keep", "ann", "")] and meta(rv) == [("a.png", SCRIPT, 1)]
     click(at, "review_reject")
     assert shown_key(at) == "k3" and meta(rv)[-1] == ("b.png", "a green star", 0)
-    # k3 is image b: its best caption (other than its own) is one of the two at 0.6; "Use" fixes with it
+    # k3 is image b, whose other caption k4 was rejected: the caption nearest to b that is not b's is k5's
+    # (0.6); "Use" fixes with it
     suggestion = next(t for t in texts(at) if t.startswith("0.600  ")).split("  ", 1)[1]
     click(at, "review_use_0")
     assert log(rv)[-1] == ("k3", "fix", "ann", suggestion) and shown_key(at) == "k5"
@@ -122,10 +123,14 @@ def test_fix_key_uses_the_first_suggestion(rv):
     at = page()
     assert shown_key(at) == "k2"
     lines = texts(at)
-    assert lines.index("1.000  a red circle") < lines.index("0.800  a green star")   # image a: k1's caption first
+    # image a's other caption k1 (1,0,0) decides: k4's caption (0.8) first; a's own captions are not offered
+    assert lines.index("0.800  a green star") < lines.index("0.000  a blue square")
+    assert "1.000  a red circle" not in lines
+    assert "From elsewhere in the dataset, by agreement with the image's other captions under this run." in \
+        [c.value for c in at.caption]
     click(at, "review_fix")
-    assert log(rv) == [("k2", "fix", "ann", "a red circle")]
-    assert meta(rv) == [("a.png", SCRIPT, 0), ("a.png", "a red circle", 1)]
+    assert log(rv) == [("k2", "fix", "ann", "a green star")]
+    assert meta(rv) == [("a.png", SCRIPT, 0), ("a.png", "a green star", 1)]
 
 
 def test_caption_with_markup_is_plain_text(rv):

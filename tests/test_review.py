@@ -185,22 +185,48 @@ def test_rate_comes_from_this_reviewers_decisions(store, rv):
 
 
 # ------------------------------------------------------------------------------------------ suggestions
-def test_suggestions_are_the_nearest_under_the_run(store, rv):
-    s = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=2)
-    # image a = (1,0,0): captions k1 (1.0), k4 (0.8), then its own caption k2 (0.6, left out)
-    assert list(s.captions["caption"]) == ["a red circle", "a green star"]
-    assert np.allclose(s.captions["similarity"], [1.0, 0.8])
+def test_suggested_captions_agree_with_the_images_other_captions(store, rv):
+    s = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5)
+    # image a's other caption k1 = (1,0,0): k4 (0.8) first, then k3, k5, k6 (0.0 each); a's own captions k1
+    # and k2 are never suggested
+    assert s.caption_basis == "agreement with the image's other captions"
+    assert s.captions["caption"].iloc[0] == "a green star"
+    assert set(s.captions["caption"].iloc[1:]) == {"a blue square", "a blue square on white", "two yellow hearts"}
+    assert np.allclose(s.captions["similarity"], [0.8, 0.0, 0.0, 0.0])
     # caption k2 = (0.6,0,0.8): images c (0.8), its own image a (0.6, left out), b (0.0)
     assert list(s.images["image_path"]) == ["c.png", "b.png"]
     assert np.allclose(s.images["similarity"], [0.8, 0.0])
     assert s.images["image_hash"].notna().all()
 
 
+def test_a_rejected_sibling_does_not_count_and_without_siblings_the_image_decides(store, rv):
+    act(store, rv.dataset_id, rv.run_id, "ann", "reject", frame(store, rv, "k1"))
+    s = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=1)
+    # k1 rejected: image a has no agreeing caption, so the captions nearest to a = (1,0,0): k1 (1.0) and
+    # k2 (0.6) are its own; k4 (0.8) is the best other
+    assert s.caption_basis == "similarity to the image"
+    assert list(s.captions["caption"]) == ["a green star"] and np.allclose(s.captions["similarity"], [0.8])
+
+
+def test_a_fixed_caption_is_a_sibling(store, rv):
+    act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k4"), caption="two yellow hearts")
+    s = suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], k=5)
+    # image b's agreeing captions: only the fix's "two yellow hearts" (0,0,1) (k4 was replaced, k3 is the
+    # pair's own); the others: k5 and k2 (0.8 each), k1 (0.0); the fix's caption is b's now, never suggested
+    assert s.caption_basis == "agreement with the image's other captions"
+    assert set(s.captions["caption"].iloc[:2]) == {"a blue square on white", SCRIPT}
+    assert list(s.captions["caption"].iloc[2:]) == ["a red circle"]
+    assert np.allclose(s.captions["similarity"], [0.8, 0.8, 0.0])
+
+
 def test_suggestions_without_embeddings(store, rv, tmp_path):
     act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k3"), caption="a typed caption")
     typed = store.caption_id(rv.dataset_id, "a typed caption", create=False)
     s = suggestions(store, rv.run_id, rv.image["b"], typed, k=1)     # the typed caption has no embedding
-    assert s.images.empty and list(s.captions["caption"]) == ["a blue square"]
+    # image b's agreeing caption k4 = (0.8,0.6,0) (k3 was replaced; the typed fix has no embedding):
+    # k1 (0.8) is the nearest caption that is not b's
+    assert s.images.empty and list(s.captions["caption"]) == ["a red circle"]
+    assert np.allclose(s.captions["similarity"], [0.8])
     bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
     with pytest.raises(NotFound, match="no embeddings"):
         suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT])
