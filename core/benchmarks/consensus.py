@@ -53,7 +53,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         q_img = inputs.image_rows(frame["image_id"].to_numpy())
         q_cap = inputs.caption_rows(frame["caption_id"].to_numpy())
         t0 = time.perf_counter()
-        signal_matrix(inputs, pool, q_img, q_cap, k=10, tau=5.0)
+        signal_matrix(inputs, pool, [(q_img, q_cap)], k=10, tau=5.0)
         out["signals_one_space_s"] = time.perf_counter() - t0
         text = np.random.default_rng(0).normal(size=(len(inputs.caption_ids), 384)).astype(np.float32)
         t0 = time.perf_counter()

@@ -55,9 +55,21 @@ class Pool:
     def images_of(self) -> sparse.csr_matrix:
         return self.members.T.tocsr()
 
+    @functools.cached_property
+    def _keys(self) -> np.ndarray:
+        """Each pool pair as image row * n_captions + caption row, sorted."""
+        rows = np.repeat(np.arange(self.members.shape[0], dtype=np.int64), np.diff(self.members.indptr))
+        return np.sort(rows * self.members.shape[1] + self.members.indices.astype(np.int64))
+
     def contains(self, image_row: np.ndarray, caption_row: np.ndarray) -> np.ndarray:
-        """Whether each (image, caption) combination is a pool pair."""
-        return np.asarray(self.members[np.asarray(image_row), np.asarray(caption_row)]).ravel() > 0
+        """Whether each (image, caption) combination is a pool pair (arrays of any one shape; a negative row,
+        faiss's "no result", never is)."""
+        image_row, caption_row = np.asarray(image_row, np.int64), np.asarray(caption_row, np.int64)
+        keys = image_row * self.members.shape[1] + caption_row
+        if not len(self._keys):
+            return np.zeros(keys.shape, bool)
+        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return (image_row >= 0) & (caption_row >= 0) & (self._keys[pos] == keys)
 
 
 def centroids(members: sparse.csr_matrix, emb: np.ndarray) -> np.ndarray:
@@ -73,18 +85,18 @@ def _weighted_mean(values: np.ndarray, sims: np.ndarray, valid: np.ndarray, tau:
     return out
 
 
-def _search_excluding(index: VectorIndex, queries: np.ndarray, k: int, excluded: sparse.csr_matrix | None,
-                      own: np.ndarray | None, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The k best results of each query that are neither `own[q]` nor in row q of `excluded` (ids, sims, valid)."""
+def _search_excluding(index: VectorIndex, queries: np.ndarray, k: int, own: np.ndarray | None, extra: int,
+                      pool: Pool | None = None, query_image: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best results of each query that are neither `own[q]` nor, with `pool`, a caption the pool pairs
+    with image `query_image[q]` (ids, sims, valid)."""
     want = min(len(index), k + extra)
     ids, sims = index.search(queries, want)
     valid = ids >= 0
     if own is not None:
         valid &= ids != own[:, None]
-    if excluded is not None:
-        rows = np.repeat(np.arange(len(ids)), ids.shape[1])
-        hit = np.asarray(excluded[rows, np.maximum(ids.ravel(), 0)]).reshape(ids.shape) > 0
-        valid &= ~hit
+    if pool is not None:
+        valid &= ~pool.contains(np.broadcast_to(query_image[:, None], ids.shape), ids)
     order = np.argsort(~valid, axis=1, kind="stable")[:, :k]     # keep the first k valid, in similarity order
     return (np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1),
             np.take_along_axis(valid, order, 1))
@@ -119,6 +131,85 @@ def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_capti
     return agreement, rank
 
 
+BATCH_EXACT_BELOW = 4096
+"""The spaces' indexes are searched by every pair at once: exact (flat) below this many vectors, IVF above
+(calibrated to 0.99 recall@10, `core.index`), where exact search of 100k queries would take most of the time."""
+
+
+@dataclass(frozen=True)
+class Space:
+    """One embedding space over a pool, indexed once for any number of query sets (`signals`)."""
+
+    img: np.ndarray                    # normalised image embeddings, one row per image
+    cap: np.ndarray                    # normalised caption embeddings, one row per caption
+    pool: Pool
+    image_index: VectorIndex           # the pool's images
+    caption_index: VectorIndex         # the pool's captions
+    caption_centroid: np.ndarray       # per image: its pool captions' normalised mean
+    image_centroid: np.ndarray         # per caption: its pool images' normalised mean
+
+    @classmethod
+    def build(cls, image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool,
+              exact_below: int = BATCH_EXACT_BELOW) -> "Space":
+        img, cap = normalise(image_emb), normalise(caption_emb)
+        pool_images = np.flatnonzero(np.diff(pool.captions_of.indptr) > 0)
+        pool_captions = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+        return cls(img, cap, pool, VectorIndex.build(img[pool_images], pool_images, exact_below),
+                   VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
+                   centroids(pool.captions_of, cap), centroids(pool.images_of, img))
+
+    def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0
+                ) -> dict[str, np.ndarray]:
+        """Every signal of `SIGNALS` for each query (image row, caption row); see `space_signals`."""
+        q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+        if len(q_image) == 0:
+            return {s: np.zeros(0) for s in SIGNALS}
+        img, cap, pool = self.img, self.cap, self.pool
+        out: dict[str, np.ndarray] = {}
+        sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption]).astype(np.float64)
+        out["similarity"] = sim
+
+        u_img, img_inv = np.unique(q_image, return_inverse=True)
+        u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+        max_own = int(np.diff(pool.captions_of.indptr).max(initial=0))
+
+        # cross-modal margins
+        # the caption's best image other than the query's own: the best two, and the second where the first is it
+        ids2, sims2 = self.image_index.search(cap[u_cap], min(len(self.image_index), 2))
+        first_is_own = ids2[cap_inv, 0] == q_image
+        other_best = np.where(first_is_own, sims2[cap_inv, -1] if sims2.shape[1] > 1 else -np.inf,
+                              sims2[cap_inv, 0])
+        out["caption_margin"] = np.where(np.isfinite(other_best), sim - other_best, np.nan)
+        _, s_c, v_c = _search_excluding(self.caption_index, img[u_img], 1, None, max_own + 1, pool, u_img)
+        best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
+        out["image_margin"] = sim - best_caption[img_inv]
+
+        # LEMoN: neighbours in the same modality
+        n_img, n_sim, n_valid = _search_excluding(self.image_index, img[u_img], k, u_img, 1)
+        agree = _row_dots(cap[q_caption], self.caption_centroid, np.maximum(n_img, 0)[img_inv])
+        out["image_neighbours"] = _weighted_mean(agree, n_sim[img_inv], n_valid[img_inv], tau)
+        c_ids, c_sim, c_valid = _search_excluding(self.caption_index, cap[u_cap], k + max_own, u_cap, 1)
+        c_ids, c_sim, c_valid = c_ids[cap_inv], c_sim[cap_inv], c_valid[cap_inv]
+        valid_q = c_valid & ~pool.contains(np.broadcast_to(q_image[:, None], c_ids.shape), c_ids)
+        order = np.argsort(~valid_q, axis=1, kind="stable")[:, :k]
+        c_rows = np.take_along_axis(c_ids, order, 1)
+        c_s = np.take_along_axis(c_sim, order, 1)
+        c_v = np.take_along_axis(valid_q, order, 1)
+        agree = _row_dots(img[q_image], self.image_centroid, np.maximum(c_rows, 0))
+        out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
+
+        out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption)
+        return out
+
+
+def _row_dots(queries: np.ndarray, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(n, k): queries[i] · table[rows[i, j]], one column at a time (no (n, k, d) gather)."""
+    out = np.empty(rows.shape, np.float64)
+    for j in range(rows.shape[1]):
+        out[:, j] = np.einsum("nd,nd->n", queries, table[rows[:, j]])
+    return out
+
+
 def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_image: np.ndarray,
                   q_caption: np.ndarray, k: int = 10, tau: float = 5.0) -> dict[str, np.ndarray]:
     """Every signal of `SIGNALS` for each query (image row, caption row) in one space.
@@ -130,52 +221,7 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
         k: neighbours per query (LEMoN's k).
         tau: how fast a neighbour's weight falls with its distance (0: all neighbours count alike).
     """
-    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
-    if len(q_image) == 0:
-        return {s: np.zeros(0) for s in SIGNALS}
-    img, cap = normalise(image_emb), normalise(caption_emb)
-    caps_of, imgs_of = pool.captions_of, pool.images_of
-    pool_images = np.flatnonzero(np.diff(caps_of.indptr) > 0)
-    pool_captions = np.flatnonzero(np.diff(imgs_of.indptr) > 0)
-    image_index = VectorIndex.build(img[pool_images], pool_images)
-    caption_index = VectorIndex.build(cap[pool_captions], pool_captions)
-    out: dict[str, np.ndarray] = {}
-    sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption]).astype(np.float64)
-    out["similarity"] = sim
-
-    u_img, img_inv = np.unique(q_image, return_inverse=True)
-    u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
-    max_own = int(np.diff(caps_of.indptr).max(initial=0))
-
-    # cross-modal margins
-    # the caption's best image other than the query's own: the best two, and the second where the first is it
-    ids2, sims2 = image_index.search(cap[u_cap], min(len(image_index), 2))
-    first_is_own = ids2[cap_inv, 0] == q_image
-    other_best = np.where(first_is_own, sims2[cap_inv, -1] if sims2.shape[1] > 1 else -np.inf, sims2[cap_inv, 0])
-    out["caption_margin"] = np.where(np.isfinite(other_best), sim - other_best, np.nan)
-    _, s_c, v_c = _search_excluding(caption_index, img[u_img], 1, caps_of[u_img], None, max_own + 1)
-    best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
-    out["image_margin"] = sim - best_caption[img_inv]
-
-    # LEMoN: neighbours in the same modality
-    n_img, n_sim, n_valid = _search_excluding(image_index, img[u_img], k, None, u_img, 1)
-    caption_centroid = centroids(caps_of, cap)                     # per image: its captions' mean
-    agree = np.einsum("nd,nkd->nk", cap[q_caption], caption_centroid[np.maximum(n_img, 0)[img_inv]])
-    out["image_neighbours"] = _weighted_mean(agree, n_sim[img_inv], n_valid[img_inv], tau)
-    c_ids, c_sim, c_valid = _search_excluding(caption_index, cap[u_cap], k + max_own, None, u_cap, 1)
-    own_caption = np.asarray(caps_of[q_image[:, None].repeat(c_ids.shape[1], 1).ravel(),
-                                     np.maximum(c_ids[cap_inv], 0).ravel()]).reshape(len(q_image), -1) > 0
-    valid_q = c_valid[cap_inv] & ~own_caption
-    order = np.argsort(~valid_q, axis=1, kind="stable")[:, :k]
-    c_rows = np.take_along_axis(c_ids[cap_inv], order, 1)
-    c_s = np.take_along_axis(c_sim[cap_inv], order, 1)
-    c_v = np.take_along_axis(valid_q, order, 1)
-    image_centroid = centroids(imgs_of, img)                       # per caption: its images' mean
-    agree = np.einsum("nd,nkd->nk", img[q_image], image_centroid[np.maximum(c_rows, 0)])
-    out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
-
-    out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption)
-    return out
+    return Space.build(image_emb, caption_emb, pool).signals(q_image, q_caption, k, tau)
 
 
 def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray

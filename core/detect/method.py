@@ -101,7 +101,6 @@ class Concord:
                              run.device or "auto")
         pool = pool_of(pairs, inputs)
         q_img, q_cap = inputs.image_rows(pairs["image_id"].to_numpy()), inputs.caption_rows(pairs["caption_id"].to_numpy())
-        names, x = signal_matrix(inputs, pool, q_img, q_cap, cfg.k, cfg.tau)
         meta = store.meta_frame(run.dataset_id)
         positives = pd.concat([meta.loc[meta["label"] == 1, ["image_id", "caption_id"]],
                                pairs.loc[trusted, ["image_id", "caption_id"]]]).drop_duplicates()
@@ -113,7 +112,8 @@ class Concord:
         made = construct_negatives(inputs.image_rows(positives["image_id"].to_numpy()),
                                    inputs.caption_rows(positives["caption_id"].to_numpy()), pool, text_space,
                                    cfg.negatives_per_positive, cfg.near_miss_share, cfg.near_k, run.seed or 0)
-        _, x_made = signal_matrix(inputs, pool, made.image_row, made.caption_row, cfg.k, cfg.tau)
+        names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row)],
+                                           cfg.k, cfg.tau)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == "train").to_numpy()
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.detect.consensus import Pool, space_signals, text_signals
+from core.detect.consensus import Pool, Space, text_signals
 from core.index import normalise
 
 HELD_OUT_SPLIT = "test"
@@ -60,18 +61,23 @@ def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
                            len(inputs.image_ids), len(inputs.caption_ids))
 
 
-def signal_matrix(inputs: SignalInputs, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray, k: int,
-                  tau: float) -> tuple[list[str], np.ndarray]:
-    """(names, (n, s) matrix) of every signal of each query (rows into the inputs' image / caption ids)."""
-    columns: dict[str, np.ndarray] = {}
+def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
+                  tau: float) -> tuple[list[str], list[np.ndarray]]:
+    """(names, one (n, s) matrix per query set) of every signal of each query (image rows, caption rows into
+    the inputs' ids). Each space is indexed once for all the query sets."""
+    columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
     for space, (image_emb, caption_emb) in inputs.spaces.items():
-        for s, v in space_signals(image_emb, caption_emb, pool, q_image, q_caption, k, tau).items():
-            columns[f"{space}.{s}"] = v
+        indexed = Space.build(image_emb, caption_emb, pool)
+        for cols, (q_image, q_caption) in zip(columns, queries):
+            for s, v in indexed.signals(q_image, q_caption, k, tau).items():
+                cols[f"{space}.{s}"] = v
     if inputs.text is not None:
-        for s, v in text_signals(inputs.text, pool, q_image, q_caption).items():
-            columns[f"{TEXT_SPACE}.{s}"] = v
-    names = list(columns)
-    return names, np.column_stack([columns[n] for n in names]) if names else np.zeros((len(q_image), 0))
+        for cols, (q_image, q_caption) in zip(columns, queries):
+            for s, v in text_signals(inputs.text, pool, q_image, q_caption).items():
+                cols[f"{TEXT_SPACE}.{s}"] = v
+    names = list(columns[0]) if columns else []
+    return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q[0]), 0))
+                   for cols, q in zip(columns, queries)]
 
 
 def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
