@@ -20,11 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import duckdb
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:   # pandas is imported where a method builds a frame, so `datasets` and the like start at once
+    import pandas as pd
 
 from core import paths
 from core.errors import ConcordError, DatabaseLocked, NotFound
@@ -334,6 +336,8 @@ class Store:
         Replacing keeps the ids (and so the decisions, meta-data and scores) of pairs that still exist
         and deletes what belonged only to pairs that are gone. Returns counts.
         """
+        import pandas as pd
+
         if records.empty:
             raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
         recs = records.copy()
@@ -591,6 +595,8 @@ class Store:
     def write_scores(self, run_id: int, pair_ids: np.ndarray, similarity: np.ndarray, clean_prob: np.ndarray,
                      weight: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> None:
         """Replace a run's per-pair scores (and extra columns such as NPC's `r`) in one transaction."""
+        import pandas as pd
+
         frame = pd.DataFrame({
             "run_id": np.full(len(pair_ids), int(run_id), dtype=np.int64),
             "pair_id": np.asarray(pair_ids, dtype=np.int64),
@@ -619,6 +625,8 @@ class Store:
 
     def update_clean_prob(self, run_id: int, pair_ids: np.ndarray, clean_prob: np.ndarray, weight: np.ndarray) -> None:
         """Rewrite a run's `clean_prob` and `weight` for these pairs in one transaction (a refit of a fused score)."""
+        import pandas as pd
+
         frame = pd.DataFrame({"pair_id": np.asarray(pair_ids, dtype=np.int64),
                               "clean_prob": np.asarray(clean_prob, dtype=np.float64),
                               "weight": np.asarray(weight, dtype=np.float64)})
@@ -820,6 +828,8 @@ class Store:
     # ---------------------------------------------------------------- review sets
     def create_review_set(self, dataset_id: int, name: str, pair_ids: Sequence[int]) -> int:
         """Save a named list of pairs (replacing a set of the same name); returns its id."""
+        import pandas as pd
+
         if not name.strip():
             raise ConcordError("a review set needs a name")
         with self.transaction() as cur:

@@ -52,9 +52,10 @@ def db(tmp_path_factory) -> Path:
     return path
 
 
-def probe(args: list[str], db: Path, tmp: Path) -> dict:
+def probe(args: list[str], db: Path, tmp: Path, watch: tuple[str, ...] = HEAVY) -> dict:
+    """Run the command in a fresh interpreter; its exit code, output and which of `watch` it loaded (heavy)."""
     env = dict(os.environ, CONCORD_DB=str(db), CONCORD_HOME=str(tmp / "home"), PYTHONPATH=str(REPO_ROOT))
-    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(HEAVY)], cwd=tmp, env=env,
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(watch)], cwd=tmp, env=env,
                          capture_output=True, text=True, timeout=120)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED ")]
     assert line, out.stderr
@@ -76,6 +77,15 @@ def test_light_commands_import_no_model_code(args, db, tmp_path):
     got = probe([a.format(tmp=tmp_path) for a in args], db, tmp_path)
     assert got["code"] == 0, got["stderr"]
     assert got["heavy"] == [], f"{' '.join(args)} loaded {got['heavy']}"
+
+
+def test_datasets_imports_only_its_own_command(db, tmp_path):
+    """`datasets` loads neither the other commands' modules nor pandas (the store builds frames lazily), with
+    `--db` before the command as well."""
+    for args in (["datasets", "--json"], ["--db", str(db), "datasets", "--json"]):
+        got = probe(args, db, tmp_path, watch=HEAVY + ("pandas", "PIL", "core.cli.import_", "core.cli.export"))
+        assert got["code"] == 0 and json.loads(got["stdout"].splitlines()[0])[0]["name"] == "ds"
+        assert got["heavy"] == [], f"{' '.join(args)} loaded {got['heavy']}"
 
 
 def test_evaluate_computes_the_figures_without_scikit_learn(db, tmp_path):

@@ -57,15 +57,33 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_modules() -> list[str]:
+    """The command modules of this package, in `COMMAND_ORDER`."""
+    return sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
+                  key=lambda n: (COMMAND_ORDER.index(n.rstrip("_")) if n.rstrip("_") in COMMAND_ORDER else 99, n))
+
+
+def _invoked(argv: list[str]) -> str | None:
+    """The command module `argv` names (None when it names none, e.g. `--help`): only that module is imported,
+    so a light command pays for no other command's imports."""
+    rest = iter(argv)
+    for token in rest:
+        if token == "--db":
+            next(rest, None)
+        elif not token.startswith("-"):
+            return next((m for m in _command_modules() if m.rstrip("_") == token), None)
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command module `only`."""
     parser = argparse.ArgumentParser(prog="python -m core", description="Concord: find and fix mismatched "
                                      "image-caption pairs.", parents=[common_options()])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    modules = sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
-                     key=lambda n: (COMMAND_ORDER.index(n.rstrip("_")) if n.rstrip("_") in COMMAND_ORDER else 99, n))
-    for name in modules:
-        importlib.import_module(f"{__name__}.{name}").register(sub, common_options())
+    for name in _command_modules():
+        if only is None or name == only:
+            importlib.import_module(f"{__name__}.{name}").register(sub, common_options())
     return parser
 
 
@@ -104,8 +122,8 @@ def cli_progress() -> tuple[Progress, ProgressBar]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_invoked(argv)).parse_args(argv)
     debug = getattr(args, "debug", False)
     ctx = Context(db=getattr(args, "db", None), json_output=getattr(args, "json", False))
     handler: Callable[[argparse.Namespace, Context], int] = args.handler
