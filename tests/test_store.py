@@ -184,6 +184,24 @@ def test_scores_threshold_and_flagged(store: Store) -> None:
         store.set_threshold(run, 1.5)
 
 
+def test_scores_frame_pivots_every_extra_in_name_order(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(3))
+    ids = store.pairs_frame(1)["pair_id"].to_numpy()
+    run = store.create_run(1, "concord", "concord-tiny")
+    store.write_scores(run, ids[::-1], np.full(3, 0.5), np.array([0.9, 0.2, 0.7]), np.ones(3),
+                       {"z": np.array([1.0, np.nan, 3.0]), 'odd "name"': np.array([-1.0, -2.0, -3.0])})
+    got = store.scores_frame(run)
+    assert list(got.columns) == ["pair_id", "similarity", "clean_prob", "weight", "flagged", 'odd "name"', "z"]
+    assert got["pair_id"].tolist() == sorted(ids.tolist())            # by pair, whatever order they were written in
+    assert got["clean_prob"].tolist() == [0.7, 0.2, 0.9] and got['odd "name"'].tolist() == [-3.0, -2.0, -1.0]
+    assert got["z"].iloc[0] == 3.0 and np.isnan(got["z"].iloc[1]) and got["z"].iloc[2] == 1.0
+    assert list(store.scores_frame(run, extras=False).columns) == ["pair_id", "similarity", "clean_prob", "weight",
+                                                                   "flagged"]
+    plain = store.create_run(1, "b1", "concord-tiny")
+    store.write_scores(plain, ids, np.zeros(3), np.zeros(3), np.zeros(3))
+    assert len(store.scores_frame(plain).columns) == 5
+
+
 def test_second_process_is_told_who_holds_the_database(store: Store) -> None:
     result = subprocess.run([sys.executable, "-m", "core", "datasets", "--json"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
