@@ -26,6 +26,16 @@ def write_section(key: str, body: str, doc: Path = DOC) -> None:
     doc.write_text(text, encoding="utf-8")
 
 
+def peak_rss_gb(pid: int | None) -> float | None:
+    """A live process's peak resident memory (VmHWM), GB; None when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return None
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kb is None else kb / 1e6
+
+
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """`--no-docs` and `--json`, which every benchmark takes."""
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")

@@ -17,8 +17,12 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from core.benchmarks import add_output_options, write_section
 
@@ -34,6 +38,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
+def fused_run(store, dataset: str, base: int) -> tuple[int, pd.DataFrame]:
+    """A `concord` run (not started) over finished run `base` of `dataset`, without text signals, after seeding
+    the meta-data with 2 % of the train pairs (at least 50) as trusted positives; returns (run id, seeded pairs)."""
+    from core.detect.signals import pair_view
+    from core.training import start_run
+
+    ds = store.dataset(dataset).id
+    frame = pair_view(store.pairs_frame(ds))
+    train = frame[frame["split"] == "train"]
+    seed = train.sample(min(len(train), max(50, len(train) // 50)), random_state=0)
+    store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
+    run_id = start_run(store, dataset, "concord", settings={"base_runs": str(base), "text_signals": False,
+                                                          "trusted_split": "", "refit_every": 0})
+    return run_id, seed
+
+
 def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
     from core.benchmarks.review import _temporary_home, stand_in_run, synthetic_dataset
     from core.detect.consensus import text_signals
@@ -41,7 +61,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
     from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix
     from core.progress import Progress
     from core.store import Store
-    from core.training import execute_run, start_run
+    from core.training import execute_run
 
     out: dict[str, float] = {}
     with _temporary_home(folder), Store.open() as store:
@@ -60,11 +80,8 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         text_signals(text, pool, q_img, q_cap)
         out["text_siblings_s"] = time.perf_counter() - t0
 
+        fused, seed = fused_run(store, "synthetic", base)
         train = frame[frame["split"] == "train"]
-        seed = train.sample(max(50, len(train) // 50), random_state=0)
-        store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
-        fused = start_run(store, "synthetic", "concord", settings={"base_runs": str(base), "text_signals": False,
-                                                                   "trusted_split": "", "refit_every": 0})
         t0 = time.perf_counter()
         execute_run(store, fused, Progress())
         out["concord_run_s"] = time.perf_counter() - t0

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
-def _generate(folder: Path, pairs: int, per_image: int) -> Path:
-    """`pairs` rows over ceil(pairs / per_image) distinct 16×16 PNGs (distinct content, so distinct hashes)."""
+def generate_pairs(folder: Path, pairs: int, per_image: int) -> Path:
+    """`pairs` rows of `folder`/pairs.csv over ceil(pairs / per_image) distinct 16×16 PNGs under `folder`/img
+    (distinct content, so distinct hashes); returns the CSV's path."""
     images = -(-pairs // per_image)
     (folder / "img").mkdir()
     for i in range(images):
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     with tempfile.TemporaryDirectory(prefix="concord-bench-import-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        data = _generate(folder, args.pairs, args.captions_per_image)
+        data = generate_pairs(folder, args.pairs, args.captions_per_image)
         generated = time.perf_counter() - t0
         progress, bar = cli_progress()
         with Store.open(folder / "bench.duckdb") as store:

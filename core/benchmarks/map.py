@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import add_output_options, write_section
+from core.benchmarks import add_output_options, peak_rss_gb, write_section
 from core.benchmarks.projection import _records, _timed
 from core.benchmarks.review import _temporary_home
 
@@ -162,16 +162,6 @@ def drag_box(app) -> None:
     app.page.mouse.down()
     app.page.mouse.move(x0 + box["width"] / 3, y0 + box["height"] / 3, steps=12)
     app.page.mouse.up()
-
-
-def peak_rss_gb(pid: int | None) -> float | None:
-    """A live process's peak resident memory (VmHWM), GB; None when it cannot be read."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (OSError, TypeError):
-        return None
-    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return None if kb is None else kb / 1e6
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import add_output_options, write_section
+from core.benchmarks import add_output_options, peak_rss_gb, write_section
 
 PARTS = ("decision", "page_reads", "queue", "suggestions", "images", "total")
 
@@ -232,6 +232,8 @@ def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path) 
                              "to_script_start_ms_p50_p95": pct(ms[warmup:, 0]),
                              "to_pair_line_ms_p50_p95": pct(ms[warmup:, 1]), "ms_p50_p95": pct(ms[warmup:, 2])}
             browser.close()
+        for r in out.values():
+            r["server_peak_rss_gb"] = peak_rss_gb(server.pid)
     finally:
         server.stop()
     with Store.open() as store:
