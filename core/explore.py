@@ -278,14 +278,16 @@ def selected_pairs(points: pd.DataFrame, selection: Any, two_sets: bool = False)
             hit |= points_in_box(x, y, xs, ys)
         for poly in lassos:
             hit |= points_in_polygon(x, y, poly)
-    return [int(p) for p in points["pair_id"].to_numpy()[hit]]
+    return points["pair_id"].to_numpy(np.int64)[hit].tolist()
 
 
 # ------------------------------------------------------------------------------------------ the selection
 def order_selection(frame: pd.DataFrame, pair_ids: Iterable[int]) -> list[int]:
     """The selected pairs of `frame`, most suspicious (lowest clean_prob) first, the order of a review set."""
-    wanted = frame[frame["pair_id"].isin([int(p) for p in pair_ids])]
-    return [int(p) for p in wanted.sort_values(["clean_prob", "pair_id"], kind="stable")["pair_id"]]
+    ids = frame["pair_id"].to_numpy(np.int64)
+    keep = np.isin(ids, np.fromiter((int(p) for p in pair_ids), np.int64))
+    ids, prob = ids[keep], frame["clean_prob"].to_numpy(np.float64)[keep]
+    return ids[np.lexsort((ids, prob))].tolist()        # NaN clean_prob last, as sort_values puts it
 
 
 def thumbnail_uri(root: str, rel_path: str, image_hash: str, size: int = 64) -> str | None:
@@ -300,7 +302,10 @@ def thumbnail_uri(root: str, rel_path: str, image_hash: str, size: int = 64) -> 
 def selection_table(frame: pd.DataFrame, pair_ids: list[int], root: str, limit: int = TABLE_ROWS) -> pd.DataFrame:
     """The first `limit` of `pair_ids` (in that order) as table rows: thumbnail, key, caption, scores,
     decision, split and ground truth."""
-    rows = frame.set_index("pair_id").loc[[int(p) for p in pair_ids[:limit]]].reset_index()
+    pos = pd.Index(frame["pair_id"].to_numpy(np.int64)).get_indexer([int(p) for p in pair_ids[:limit]])
+    if (pos < 0).any():
+        raise KeyError(f"pair {pair_ids[int(np.flatnonzero(pos < 0)[0])]} is not in the frame")
+    rows = frame.iloc[pos].reset_index(drop=True)
     return pd.DataFrame({
         "image": [thumbnail_uri(root, p, h) for p, h in zip(rows["image_path"], rows["image_hash"])],
         "key": rows["key"].astype(str), "caption": rows["caption"].astype(str),
