@@ -50,6 +50,19 @@ def test_a_pair_whose_image_neighbours_captions_disagree_scores_lower() -> None:
     assert s["siblings"] == pytest.approx([0.0, 0.0], abs=1e-6)      # float32 embeddings
 
 
+def test_an_image_unlike_the_other_images_of_its_caption_scores_lower() -> None:
+    # caption 0 is paired with images 0, 1 = (1, 0) and image 2 = (0, 1); caption 1 only with image 1
+    images = unit((1, 0), (1, 0), (0, 1), (1, 0))
+    captions = unit((1, 0), (0, 1))
+    pool = Pool.from_pairs(np.array([0, 1, 2, 1]), np.array([0, 0, 0, 1]), 4, 2)
+    s = space_signals(images, captions, pool, np.array([0, 2, 1, 3]), np.array([0, 0, 1, 0]), k=1, tau=0.0)
+    # (0, 0): the others are images 1 + 2 = (1, 1): cos 1/sqrt(2); (2, 0): images 0 + 1 = (2, 0): cos 0;
+    # (1, 1): caption 1 has no other image; (3, 0), not a pool pair: all three, (2, 1): cos 2/sqrt(5)
+    got = s["caption_images"]
+    assert got[[0, 1, 3]] == pytest.approx([1 / np.sqrt(2), 0.0, 2 / np.sqrt(5)], abs=1e-6)
+    assert np.isnan(got[2])
+
+
 def test_neighbour_weights_fall_with_distance() -> None:
     images = unit((1, 0), (1, 0.2), (1, -1))
     captions = unit((1, 0), (1, 0), (0, 1))          # caption 0 of image 0 (query), 1 of image 1, 2 of image 2
@@ -193,12 +206,14 @@ def test_bench_consensus_measures_every_step(tmp_path) -> None:
 def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     from core.detect.explain import explain_pair, fused_summary
     lows = {"siblings": 0.3, "text_siblings": 0.5, "caption_margin": -0.1, "image_margin": -0.2,
-            "image_neighbours": 0.2, "caption_neighbours": 0.2}
+            "image_neighbours": 0.2, "caption_neighbours": 0.2, "caption_images": 0.4}
     pair = {"siblings": 0.1, "text_siblings": 0.9, "sibling_rank": 0.0, "sibling_count": 4.0,
-            "caption_margin": -0.3, "image_margin": 0.0, "image_neighbours": float("nan"), "caption_neighbours": 0.5}
+            "caption_margin": -0.3, "image_margin": 0.0, "image_neighbours": float("nan"), "caption_neighbours": 0.5,
+            "caption_images": 0.4}
     assert explain_pair(pair, lows) == ("Flagged by: caption disagrees with its 4 sibling captions (the least of 5); "
-                                        "the caption matches another image better.")
-    calm = pair | {"siblings": 0.4, "caption_margin": 0.0}
+                                        "the caption matches another image better; the caption's other images "
+                                        "look different.")
+    calm = pair | {"siblings": 0.4, "caption_margin": 0.0, "caption_images": 0.9}
     assert explain_pair(calm, lows) == "No single signal flags this pair; only their combination in the fused score."
     fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
              "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}

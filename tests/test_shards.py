@@ -109,8 +109,8 @@ def test_local_scores_are_the_runs_own_and_complete(env: Source, tmp_path: Path)
     img, cap = np.stack(shard["image_emb"]), np.stack(shard["caption_emb"])
     assert img.shape == (50, 256) and np.allclose(np.einsum("nd,nd->n", img, cap), shard["similarity"], atol=1e-5)
     terms = consensus_terms(shard["image_hash"].to_numpy(), shard["caption_hash"].to_numpy(), img, cap, 10)
-    assert set(terms) == {"caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings",
-                          "sibling_rank"}
+    assert set(terms) == {"caption_margin", "image_margin", "image_neighbours", "caption_neighbours",
+                          "caption_images", "siblings", "sibling_rank"}
     for name, values in terms.items():
         np.testing.assert_allclose(shard[name].to_numpy(), values, equal_nan=True)
 

@@ -29,8 +29,8 @@ from core.benchmarks import add_output_options, peak_rss_gb, write_section
 from core.benchmarks.projection import _records, _timed
 from core.benchmarks.review import _temporary_home
 
-EXTRAS = ("caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings", "sibling_rank",
-          "text_siblings", "text_sibling_rank", "sibling_count")  # what a concord run writes
+EXTRAS = ("caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
+          "sibling_rank", "text_siblings", "text_sibling_rank", "sibling_count")  # what a concord run writes
 LASSO_VERTICES = 200
 
 

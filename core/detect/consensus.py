@@ -13,6 +13,8 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
   other images (image space), each neighbour weighted by exp(−tau · (1 − cos(image, neighbour))).
 - `caption_neighbours` (LEMoN's s_m): the image against the images of the caption's k nearest other captions
   (text space; the image's own captions left out), weighted by exp(−tau · (1 − cos(caption, neighbour))).
+- `caption_images`: the image against the caption's other images (the same caption text paired with other
+  images of the pool: templated or repeated captions), their normalised mean; NaN where the caption has none.
 - `siblings`: mean cosine of the caption to the image's other captions; `sibling_rank`: its place among
   them when each caption of the image is scored by the same agreement (0 = agrees least, 1 = most).
   NaN where the image has no other caption.
@@ -30,8 +32,8 @@ from scipy import sparse
 
 from core.index import VectorIndex, normalise
 
-SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "siblings",
-           "sibling_rank")
+SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images",
+           "siblings", "sibling_rank")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Space:
     image_index: VectorIndex           # the pool's images
     caption_index: VectorIndex         # the pool's captions
     caption_centroid: np.ndarray       # per image: its pool captions' normalised mean
+    image_sum: np.ndarray              # per caption: the sum of its pool images
     image_centroid: np.ndarray         # per caption: its pool images' normalised mean
 
     @classmethod
@@ -154,9 +157,10 @@ class Space:
         img, cap = normalise(image_emb), normalise(caption_emb)
         pool_images = np.flatnonzero(np.diff(pool.captions_of.indptr) > 0)
         pool_captions = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+        image_sum = np.asarray(pool.images_of @ img, np.float32)
         return cls(img, cap, pool, VectorIndex.build(img[pool_images], pool_images, exact_below),
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
-                   centroids(pool.captions_of, cap), centroids(pool.images_of, img))
+                   centroids(pool.captions_of, cap), image_sum, normalise(image_sum))
 
     def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0
                 ) -> dict[str, np.ndarray]:
@@ -197,6 +201,15 @@ class Space:
         c_v = np.take_along_axis(valid_q, order, 1)
         agree = _row_dots(img[q_image], self.image_centroid, np.maximum(c_rows, 0))
         out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
+
+        # the caption's other images: its pool images' sum without the query's own image
+        in_pool = pool.contains(q_image, q_caption)
+        others = self.image_sum[q_caption] - np.where(in_pool, 1.0, 0.0)[:, None] * img[q_image]
+        n_others = np.diff(pool.images_of.indptr)[q_caption] - in_pool
+        norm = np.linalg.norm(others, axis=1)
+        dots = np.einsum("nd,nd->n", img[q_image], others)
+        out["caption_images"] = np.full(len(q_image), np.nan)
+        np.divide(dots, norm, out=out["caption_images"], where=(n_others > 0) & (norm > 1e-6))
 
         out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption)
         return out

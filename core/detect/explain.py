@@ -13,6 +13,7 @@ PHRASES = {
     "image_margin": "the image matches another caption better",
     "image_neighbours": "the captions of the image's nearest images say otherwise",
     "caption_neighbours": "the images of the caption's nearest captions look different",
+    "caption_images": "the caption's other images look different",
 }
 SIBLING_SIGNALS = ("siblings", "text_siblings")
 
