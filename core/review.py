@@ -193,7 +193,7 @@ def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: in
     a fix with one would repeat a pair): when the image has other captions that no decision rejects or replaces
     (or a fix gave it), the captions nearest to their mean in the run's caption space, i.e. those that say what
     the image's other captions say (sibling consensus: on the demo's first-start run, 2 epochs, the top one
-    shares the image's objects for 53–54 % of pairs against 5–7 % for the captions nearest to the image; see
+    shares the image's objects for 52.7–54.4 % of pairs against 6.2 % for the captions nearest to the image; see
     `bench first-start`); otherwise the captions nearest to the image. Images: those nearest to the caption.
 
     A side whose ids have no embedding (a caption typed in a fix, a pair imported after the run) is empty;

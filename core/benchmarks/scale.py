@@ -23,9 +23,9 @@ Per N, in a temporary home, database and cache (never the user's), one after ano
   headless Chromium on a real server until the next pair is shown whole (`bench review --browser`).
 - export: `export_dataset` in the dataset's format, images copied (`--export-images paths`: not copied).
 
-Each step runs in a process of its own, forked from this one (which has imported the engine, torch included:
-its peak is given as the baseline every step starts from), and reports that process's peak resident memory
-(`ru_maxrss`); the browser steps also give the app server's peak (VmHWM of the `streamlit run` process).
+Each step runs in a process of its own, forked from a fork server (a fresh interpreter, so each step imports
+only what it needs: a plain fork of a process whose torch threads have run can hang), and reports that process's
+peak resident memory (`ru_maxrss`); the browser steps also give the app server's peak (VmHWM of the `streamlit run` process).
 `--steps` picks steps (generate and import always run: every other step needs the dataset), `--budget-min`
 stops the benchmark when a wall-clock budget is spent (the step under way is stopped and named so, the rest are
 marked not run), `--browser-limit-min` stops a browser step that has not finished (the benchmark goes on). The
@@ -238,7 +238,7 @@ def plan(steps: set[str], browser: bool = False) -> list[tuple[str, Step]]:
 
 # ------------------------------------------------------------------------------------------- processes
 def _child(fn: Step, folder: Path, n: int, args: argparse.Namespace, state: dict, out: Path) -> None:
-    """In the forked process: run one step in the temporary home, write its figures and this process's peak
+    """In the step's process: run one step in the temporary home, write its figures and this process's peak
     resident memory to `out`."""
     from core.benchmarks.review import _temporary_home
     os.setsid()   # its own process group, so that a stopped step takes its browsers with it
@@ -266,10 +266,12 @@ def _stop(proc: multiprocessing.process.BaseProcess, grace: float = 30.0) -> Non
 
 def run_step(name: str, fn: Step, folder: Path, n: int, args: argparse.Namespace, state: dict,
              deadline: float | None) -> dict:
-    """Run one step in a forked process (stopped at `deadline`, a `time.monotonic()` moment); its result with
+    """Run one step in a process of its own (stopped at `deadline`, a `time.monotonic()` moment); its result with
     the process's wall seconds."""
     out = folder / f"{name}.result.json"
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(fn, folder, n, args, state, out))
+    # forkserver, not fork: a fork of a process whose torch (OpenMP) threads have run hangs in the child's
+    # first parallel op; the fork server is a fresh interpreter, each step imports what it needs
+    proc = multiprocessing.get_context("forkserver").Process(target=_child, args=(fn, folder, n, args, state, out))
     t0 = time.perf_counter()
     proc.start()
     try:
@@ -376,14 +378,14 @@ def rows(results: dict[str, dict]) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def markdown(sizes: dict[int, dict[str, dict]], command: str, baseline_gb: float, done: bool) -> str:
+def markdown(sizes: dict[int, dict[str, dict]], command: str, done: bool) -> str:
     tables = {n: rows(r) for n, r in sizes.items()}
     first = next(iter(tables.values()), [])
     lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU; "
              f"load average {os.getloadavg()[0]:.1f} when written" + ("" if done else "; **still running**") + ").",
-             "", f"Seconds once each; peak RSS (GB) is each step's own process, forked from one at {baseline_gb:.2f} "
-             "GB; the browser rows give the app server's peak instead (its `streamlit run` process). Bold: the "
+             "", "Seconds once each; peak RSS (GB) is each step's own process (a fresh interpreter that imports what "
+             "the step needs); the browser rows give the app server's peak instead (its `streamlit run` process). Bold: the "
              "figures the targets are about; projected figures are extrapolated from the sample named, not measured.",
              "", "| step | target at 1M | " + " | ".join(f"{n:,}: seconds | {n:,}: peak RSS GB" for n in tables) + " |",
              "|---|---|" + "---|---|" * len(tables)]
@@ -414,7 +416,6 @@ def run(args: argparse.Namespace, ctx) -> int:
         raise SystemExit(f"unknown steps {', '.join(sorted(unknown))} (from {', '.join(STEPS)})")
     counts = [int(p) for p in args.pairs.split(",") if p.strip()]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))   # so that a step under way is stopped
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     deadline = time.monotonic() + args.budget_min * 60 if args.budget_min > 0 else None
     command = command_line(args)
     sizes: dict[int, dict[str, dict]] = {}
@@ -422,7 +423,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     def write(done: bool = False) -> None:
         if not args.no_docs:
             write_section(f"{SECTION}: {args.pairs}", "## Every step at scale (`bench scale`)\n\n" +
-                          markdown(sizes, command, baseline, done))
+                          markdown(sizes, command, done))
 
     with tempfile.TemporaryDirectory(prefix="concord-bench-scale-") as tmp:
         for n in counts:
@@ -435,8 +436,8 @@ def run(args: argparse.Namespace, ctx) -> int:
                                  default=float), flush=True)
     write(done=True)
     if args.json:
-        print(json.dumps({"baseline_rss_gb": baseline, "sizes": sizes}, default=float))
+        print(json.dumps({"sizes": sizes}, default=float))
     else:
-        print(markdown(sizes, command, baseline, True))
+        print(markdown(sizes, command, True))
     return 0
 
