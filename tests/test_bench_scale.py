@@ -1,26 +1,28 @@
 """`bench scale`: every step a user takes, each in a process of its own, at a tiny size, headless."""
 from __future__ import annotations
 
-import functools
 import json
-import tempfile
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
-from core.benchmarks import scale, write_section
-from core.cli import main
+from core.benchmarks import scale
+from core.paths import REPO_ROOT
 
 
-def test_scale_times_every_step_with_its_peak_memory(capsys, concord_env: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    scratch = tmp_path / "scratch"
+def test_scale_times_every_step_with_its_peak_memory(tmp_path: Path) -> None:
+    # run as a user would, in a process of its own: its home is `user`, its temporary folders go under `scratch`
+    # (a home the test process does not use, so that no page thread another test left behind writes there)
+    scratch, user = tmp_path / "scratch", tmp_path / "user"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))   # where the benchmark's temporary home goes
-    doc = tmp_path / "benchmarks.md"
-    monkeypatch.setattr(scale, "write_section", functools.partial(write_section, doc=doc))
-    assert main(["bench", "scale", "--pairs", "300", "--review-steps", "3", "--feature-sample", "100", "--json"]) == 0
-    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    env = dict(os.environ, CONCORD_HOME=str(user), CONCORD_DB=str(user / "concord.duckdb"), TMPDIR=str(scratch),
+               PYTHONPATH=str(REPO_ROOT))
+    out = subprocess.run([sys.executable, "-m", "core", "bench", "scale", "--pairs", "300", "--review-steps", "3",
+                          "--feature-sample", "100", "--json", "--no-docs"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
     results = figures["sizes"]["300"]
     assert [name for name, _ in scale.plan(set(scale.STEPS))] == list(results)
     for name, r in results.items():
@@ -32,7 +34,7 @@ def test_scale_times_every_step_with_its_peak_memory(capsys, concord_env: Path, 
     assert f["scoring"]["run_id"] != f["stand-in"]["base_run"] and f["projection"]["seconds"] > 0
     assert f["draw"]["drawn"] == 300 and f["review"]["steps"] == 3 and f["export"]["seconds"] > 0
 
-    table = doc.read_text(encoding="utf-8")
+    table = scale.markdown({300: results}, "python -m core bench scale --pairs 300", True)
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| step")]
     labels = [line.split(" | ")[0][2:] for line in rows]
     assert labels == [label for label, *_ in scale.rows(results)]
@@ -46,4 +48,4 @@ def test_scale_times_every_step_with_its_peak_memory(capsys, concord_env: Path, 
 
     # nothing left behind, the user's (here: the test's) home untouched
     assert not list(scratch.glob("concord-bench-scale-*"))
-    assert not (concord_env / "concord.duckdb").exists()
+    assert not user.exists()
