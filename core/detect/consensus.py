@@ -99,7 +99,13 @@ def _search_excluding(index: VectorIndex, queries: np.ndarray, k: int, own: np.n
         valid &= ids != own[:, None]
     if pool is not None:
         valid &= ~pool.contains(np.broadcast_to(query_image[:, None], ids.shape), ids)
-    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]     # keep the first k valid, in similarity order
+    return _first_valid(ids, sims, valid, k)
+
+
+def _first_valid(ids: np.ndarray, sims: np.ndarray, valid: np.ndarray, k: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's first k valid results, in similarity order (ids, sims, valid; invalid ones fill the rest)."""
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
     return (np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1),
             np.take_along_axis(valid, order, 1))
 
@@ -195,10 +201,7 @@ class Space:
         c_ids, c_sim, c_valid = _search_excluding(self.caption_index, cap[u_cap], k + max_own, u_cap, 1)
         c_ids, c_sim, c_valid = c_ids[cap_inv], c_sim[cap_inv], c_valid[cap_inv]
         valid_q = c_valid & ~pool.contains(np.broadcast_to(q_image[:, None], c_ids.shape), c_ids)
-        order = np.argsort(~valid_q, axis=1, kind="stable")[:, :k]
-        c_rows = np.take_along_axis(c_ids, order, 1)
-        c_s = np.take_along_axis(c_sim, order, 1)
-        c_v = np.take_along_axis(valid_q, order, 1)
+        c_rows, c_s, c_v = _first_valid(c_ids, c_sim, valid_q, k)
         agree = _row_dots(img[q_image], self.image_centroid, np.maximum(c_rows, 0))
         out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
 
