@@ -99,6 +99,15 @@ def text_named_png(folder: Path) -> bytes:
     return b"bad,notes.png,a text file with an image extension"
 
 
+def outside_folder_link(folder: Path) -> bytes:
+    """A regular file reached through a linked folder that leads outside the root (the fast path's folder check)."""
+    away = folder.parent / "away"
+    away.mkdir()
+    Image.new("RGB", (4, 4)).save(away / "c.png")
+    os.symlink(away, folder / "sub")
+    return b"bad,sub/c.png,through a linked folder"
+
+
 def folder_named_png(folder: Path) -> bytes:
     (folder / "dir.png").mkdir()
     return b"bad,dir.png,a folder"
@@ -126,6 +135,7 @@ CASES = {
     "dotdot escape": (lambda f: b"bad,../outside.png,escapes", r"image path '../outside.png' escapes the images root"),
     "absolute path": (lambda f: f"bad,{f / 'a.png'},absolute".encode(), r"is absolute; paths must be relative"),
     "symlink outside": (outside_symlink, r"image path 'link.png' escapes the images root"),
+    "linked folder outside": (outside_folder_link, r"image path 'sub/c.png' escapes the images root"),
     "empty caption": (lambda f: b'bad,a.png,""', r"empty caption"),
     "whitespace caption": (lambda f: b"bad,a.png,   \t ", r"empty caption"),
     "caption too long": (lambda f: b"bad,a.png," + b"x" * 10_001, r"caption is 10,001 characters, over the limit of 10,000"),

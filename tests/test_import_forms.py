@@ -80,6 +80,18 @@ def test_link_within_the_root_is_followed(store, folder: Path) -> None:
     assert images["hash"].tolist() == [file_hash(folder / "a.png")]
 
 
+def test_linked_folder_within_the_root_is_followed(store, folder: Path) -> None:
+    """A folder link that stays inside the root: the image is found through it and stored under the path as written."""
+    (folder / "real").mkdir()
+    Image.new("RGB", (6, 6), "teal").save(folder / "real" / "t.png")
+    os.symlink("real", folder / "alias")
+    (folder / "p.csv").write_text("image,caption\nalias/t.png,teal through a linked folder\n")
+    import_dataset(store, folder / "p.csv", "ds")
+    images = store.images_frame(store.dataset("ds").id)
+    assert images["path"].tolist() == ["alias/t.png"]
+    assert images["hash"].tolist() == [file_hash(folder / "real" / "t.png")]
+
+
 def test_image_whose_extension_lies_is_read_by_content(store, folder: Path) -> None:
     Image.new("RGB", (12, 7), "purple").save(folder / "photo.png", format="JPEG")
     Image.new("RGB", (5, 9), "orange").save(folder / "scan.jpg", format="PNG")

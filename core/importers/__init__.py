@@ -22,7 +22,7 @@ from core.importers.formats import FORMATS, read_source
 from core.importers.locate import locate
 from core.importers.source import Source
 from core.importers.tabular import ColumnNames
-from core.importers.validation import (Listings, Problem, caption_problem, check_images, normalise_caption,
+from core.importers.validation import (PathMemo, Problem, caption_problem, check_images, normalise_caption,
                                       resolve_image_path)
 from core.progress import Progress
 
@@ -137,7 +137,7 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
     problems: dict[int, tuple[Problem, Any, Any]] = {}
     checked: list[_Checked] = []
     first_key: dict[str, str] = {}
-    listings: Listings = {}
+    memo = PathMemo()
     for i, row in enumerate(source.rows):
         key = row.key if row.key is not None else str(i + 1)
         where = row.where if len(located.files) == 1 else f"{Path(files[i]).name} {row.where}"
@@ -147,7 +147,7 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
         first_key.setdefault(key, where)
         caption = normalise_caption(row.caption)
         reason = reason or caption_problem(caption)
-        resolved = None if reason else resolve_image_path(root, row.image, listings)
+        resolved = None if reason else resolve_image_path(root, row.image, memo)
         if isinstance(resolved, str):
             reason = resolved
         if reason:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
+import stat
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
@@ -26,7 +28,8 @@ MAX_CAPTION_CHARS = 10_000
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # 8192 × 8192; larger ones would be refused by Pillow's bomb guard anyway
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "MPO")
-_ALLOWED_CONTROLS = {"\t", "\n"}
+_REFUSED_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Unicode's control characters (category Cc: U+0000–U+001F, U+007F–U+009F) other than tab and line feed."""
 _BATCH = 256
 
 
@@ -86,44 +89,69 @@ def caption_problem(caption: Any) -> str | None:
                 "save the file as UTF-8")
     if len(caption) > MAX_CAPTION_CHARS:
         return f"caption is {len(caption):,} characters, over the limit of {MAX_CAPTION_CHARS:,}"
-    for i, ch in enumerate(caption):
-        if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS:
-            return f"caption holds the control character U+{ord(ch):04X} at character {i + 1}"
+    control = _REFUSED_CONTROL.search(caption)
+    if control:
+        return f"caption holds the control character U+{ord(control.group()):04X} at character {control.start() + 1}"
     return None
 
 
-Listings = dict[Path, dict[str, list[str]]]
+@dataclass
+class PathMemo:
+    """What one import learns of its folders, so that a million rows list and resolve each folder once."""
+
+    listings: dict[Path, dict[str, list[str]]] = field(default_factory=dict)  # folder -> entries by NFC form
+    real_dirs: dict[str, str] = field(default_factory=dict)                     # folder as written -> realpath
 
 
-def _nfc_names(folder: Path, listings: Listings) -> dict[str, list[str]]:
-    """The entries of `folder` by their NFC form, listed once per import (`listings` is its memo)."""
-    if folder not in listings:
+def _nfc_names(folder: Path, memo: PathMemo) -> dict[str, list[str]]:
+    """The entries of `folder` by their NFC form, listed once per import."""
+    if folder not in memo.listings:
         names: dict[str, list[str]] = {}
         for entry in folder.iterdir():
             names.setdefault(unicodedata.normalize("NFC", entry.name), []).append(entry.name)
-        listings[folder] = names
-    return listings[folder]
+        memo.listings[folder] = names
+    return memo.listings[folder]
 
 
-def _on_disk(root: Path, rel: str, listings: Listings) -> str:
+def _plain_file(root: Path, rel: str, memo: PathMemo) -> Path | None:
+    """The resolved path of `rel` when it is, as written, a regular file (not a link) in a folder that resolves
+    inside `root`: the common case, decided with one `lstat` and a memo of folders. None: take the full check."""
+    path = os.path.join(root, rel)
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    folder, name = os.path.split(path)
+    real = memo.real_dirs.get(folder)
+    if real is None:
+        real = memo.real_dirs[folder] = os.path.realpath(folder)
+    top = str(root)
+    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+        return None
+    return Path(real, name)
+
+
+def _on_disk(root: Path, rel: str, memo: PathMemo) -> str:
     """`rel` spelled as the names on disk: a part that does not exist as written is matched to the one
     entry of its folder with the same NFC form (data files and disks disagree on NFC / NFD)."""
     parts = PurePosixPath(rel).parts
     folder, found = root, []
     for part in parts:
         if not (folder / part).exists() and not (folder / part).is_symlink() and folder.is_dir():
-            matches = _nfc_names(folder, listings).get(unicodedata.normalize("NFC", part), [])
+            matches = _nfc_names(folder, memo).get(unicodedata.normalize("NFC", part), [])
             part = matches[0] if len(matches) == 1 else part
         found.append(part)
         folder = folder / part
     return PurePosixPath(*found).as_posix()
 
 
-def resolve_image_path(root: Path, raw: Any, listings: Listings | None = None) -> tuple[str, Path] | str:
+def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tuple[str, Path] | str:
     """`(relative posix path, absolute path)` of an image under `root` (already resolved), or why not.
 
     Refuses absolute paths, paths that leave the root through `..`, links pointing outside it and links
-    that loop; finds the file when only its Unicode form differs from the path as written."""
+    that loop; finds the file when only its Unicode form differs from the path as written. `memo` carries
+    what one import learnt of its folders from row to row."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return "empty image path"
     if not isinstance(raw, str):
@@ -135,7 +163,11 @@ def resolve_image_path(root: Path, raw: Any, listings: Listings | None = None) -
     rel = PurePosixPath(os.path.normpath(raw.replace("\\", "/"))).as_posix()
     if rel == ".." or rel.startswith("../"):
         return f"image path {raw!r} escapes the images root {root}"
-    rel = _on_disk(root, rel, {} if listings is None else listings)
+    memo = PathMemo() if memo is None else memo
+    plain = _plain_file(root, rel, memo)
+    if plain is not None:
+        return rel, plain
+    rel = _on_disk(root, rel, memo)
     try:
         target = (root / rel).resolve(strict=True)
     except FileNotFoundError:
