@@ -184,3 +184,50 @@ def test_cli_import_json(tmp_path: Path) -> None:
                             "--db", str(db)], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 1 and again.stderr.strip().count("\n") == 0
     assert "already exists; pass --replace" in again.stderr
+
+
+def _many_images(folder: Path, n: int) -> None:
+    (folder / "img").mkdir()
+    for i in range(n):
+        Image.new("RGB", (3 + i % 7, 2 + i % 5), (i % 256, i // 256, 9)).save(folder / "img" / f"{i}.png")
+
+
+def test_large_import_checks_images_in_worker_processes(store, tmp_path: Path) -> None:
+    """Past `PROCESS_BELOW` images the checks run in worker processes: every image's size and hash are recorded
+    as in one process, a truncated image among them is refused by its row, and --skip-bad keeps the others."""
+    from core.importers.validation import PROCESS_BELOW, check_image
+    n = PROCESS_BELOW + 40
+    _many_images(tmp_path, n)
+    full = (tmp_path / "img" / "77.png").read_bytes()
+    (tmp_path / "img" / "77.png").write_bytes(full[: len(full) // 2])
+    lines = ["image,caption"] + [f"img/{i}.png,picture {i}" for i in range(n)] + ["img/5.png,picture five again"]
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConcordError, match=r"p.csv line 79: unreadable or truncated image 77.png"):
+        import_dataset(store, tmp_path / "p.csv", "big")
+    assert store.dataset_names() == []
+    report = import_dataset(store, tmp_path / "p.csv", "big", skip_bad=True)
+    assert (report.pairs, report.images, [p.where for p in report.skipped]) == (n, n - 1, ["line 79"])
+    images = store.images_frame(report.dataset_id).set_index("path")
+    for i in (0, 5, n - 1):
+        info = check_image(tmp_path / "img" / f"{i}.png")
+        assert (images.loc[f"img/{i}.png", "hash"], images.loc[f"img/{i}.png", "width"]) == (info.hash, info.width)
+
+
+def test_cancel_while_worker_processes_check_images_changes_nothing(store, tmp_path: Path) -> None:
+    """A cancel during the checks (here: at the first batch done) stops the import; nothing is written."""
+    from core.importers.validation import PROCESS_BELOW
+    from core.errors import Cancelled
+    from core.progress import Progress
+    n = 3 * PROCESS_BELOW
+    _many_images(tmp_path, n)
+    (tmp_path / "p.csv").write_text("image,caption\n" + "".join(f"img/{i}.png,picture {i}\n" for i in range(n)))
+    steps: list[int] = []
+
+    def listen(progress: Progress) -> None:
+        if progress.stage == "checking images" and progress.step:
+            steps.append(progress.step)
+            progress.cancel()
+
+    with pytest.raises(Cancelled):
+        import_dataset(store, tmp_path / "p.csv", "big", progress=Progress(listener=listen))
+    assert store.dataset_names() == [] and 0 < steps[0] < n

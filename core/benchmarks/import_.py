@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("import", parents=[common], help="time importing N pairs from CSV with small images")
     p.add_argument("--pairs", type=int, default=100_000, help="number of pairs (default 100000)")
     p.add_argument("--captions-per-image", type=int, default=1, help="pairs sharing each image (default 1)")
-    p.add_argument("--workers", type=int, default=2, help="image-checking threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="image-checking processes (default 2)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=run)
 

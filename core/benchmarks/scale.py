@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--browser", action="store_true",
                    help="also time the map's first draw, a box selection and Review keypresses in headless Chromium")
     p.add_argument("--captions-per-image", type=int, default=1, help="pairs sharing each image (default 1)")
-    p.add_argument("--workers", type=int, default=2, help="import's image-checking threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="import's image-checking processes (default 2)")
     p.add_argument("--feature-sample", type=int, default=2000,
                    help="pairs whose features are computed, N's seconds projected from them (default 2000; 0: all)")
     p.add_argument("--dim", type=int, default=256, help="embedding size of the stand-in run (default 256)")

@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -73,7 +73,7 @@ class _Checked:
     row_index: int
     file: str
     image_path: str
-    abs_path: Path
+    abs_path: str
     caption: str
     split: str
     key: str
@@ -136,27 +136,33 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
     source = _merged(parts)
     problems: dict[int, tuple[Problem, Any, Any]] = {}
     checked: list[_Checked] = []
-    first_key: dict[str, str] = {}
-    memo = PathMemo()
-    for i, row in enumerate(source.rows):
-        key = row.key if row.key is not None else str(i + 1)
-        where = row.where if len(located.files) == 1 else f"{Path(files[i]).name} {row.where}"
-        reason = row.problem
-        if reason is None and key in first_key:
-            reason = f"duplicate pair_id {key!r} (first at {first_key[key]})"
-        first_key.setdefault(key, where)
-        caption = normalise_caption(row.caption)
-        reason = reason or caption_problem(caption)
-        resolved = None if reason else resolve_image_path(root, row.image, memo)
-        if isinstance(resolved, str):
-            reason = resolved
-        if reason:
-            problems[i] = (Problem(files[i], row.where, reason), row.image, row.caption)
-            continue
-        rel, target = resolved
-        checked.append(_Checked(i, files[i], rel, target, caption, row.split, key))
 
-    results = check_images((c.abs_path for c in checked), progress, workers)
+    def resolved_images() -> Iterator[str | None]:
+        """Check each row, keep the good ones in `checked` and yield their image files, to be checked meanwhile
+        (None for a refused row, so that the progress counts every row)."""
+        first_key: dict[str, str] = {}
+        memo = PathMemo()
+        for i, row in enumerate(source.rows):
+            key = row.key if row.key is not None else str(i + 1)
+            where = row.where if len(located.files) == 1 else f"{Path(files[i]).name} {row.where}"
+            reason = row.problem
+            if reason is None and key in first_key:
+                reason = f"duplicate pair_id {key!r} (first at {first_key[key]})"
+            first_key.setdefault(key, where)
+            caption = normalise_caption(row.caption)
+            reason = reason or caption_problem(caption)
+            resolved = None if reason else resolve_image_path(root, row.image, memo)
+            if isinstance(resolved, str):
+                reason = resolved
+            if reason:
+                problems[i] = (Problem(files[i], row.where, reason), row.image, row.caption)
+                yield None
+                continue
+            rel, target = resolved
+            checked.append(_Checked(i, files[i], rel, target, caption, row.split, key))
+            yield target
+
+    results = check_images(resolved_images(), progress, len(source.rows), workers)
     good = []
     for c in checked:
         result = results[c.abs_path]

@@ -1,5 +1,5 @@
 """Checks of a single row's parts: the caption text, the image path (never escaping the root), and the
-image file itself (decodable in full, its size and content hash), the last run on a thread pool.
+image file itself (decodable in full, its size and content hash), the last in worker processes.
 
 What can be normalised is: CR LF and lone CR line breaks in a caption become LF; an image path whose
 Unicode form (NFC / NFD) differs from the name on disk finds that file. What cannot is refused with the
@@ -14,10 +14,10 @@ import os
 import re
 import stat
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from PIL import Image
 
@@ -31,6 +31,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "MPO")
 _REFUSED_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """Unicode's control characters (category Cc: U+0000–U+001F, U+007F–U+009F) other than tab and line feed."""
 _BATCH = 256
+PROCESS_BELOW = 4 * _BATCH
+"""Fewer images than this are checked in the importing process: starting the checking processes costs about a second."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _nfc_names(folder: Path, memo: PathMemo) -> dict[str, list[str]]:
     return memo.listings[folder]
 
 
-def _plain_file(root: Path, rel: str, memo: PathMemo) -> Path | None:
+def _plain_file(root: Path, rel: str, memo: PathMemo) -> str | None:
     """The resolved path of `rel` when it is, as written, a regular file (not a link) in a folder that resolves
     inside `root`: the common case, decided with one `lstat` and a memo of folders. None: take the full check."""
     path = os.path.join(root, rel)
@@ -129,7 +131,7 @@ def _plain_file(root: Path, rel: str, memo: PathMemo) -> Path | None:
     top = str(root)
     if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
         return None
-    return Path(real, name)
+    return os.path.join(real, name)
 
 
 def _on_disk(root: Path, rel: str, memo: PathMemo) -> str:
@@ -146,7 +148,7 @@ def _on_disk(root: Path, rel: str, memo: PathMemo) -> str:
     return PurePosixPath(*found).as_posix()
 
 
-def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tuple[str, Path] | str:
+def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tuple[str, str] | str:
     """`(relative posix path, absolute path)` of an image under `root` (already resolved), or why not.
 
     Refuses absolute paths, paths that leave the root through `..`, links pointing outside it and links
@@ -160,7 +162,7 @@ def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tu
         return "image path holds bytes that are not UTF-8"
     if raw.startswith(("/", "\\")) or os.path.isabs(raw) or (len(raw) > 1 and raw[1] == ":"):
         return f"image path {raw!r} is absolute; paths must be relative to the images root {root}"
-    rel = PurePosixPath(os.path.normpath(raw.replace("\\", "/"))).as_posix()
+    rel = os.path.normpath(raw.replace("\\", "/")).replace(os.sep, "/")
     if rel == ".." or rel.startswith("../"):
         return f"image path {raw!r} escapes the images root {root}"
     memo = PathMemo() if memo is None else memo
@@ -183,7 +185,7 @@ def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tu
     if not target.is_file():
         return f"image {raw!r} not found under {root} (it is a folder)" if target.is_dir() else \
             f"image {raw!r} is not a regular file"
-    return rel, target
+    return rel, str(target)
 
 
 def check_image(path: Path) -> ImageInfo | str:
@@ -213,15 +215,55 @@ def check_image(path: Path) -> ImageInfo | str:
     return ImageInfo(bytes_hash(data), int(width), int(height), len(data))
 
 
-def check_images(paths: Iterable[Path], progress: Progress, workers: int = 2) -> dict[Path, ImageInfo | str]:
-    """`check_image` for every path on `workers` threads, in batches between which a cancel takes effect."""
-    todo = list(dict.fromkeys(paths))
-    progress.start("checking images", len(todo), message=f"checking {len(todo):,} images")
-    out: dict[Path, ImageInfo | str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(todo), _BATCH):
+def check_batch(paths: list[str]) -> list[ImageInfo | str]:
+    """`check_image` of each path: one task of the image-checking processes."""
+    return [check_image(Path(path)) for path in paths]
+
+
+def check_images(paths: Iterable[str | None], progress: Progress, total: int, workers: int = 2
+                 ) -> dict[str, ImageInfo | str]:
+    """`check_image` for every distinct path of `paths`, in batches between which a cancel takes effect.
+
+    `paths` is consumed lazily (the importer yields each row's image as it resolves it, so resolving and checking
+    overlap; None for a row with no image to check); `total` is how many it will yield, for the progress. With
+    `workers` > 1 and `total` of at least `PROCESS_BELOW` the batches run in that many processes
+    (`core.importers.check_worker`): PIL's per-image work holds the GIL, so threads gave nothing over one."""
+    progress.start("checking images", total, message=f"checking the images of {total:,} rows")
+    out: dict[str, ImageInfo | str] = {}
+    seen: set[str] = set()
+
+    def batches() -> Iterator[tuple[list[str], int]]:
+        batch, rows = [], 0
+        for path in paths:
+            rows += 1
+            if path is not None and path not in seen:
+                seen.add(path)
+                batch.append(path)
+            if len(batch) == _BATCH:
+                yield batch, rows
+                batch, rows = [], 0
+        if rows:
+            yield batch, rows
+
+    def done(batch: list[str], rows: int, results: list[ImageInfo | str]) -> None:
+        out.update(zip(batch, results))
+        progress.advance(rows)
+
+    if workers <= 1 or total < PROCESS_BELOW:
+        for batch, rows in batches():
             progress.check()
-            batch = todo[start:start + _BATCH]
-            out.update(zip(batch, pool.map(check_image, batch)))
-            progress.advance(len(batch))
+            done(batch, rows, check_batch(batch))
+        return out
+    from core.importers.check_worker import CheckerProcesses
+    with CheckerProcesses(workers) as pool:
+        waiting: deque[tuple[list[str], int]] = deque()
+        for batch, rows in batches():
+            progress.check()
+            pool.submit(batch)
+            waiting.append((batch, rows))
+            if len(pool) > 2 * workers:          # a bounded window: a cancel waits for a few batches only
+                done(*waiting.popleft(), pool.next_result())
+        while len(pool):
+            progress.check()
+            done(*waiting.popleft(), pool.next_result())
     return out
