@@ -6,14 +6,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.page_resources import fresh_page_resources
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/datasets.py", "pages/train.py", "pages/explore.py", "pages/review.py", "pages/metadata.py",
          "pages/export.py"]
 
 
 @pytest.fixture(autouse=True)
-def no_first_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_first_start(monkeypatch: pytest.MonkeyPatch):
+    """No demo is made, and the pages' store and job runner are this test's alone (nothing outlives it)."""
     monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
+    with fresh_page_resources():
+        yield
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -10,6 +10,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from pages.common import get_store
+from tests.page_resources import fresh_page_resources
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -17,10 +18,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 @pytest.fixture(autouse=True)
 def fresh_store(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
-    get_store.clear()
-    yield
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 def datasets_page() -> AppTest:

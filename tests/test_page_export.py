@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
-from pages.common import get_store
+from tests.page_resources import fresh_page_resources
 from tests.test_export import decide_three, make_dataset
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -17,10 +17,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 @pytest.fixture(autouse=True)
 def fresh_store(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
-    get_store.clear()
-    yield
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 def export_page() -> AppTest:

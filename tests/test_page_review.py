@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import Store
 from pages.common import get_store
+from tests.page_resources import fresh_page_resources
 from tests.test_review import SCRIPT, review_run
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "review.py")
@@ -18,10 +19,8 @@ PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "review.py")
 @pytest.fixture(autouse=True)
 def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONCORD_CACHE", str(tmp_path / "cache"))   # run ids restart at 1 in every database
-    get_store.clear()
-    yield
-    get_store().close()
-    get_store.clear()
+    with fresh_page_resources():
+        yield
 
 
 @pytest.fixture

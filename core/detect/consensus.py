@@ -110,15 +110,16 @@ def _first_valid(ids: np.ndarray, sims: np.ndarray, valid: np.ndarray, k: int
             np.take_along_axis(valid, order, 1))
 
 
-def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
+                  in_pool: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(siblings, sibling_rank) of each query in the space of `text_emb` (normalised rows); NaN without siblings.
 
     The image's captions are its pool captions plus the query's; a caption's agreement is its mean cosine to
-    the others. The rank compares the query's agreement with each sibling's (ties count half)."""
+    the others. The rank compares the query's agreement with each sibling's (ties count half). `in_pool`:
+    `pool.contains(q_image, q_caption)` when the caller has it already."""
     q_image, q_caption = np.asarray(q_image), np.asarray(q_caption)
     caps = pool.captions_of
-    in_pool = pool.contains(q_image, q_caption)
+    in_pool = pool.contains(q_image, q_caption) if in_pool is None else in_pool
     total = np.asarray(caps @ text_emb)[q_image] + np.where(in_pool, 0.0, 1.0)[:, None] * text_emb[q_caption]
     size = np.asarray(caps.sum(axis=1)).ravel()[q_image] + np.where(in_pool, 0, 1)
     others = size - 1
@@ -214,7 +215,7 @@ class Space:
         out["caption_images"] = np.full(len(q_image), np.nan)
         np.divide(dots, norm, out=out["caption_images"], where=(n_others > 0) & (norm > 1e-6))
 
-        out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption)
+        out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption, in_pool)
         return out
 
 
