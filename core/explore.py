@@ -82,11 +82,12 @@ def run_frame(store, dataset_id: int, run_id: int) -> pd.DataFrame:
 
 def run_frame_version(store, dataset_id: int, run_id: int) -> tuple:
     """What `run_frame` depends on, cheaply (a few small queries): the database, the run's threshold and
-    end, its scores' fingerprint and the dataset's newest decision (decisions and undos only append), so a
-    page may keep a frame across reruns while this stays equal."""
+    end, its scores' fingerprint, the dataset's newest decision (decisions and undos only append) and whether
+    an attached set's shards can be read (its terms come from them), so a page may keep a frame across reruns
+    while this stays equal."""
     run = store.run(run_id)
     return (str(store.path), int(dataset_id), int(run_id), run.threshold, run.finished_at,
-            store.scores_version(run_id), store.last_decision_id(dataset_id))
+            store.scores_version(run_id), store.last_decision_id(dataset_id), store.extras_unavailable(run_id))
 
 
 def extra_columns(frame: pd.DataFrame) -> list[str]:

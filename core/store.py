@@ -636,26 +636,56 @@ class Store:
                            WHERE scores.run_id = ? AND scores.pair_id = n.pair_id""", [int(run_id)])
             cur.unregister("new_probs")
 
+    @staticmethod
+    def _ident(name: str) -> str:
+        """`name` as a quoted SQL identifier (extra score columns are named by methods and files)."""
+        return '"' + name.replace('"', '""') + '"'
+
+    def _extras_relation(self, run_id: int, pair_id: int | None = None) -> tuple[list[str], str, list]:
+        """A run's extra score columns as (names, SQL of a relation `(pair_id, *names)`, its parameters), of one
+        pair when `pair_id` is given: the run's `score_extras` rows pivoted in DuckDB (pandas took 17 s at 1M),
+        or for an attached set the consensus terms read in place from its scored shards (`_shard_terms`). No
+        names when the run has none, or its shards cannot be read now (`extras_unavailable` says why)."""
+        run = self._q("SELECT method, dataset_id, config FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+        if run is not None and run[0] == "shards":
+            config = json.loads(run[2])
+            if not config.get("terms") or self._shards_problem(config):
+                return [], "", []
+            at = None
+            if pair_id is not None:
+                at = self._q("SELECT p.id, p.position, i.hash FROM pairs p JOIN images i ON i.id = p.image_id "
+                             "WHERE p.id = ?", [int(pair_id)]).fetchone()
+                if at is None:
+                    return [], "", []
+            return self._shard_terms(run[1], config, at)
+        where, params = "run_id = ?", [int(run_id)]
+        if pair_id is not None:
+            where, params = where + " AND pair_id = ?", params + [int(pair_id)]
+        names = [r[0] for r in self._q(f"SELECT DISTINCT name FROM score_extras WHERE {where} ORDER BY name",
+                                       params).fetchall()]
+        if not names:
+            return [], "", []
+        wide = "".join(f", max(value) FILTER (WHERE name = ?) AS {self._ident(n)}" for n in names)
+        return names, f"SELECT pair_id{wide} FROM score_extras WHERE {where} GROUP BY pair_id", [*names, *params]
+
     def pair_extras(self, run_id: int, pair_id: int) -> dict[str, float]:
-        """One pair's extra score columns under a run (e.g. a fused run's signals)."""
-        rows = self._q("SELECT name, value FROM score_extras WHERE run_id = ? AND pair_id = ?",
-                       [int(run_id), int(pair_id)]).fetchall()
-        return {str(n): float(v) if v is not None else float("nan") for n, v in rows}
+        """One pair's extra score columns under a run (e.g. a fused run's signals, an attached set's consensus
+        terms); NaN where the pair has no value."""
+        names, relation, params = self._extras_relation(run_id, pair_id)
+        row = self._q(f"SELECT * EXCLUDE (pair_id) FROM ({relation})", params).fetchone() if names else None
+        return {} if row is None else {n: float(v) if v is not None else float("nan") for n, v in zip(names, row)}
 
     def scores_frame(self, run_id: int, extras: bool = True) -> pd.DataFrame:
-        """A run's scores, one row per pair, with `flagged` under the run's threshold and extras as columns
-        (sorted by name; NaN where a pair lacks one). The extras are pivoted in DuckDB: pandas took 17 s at 1M."""
+        """A run's scores, one row per pair, with `flagged` under the run's threshold and its extra score columns
+        (`_extras_relation`; NaN where a pair lacks one), sorted by name for stored extras."""
         rid = int(run_id)
-        names = [r[0] for r in self._q("SELECT DISTINCT name FROM score_extras WHERE run_id = ? ORDER BY name",
-                                       [rid]).fetchall()] if extras else []
-        quoted = ['"' + n.replace('"', '""') + '"' for n in names]
-        wide = "".join(f", max(value) FILTER (WHERE name = ?) AS {q}" for q in quoted)
-        join = (f"LEFT JOIN (SELECT pair_id{wide} FROM score_extras WHERE run_id = ? GROUP BY pair_id) e "
-                "ON e.pair_id = s.pair_id") if names else ""
+        names, relation, params = self._extras_relation(rid) if extras else ([], "", [])
+        join = f"LEFT JOIN ({relation}) e ON e.pair_id = s.pair_id" if names else ""
+        wide = "".join(f", e.{self._ident(n)}" for n in names)
         return self._df(f"""SELECT s.pair_id, s.similarity, s.clean_prob, s.weight,
-                                   (s.clean_prob < r.threshold) AS flagged{"".join(f", e.{q}" for q in quoted)}
+                                   (s.clean_prob < r.threshold) AS flagged{wide}
                             FROM scores s JOIN runs r ON r.id = s.run_id {join}
-                            WHERE s.run_id = ? ORDER BY s.pair_id""", ([*names, rid] if names else []) + [rid])
+                            WHERE s.run_id = ? ORDER BY s.pair_id""", params + [rid])
 
     # ---------------------------------------------------------------- decisions
     def decide(self, dataset_id: int, pair_ids: Sequence[int], action: str, reviewer: str, *,
@@ -989,47 +1019,67 @@ class Store:
                                       [int(dataset_id)]).fetchall()]
 
     # ---------------------------------------------------------------- attached scored shards (issue 21)
+    _FILE_STRIDE = 1 << 32
+    """An attached pair's `position` is its shard's index in the run's file list times this, plus its row in the
+    file: exact and unique whatever the files' ordinals (two scoring passes over other input lists may repeat
+    them), and the key its in-place terms are joined on."""
+
     def attach_scored_shards(self, name: str, files: Sequence[str], *, model: str, config: dict[str, Any],
-                             source_path: str, info: dict[str, Any] | None = None) -> tuple[int, int]:
+                             source_path: str, info: dict[str, Any] | None = None,
+                             terms: Sequence[str] = ()) -> tuple[int, int]:
         """Make the scored Parquet shards `files` (`core.shards.writer`) dataset `name` with one finished run
         (method `shards`) holding their scores, in one transaction; returns (dataset id, run id).
 
-        DuckDB reads the files in place (`read_parquet`) and keeps only what every page and decision joins on:
-        each pair's key, image (one per content hash, at its first path) and caption, and its similarity, clean_prob and weight. Embeddings and
-        consensus terms stay in the files. Image paths are absolute, so the dataset's root is `/`. Pairs
-        repeating an earlier pair's (image content, caption text) are merged, as on import."""
+        DuckDB reads the files in place (`read_parquet`) and copies only what every page and decision joins on:
+        each pair's key, image (one per content hash, at its first path) and caption, and its similarity,
+        clean_prob and weight. The per-pair `terms` (the consensus terms) stay in the files: the run's config
+        records the files and their sizes, `scores_frame` and `pair_extras` read the terms from them, and the
+        run's `signal_lows` (each term's lowest fifth over the attached pairs, as a fused run records) explain
+        Review's flags. Image paths are absolute, so the dataset's root is `/`. Pairs repeating an earlier pair's
+        (image content, caption text) are merged, as on import."""
+        from core.detect.method import LOW_QUANTILE
         if not files:
             raise ConcordError("no scored shards to attach")
-        src = "read_parquet(?::VARCHAR[])"
+        files = [str(f) for f in files]
+        config = {**config, "files": files, "file_bytes": [os.path.getsize(f) for f in files], "terms": list(terms)}
         with self.transaction() as cur:
             if cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [name]).fetchone()[0]:
                 raise ConcordError(f"dataset {name!r} already exists; attach under another --name or delete it first")
             ds_id = int(cur.execute("SELECT nextval('seq_dataset')").fetchone()[0])
             cur.execute("INSERT INTO datasets VALUES (?, ?, '/', 'shards', ?, NULL, ?, ?)",
                         [ds_id, name, source_path, json.dumps(info or {}), _now()])
-            files = [str(f) for f in files]
             cur.execute(f"""CREATE TEMP TABLE attach_rows AS
-                SELECT key, ltrim(image_path, '/') AS image_path, image_hash, caption, caption_hash, ordinal,
+                SELECT key, ltrim(image_path, '/') AS image_path, image_hash, caption, caption_hash,
+                       file_index * {self._FILE_STRIDE} + file_row_number AS position,
                        similarity, clean_prob, weight, sha1(image_hash || ':' || caption_hash) AS uid
-                FROM {src} QUALIFY row_number() OVER (PARTITION BY uid ORDER BY ordinal) = 1""", [files])
+                FROM read_parquet(?::VARCHAR[], file_row_number = true)
+                QUALIFY row_number() OVER (PARTITION BY uid ORDER BY position) = 1""", [files])
             try:
                 cur.execute("""INSERT INTO images SELECT nextval('seq_image'), ?, image_path, image_hash, NULL, NULL,
-                               NULL FROM (SELECT image_hash, arg_min(image_path, ordinal) AS image_path,
-                                                 min(ordinal) AS o FROM attach_rows GROUP BY image_hash) ORDER BY o""",
+                               NULL FROM (SELECT image_hash, arg_min(image_path, position) AS image_path,
+                                                 min(position) AS o FROM attach_rows GROUP BY image_hash) ORDER BY o""",
                             [ds_id])
                 cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, caption, caption_hash
-                               FROM (SELECT caption_hash, any_value(caption) AS caption, min(ordinal) AS o
+                               FROM (SELECT caption_hash, any_value(caption) AS caption, min(position) AS o
                                      FROM attach_rows GROUP BY caption_hash) ORDER BY o""", [ds_id])
                 cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, 'train', r.key, r.uid,
-                               NULL, NULL, r.ordinal
+                               NULL, NULL, r.position
                                FROM attach_rows r JOIN images i ON i.dataset_id = ? AND i.hash = r.image_hash
                                JOIN captions c ON c.dataset_id = ? AND c.hash = r.caption_hash
-                               ORDER BY r.ordinal""", [ds_id] * 3)
+                               ORDER BY r.position""", [ds_id] * 3)
+                lows = {}
+                if terms:
+                    _, relation, params = self._shard_terms(ds_id, config)
+                    quantiles = ", ".join(f"quantile_cont({self._ident(t)}, {LOW_QUANTILE!r})" for t in terms)
+                    row = cur.execute(f"SELECT {quantiles} FROM ({relation})", params).fetchone()
+                    lows = {t: float(v) for t, v in zip(terms, row) if v is not None}
                 run_id = int(cur.execute("SELECT nextval('seq_run')").fetchone()[0])
                 now = _now()
                 cur.execute("""INSERT INTO runs (id, dataset_id, method, model, config, state, created_at, started_at,
-                               finished_at, threshold) VALUES (?, ?, 'shards', ?, ?, 'finished', ?, ?, ?, 0.5)""",
-                            [run_id, ds_id, model, json.dumps(config), now, now, now])
+                               finished_at, threshold, metrics)
+                               VALUES (?, ?, 'shards', ?, ?, 'finished', ?, ?, ?, 0.5, ?)""",
+                            [run_id, ds_id, model, json.dumps(config), now, now, now,
+                             json.dumps({"signal_lows": lows})])
                 cur.execute("""INSERT INTO scores SELECT ?, p.id, r.similarity, r.clean_prob, r.weight
                                FROM attach_rows r JOIN pairs p ON p.dataset_id = ? AND p.uid = r.uid""",
                             [run_id, ds_id])
@@ -1039,3 +1089,53 @@ class Store:
                 except duckdb.Error:  # an aborted transaction refuses it; its rollback drops the table
                     pass
         return ds_id, run_id
+
+    def _shard_terms(self, dataset_id: int, config: dict[str, Any],
+                     at: tuple[int, int, str] | None = None) -> tuple[list[str], str, list]:
+        """An attached set's consensus terms as (names, SQL of a relation `(pair_id, *names)`, its parameters),
+        read in place from the shard files its run's config lists and joined to the pairs on `position`; `at` (a
+        pair's id, position and image hash) narrows it to that pair, read from the rows of its image in its file.
+
+        With the sibling terms comes `sibling_count`, which Review's line names: the other captions of the pair's
+        image in its shard, the pool the scorer drew siblings from. NaN terms read as NULL, tested as neither
+        finite nor infinite: DuckDB folds `isnan` to false from Parquet min/max statistics, which leave NaN out
+        (duckdb/duckdb#25521)."""
+        terms, files = list(config["terms"]), list(config["files"])
+        first, image, pair, by_image, by_pair = 0, "", "", [], []
+        if at is not None:
+            first = int(at[1]) // self._FILE_STRIDE
+            files, image, pair = [files[first]], "WHERE image_hash = ?", "AND p.id = ?"
+            by_image, by_pair = [at[2]], [int(at[0])]
+        columns = [f"(CASE WHEN isfinite({q}) OR isinf({q}) THEN {q} END) AS {q}" for q in map(self._ident, terms)]
+        names = terms + (["sibling_count"] if "siblings" in terms else [])
+        if "siblings" in terms:
+            columns.append("count(DISTINCT caption_hash) OVER (PARTITION BY file_index, image_hash) - 1 "
+                           "AS sibling_count")
+        sql = f"""SELECT p.id AS pair_id{"".join(f", t.{self._ident(n)}" for n in names)}
+                  FROM (SELECT (file_index + ?) * {self._FILE_STRIDE} + file_row_number AS position,
+                               {", ".join(columns)}
+                        FROM read_parquet(?::VARCHAR[], file_row_number = true, union_by_name = true) {image}) t
+                  JOIN pairs p ON p.dataset_id = ? AND p.position = t.position {pair}"""
+        return names, sql, [first, files, *by_image, int(dataset_id), *by_pair]
+
+    @staticmethod
+    def _shards_problem(config: dict[str, Any]) -> str | None:
+        """Why an attached set's shard files cannot be read now (gone, or rewritten since attach), else None."""
+        folder, kept = config["shards"], "The scores, decisions and export are unaffected"
+        for path, size in zip(config["files"], config["file_bytes"]):
+            try:
+                now = os.path.getsize(path)
+            except OSError:
+                gone = f"the shards folder {folder} is missing (moved or deleted?)" if not os.path.isdir(folder) \
+                    else f"{Path(path).name} is missing from the shards folder {folder}"
+                return f"The consensus terms are unavailable: {gone}. {kept}; put the files back to see the terms."
+            if now != size:
+                return (f"The consensus terms are unavailable: {Path(path).name} in {folder} has changed since it "
+                        f"was attached. {kept}; attach the folder anew to read its new terms.")
+        return None
+
+    def extras_unavailable(self, run_id: int) -> str | None:
+        """A sentence for the pages when a run's extra score columns cannot be read now, else None: an attached
+        set's consensus terms live in its shard files, which may have been moved, deleted or rewritten."""
+        run = self.run(run_id)
+        return self._shards_problem(run.config) if run.method == "shards" and run.config.get("terms") else None

@@ -92,6 +92,9 @@ by_id = {r.id: r for r in runs}
 if st.session_state.get("explore_run") not in by_id:
     st.session_state["explore_run"] = runs[0].id
 run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]), key="explore_run")]
+unavailable = store.extras_unavailable(run.id)     # e.g. an attached set whose shards folder was moved away
+if unavailable is not None:
+    st.info(unavailable)
 frame = current_frame(store, dataset.id, run.id)
 if frame.empty:
     st.info(f"Run {run.id} scored no pairs of {dataset.name!r}.")

@@ -10,7 +10,7 @@ import streamlit as st
 from core import review
 from core.errors import ConcordError
 from core.thumbnails import large_image, thumbnail
-from core.detect.explain import explain_pair, fused_summary
+from core.detect.explain import explain_pair, flagging_signals, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
 
@@ -98,6 +98,22 @@ def show_progress(p: review.ReviewProgress) -> None:
                      f"(of {p.scope:,}){pace}{eta}")
 
 
+def flag_line(pair_id: int) -> str | None:
+    """Which signals flag the pair: under a fused run, or an attached set whose shards carry consensus terms
+    (their `signal_lows` recorded at attach); or why an attached set's terms cannot be read now. None for a run
+    without signals."""
+    lows = run.metrics.get("signal_lows", {})
+    if run.method != FUSED and not lows:
+        return None
+    missing = store.extras_unavailable(run.id)
+    if missing is not None:
+        return missing
+    extras = store.pair_extras(run.id, pair_id)
+    if run.method != FUSED and not flagging_signals(extras, lows):
+        return "No consensus term flags this pair on its own: none is in its lowest fifth over the attached pairs."
+    return explain_pair(extras, lows)
+
+
 def one_pair(pair: pd.Series) -> None:
     row = {"pair_id": int(pair["pair_id"]), "key": pair["key"], "caption": pair["caption"]}
     left, right = st.columns([3, 2])
@@ -110,8 +126,9 @@ def one_pair(pair: pd.Series) -> None:
         c1.metric("Clean probability", fmt(pair["clean_prob"]))
         c2.metric("Similarity", fmt(pair["similarity"]))
         c3.metric("Weight", fmt(pair["weight"]))
-        if run.method == FUSED:
-            st.text(explain_pair(store.pair_extras(run.id, int(pair["pair_id"])), run.metrics.get("signal_lows", {})))
+        line = flag_line(int(pair["pair_id"]))
+        if line is not None:
+            st.text(line)
     try:
         sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS)
     except ConcordError as exc:

@@ -1,5 +1,6 @@
 """Sharded scoring (issue 21): the local engine against a run's own scores, resume, cancel, failed shards,
-zero-shot calibration, attach, and the command line. Ray's engine is in tests/test_shards_ray.py.
+zero-shot calibration, attach (the consensus terms read in place, Explore and Review on an attached set, the
+shards folder moved away), and the command line; the Ray engine at the end.
 
 One small demo (30 images, 150 pairs) is trained once for the module (b1, one epoch) and cut into three
 shards: relative image paths, image bytes, absolute paths."""
@@ -23,10 +24,12 @@ from core.mixtures import fit_gmm
 from core.paths import REPO_ROOT
 from core.progress import Progress
 from core.shards.pipeline import ShardScoreConfig, consensus_terms, score_shards
+from core.shards.attach import attach
 from core.shards.reader import ShardColumns, list_shards
 from core.shards.scorer import Mixture, spec_from_run, zero_shot_spec
 from core.shards.writer import MANIFEST, output_files
 from core.store import Store
+from pages.common import get_store
 
 
 class Source:
@@ -192,7 +195,6 @@ def test_zero_shot_model_is_calibrated_on_the_first_pairs(env: Source, tmp_path:
 def test_attach_reviews_decides_and_exports(env: Source, tmp_path: Path) -> None:
     from core.export import ExportOptions, export_dataset
     from core.review import QueueSpec, act, build_queue
-    from core.shards.attach import attach
     with Store.open(env.db) as store:
         spec = spec_from_run(store, env.run_id)
     score_shards(env.inputs, tmp_path / "out", spec, ShardScoreConfig(consensus=False))
@@ -202,6 +204,9 @@ def test_attach_reviews_decides_and_exports(env: Source, tmp_path: Path) -> None
         assert (result["pairs"], result["images"], result["shards"]) == (150, 30, 3)
         run = store.run(result["run_id"])
         assert (run.method, run.state, run.model) == ("shards", "finished", "concord-tiny")
+        # scored without consensus terms: the copied scores only, and no line for Review
+        assert (run.config["terms"], run.metrics["signal_lows"]) == ([], {})
+        assert list(store.scores_frame(run.id).columns) == ["pair_id", "similarity", "clean_prob", "weight", "flagged"]
         scores = store.pairs_frame(result["dataset_id"], run.id)
         both = scores.merge(out, on="key", suffixes=("", "_file"))
         assert len(both) == 150 and np.allclose(both["clean_prob"], both["clean_prob_file"])
@@ -221,6 +226,118 @@ def test_attach_reviews_decides_and_exports(env: Source, tmp_path: Path) -> None
         with pytest.raises(ConcordError, match="holds no scored shards"):
             attach(store, tmp_path, "other")
         assert store.dataset_names() == ["web"] and len(store.runs()) == 1
+
+
+TERMS = ["caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
+         "sibling_rank"]
+
+
+def score_in_two_passes(env: Source, out: Path) -> pd.DataFrame:
+    """Score the shards into `out` as two passes over different input lists (the last two shards, then all
+    three): the first shard's ordinals then repeat the second's. The files' rows, each with its own
+    `sibling_count` (the other captions of its image in its shard)."""
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    score_shards(env.inputs[1:], out, spec, ShardScoreConfig(batch_size=64))
+    score_shards(env.inputs, out, spec, ShardScoreConfig(batch_size=64))
+    rows = read_out(out)
+    rows["sibling_count"] = rows.groupby(["shard", "image_hash"])["caption_hash"].transform("nunique") - 1
+    return rows
+
+
+def test_attach_reads_the_consensus_terms_in_place(env: Source, tmp_path: Path) -> None:
+    from core.detect.method import LOW_QUANTILE
+    from core.explore import extra_columns, run_frame
+    rows = score_in_two_passes(env, tmp_path / "out")
+    assert rows["ordinal"].duplicated().sum() == 50           # so pairs are joined on their file and row instead
+    with Store.open(tmp_path / "review.duckdb") as store:
+        result = attach(store, tmp_path / "out", "web")
+        run = store.run(result["run_id"])
+        pairs = store.pairs_frame(result["dataset_id"], run.id)[["pair_id", "key", "clean_prob"]]
+        want = pairs.merge(rows, on="key", suffixes=("", "_file"))
+        assert len(want) == 150 and run.config["terms"] == TERMS
+        got = store.scores_frame(run.id)
+        assert list(got.columns) == ["pair_id", "similarity", "clean_prob", "weight", "flagged", *TERMS,
+                                     "sibling_count"]
+        got = got.set_index("pair_id").loc[want["pair_id"]]
+        for name in [*TERMS, "sibling_count", "similarity", "clean_prob"]:      # row by row, as in the files
+            np.testing.assert_array_equal(got[name].to_numpy(float), want[name].to_numpy(float), err_msg=name)
+        assert got["siblings"].isna().sum() == want["siblings"].isna().sum() > 0  # images with one caption
+        # each pair's terms alone, as Review reads them
+        for _, pair in want.iterrows():
+            extras = store.pair_extras(run.id, int(pair["pair_id"]))
+            assert list(extras) == [*TERMS, "sibling_count"]
+            np.testing.assert_array_equal(list(extras.values()), pair[[*TERMS, "sibling_count"]].to_numpy(float))
+        # the lowest fifth of each term over the attached pairs, as a fused run records its signals' (none for a
+        # term without a value: the demo's captions each belong to one image)
+        assert want["caption_images"].isna().all()
+        assert run.metrics["signal_lows"] == {name: float(np.nanquantile(want[name], LOW_QUANTILE))
+                                              for name in TERMS if name != "caption_images"}
+        # read in place: nothing of them is copied into the database
+        assert store.cursor().execute("SELECT count(*) FROM score_extras").fetchone()[0] == 0
+        assert store.extras_unavailable(run.id) is None
+        assert extra_columns(run_frame(store, result["dataset_id"], run.id)) == [*TERMS, "sibling_count"]
+        # the folder moved away: the copied scores still, the terms said to be missing, nothing raised or lost
+        (tmp_path / "out").rename(tmp_path / "moved")
+        bare = store.scores_frame(run.id)
+        assert list(bare.columns) == ["pair_id", "similarity", "clean_prob", "weight", "flagged"]
+        np.testing.assert_array_equal(bare["clean_prob"], store.scores_frame(run.id, extras=False)["clean_prob"])
+        assert len(bare) == 150 and store.pair_extras(run.id, int(want["pair_id"].iloc[0])) == {}
+        assert extra_columns(run_frame(store, result["dataset_id"], run.id)) == []
+        assert store.extras_unavailable(run.id) == (
+            f"The consensus terms are unavailable: the shards folder {tmp_path / 'out'} is missing (moved or "
+            "deleted?). The scores, decisions and export are unaffected; put the files back to see the terms.")
+        (tmp_path / "out").mkdir()
+        assert "is missing from the shards folder" in store.extras_unavailable(run.id)
+        (tmp_path / "out").rmdir()
+        (tmp_path / "moved").rename(tmp_path / "out")
+        assert store.extras_unavailable(run.id) is None and len(store.scores_frame(run.id).columns) == 13
+        # a shard rewritten since attach: its rows may no longer be the pairs', so no terms are read
+        first = output_files(tmp_path / "out")[0]
+        pq.write_table(pq.read_table(first).slice(0, 10), first)
+        assert store.extras_unavailable(run.id) == (
+            f"The consensus terms are unavailable: {first.name} in {tmp_path / 'out'} has changed since it was "
+            "attached. The scores, decisions and export are unaffected; attach the folder anew to read its new terms.")
+        assert len(store.scores_frame(run.id).columns) == 5
+
+
+def test_explore_colours_by_and_review_explains_with_the_terms(env: Source, tmp_path: Path, monkeypatch) -> None:
+    """The pages on an attached set (AppTest): Explore offers the terms as colours, Review's line names the terms
+    that flag a pair; with the shards folder moved away both still work and say once why the terms are gone."""
+    from streamlit.testing.v1 import AppTest
+    from core.detect.explain import explain_pair
+    from tests.page_resources import fresh_page_resources
+    score_in_two_passes(env, tmp_path / "out")
+    with Store.open() as store:
+        result = attach(store, tmp_path / "out", "web")
+        run = store.run(result["run_id"])
+        scores = store.scores_frame(run.id)
+        flagged = int(scores.loc[scores["caption_margin"].idxmin(), "pair_id"])  # in its term's lowest fifth
+        line = explain_pair(store.pair_extras(run.id, flagged), run.metrics["signal_lows"])
+        review_set = store.create_review_set(result["dataset_id"], "low margin", [flagged])
+    assert line.startswith("Flagged by: ") and "the caption matches another image better" in line
+
+    def page(name: str, **state) -> AppTest:
+        at = AppTest.from_file(str(REPO_ROOT / "pages" / f"{name}.py"), default_timeout=60)
+        for key, value in {"dataset": "web", "reviewer": "ann", **state}.items():
+            at.session_state[key] = value
+        at.run()
+        assert not at.exception, at.exception
+        return at
+    monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
+    with fresh_page_resources():
+        explore = page("explore", explore_layout="PCA")
+        assert {*TERMS, "sibling_count"} <= set(explore.selectbox(key="explore_colour").options) and not explore.info
+        explore.selectbox(key="explore_colour").set_value("caption_margin").run()
+        assert not explore.exception
+        assert line in [t.value for t in page("review", review_set=review_set).text]
+        (tmp_path / "out").rename(tmp_path / "moved")
+        explore = page("explore", explore_layout="PCA")
+        assert [i.value for i in explore.info] == [get_store().extras_unavailable(run.id)]
+        assert "caption_margin" not in explore.selectbox(key="explore_colour").options
+        shown = [t.value for t in page("review", review_set=review_set).text]
+        assert not any(t.startswith("Flagged by") for t in shown)
+        assert sum(t.startswith("The consensus terms are unavailable: the shards folder") for t in shown) == 1
 
 
 def test_cli_scores_and_attaches(env: Source, tmp_path: Path) -> None:

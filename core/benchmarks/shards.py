@@ -7,8 +7,9 @@ demo's pairs repeat) generated in a temporary folder and cut into
 (`file:concord-tiny:…`, so no run is trained first: a run's weights cost the same to apply). Each engine writes
 into its own empty folder; the local engine's seconds include loading the model once, the Ray engine's include
 its actors loading it, and Ray's own start-up (`ray.init` of a local cluster, or joining `RAY_ADDRESS`) is
-reported apart. Attaching: N synthetic scored rows (no embeddings, no image files) written as the scorer
-writes them, attached into an empty database, then the Review queue and Explore's frame opened on it.
+reported apart. Attaching: N synthetic scored rows (no embeddings, no image files; the consensus-term columns
+the scorer writes, random) written as the scorer writes them, attached into an empty database, then the Review
+queue, Explore's frame with the terms read in place from the shards, and one pair's terms (Review's line) read.
 """
 from __future__ import annotations
 
@@ -86,9 +87,20 @@ def _score(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _terms(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Random stand-ins for the consensus terms the scorer writes (`consensus_terms`): two captions per image, so
+    every pair has one sibling and its rank is 0 or 1."""
+    out = {name: rng.normal(0.05, 0.1, n) for name in ("caption_margin", "image_margin")}
+    out |= {name: rng.normal(0.3, 0.1, n) for name in ("image_neighbours", "caption_neighbours", "caption_images",
+                                                        "siblings")}
+    out["sibling_rank"] = rng.integers(0, 2, n).astype(np.float64)
+    return out
+
+
 def _attach(folder: Path, n: int) -> dict[str, Any]:
-    """Write n synthetic scored rows as the scorer does (8 shards), attach them, open Review and Explore."""
-    from core.explore import run_frame
+    """Write n synthetic scored rows as the scorer does (8 shards), attach them, open Review and Explore, and
+    read one pair's terms as Review's line does."""
+    from core.explore import extra_columns, run_frame
     from core.review import QueueSpec, build_queue
     from core.shards.attach import attach
     from core.shards.pipeline import ShardScoreConfig, manifest
@@ -98,7 +110,7 @@ def _attach(folder: Path, n: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     spec = ScorerSpec("concord-tiny", mixture=Mixture((0.1, 0.3), (0.01, 0.01), (0.3, 0.7)), source="synthetic")
-    writer = ShardWriter(folder / "scored", manifest(spec, ShardScoreConfig(embeddings=False, consensus=False)))
+    writer = ShardWriter(folder / "scored", manifest(spec, ShardScoreConfig(embeddings=False)))
     for i, part in enumerate(np.array_split(np.arange(n), 8)):
         sim = rng.normal(0.25, 0.1, len(part))
         clean = spec.mixture.clean_prob(sim)
@@ -108,7 +120,7 @@ def _attach(folder: Path, n: int) -> dict[str, Any]:
             "caption_hash": np.array([f"c{j:039d}" for j in part], object),
             "image_path": np.array([f"/synthetic/img/{j // 2}.png" for j in part], object),
             "image_hash": np.array([f"i{j // 2:039d}" for j in part], object),
-            "similarity": sim, "clean_prob": clean, "weight": clean})
+            "similarity": sim, "clean_prob": clean, "weight": clean} | _terms(rng, len(part)))
     generate_s = time.perf_counter() - t0
     from core.store import Store
     with Store.open(folder / "attach.duckdb") as store:
@@ -124,12 +136,25 @@ def _attach(folder: Path, n: int) -> dict[str, Any]:
         t3 = time.perf_counter()
         frame = run_frame(store, result["dataset_id"], run.id)
         explore_s = time.perf_counter() - t3
+        pair_s = []
+        for pair_id in frame["pair_id"].iloc[np.linspace(0, len(frame) - 1, 5).astype(int)]:
+            t4 = time.perf_counter()
+            terms = store.pair_extras(run.id, int(pair_id))
+            pair_s.append(time.perf_counter() - t4)
+        (folder / "scored").rename(folder / "moved")          # the shards moved away: the copied columns only
+        t5 = time.perf_counter()
+        bare = run_frame(store, result["dataset_id"], run.id)
+        bare_s = time.perf_counter() - t5
+        (folder / "moved").rename(folder / "scored")
     db_mb = (folder / "attach.duckdb").stat().st_size / 2 ** 20
     parquet_mb = sum(p.stat().st_size for p in (folder / "scored").glob("*.parquet")) / 2 ** 20
     return {"pairs": result["pairs"], "generate_s": round(generate_s, 2), "attach_s": round(attach_s, 2),
             "review_open_s": round(opens[0], 3), "review_reopen_s": round(opens[1], 3),
-            "explore_frame_s": round(explore_s, 3), "explore_rows": len(frame), "db_mb": round(db_mb, 1),
-            "parquet_mb": round(parquet_mb, 1)}
+            "explore_frame_s": round(explore_s, 3), "explore_rows": len(frame),
+            "explore_terms": len(extra_columns(frame)), "explore_frame_moved_s": round(bare_s, 3),
+            "explore_terms_moved": len(extra_columns(bare)), "pair_terms_first_s": round(pair_s[0], 4),
+            "pair_terms_median_s": round(float(np.median(pair_s)), 4), "pair_terms": len(terms),
+            "db_mb": round(db_mb, 1), "parquet_mb": round(parquet_mb, 1)}
 
 
 def markdown(figures: dict[str, Any]) -> str:
@@ -142,8 +167,10 @@ def markdown(figures: dict[str, Any]) -> str:
     if a:
         lines += ["", f"Attaching {a['pairs']:,} scored pairs: {a['attach_s']:.1f} s (writing them {a['generate_s']:.1f} s); "
                       f"Review queue opened in {a['review_open_s']:.2f} s (again {a['review_reopen_s']:.2f} s), "
-                      f"Explore's frame in {a['explore_frame_s']:.2f} s; database {a['db_mb']:.0f} MB, shards "
-                      f"{a['parquet_mb']:.0f} MB."]
+                      f"Explore's frame with {a['explore_terms']} terms read in place in {a['explore_frame_s']:.2f} s "
+                      f"({a['explore_frame_moved_s']:.2f} s without them, the shards moved away), one pair's terms in "
+                      f"{a['pair_terms_median_s'] * 1000:.0f} ms (first {a['pair_terms_first_s'] * 1000:.0f} ms); "
+                      f"database {a['db_mb']:.0f} MB, shards {a['parquet_mb']:.0f} MB."]
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """`attach`: make a folder of scored shards a dataset the app explores, reviews and exports.
 
-The store reads the shards in place (`Store.attach_scored_shards`) and keeps what the pages and decisions join
-on; the run it records (method `shards`) carries the scores. When the shards hold embeddings they become the
+The store reads the shards in place (`Store.attach_scored_shards`) and copies what the pages and decisions join
+on; the run it records (method `shards`) carries the scores, and its consensus terms are read from the files
+whenever a page asks (`Store.scores_frame`, `Store.pair_extras`). When the shards hold embeddings they become the
 run's embeddings in the cache (`core.artifacts`), which Explore's map and Review's suggestions read.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from core import artifacts
 from core.artifacts import RunEmbeddings
 from core.errors import ConcordError
-from core.shards.writer import output_files, read_manifest
+from core.shards.writer import output_files, read_manifest, term_columns
 
 
 def _embeddings(files: list[Path], images, captions) -> RunEmbeddings:
@@ -52,7 +53,7 @@ def attach(store, out: str | os.PathLike, name: str) -> dict[str, Any]:
     config = {"scorer": identity["scorer"], "shards": str(Path(out).resolve()), "mixture": manifest.get("mixture")}
     ds_id, run_id = store.attach_scored_shards(
         name, [str(f) for f in files], model=identity["model"], config=config, source_path=str(Path(out).resolve()),
-        info={"shards": len(files), "scorer": identity["scorer"]})
+        info={"shards": len(files), "scorer": identity["scorer"]}, terms=term_columns(files))
     if identity.get("embeddings"):
         emb = _embeddings(files, store.images_frame(ds_id), store.captions_frame(ds_id))
         artifacts.save_embeddings(store.run(run_id), emb)

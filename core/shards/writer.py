@@ -23,6 +23,7 @@ from core.shards.reader import Shard
 
 MANIFEST = "_concord.json"
 IMAGES = "images"
+SCORES = ("similarity", "clean_prob", "weight")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -52,6 +53,14 @@ def read_manifest(out: str | os.PathLike) -> dict[str, Any]:
 def output_files(out: str | os.PathLike) -> list[Path]:
     """The scored shard files of `out`, sorted by name."""
     return sorted(p for p in Path(out).glob("*.parquet") if not p.name.startswith("."))
+
+
+def term_columns(files: Sequence[str | os.PathLike]) -> list[str]:
+    """The per-pair term columns of scored shards, in file order: their float64 columns other than `SCORES` (the
+    consensus terms when they were scored with them; none otherwise). An empty shard is written without them."""
+    names = (f.name for path in files for f in pq.read_schema(path)
+             if pa.types.is_float64(f.type) and f.name not in SCORES)
+    return list(dict.fromkeys(names))
 
 
 class ShardWriter:
