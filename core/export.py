@@ -235,22 +235,35 @@ _WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_ta
             "coco": _write_coco, "karpathy": _write_karpathy}
 
 
+_COPY_BATCH = 512
+
+
 def _copy_images(plan: ExportPlan, folder: Path, progress: Progress) -> None:
-    """Copy each kept image to where the data file names it (its `image` column)."""
-    root = Path(plan.dataset.root)
+    """Copy each kept image's bytes to where the data file names it (its `image` column), each target folder
+    made once. (`copy2` with a `mkdir` per image took 330 s at 1M images; threads gained nothing here: the copies
+    wait on the file system, not on Python.)"""
+    root, out = str(plan.dataset.root), str(folder)
     unique = list(dict.fromkeys(zip(plan.rows["image_path"], plan.rows["image"])))
     progress.start("copying images", len(unique))
-    for i, (rel, named) in enumerate(unique):
-        source = root / rel
-        if not source.is_file():
-            raise ConcordError(f"image {rel!r} of dataset {plan.dataset.name!r} is missing from {root}; "
-                               "restore it or export with --images paths")
-        target = folder / named
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-        progress.advance()
-        if i % 64 == 0:
-            progress.check()
+    made: set[str] = set()
+    for start in range(0, len(unique), _COPY_BATCH):
+        progress.check()
+        batch = unique[start:start + _COPY_BATCH]
+        for rel, named in batch:
+            target = os.path.join(out, named)
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            source = os.path.join(root, rel)
+            try:
+                shutil.copyfile(source, target)
+            except (FileNotFoundError, IsADirectoryError):
+                if os.path.isfile(source):
+                    raise
+                raise ConcordError(f"image {rel!r} of dataset {plan.dataset.name!r} is missing from {root}; "
+                                   "restore it or export with --images paths") from None
+            progress.advance()
 
 
 def _manifest(plan: ExportPlan, files: list[str]) -> dict[str, Any]:

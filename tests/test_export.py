@@ -250,3 +250,15 @@ def test_failure_midway_removes_temp_folder(store, tmp_path):
     with pytest.raises(ConcordError, match="image 'sub/img4.png' of dataset 'ds' is missing"):
         export_dataset(store, "ds", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "src"]
+
+
+def test_missing_image_refuses_the_export_and_leaves_nothing(store, tmp_path):
+    """An image gone from the dataset's root: the copy stops naming it, and no export or temporary folder is left."""
+    make_dataset(store, tmp_path / "src", n=6)
+    (tmp_path / "src" / "sub" / "img4.png").unlink()
+    with pytest.raises(ConcordError, match=r"image 'sub/img4.png' of dataset 'ds' is missing from .*src; restore it "
+                                           r"or export with --images paths"):
+        export_dataset(store, "ds", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "src"]
+    manifest = export_dataset(store, "ds", tmp_path / "out", ExportOptions(images="paths"))
+    assert manifest["counts"]["out"] == 6
