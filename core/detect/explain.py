@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+LOW_QUANTILE = 0.2
+"""A pair's signal counts as flagging it when it is in the lowest fifth of the training pairs' (`signal_lows`)."""
+
 PHRASES = {
     "caption_margin": "the caption matches another image better",
     "image_margin": "the image matches another caption better",

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core import artifacts
+from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix, summary_signals
@@ -32,8 +33,6 @@ METHOD = "concord"
 CACHE_FILE = "signals.npz"
 NO_POSITIVES = ("the fused score needs trusted matched pairs: seed the meta-data from a clean split (Meta-data "
                 "page, or `python -m core meta NAME seed --split val`) or keep some pairs in Review")
-LOW_QUANTILE = 0.2
-"""A pair's signal counts as flagging it when it is in the lowest fifth of the training pairs' (Review line)."""
 
 
 @dataclass(frozen=True)
