@@ -643,9 +643,10 @@ class Store:
 
     def _extras_relation(self, run_id: int, pair_id: int | None = None) -> tuple[list[str], str, list]:
         """A run's extra score columns as (names, SQL of a relation `(pair_id, *names)`, its parameters): the
-        run's `score_extras` rows pivoted in DuckDB (pandas took 17 s at 1M), or for an attached set (of one pair
-        when `pair_id` is given; `pair_extras` reads stored extras as rows) the consensus terms read in place from its scored shards (`_shard_terms`). No
-        names when the run has none, or its shards cannot be read now (`extras_unavailable` says why)."""
+        run's `score_extras` rows pivoted in DuckDB (pandas took 17 s at 1M), or for an attached set the consensus
+        terms read in place from its scored shards (`_shard_terms`), of one pair when `pair_id` is given
+        (`pair_extras` reads stored extras as rows). No names when the run has none, or its shards cannot be read
+        now (`extras_unavailable` says why)."""
         run = self._q("SELECT method, dataset_id, config FROM runs WHERE id = ?", [int(run_id)]).fetchone()
         if run is not None and run[0] == "shards":
             config = json.loads(run[2])
