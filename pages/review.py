@@ -10,7 +10,7 @@ import streamlit as st
 from core import review
 from core.errors import ConcordError
 from core.thumbnails import large_image, thumbnail
-from core.detect.explain import explain_pair, flagging_signals, fused_summary
+from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
 
@@ -108,10 +108,8 @@ def flag_line(pair_id: int) -> str | None:
     missing = store.extras_unavailable(run.id)
     if missing is not None:
         return missing
-    extras = store.pair_extras(run.id, pair_id)
-    if run.method != FUSED and not flagging_signals(extras, lows):
-        return "No consensus term flags this pair on its own: none is in its lowest fifth over the attached pairs."
-    return explain_pair(extras, lows)
+    none = NO_FLAG_FUSED if run.method == FUSED else NO_FLAG_TERMS
+    return explain_pair(store.pair_extras(run.id, pair_id), lows, none)
 
 
 def one_pair(pair: pd.Series) -> None:

@@ -38,11 +38,15 @@ def flagging_signals(extras: dict[str, float], lows: dict[str, float]) -> list[s
     return out
 
 
-def explain_pair(extras: dict[str, float], lows: dict[str, float]) -> str:
-    """One line for the Review page: which signals flag the pair, or that none does on its own."""
+NO_FLAG_FUSED = "No single signal flags this pair; only their combination in the fused score."
+NO_FLAG_TERMS = "No consensus term flags this pair on its own: none is in its lowest fifth over the attached pairs."
+
+
+def explain_pair(extras: dict[str, float], lows: dict[str, float], none: str = NO_FLAG_FUSED) -> str:
+    """One line for the Review page: which signals flag the pair, or `none` when no signal does on its own."""
     found = flagging_signals(extras, lows)
     if not found:
-        return "No single signal flags this pair; only their combination in the fused score."
+        return none
     return "Flagged by: " + "; ".join(found) + "."
 
 
