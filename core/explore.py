@@ -1,16 +1,17 @@
 """What the Explore page shows, computed headless: a run's pairs with scores (and the run's extra score
 columns), the map's figure, the selection, the score histograms and what a threshold does.
 
-The map draws every pair. Its arrays reach the browser as typed arrays (float32, base64 in plotly's JSON,
-about 12 bytes a point) and WebGL draws them; per-point hover captions, the one part that grows with the
-text, are sent only up to `MapSettings.hover_captions` points. A box or lasso selection is computed here,
-exactly, from the shapes the person drew and the points' coordinates (`points_in_polygon`), not from the
-points the browser reports. Captions reach plotly escaped: plotly renders a subset of HTML in hover labels,
-captions are plain text.
+The map shows every pair. Up to `MapSettings.points_up_to` pairs each is a WebGL marker whose hover label
+gives its caption (float32 typed arrays, base64 in plotly's JSON). Above, the map is a density image
+computed here (`density_cells`): a grid of cells, each coloured by the mean of the colour's value over the
+pairs in it (a category: the one drawn on top), so the browser receives a fixed-size grid whatever the
+number of pairs and draws it without WebGL. Either way a box or lasso selection is computed here, exactly,
+from the shapes the person drew and the points' coordinates (`points_in_polygon`), not from the points the
+browser reports. Captions reach plotly escaped: plotly renders a subset of HTML in hover labels, captions
+are plain text.
 """
 from __future__ import annotations
 
-import base64
 import html
 import itertools
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import plotly.graph_objects as go
 from core.errors import ConcordError
 from core.projection import ProjectionSettings
 from core.thresholds import detection_at_threshold, flagged_mask
-from core.thumbnails import thumbnail
+from core.thumbnails import png_data_uri, thumbnail
 
 SCORES = ("clean_prob", "weight", "similarity")
 CATEGORIES = ("decision", "split", "ground truth")
@@ -53,31 +54,57 @@ class MapSettings:
         "help": "what the colour of a point shows: a score, an extra score column of the run, or a category"})
     two_sets: bool = field(default=False, metadata={
         "help": "images and captions as two point sets with a line per pair (a mismatch is a long line)"})
-    hover_captions: int = field(default=20_000, metadata={
-        "help": "up to this many pairs a point's hover label shows its caption; above, only the colour's value "
-                "(captions would be most of what the browser receives)"})
+    points_up_to: int = field(default=20_000, metadata={
+        "help": "up to this many pairs each is a marker whose hover label shows its caption; above, the map is a "
+                "density image of every pair (markers and captions would be most of what the browser receives "
+                "and draws)"})
+    density_grid: tuple[int, int] = field(default=(400, 600), metadata={
+        "help": "rows and columns of the density image's cells, about one cell per screen pixel of the map"})
 
     def __post_init__(self) -> None:
-        if self.hover_captions < 0:
-            raise ConcordError(f"hover_captions cannot be negative, got {self.hover_captions}")
+        if self.points_up_to < 0:
+            raise ConcordError(f"points_up_to cannot be negative, got {self.points_up_to}")
+        if len(self.density_grid) != 2 or min(self.density_grid) < 1:
+            raise ConcordError(f"density_grid needs two positive sizes (rows, columns), got {self.density_grid}")
 
 
 # ------------------------------------------------------------------------------------------ the run's pairs
 def run_frame(store, dataset_id: int, run_id: int) -> pd.DataFrame:
-    """The pairs run `run_id` scored, in import order: the store's pair columns (scores, `flagged` under the
-    run's saved threshold, current decision), `truth` ("noisy", "clean" or "unknown"), and the run's extra
-    score columns (NaN for a pair without one), whose names `extra_columns` gives."""
-    frame = store.pairs_frame(dataset_id, run_id)
-    frame = frame[frame["clean_prob"].notna()].reset_index(drop=True)
-    frame["flagged"] = frame["flagged"].fillna(False).astype(bool)
-    frame["truth"] = np.where(frame["is_noisy"].isna(), UNKNOWN,
-                              np.where(frame["is_noisy"].fillna(False).astype(bool), "noisy", "clean"))
-    scores = store.scores_frame(run_id)
-    extras = [c for c in scores.columns if c not in frame.columns]
-    if extras:
-        frame = frame.merge(scores[["pair_id", *extras]], on="pair_id", how="left")
-    frame.attrs["extras"] = extras
+    """The pairs run `run_id` scored, in import order, without their text (`Store.scored_pairs`: scores, `flagged`
+    under the run's saved threshold, current decision, `truth`). The run's extra score columns are named in
+    `extra_columns` and read one at a time by `add_extra` (the map shows one); keys, captions and images by
+    `pair_texts`, for the pairs shown."""
+    frame = store.scored_pairs(dataset_id, run_id)
+    frame.attrs["extras"] = store.extra_names(run_id)
     return frame
+
+
+def add_extra(store, run_id: int, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """`frame` (a `run_frame`) with the run's extra score column `name` added in place (NaN for a pair
+    without one); a column already there is kept."""
+    if name not in frame.columns:
+        ids, values = store.extra_values(run_id, name)
+        pos = pd.Index(ids).get_indexer(frame["pair_id"].to_numpy(np.int64))
+        frame[name] = np.where(pos >= 0, values[np.maximum(pos, 0)] if len(values) else np.nan, np.nan)
+    return frame
+
+
+def pair_texts(store, dataset_id: int, pair_ids: Iterable[int]) -> pd.DataFrame:
+    """The key, caption and image (`image_path`, `image_hash`) of each of `pair_ids`, in that order."""
+    ids = [int(p) for p in pair_ids]
+    texts = store.pairs_frame(dataset_id, pair_ids=ids)[["pair_id", "key", "caption", "image_path", "image_hash"]]
+    return texts.set_index("pair_id").reindex(ids).reset_index()
+
+
+def map_points(store, dataset_id: int, frame: pd.DataFrame, coords: pd.DataFrame,
+               settings: MapSettings) -> pd.DataFrame:
+    """The rows of `frame` that have map coordinates (`coords`: pair_id, x, y[, x2, y2]), with their keys and
+    captions when the map is small enough to show them on hover (`MapSettings.points_up_to`)."""
+    points = frame.merge(coords, on="pair_id", how="inner")
+    if len(points) <= settings.points_up_to:
+        texts = pair_texts(store, dataset_id, points["pair_id"])
+        points = points.assign(key=texts["key"].to_numpy(), caption=texts["caption"].to_numpy())
+    return points
 
 
 def run_frame_version(store, dataset_id: int, run_id: int) -> tuple:
@@ -91,8 +118,8 @@ def run_frame_version(store, dataset_id: int, run_id: int) -> tuple:
 
 
 def extra_columns(frame: pd.DataFrame) -> list[str]:
-    """The run's extra score columns in `frame` (a `run_frame`), e.g. concord's siblings or b1's loss."""
-    return [c for c in frame.attrs.get("extras", []) if c in frame.columns]
+    """The names of the run's extra score columns (`frame` a `run_frame`), e.g. concord's siblings or b1's loss."""
+    return list(frame.attrs.get("extras", []))
 
 
 def colour_options(frame: pd.DataFrame) -> list[str]:
@@ -149,28 +176,30 @@ def _array(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def _hover_template(by: str) -> str:
-    """The hover label of a point on a map too large for per-point captions: the colour's value only."""
-    return f"{by} %{{marker.color:.3f}}<extra></extra>" if by not in CATEGORIES else "%{fullData.name}<extra></extra>"
-
-
 def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "map") -> go.Figure:
-    """The WebGL scatter of every row of `points` (run_frame rows with `x`, `y`, and `x2`, `y2` for two
-    point sets), coloured by a score or extra score column (a continuous scale; pairs without a value in
-    a grey trace of their own) or by a category (one trace per category).
-
-    Up to `settings.hover_captions` points each carries its pair id as `customdata` and its caption in the
-    hover label; above, only the colour's value, so what the browser receives stays about 12 bytes a point.
-    With two point sets, images are circles, captions diamonds, and a grey line joins the two points of
-    each pair."""
+    """The map of every row of `points` (run_frame rows with `x`, `y`, and `x2`, `y2` for two point sets),
+    coloured by a score or extra score column (a continuous scale; pairs without a value in grey) or by a
+    category: a WebGL scatter up to `settings.points_up_to` rows (`scatter_figure`), a density image above
+    (`density_figure`)."""
     by = settings.colour_by
     if by not in CATEGORIES and by not in points.columns:
         raise ConcordError(f"cannot colour the map by {by!r} (one of {', '.join(colour_options(points))})")
+    fig = scatter_figure(points, settings) if len(points) <= settings.points_up_to else density_figure(points, settings)
+    fig.update_layout(dragmode="select", uirevision=revision, height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"title": {"text": by}}, xaxis={"showticklabels": False, "title": None},
+                      yaxis={"showticklabels": False, "title": None})
+    return fig
+
+
+def scatter_figure(points: pd.DataFrame, settings: MapSettings) -> go.Figure:
+    """Every row of `points` as a WebGL marker carrying its pair id as `customdata` and its caption in the
+    hover label. With two point sets, images are circles, captions diamonds, and a grey line joins the two
+    points of each pair."""
+    by = settings.colour_by
     fig = go.Figure()
     two = settings.two_sets and "x2" in points
-    captions = len(points) <= settings.hover_captions
-    hover = np.array(hover_text(points), dtype=object) if captions else None
-    ids = points["pair_id"].to_numpy(np.int32) if captions else None
+    hover = np.array(hover_text(points), dtype=object)
+    ids = points["pair_id"].to_numpy(np.int32)
     if two:
         nan = np.full(len(points), np.nan)
         xs = np.column_stack([points["x"], points["x2"], nan]).ravel()
@@ -178,13 +207,12 @@ def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "
         fig.add_trace(go.Scattergl(x=_array(xs), y=_array(ys), mode="lines", hoverinfo="skip", showlegend=False,
                                    line={"width": 0.5, "color": "rgba(120,120,120,0.35)"}, name="pairs"))
     sets = [("", "x", "y", "circle")] + ([(" (captions)", "x2", "y2", "diamond")] if two else [])
-    size = 8 if len(points) <= 2_000 else 5 if len(points) <= 20_000 else 3 if len(points) <= 200_000 else 2
+    size = 8 if len(points) <= 2_000 else 5
 
     def trace(mask: np.ndarray, xc: str, yc: str, name: str, marker: dict, **kw) -> go.Scattergl:
-        extra = ({"customdata": ids[mask], "hovertext": hover[mask], "hoverinfo": "text"} if captions
-                 else {"hovertemplate": _hover_template(by)})
         return go.Scattergl(x=_array(points[xc].to_numpy()[mask]), y=_array(points[yc].to_numpy()[mask]),
-                            mode="markers", name=name, marker=marker, **extra, **kw)
+                            mode="markers", name=name, marker=marker, customdata=ids[mask], hovertext=hover[mask],
+                            hoverinfo="text", **kw)
 
     if by in CATEGORIES:
         cats = labels(points, by).to_numpy()
@@ -207,9 +235,100 @@ def map_figure(points: pd.DataFrame, settings: MapSettings, *, revision: str = "
                                 marker={"color": _array(values[known]), "colorscale": scale, "cmin": lo, "cmax": hi,
                                         "size": size, "symbol": symbol, "showscale": not suffix,
                                         "colorbar": {"title": {"text": by}}}))
-    fig.update_layout(dragmode="select", uirevision=revision, height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"title": {"text": by}}, xaxis={"showticklabels": False, "title": None},
-                      yaxis={"showticklabels": False, "title": None})
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ the density image
+def density_extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """The box (x_lo, x_hi, y_lo, y_hi) the density grid spans: the points' range with 1% margins (a unit
+    span where every point has the same coordinate)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    out = []
+    for v in (x, y):
+        lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
+        pad = (hi - lo) * 0.01 if hi > lo else 0.5
+        out += [lo - pad, hi + pad]
+    return out[0], out[1], out[2], out[3]
+
+
+def density_cells(x: np.ndarray, y: np.ndarray, extent: tuple[float, float, float, float],
+                  grid: tuple[int, int]) -> np.ndarray:
+    """Each point's cell in a `grid` (rows, columns) laid over `extent`, numbered row by row from the
+    bottom-left (row = y, column = x); a point on the extent's top or right edge falls in the last cell."""
+    (x_lo, x_hi, y_lo, y_hi), (rows, cols) = extent, grid
+    col = np.floor((np.asarray(x, dtype=np.float64) - x_lo) / (x_hi - x_lo) * cols).astype(np.int64)
+    row = np.floor((np.asarray(y, dtype=np.float64) - y_lo) / (y_hi - y_lo) * rows).astype(np.int64)
+    return np.clip(row, 0, rows - 1) * cols + np.clip(col, 0, cols - 1)
+
+
+def cell_means(cells: np.ndarray, values: np.ndarray, n_cells: int) -> np.ndarray:
+    """The mean of `values` over the points of each cell (NaN values left out; NaN for a cell without any)."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    counts = np.bincount(cells[known], minlength=n_cells)
+    sums = np.bincount(cells[known], weights=values[known], minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def cell_top(cells: np.ndarray, codes: np.ndarray, n_cells: int) -> np.ndarray:
+    """Per cell, the highest category code among its points (-1 for an empty cell): the category a scatter
+    would show there, drawing its categories in code order (the grey 'none' category first, below)."""
+    top = np.full(n_cells, -1, dtype=np.int64)
+    np.maximum.at(top, cells, np.asarray(codes, dtype=np.int64))
+    return top
+
+
+def density_figure(points: pd.DataFrame, settings: MapSettings) -> go.Figure:
+    """A heatmap of every row of `points` on a `settings.density_grid`: each cell holds the mean of the colour's
+    value over its pairs (a category: the top one, `cell_top`), cells with pairs but no value grey, empty
+    cells blank. With two point sets, a pair counts in its image's cell and in its caption's. A transparent
+    marker at two corners of the grid makes the box and lasso tools select (the selection is computed from
+    their shapes, `selected_pairs`)."""
+    by = settings.colour_by
+    two = settings.two_sets and "x2" in points
+    x = np.concatenate([points["x"].to_numpy(np.float64)] + ([points["x2"].to_numpy(np.float64)] if two else []))
+    y = np.concatenate([points["y"].to_numpy(np.float64)] + ([points["y2"].to_numpy(np.float64)] if two else []))
+    rows, cols = settings.density_grid
+    extent = density_extent(x, y)
+    cells = density_cells(x, y, extent, settings.density_grid)
+    x_lo, x_hi, y_lo, y_hi = extent
+    place = {"x0": x_lo + (x_hi - x_lo) / cols / 2, "dx": (x_hi - x_lo) / cols,
+             "y0": y_lo + (y_hi - y_lo) / rows / 2, "dy": (y_hi - y_lo) / rows, "zsmooth": False, "hoverongaps": False}
+
+    def grid(values: np.ndarray) -> np.ndarray:
+        return _array(values).reshape(rows, cols)
+
+    fig = go.Figure()
+    if by in CATEGORIES:
+        names = labels(points, by).to_numpy()
+        order = category_order(by, names)
+        colours = category_colours(by, order)
+        codes = pd.Categorical(names, categories=order).codes.astype(np.int64)
+        top = cell_top(cells, np.tile(codes, 2) if two else codes, rows * cols)
+        k = len(order)
+        scale = [[edge / k, colours[cat]] for i, cat in enumerate(order) for edge in (i, i + 1)]
+        fig.add_trace(go.Heatmap(z=grid(np.where(top >= 0, top, np.nan)), colorscale=scale, zmin=-0.5, zmax=k - 0.5,
+                                 showscale=False, hoverinfo="skip", name=by, **place))
+        for cat in order:  # the legend: one entry per category, no points
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=cat, hoverinfo="skip",
+                                     marker={"color": colours[cat], "size": 10, "symbol": "square"}))
+    else:
+        values = points[by].to_numpy(np.float64)
+        values = np.tile(values, 2) if two else values
+        if np.isnan(values).any():
+            seen = np.bincount(cells, minlength=rows * cols) > 0
+            fig.add_trace(go.Heatmap(z=grid(np.where(seen, 0.0, np.nan)), colorscale=[[0, "#c7c7c7"], [1, "#c7c7c7"]],
+                                     showscale=False, hovertemplate=f"{NO_VALUE}<extra></extra>", name=NO_VALUE,
+                                     **place))
+        scale, lo, hi = _SCALES.get(by, _CONTINUOUS)
+        fig.add_trace(go.Heatmap(z=grid(cell_means(cells, values, rows * cols)), colorscale=scale, zmin=lo, zmax=hi,
+                                 colorbar={"title": {"text": by}}, name=by,
+                                 hovertemplate=f"{by} %{{z:.3f}}: the mean of this cell's pairs<extra></extra>",
+                                 **place))
+    fig.add_trace(go.Scatter(x=[x_lo, x_hi], y=[y_lo, y_hi], mode="markers", marker={"opacity": 0, "size": 1},
+                             hoverinfo="skip", showlegend=False, name="extent"))
+    fig.update_layout(xaxis={"range": [x_lo, x_hi]}, yaxis={"range": [y_lo, y_hi]})
     return fig
 
 
@@ -297,19 +416,21 @@ def thumbnail_uri(root: str, rel_path: str, image_hash: str, size: int = 64) -> 
         data = thumbnail(root, rel_path, image_hash, size, upscale=True)
     except ConcordError:
         return None
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return png_data_uri(data)
 
 
-def selection_table(frame: pd.DataFrame, pair_ids: list[int], root: str, limit: int = TABLE_ROWS) -> pd.DataFrame:
+def selection_table(store, dataset_id: int, frame: pd.DataFrame, pair_ids: list[int], root: str,
+                    limit: int = TABLE_ROWS) -> pd.DataFrame:
     """The first `limit` of `pair_ids` (in that order) as table rows: thumbnail, key, caption, scores,
     decision, split and ground truth."""
     pos = pd.Index(frame["pair_id"].to_numpy(np.int64)).get_indexer([int(p) for p in pair_ids[:limit]])
     if (pos < 0).any():
         raise KeyError(f"pair {pair_ids[int(np.flatnonzero(pos < 0)[0])]} is not in the frame")
     rows = frame.iloc[pos].reset_index(drop=True)
+    texts = pair_texts(store, dataset_id, rows["pair_id"])
     return pd.DataFrame({
-        "image": [thumbnail_uri(root, p, h) for p, h in zip(rows["image_path"], rows["image_hash"])],
-        "key": rows["key"].astype(str), "caption": rows["caption"].astype(str),
+        "image": [thumbnail_uri(root, p, h) for p, h in zip(texts["image_path"], texts["image_hash"])],
+        "key": texts["key"].astype(str), "caption": texts["caption"].astype(str),
         "clean_prob": rows["clean_prob"], "weight": rows["weight"], "similarity": rows["similarity"],
         "flagged": rows["flagged"], "decision": rows["decision"].fillna(UNDECIDED), "split": rows["split"],
         "truth": rows["truth"], "pair_id": rows["pair_id"],

@@ -3,9 +3,9 @@ import streamlit as st
 
 from core import artifacts
 from core.errors import ConcordError
-from core.explore import (TABLE_ROWS, MapSettings, colour_options, has_ground_truth, histogram_figure, map_figure,
-                          order_selection, projection_job_key, run_frame, run_frame_version, selected_pairs,
-                          selection_table, threshold_summary)
+from core.explore import (TABLE_ROWS, MapSettings, add_extra, colour_options, extra_columns, has_ground_truth,
+                          histogram_figure, map_figure, map_points, order_selection, projection_job_key, run_frame,
+                          run_frame_version, selected_pairs, selection_table, threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
 from pages.common import current_dataset, get_store, job_manager, through_app
 
@@ -55,8 +55,8 @@ def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
 
 
 def current_frame(store, dataset_id: int, run_id: int):
-    """The run's `run_frame`, kept in the session while nothing it depends on changed (reading a million pairs
-    takes seconds; a selection's rerun should not pay it again)."""
+    """The run's `run_frame`, kept in the session while nothing it depends on changed (with the extra score
+    columns read for the map so far), so a selection's rerun does not read a million pairs again."""
     version = run_frame_version(store, dataset_id, run_id)
     kept = st.session_state.get("explore_frame")
     if kept is None or kept[0] != version:
@@ -76,6 +76,75 @@ def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
                                                  "pair_ids": selected_pairs(points, shapes, two_sets)}
     kept = st.session_state.get("explore_selection") or {}
     return list(kept.get("pair_ids", [])) if kept.get("run_id") == run_id else []
+
+
+def map_view(coords, shown: str):
+    """The map's points and figure, kept in the session while the frame, the colour and the layout are the same
+    (a selection's rerun then sends the figure without building it again)."""
+    key = (st.session_state["explore_frame"][0], settings, shown, projection.key)
+    kept = st.session_state.get("explore_view")
+    if kept is None or kept[0] != key:
+        if colour_by in extra_columns(frame):
+            add_extra(store, run.id, frame, colour_by)      # read once, kept with the session's frame
+        points = map_points(store, dataset.id, frame, coords, settings)
+        kept = (key, points, map_figure(points, settings, revision=f"{run.id}-{shown}-{projection.mode}"))
+        st.session_state["explore_view"] = kept
+    return kept[1], kept[2]
+
+
+def draw_map() -> list[int]:
+    """The map of the run's pairs; returns the pairs selected on it (kept across reruns)."""
+    if not artifacts.has_embeddings(run):
+        st.warning(f"Run {run.id} has no embeddings in the cache (cleared?), so there is no map. "
+                   "Run it again to draw one; the distributions below need only its scores.")
+        return []
+    try:
+        coords = umap_coordinates(store, run.id, projection) if layout == "UMAP" else None
+        shown = "UMAP" if coords is not None else "PCA"
+        if coords is None:
+            coords = pca_run(store, run.id, projection.mode)
+    except ConcordError as exc:
+        st.error(str(exc))
+        return []
+    points, figure = map_view(coords, shown)
+    drawn = " Hover a point for its caption." if len(points) <= settings.points_up_to else (
+        f" Above {settings.points_up_to:,} pairs the map is a density image: each cell shows the mean "
+        f"{colour_by} of its pairs (for a category, the one drawn on top); the table below lists the captions.")
+    st.caption(f"{shown} map of all {len(points):,} pairs. Drag a box or lasso (toolbar) to select pairs; "
+               f"the selection is exact.{drawn}")
+    event = st.plotly_chart(figure, on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
+    return selection_from(event, points, run.id, settings.two_sets)
+
+
+def show_selection(selected: list[int]) -> None:
+    """The selected pairs, most suspicious first, and the button that sends them to review."""
+    st.subheader("Selection")
+    if not selected:
+        st.caption("Nothing selected: draw a box or a lasso on the map to list its pairs here.")
+        return
+    ordered = order_selection(frame, selected)
+    more = f" (the {TABLE_ROWS} most suspicious listed; all go into a review set)" if len(ordered) > TABLE_ROWS else ""
+    st.write(f"**{len(ordered):,} pairs selected**{more}")
+    st.dataframe(selection_table(store, dataset.id, frame, ordered, dataset.root), hide_index=True, key="explore_table",
+                 column_config={"image": st.column_config.ImageColumn("image", width="small"),
+                                "caption": st.column_config.TextColumn("caption", width="large"),
+                                "pair_id": None,
+                                **{c: st.column_config.NumberColumn(c, format="%.3f")
+                                   for c in ("clean_prob", "weight", "similarity")}})
+    c1, c2 = st.columns([3, 1])
+    name = c1.text_input("Review set name", value=f"map selection · run {run.id} · {len(ordered)} pairs",
+                         key="explore_set_name")
+    if c2.button("Review these", type="primary", key="explore_review", disabled=not name.strip()):
+        set_id = store.create_review_set(dataset.id, name.strip(), ordered)
+        st.session_state["review_set"] = set_id
+        st.switch_page("pages/review.py")
+
+
+@st.fragment
+def map_and_selection() -> None:
+    """A box or lasso drawn on the map reruns only the map and its selection, not the distributions below
+    (their histograms take most of a second at 1M pairs)."""
+    show_selection(draw_map())
 
 
 through_app()
@@ -124,48 +193,8 @@ settings = MapSettings(colour_by=colour_by, two_sets=two_sets)
 projection = ProjectionSettings(mode="two-sets" if two_sets else "pairs", n_neighbors=int(neighbours),
                                 min_dist=float(min_dist))
 
-selected: list[int] = []
-if not artifacts.has_embeddings(run):
-    st.warning(f"Run {run.id} has no embeddings in the cache (cleared?), so there is no map. "
-               "Run it again to draw one; the distributions below need only its scores.")
-else:
-    try:
-        coords = umap_coordinates(store, run.id, projection) if layout == "UMAP" else None
-        shown = "UMAP" if coords is not None else "PCA"
-        if coords is None:
-            coords = pca_run(store, run.id, projection.mode)
-    except ConcordError as exc:
-        st.error(str(exc))
-    else:
-        points = frame.merge(coords, on="pair_id", how="inner")
-        hover = "" if len(points) <= settings.hover_captions else \
-            f" Above {settings.hover_captions:,} points a hover label shows the colour's value; the table below the captions."
-        st.caption(f"{shown} map of all {len(points):,} pairs. Drag a box or lasso (toolbar) to select pairs.{hover}")
-        event = st.plotly_chart(map_figure(points, settings, revision=f"{run.id}-{shown}-{projection.mode}"),
-                                on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
-        selected = selection_from(event, points, run.id, settings.two_sets)
 
-# ------------------------------------------------------------------------------------------------ the selection
-st.subheader("Selection")
-if not selected:
-    st.caption("Nothing selected: draw a box or a lasso on the map to list its pairs here.")
-else:
-    ordered = order_selection(frame, selected)
-    more = f" (the {TABLE_ROWS} most suspicious listed; all go into a review set)" if len(ordered) > TABLE_ROWS else ""
-    st.write(f"**{len(ordered):,} pairs selected**{more}")
-    st.dataframe(selection_table(frame, ordered, dataset.root), hide_index=True, key="explore_table",
-                 column_config={"image": st.column_config.ImageColumn("image", width="small"),
-                                "caption": st.column_config.TextColumn("caption", width="large"),
-                                "pair_id": None,
-                                **{c: st.column_config.NumberColumn(c, format="%.3f")
-                                   for c in ("clean_prob", "weight", "similarity")}})
-    c1, c2 = st.columns([3, 1])
-    name = c1.text_input("Review set name", value=f"map selection · run {run.id} · {len(ordered)} pairs",
-                         key="explore_set_name")
-    if c2.button("Review these", type="primary", key="explore_review", disabled=not name.strip()):
-        set_id = store.create_review_set(dataset.id, name.strip(), ordered)
-        st.session_state["review_set"] = set_id
-        st.switch_page("pages/review.py")
+map_and_selection()
 
 # ------------------------------------------------------------------------------------------------ distributions
 st.subheader("Distributions and threshold")

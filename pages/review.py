@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import review
 from core.errors import ConcordError
-from core.thumbnails import large_image, thumbnail
+from core.thumbnails import large_image, png_data_uri, thumbnail
 from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
@@ -64,7 +64,7 @@ def show_image(data_root: str, path: str, image_hash: str, size: int, caption: s
     except ConcordError as exc:
         st.warning(str(exc))
         return
-    st.image(data, caption=caption, width=size)
+    st.image(png_data_uri(data), caption=caption, width=size)  # inline: no request of its own after the pair
 
 
 def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:

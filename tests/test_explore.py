@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,10 @@ import pytest
 from PIL import Image
 
 from core.errors import ConcordError
-from core.explore import (NO_VALUE, SCORES, UNDECIDED, MapSettings, colour_options, extra_columns, histogram_counts,
-                          histogram_figure, hover_text, labels, map_figure, order_selection, points_in_box,
-                          points_in_polygon, run_frame, selected_pairs, selection_shapes, selection_table,
-                          threshold_summary)
+from core.explore import (NO_VALUE, SCORES, UNDECIDED, MapSettings, add_extra, colour_options, extra_columns,
+                          histogram_counts, histogram_figure, hover_text, labels, map_figure, map_points,
+                          order_selection, points_in_box, points_in_polygon, run_frame, selected_pairs,
+                          selection_shapes, selection_table, threshold_summary)
 from core.thresholds import detection_at_threshold
 from tests.test_projection import fabricate_run
 
@@ -67,10 +68,16 @@ def test_run_frame_carries_the_runs_extra_score_columns(store, tmp_path) -> None
     assert sorted(extra_columns(frame)) == ["caption_margin", "siblings"]
     assert colour_options(frame)[:3] == list(SCORES) and colour_options(frame)[-3:] == ["decision", "split",
                                                                                        "ground truth"]
+    assert "siblings" not in frame and "caption" not in frame  # read when the map needs them
+    for name in ("siblings", "caption_margin"):
+        assert add_extra(store, run, frame, name) is frame
     assert frame["siblings"].tolist() == siblings.tolist()  # in import order, each pair's own value
     assert np.array_equal(frame["caption_margin"].to_numpy(), margin, equal_nan=True)
     # the map coloured by an extra: a continuous scale over its values, the pairs without one in grey
-    points = frame.assign(x=np.arange(len(frame), dtype=float), y=0.0)
+    coords = pd.DataFrame({"pair_id": frame["pair_id"], "x": np.arange(len(frame), dtype=float), "y": 0.0})
+    points = map_points(store, fab.dataset_id, frame, coords, MapSettings())
+    assert points["caption"].tolist() == store.pairs_frame(fab.dataset_id)["caption"].tolist()  # hover captions
+    assert "caption" not in map_points(store, fab.dataset_id, frame, coords, MapSettings(points_up_to=39))
     fig = map_figure(points, MapSettings(colour_by="caption_margin"))
     assert [t.name for t in fig.data] == [NO_VALUE, "pairs"]
     assert list(fig.data[0].customdata) == ids[::2].tolist() and fig.data[0].marker.color == "#c7c7c7"
@@ -114,8 +121,10 @@ def test_map_settings_are_checked() -> None:
     with pytest.raises(ConcordError, match="cannot colour the map by 'topic' \\(one of clean_prob, weight, "
                                            "similarity, decision, split, ground truth\\)"):
         map_figure(small_frame(), MapSettings(colour_by="topic"))
-    with pytest.raises(ConcordError, match="hover_captions cannot be negative"):
-        MapSettings(hover_captions=-1)
+    with pytest.raises(ConcordError, match="points_up_to cannot be negative"):
+        MapSettings(points_up_to=-1)
+    with pytest.raises(ConcordError, match="density_grid needs two positive sizes"):
+        MapSettings(density_grid=(0, 10))
 
 
 # ------------------------------------------------------------------------------------------ the selection
@@ -125,17 +134,19 @@ def test_selection_is_ordered_most_suspicious_first_and_tabled_with_thumbnails(s
     picked = frame["pair_id"].iloc[[0, 5, 9]].tolist()
     ordered = order_selection(frame, picked + [10**9])  # an id the run does not know is dropped
     assert ordered == frame.set_index("pair_id").loc[picked].sort_values("clean_prob").index.tolist()
-    table = selection_table(frame, ordered, str(tmp_path / "src"), limit=2)
+    table = selection_table(store, fab.dataset_id, frame, ordered, str(tmp_path / "src"), limit=2)
     assert table["pair_id"].tolist() == ordered[:2]
-    assert table["caption"].tolist() == frame.set_index("pair_id").loc[ordered[:2], "caption"].tolist()
+    pairs = store.pairs_frame(fab.dataset_id).set_index("pair_id")
+    assert table["caption"].tolist() == pairs.loc[ordered[:2], "caption"].tolist()
     uri = table["image"].iloc[0]
     assert uri.startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size == (64, 64)
     # an image that cannot be read has no thumbnail, the row stays
-    gone = tmp_path / "src" / frame.set_index("pair_id").loc[ordered[0], "image_path"]
+    gone = tmp_path / "src" / pairs.loc[ordered[0], "image_path"]
     gone.unlink()
-    frame.loc[frame["pair_id"] == ordered[0], "image_hash"] = "0" * 64  # not in the thumbnail cache either
-    assert pd.isna(selection_table(frame, ordered, str(tmp_path / "src"))["image"].iloc[0])
+    shutil.rmtree(tmp_path / "cache")  # not in the thumbnail cache either
+    table = selection_table(store, fab.dataset_id, frame, ordered, str(tmp_path / "src"))
+    assert pd.isna(table["image"].iloc[0]) and table["caption"].notna().all()
 
 
 # ------------------------------------------------------------------------------------------ distributions

@@ -1,5 +1,6 @@
 """The Explore map at scale (core/explore.py): exact box and lasso selection on the coordinates, checked by
-hand on a concave polygon and a self-crossing one, and every point drawn as compact typed arrays."""
+hand on a concave polygon and a self-crossing one; every point drawn as compact typed arrays, or above
+`MapSettings.points_up_to` as a density image whose cells are checked by hand."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.explore import (MapSettings, map_figure, points_in_box, points_in_polygon, selected_pairs,
-                          selection_shapes)
+from core.explore import (MapSettings, cell_means, cell_top, density_cells, density_extent, map_figure,
+                          points_in_box, points_in_polygon, selected_pairs, selection_shapes)
 
 # a "U": two arms (x in [0, 1] and [2, 3], y up to 3) joined by a bottom bar (y in [0, 1]); the notch between
 # the arms (1 < x < 2, y > 1) is outside
@@ -92,35 +93,72 @@ def test_selected_pairs_are_exactly_those_inside_a_box_or_lasso() -> None:
     assert selected_pairs(points, {"box": [], "lasso": []}) == []
 
 
-def test_every_point_is_drawn_as_typed_arrays_and_large_maps_skip_captions() -> None:
+def map_points(n: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"pair_id": np.arange(n), "key": [f"k{i}" for i in range(n)], "caption": ["a cat"] * n,
+                         "split": "train", "clean_prob": rng.uniform(size=n), "weight": rng.uniform(size=n),
+                         "similarity": rng.uniform(size=n), "flagged": False, "decision": None, "truth": "clean",
+                         "x": rng.normal(size=n), "y": rng.normal(size=n)})
+
+
+def test_small_maps_draw_every_point_as_typed_arrays_and_large_ones_a_density_image() -> None:
     n = 3000
-    rng = np.random.default_rng(1)
-    points = pd.DataFrame({"pair_id": np.arange(n), "key": [f"k{i}" for i in range(n)], "caption": ["a cat"] * n,
-                           "split": "train", "clean_prob": rng.uniform(size=n), "weight": rng.uniform(size=n),
-                           "similarity": rng.uniform(size=n), "flagged": False, "decision": None, "truth": "clean",
-                           "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    fig = map_figure(points, MapSettings(hover_captions=n))
+    points = map_points(n)
+    fig = map_figure(points, MapSettings(points_up_to=n))
     assert len(fig.data[0].x) == n and fig.data[0].hovertext is not None
     spec = json.loads(fig.to_json())["data"][0]
     assert spec["x"]["dtype"] == spec["y"]["dtype"] == spec["marker"]["color"]["dtype"] == "f4"  # base64 float32
     assert spec["customdata"]["dtype"] == "i4"
 
-    fig = map_figure(points, MapSettings(hover_captions=n - 1))  # above the limit: the colour's value only
-    trace = fig.data[0]
-    assert len(trace.x) == n and trace.hovertext is None and trace.customdata is None
-    assert trace.hovertemplate == "clean_prob %{marker.color:.3f}<extra></extra>"
-    assert np.allclose(trace.x, points["x"].to_numpy(np.float32))
-    arrays = json.loads(fig.to_json())["data"][0]
-    assert sum(len(json.dumps(a)) for a in (arrays["x"], arrays["y"], arrays["marker"]["color"])) < 16 * n + 200
-    # (three float32 arrays: 12 bytes a point, 16 in base64)
-    fig = map_figure(points, MapSettings(colour_by="split", hover_captions=0))
-    assert fig.data[0].hovertemplate == "%{fullData.name}<extra></extra>" and len(fig.data[0].x) == n
+    fig = map_figure(points, MapSettings(points_up_to=n - 1, density_grid=(40, 60)))  # above: a density image
+    heat, corners = fig.data
+    assert heat.type == "heatmap" and np.asarray(heat.z).shape == (40, 60)
+    assert corners.type == "scatter" and corners.marker.opacity == 0  # what the box and lasso tools select
+    extent = density_extent(points["x"], points["y"])
+    cells = density_cells(points["x"], points["y"], extent, (40, 60))
+    assert np.allclose(np.asarray(heat.z, float).ravel(), cell_means(cells, points["clean_prob"], 2400),
+                       equal_nan=True, atol=1e-6)
+    spec = json.loads(fig.to_json())["data"][0]
+    assert spec["z"]["dtype"] == "f4" and len(fig.to_json()) < 4 * 2400 * 4 / 3 + 20_000  # the grid, not the points
+    # a million points send the same grid
+    big = map_figure(map_points(1_000_000, seed=2)[["pair_id", "clean_prob", "x", "y"]], MapSettings())
+    assert np.asarray(big.data[0].z).shape == MapSettings().density_grid
+
+
+def test_density_cells_and_their_values_by_hand() -> None:
+    # extent x 0..4, y 0..2 on a 2 x 4 grid: cells are 1 x 1, numbered row by row from the bottom left
+    x = np.array([0.5, 0.9, 3.99, 4.0, 1.5, 0.0])
+    y = np.array([0.5, 0.1, 1.5, 2.0, 1.0, 0.0])
+    cells = density_cells(x, y, (0.0, 4.0, 0.0, 2.0), (2, 4))
+    assert cells.tolist() == [0, 0, 7, 7, 5, 0]  # the top-right corner falls in the last cell
+    means = cell_means(cells, np.array([0.2, 0.4, 1.0, np.nan, 0.5, 0.6]), 8)
+    assert np.allclose(means, [0.4, np.nan, np.nan, np.nan, np.nan, 0.5, np.nan, 1.0], equal_nan=True)
+    assert cell_top(cells, np.array([2, 0, 1, 0, 0, 1]), 8).tolist() == [2, -1, -1, -1, -1, 0, -1, 1]
+    assert density_extent(np.array([0.0, 10.0]), np.array([3.0, 3.0])) == (-0.1, 10.1, 2.5, 3.5)
+
+
+def test_a_density_map_by_category_shows_the_top_category_and_missing_values_grey() -> None:
+    points = pd.DataFrame({"pair_id": [1, 2, 3, 4], "x": [0.0, 0.1, 10.0, 10.0], "y": [0.0, 0.1, 10.0, 10.0],
+                           "decision": [None, "reject", None, None], "clean_prob": [0.2, 0.4, np.nan, np.nan],
+                           "split": "train", "truth": "clean"})
+    settings = dict(points_up_to=0, density_grid=(2, 2))
+    fig = map_figure(points, MapSettings(colour_by="decision", **settings))
+    z = np.asarray(fig.data[0].z, float)
+    assert np.allclose(z, [[1, np.nan], [np.nan, 0]], equal_nan=True)  # reject drawn over undecided; empty blank
+    assert [t.name for t in fig.data[1:3]] == ["undecided", "reject"]  # the legend
+    assert [t.marker.color for t in fig.data[1:3]] == ["#c7c7c7", "#d62728"]
+    fig = map_figure(points, MapSettings(colour_by="clean_prob", **settings))
+    grey, values = fig.data[0], fig.data[1]
+    assert grey.name == "no value" and np.allclose(np.asarray(grey.z, float), [[0, np.nan], [np.nan, 0]],
+                                                    equal_nan=True)
+    assert np.allclose(np.asarray(values.z, float), [[0.3, np.nan], [np.nan, np.nan]], equal_nan=True)
+    assert selected_pairs(points, {"box": [{"x": [9, 11], "y": [9, 11]}]}) == [3, 4]  # exact, whatever is drawn
 
 
 def test_map_benchmark_at_a_small_size(capsys) -> None:
     from core.cli import main
     assert main(["bench", "map", "--pairs", "400", "--no-docs", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["rows"][0]
-    assert (row["pairs"], row["drawn"]) == (400, 400) and "browser" not in row
+    assert (row["pairs"], row["drawn"]) == (400, "400 markers") and "browser" not in row
     assert 0 < row["box_selected"] < 400 and 0 < row["lasso_selected"] < 400
     assert row["json_mb"] > 0 and row["box_to_table_s"] >= row["box_select_s"] >= 0

@@ -3,13 +3,13 @@
 Per N, on synthetic data in a temporary home (never the user's): N pairs with 60-character captions, a
 finished run with scores and concord's nine extra score columns, its map (clustered 2-D coordinates saved
 as the run's UMAP map) and small stand-in embeddings (the page needs the file). Measured headless, as the
-page does it: reading the run's pairs with their extras (`run_frame`), building the figure of every point and
+page does it: reading the run's pairs (`run_frame`), building the figure of every point and
 its JSON (what Streamlit sends), and the selection of a box and of a 200-vertex lasso (`selected_pairs`),
 ordered and tabled (`order_selection`, `selection_table`; the images do not exist, so no thumbnails).
 `--browser` also opens the Explore page of a real `streamlit run app.py` server in headless Chromium and
-times the first draw (from opening the page until the WebGL map holds every point; a first visit pays the
-server's imports, then a new session is timed) and a box dragged on it until the table's count shows, with
-the server's peak memory (RSS).
+times the first draw (from opening the page until the map holds every point: its WebGL markers, or the
+density image above `MapSettings.points_up_to` pairs; a first visit pays the server's imports, then a new
+session is timed) and a box dragged on it until the table's count shows, with the server's peak memory (RSS).
 """
 from __future__ import annotations
 
@@ -88,19 +88,29 @@ def seed_run(folder: Path, n: int) -> tuple[int, int, pd.DataFrame]:
 
 def measure(dataset_id: int, run_id: int, coords: pd.DataFrame, folder: Path) -> dict[str, Any]:
     """The headless figures for one seeded run."""
-    from core.explore import MapSettings, map_figure, order_selection, run_frame, selected_pairs, selection_table
+    from core.explore import MapSettings, map_figure, map_points, run_frame
     from core.store import Store
 
     with Store.open() as store:
         frame, read_s = _timed(run_frame, store, dataset_id, run_id)
-    row: dict[str, Any] = {"pairs": len(frame), "run_frame_s": read_s}
-    t0 = time.perf_counter()
-    points = frame.merge(coords, on="pair_id", how="inner")
-    fig = map_figure(points, MapSettings())
-    row["figure_s"] = time.perf_counter() - t0
+        row: dict[str, Any] = {"pairs": len(frame), "run_frame_s": read_s}
+        t0 = time.perf_counter()
+        points = map_points(store, dataset_id, frame, coords, MapSettings())
+        fig = map_figure(points, MapSettings())
+        row["figure_s"] = time.perf_counter() - t0
+        row.update(_selections(store, dataset_id, frame, points, folder))
     text, row["json_s"] = _timed(fig.to_json)
     row["json_mb"] = len(text) / 1e6
-    row["drawn"] = sum(len(t.x) for t in fig.data)
+    density = len(points) > MapSettings().points_up_to
+    row["drawn"] = "density image {}×{}".format(*MapSettings().density_grid) if density else \
+        f"{sum(len(t.x) for t in fig.data):,} markers"
+    return row
+
+
+def _selections(store, dataset_id: int, frame: pd.DataFrame, points: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """A box and a lasso around the map's middle, each selected, ordered and tabled as the page does."""
+    from core.explore import order_selection, selected_pairs, selection_table
+    row: dict[str, Any] = {}
     centre = (float(np.median(points["x"])), float(np.median(points["y"])))
     shapes = {"box": {"box": [{"x": [centre[0] - 4, centre[0] + 4], "y": [centre[1] - 4, centre[1] + 4]}]},
               "lasso": {"lasso": [lasso(centre, 5.0)]}}
@@ -109,7 +119,7 @@ def measure(dataset_id: int, run_id: int, coords: pd.DataFrame, folder: Path) ->
         picked = selected_pairs(points, selection)
         row[f"{name}_select_s"] = time.perf_counter() - t0
         ordered = order_selection(frame, picked)
-        selection_table(frame, ordered, str(folder))
+        selection_table(store, dataset_id, frame, ordered, str(folder))
         row[f"{name}_to_table_s"] = time.perf_counter() - t0
         row[f"{name}_selected"] = len(picked)
     return row
@@ -121,6 +131,7 @@ def measure_browser(n: int, folder: Path) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from core.app_server import AppPage, StreamlitServer, launch_chromium
+    from core.explore import MapSettings
     from core.first_start import DISABLE_ENV
 
     server = StreamlitServer({**os.environ, DISABLE_ENV: "1"}, folder / f"streamlit-{n}.log")
@@ -135,11 +146,12 @@ def measure_browser(n: int, folder: Path) -> dict[str, Any]:
                 app.wait_idle()
                 t0 = time.perf_counter()
                 app.nav("Explore")
-                page.wait_for_function("""(n) => {
+                page.wait_for_function("""([n, markers]) => {
                     const gd = document.querySelector('.stPlotlyChart .js-plotly-plot');
-                    return gd && gd._fullData && gd._fullData.reduce((s, t) => s + (t._length || 0), 0) >= n
-                        && gd.querySelector('canvas');
-                }""", arg=n, timeout=900_000, polling=100)
+                    if (!gd || !gd._fullData) return false;
+                    if (n > markers) return !!gd.querySelector('.hm image');  // the density image is drawn
+                    return gd._fullData.reduce((s, t) => s + (t._length || 0), 0) >= n && gd.querySelector('canvas');
+                }""", arg=[n, MapSettings().points_up_to], timeout=900_000, polling=100)
                 out["first_draw_s" if timed else "first_draw_cold_s"] = time.perf_counter() - t0
             app.wait_idle()
             t0 = time.perf_counter()
@@ -168,14 +180,14 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     fmt = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; synthetic clustered map, "
              f"a run with concord's {len(EXTRAS)} extra score columns).", "",
-             "| pairs | read pairs s | figure build s | figure JSON s | JSON MB | box: select s | box → table s | "
+             "| pairs | read pairs s | figure build s | figure JSON s | drawn as | JSON MB | box: select s | box → table s | "
              "lasso: select s | lasso → table s | browser: first draw s | browser: box → table s | server peak GB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = r.get("browser", {})
         lines.append(
             f"| {r['pairs']:,} | {fmt(r['run_frame_s'])} | {fmt(r['figure_s'])} | {fmt(r['json_s'])} | "
-            f"{fmt(r['json_mb'], 1)} | {fmt(r['box_select_s'], 3)} ({r['box_selected']:,}) | {fmt(r['box_to_table_s'])} | "
+            f"{r['drawn']} | {fmt(r['json_mb'], 1)} | {fmt(r['box_select_s'], 3)} ({r['box_selected']:,}) | {fmt(r['box_to_table_s'])} | "
             f"{fmt(r['lasso_select_s'], 3)} ({r['lasso_selected']:,}) | {fmt(r['lasso_to_table_s'])} | "
             f"{fmt(b.get('first_draw_s'), 1)} | {fmt(b.get('box_to_table_s'), 1)} | {fmt(b.get('server_peak_rss_gb'))} |")
     return "\n".join(lines)

@@ -100,7 +100,7 @@ def _terms(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 def _attach(folder: Path, n: int) -> dict[str, Any]:
     """Write n synthetic scored rows as the scorer does (8 shards), attach them, open Review and Explore, and
     read one pair's terms as Review's line does."""
-    from core.explore import extra_columns, run_frame
+    from core.explore import add_extra, extra_columns, run_frame
     from core.review import QueueSpec, build_queue
     from core.shards.attach import attach
     from core.shards.pipeline import ShardScoreConfig, manifest
@@ -135,6 +135,8 @@ def _attach(folder: Path, n: int) -> dict[str, Any]:
             opens.append(time.perf_counter() - t2)
         t3 = time.perf_counter()
         frame = run_frame(store, result["dataset_id"], run.id)
+        for name in extra_columns(frame):      # every term, as the map reads one when coloured by it
+            add_extra(store, run.id, frame, name)
         explore_s = time.perf_counter() - t3
         pair_s = []
         for pair_id in frame["pair_id"].iloc[np.linspace(0, len(frame) - 1, 5).astype(int)]:
