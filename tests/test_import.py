@@ -231,3 +231,49 @@ def test_cancel_while_worker_processes_check_images_changes_nothing(store, tmp_p
     with pytest.raises(Cancelled):
         import_dataset(store, tmp_path / "p.csv", "big", progress=Progress(listener=listen))
     assert store.dataset_names() == [] and 0 < steps[0] < n
+
+
+def _kill_checkers() -> int:
+    """SIGKILL this process's image-checking children (`core.importers.check_worker`); returns how many."""
+    import os
+    import signal
+    killed = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"core.importers.check_worker" in cmdline:
+            os.kill(int(stat.parent.name), signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def test_a_checking_process_that_dies_stops_the_import_and_changes_nothing(store, tmp_path: Path) -> None:
+    """The image-checking processes killed mid-import: the import fails saying so, and nothing is written."""
+    from core.importers.validation import PROCESS_BELOW
+    from core.progress import Progress
+    n = 3 * PROCESS_BELOW
+    _many_images(tmp_path, n)
+    (tmp_path / "p.csv").write_text("image,caption\n" + "".join(f"img/{i}.png,picture {i}\n" for i in range(n)))
+    killed: list[int] = []
+
+    def listen(progress: Progress) -> None:
+        if progress.stage == "checking images" and progress.step and not killed:
+            killed.append(_kill_checkers())
+
+    with pytest.raises(ConcordError, match=r"an image-checking process stopped \(exit status -9\)"):
+        import_dataset(store, tmp_path / "p.csv", "big", progress=Progress(listener=listen))
+    assert killed == [2] and store.dataset_names() == []
+    assert import_dataset(store, tmp_path / "p.csv", "big").pairs == n  # the next import starts new processes
+
+
+def test_a_checking_process_that_fails_reports_its_last_error_line() -> None:
+    from core.importers.check_worker import CheckerProcesses
+    with CheckerProcesses(1) as pool:
+        pool.submit([7])  # not a path: the process dies of the TypeError
+        with pytest.raises(ConcordError, match=r"an image-checking process stopped \(exit status 1\): TypeError"):
+            pool.next_result()
+        with pytest.raises(ConcordError, match=r"stopped \(exit status 1\): TypeError"):
+            pool.submit(["img/0.png"])  # and a batch sent after it is refused the same way

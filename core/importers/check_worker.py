@@ -44,6 +44,7 @@ class CheckerProcesses:
             threading.Thread(target=self._drain, args=(proc.stdout, replies), daemon=True).start()
         self._order: deque[int] = deque()
         self._next = 0
+        self._stopped_why: dict[int, str] = {}
 
     @staticmethod
     def _drain(out: IO[bytes], replies: queue.Queue) -> None:
@@ -58,8 +59,11 @@ class CheckerProcesses:
     def submit(self, paths: list[str]) -> None:
         w = self._next
         self._next = (w + 1) % len(self._procs)
-        self._procs[w].stdin.write((json.dumps(paths) + "\n").encode("ascii"))
-        self._procs[w].stdin.flush()
+        try:
+            self._procs[w].stdin.write((json.dumps(paths) + "\n").encode("ascii"))
+            self._procs[w].stdin.flush()
+        except OSError:          # the process has gone: its pipe is closed
+            raise self._stopped(w) from None
         self._order.append(w)
 
     def next_result(self) -> list[ImageInfo | str]:
@@ -67,9 +71,17 @@ class CheckerProcesses:
         w = self._order.popleft()
         line = self._replies[w].get()
         if line is None:
-            err = self._procs[w].stderr.read().decode("utf-8", "replace").strip().splitlines()
-            raise ConcordError("an image-checking process stopped" + (f": {err[-1]}" if err else ""))
+            raise self._stopped(w)
         return [_decode(item) for item in json.loads(line)]
+
+    def _stopped(self, w: int) -> ConcordError:
+        """The error for process `w` having stopped, with the last line it wrote to stderr (its exception)."""
+        if w not in self._stopped_why:
+            self._procs[w].wait()
+            err = self._procs[w].stderr.read().decode("utf-8", "replace").strip().splitlines()
+            self._stopped_why[w] = (f"an image-checking process stopped (exit status {self._procs[w].returncode})"
+                                    + (f": {err[-1]}" if err else ""))
+        return ConcordError(self._stopped_why[w])
 
     def close(self) -> None:
         for proc in self._procs:
