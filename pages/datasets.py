@@ -1,4 +1,5 @@
-"""Datasets page: the datasets with their counts; create the demo, import, inject noise, delete; sample pairs."""
+"""Datasets page: the datasets with their counts; create the demo, import, attach scored shards, inject noise, delete;
+sample pairs."""
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,8 @@ else:
     st.info("No dataset yet. Create the demo or import one below.")
 names = [r["name"] for r in rows]
 
-create, importing, noise, delete = st.tabs(["Create demo", "Import", "Inject noise", "Delete"])
+create, importing, attaching, noise, delete = st.tabs(["Create demo", "Import", "Attach scored shards",
+                                                        "Inject noise", "Delete"])
 with create:
     defaults = GenerateOptions()
     source = st.selectbox("Source", SOURCES, key="demo_source",
@@ -101,6 +103,22 @@ with importing:
             st.error(str(exc))
         else:
             done(report.summary_lines())
+
+with attaching:
+    st.caption("The output folder of `python -m core shards score IN --out OUT` (scored Parquet shards): its pairs "
+               "become a dataset to explore, review and export, their scores a finished run. The shards stay "
+               "where they are; DuckDB reads their consensus terms in place.")
+    shards_out = st.text_input("Scored shards folder on the server", key="attach_path")
+    attach_name = st.text_input("Dataset name", key="attach_name")
+    if st.button("Attach", type="primary", key="attach_run", disabled=not (shards_out.strip() and attach_name.strip())):
+        from core.shards.attach import attach, attach_summary
+        try:
+            with st.spinner("Attaching the scored shards…"):
+                result = attach(store, shards_out.strip(), attach_name.strip())
+        except ConcordError as exc:
+            st.error(str(exc))
+        else:
+            done([attach_summary(result).capitalize()])
 
 with noise:
     if not names:

@@ -340,6 +340,29 @@ def test_explore_colours_by_and_review_explains_with_the_terms(env: Source, tmp_
         assert sum(t.startswith("The consensus terms are unavailable: the shards folder") for t in shown) == 1
 
 
+def test_the_datasets_page_attaches_scored_shards(env: Source, tmp_path: Path, monkeypatch) -> None:
+    """The Datasets page's Attach tab (AppTest): a folder without scored shards is refused with the reason and
+    nothing added; the scored folder becomes a dataset listed with its pairs, with the CLI's line."""
+    from streamlit.testing.v1 import AppTest
+    from tests.page_resources import fresh_page_resources
+    score_in_two_passes(env, tmp_path / "out")
+    monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
+    with fresh_page_resources():
+        at = AppTest.from_file(str(REPO_ROOT / "pages" / "datasets.py"), default_timeout=60)
+        at.run()
+        at.text_input(key="attach_path").set_value(str(tmp_path))
+        at.text_input(key="attach_name").set_value("web").run()
+        at.button(key="attach_run").click().run()
+        assert not at.exception, at.exception
+        assert "holds no scored shards" in at.error[0].value and get_store().dataset_names() == []
+        at.text_input(key="attach_path").set_value(str(tmp_path / "out")).run()
+        at.button(key="attach_run").click().run()
+        assert not at.exception, at.exception
+        assert at.success[0].value.startswith("Attached 150 pairs (30 images, 3 shards) as 'web', run ")
+        assert at.dataframe[0].value.set_index("name").loc["web", "pairs"] == 150
+        assert get_store().run(get_store().runs()[0].id).method == "shards"
+
+
 def test_cli_scores_and_attaches(env: Source, tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=REPO_ROOT,

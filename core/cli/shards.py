@@ -87,11 +87,10 @@ def score(args: argparse.Namespace, ctx) -> int:
 
 
 def attach(args: argparse.Namespace, ctx) -> int:
-    from core.shards.attach import attach as attach_shards
+    from core.shards.attach import attach as attach_shards, attach_summary
     result = attach_shards(ctx.store, args.out, args.name)
     if args.json:
         ctx.print_json(result)
     else:
-        print(f"attached {result['pairs']:,} pairs ({result['images']:,} images, {result['shards']} shards) as "
-              f"{result['dataset']!r}, run {result['run_id']}")
+        print(attach_summary(result))
     return 0

@@ -60,3 +60,9 @@ def attach(store, out: str | os.PathLike, name: str) -> dict[str, Any]:
     summary = store.dataset_summary(ds_id)
     return {"dataset": name, "dataset_id": ds_id, "run_id": run_id, "shards": len(files), "pairs": summary["pairs"],
             "images": summary["images"], "embeddings": bool(identity.get("embeddings"))}
+
+
+def attach_summary(result: dict[str, Any]) -> str:
+    """The one line that reports an `attach` (the CLI's output, the Datasets page's notice)."""
+    return (f"attached {result['pairs']:,} pairs ({result['images']:,} images, {result['shards']} shards) as "
+            f"{result['dataset']!r}, run {result['run_id']}")
