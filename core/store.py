@@ -1083,7 +1083,7 @@ class Store:
 
     def attach_scored_shards(self, name: str, files: Sequence[str], *, model: str, config: dict[str, Any],
                              source_path: str, info: dict[str, Any] | None = None,
-                             terms: Sequence[str] = ()) -> tuple[int, int]:
+                             terms: Sequence[str] = (), splits: bool = False) -> tuple[int, int]:
         """Make the scored Parquet shards `files` (`core.shards.writer`) dataset `name` with one finished run
         (method `shards`) holding their scores, in one transaction; returns (dataset id, run id).
 
@@ -1093,7 +1093,8 @@ class Store:
         records the files and their sizes, `scores_frame` and `pair_extras` read the terms from them, and the
         run's `signal_lows` (each term's lowest fifth over the attached pairs, as a fused run records) explain
         Review's flags. Image paths are absolute, so the dataset's root is `/`. Pairs repeating an earlier pair's
-        (image content, caption text) are merged, as on import."""
+        (image content, caption text) are merged, as on import. With `splits` the files' `split` column gives each
+        pair's split (empty: train); without, every pair is in `train`."""
         from core.detect.explain import LOW_QUANTILE
         if not files:
             raise ConcordError("no scored shards to attach")
@@ -1108,7 +1109,8 @@ class Store:
             cur.execute(f"""CREATE TEMP TABLE attach_rows AS
                 SELECT key, ltrim(image_path, '/') AS image_path, image_hash, caption, caption_hash,
                        file_index * {self._FILE_STRIDE} + file_row_number AS position,
-                       similarity, clean_prob, weight, sha1(image_hash || ':' || caption_hash) AS uid
+                       similarity, clean_prob, weight, sha1(image_hash || ':' || caption_hash) AS uid,
+                       {"coalesce(nullif(trim(split), ''), 'train')" if splits else "'train'"} AS split
                 FROM read_parquet(?::VARCHAR[], file_row_number = true)
                 QUALIFY row_number() OVER (PARTITION BY uid ORDER BY position) = 1""", [files])
             try:
@@ -1119,7 +1121,7 @@ class Store:
                 cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, caption, caption_hash
                                FROM (SELECT caption_hash, any_value(caption) AS caption, min(position) AS o
                                      FROM attach_rows GROUP BY caption_hash) ORDER BY o""", [ds_id])
-                cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, 'train', r.key, r.uid,
+                cur.execute("""INSERT INTO pairs SELECT nextval('seq_pair'), ?, i.id, c.id, r.split, r.key, r.uid,
                                NULL, NULL, r.position
                                FROM attach_rows r JOIN images i ON i.dataset_id = ? AND i.hash = r.image_hash
                                JOIN captions c ON c.dataset_id = ? AND c.hash = r.caption_hash

@@ -340,6 +340,29 @@ def test_explore_colours_by_and_review_explains_with_the_terms(env: Source, tmp_
         assert sum(t.startswith("The consensus terms are unavailable: the shards folder") for t in shown) == 1
 
 
+def test_a_split_column_passes_through_scoring_into_the_attached_set(env: Source, tmp_path: Path) -> None:
+    """Shards with a `split` column: each attached pair keeps its row's split (an empty one is train); shards of
+    which only some have the column are refused naming one without it."""
+    frame = env.frame.reset_index(drop=True)
+    splits = frame["split"].astype(str).where(frame.index % 7 != 0, "")      # every 7th row: no split given
+    for i in range(2):
+        part = frame.iloc[i::2]
+        pq.write_table(pa.table({"image": [str(env.root / p) for p in part["image_path"]],
+                                 "caption": list(part["caption"]), "key": list(part["key"]),
+                                 "split": list(splits.iloc[i::2])}), tmp_path / f"split{i}.parquet")
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    score_shards([str(tmp_path / "split*.parquet")], tmp_path / "out", spec, ShardScoreConfig(consensus=False))
+    with Store.open(tmp_path / "attach.duckdb") as store:
+        result = attach(store, tmp_path / "out", "web")
+        got = store.pairs_frame(result["dataset_id"]).set_index("key")["split"]
+    want = pd.Series(np.where(splits == "", "train", frame["split"].astype(str)), index=frame["key"].astype(str))
+    assert got.to_dict() == want.to_dict() and {"val", "test"} <= set(got)
+    pq.write_table(pa.table({"image": ["x.png"], "caption": ["a cat"], "key": ["k"]}), tmp_path / "split9.parquet")
+    with pytest.raises(ConcordError, match=r"split9.parquet has no 'split' column while others have one"):
+        list_shards([str(tmp_path / "split*.parquet")])
+
+
 def test_the_datasets_page_attaches_scored_shards(env: Source, tmp_path: Path, monkeypatch) -> None:
     """The Datasets page's Attach tab (AppTest): a folder without scored shards is refused with the reason and
     nothing added; the scored folder becomes a dataset listed with its pairs, with the CLI's line."""

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--image-column", default="image")
     s.add_argument("--caption-column", default="caption")
     s.add_argument("--key-column", default="key", help="the pair id column, when the shards have one")
+    s.add_argument("--split-column", default="split",
+                   help="each pair's split (train, val, test, …), when the shards have one; else all are train")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(handler=score)
 
@@ -62,7 +64,8 @@ def score(args: argparse.Namespace, ctx) -> int:
     config = ShardScoreConfig(engine=args.engine, batch_size=args.batch_size, embeddings=not args.no_embeddings,
                               consensus=not args.no_consensus, calibration_pairs=args.calibration_pairs,
                               device=args.device, workers=args.workers, num_gpus=args.num_gpus,
-                              columns=ShardColumns(args.image_column, args.caption_column, args.key_column))
+                              columns=ShardColumns(args.image_column, args.caption_column, args.key_column,
+                                                   args.split_column))
     spec = spec_from_run(ctx.store, args.run) if args.run is not None else zero_shot_spec(args.model)
     ctx.close()      # the workers never need the database; release it for the app
     progress, bar = cli_progress()

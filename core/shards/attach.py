@@ -53,7 +53,8 @@ def attach(store, out: str | os.PathLike, name: str) -> dict[str, Any]:
     config = {"scorer": identity["scorer"], "shards": str(Path(out).resolve()), "mixture": manifest.get("mixture")}
     ds_id, run_id = store.attach_scored_shards(
         name, [str(f) for f in files], model=identity["model"], config=config, source_path=str(Path(out).resolve()),
-        info={"shards": len(files), "scorer": identity["scorer"]}, terms=term_columns(files))
+        info={"shards": len(files), "scorer": identity["scorer"]}, terms=term_columns(files),
+        splits=any("split" in pq.read_schema(f).names for f in files))
     if identity.get("embeddings"):
         emb = _embeddings(files, store.images_frame(ds_id), store.captions_frame(ds_id))
         artifacts.save_embeddings(store.run(run_id), emb)

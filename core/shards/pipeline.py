@@ -81,7 +81,7 @@ def _folders(shards: Sequence[Shard]) -> dict[str, tuple[str, str, bool]]:
 def _stage_options(shards: Sequence[Shard], spec: ScorerSpec, config: ShardScoreConfig) -> dict[str, Any]:
     c = config.columns
     return {"image_size": spec.image_size, "folders": _folders(shards), "image": c.image, "caption": c.caption,
-            "key": c.key if shards[0].has_key else None}
+            "key": c.key if shards[0].has_key else None, "split": c.split if shards[0].has_split else None}
 
 
 def local_batches(shards: Sequence[Shard], spec: ScorerSpec, config: ShardScoreConfig) -> Iterator[Batch]:
@@ -199,7 +199,7 @@ class _Assembler:
             return {"key": np.array([], str), "shard": np.array([], str), "row": rows, "ordinal": rows,
                     "caption": np.array([], str), "caption_hash": np.array([], str), "image_path": np.array([], str),
                     "image_hash": np.array([], str), "similarity": np.zeros(0), "clean_prob": np.zeros(0),
-                    "weight": np.zeros(0)}
+                    "weight": np.zeros(0)} | ({"split": np.array([], str)} if shard.has_split else {})
         keys = cols["key"].astype(str) if "key" in cols else np.array([f"{shard.name}:{r}" for r in rows], object)
         paths = [self.writer.image_path(h, d) if not ref else _absolute(ref, shard.folder)
                  for ref, h, d in zip(cols["image_ref"], cols["image_hash"], cols["image_data"])]
@@ -208,6 +208,8 @@ class _Assembler:
             "caption": cols["caption"].astype(str), "caption_hash": cols["caption_hash"].astype(str),
             "image_path": np.array(paths, object), "image_hash": cols["image_hash"].astype(str),
             "similarity": cols["similarity"], "clean_prob": cols["clean_prob"], "weight": cols["weight"]}
+        if "split" in cols:
+            out["split"] = cols["split"].astype(str)
         if self.config.consensus:
             out |= consensus_terms(cols["image_hash"], cols["caption_hash"], cols["image_emb"], cols["caption_emb"],
                                    self.config.consensus_k)

@@ -23,11 +23,13 @@ from core.errors import ConcordError
 @dataclass(frozen=True)
 class ShardColumns:
     """Which input columns hold what: `image` (path or bytes) and `caption` are required; `key` (the pair's
-    id) is used when present, else a pair is keyed `SHARD:ROW`."""
+    id) is used when present, else a pair is keyed `SHARD:ROW`; `split` (train, val, test or any name) is
+    used when present, else every pair is `train`."""
 
     image: str = "image"
     caption: str = "caption"
     key: str = "key"
+    split: str = "split"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Shard:
     offset: int
     has_key: bool = False
     images_inline: bool = False    # the image column holds bytes (else paths)
+    has_split: bool = False
 
     @property
     def folder(self) -> str:
@@ -102,18 +105,20 @@ def list_shards(inputs: Sequence[str], columns: ShardColumns = ShardColumns()) -
             if getattr(columns, role) not in names:
                 raise ConcordError(f"shard {path}: missing column {getattr(columns, role)!r} "
                                    f"(it has: {', '.join(map(repr, names))})")
-        shards.append(Shard(path, shard_name(path), int(rows), offset, columns.key in names,
-                            pa.types.is_binary(kind) or pa.types.is_large_binary(kind)))
+        shards.append(Shard(path, shard_name(path), int(rows), offset, has_key=columns.key in names,
+                            images_inline=pa.types.is_binary(kind) or pa.types.is_large_binary(kind),
+                            has_split=columns.split in names))
         offset += int(rows)
-    if len({s.has_key for s in shards}) > 1:
-        without = next(s.path for s in shards if not s.has_key)
-        raise ConcordError(f"shard {without} has no {columns.key!r} column while others have one: give every "
-                           "shard the key column, or none")
+    for role, present in (("key", "has_key"), ("split", "has_split")):
+        if len({getattr(s, present) for s in shards}) > 1:
+            without = next(s.path for s in shards if not getattr(s, present))
+            raise ConcordError(f"shard {without} has no {getattr(columns, role)!r} column while others have one: "
+                               f"give every shard the {role} column, or none")
     return shards
 
 
 def read_shard(shard: Shard, columns: ShardColumns = ShardColumns()) -> pa.Table:
-    """The shard's image, caption and (when present) key columns."""
+    """The shard's image, caption and (when present) key and split columns."""
     with _open(shard.path) as fh:
         f = pq.ParquetFile(fh)
         return f.read(columns=input_columns(shard, columns))
@@ -121,7 +126,8 @@ def read_shard(shard: Shard, columns: ShardColumns = ShardColumns()) -> pa.Table
 
 def input_columns(shard: Shard, columns: ShardColumns = ShardColumns()) -> list[str]:
     """The columns a pipeline reads from the shard."""
-    return [columns.image, columns.caption] + ([columns.key] if shard.has_key else [])
+    return ([columns.image, columns.caption] + ([columns.key] if shard.has_key else [])
+            + ([columns.split] if shard.has_split else []))
 
 
 def image_bytes(value: bytes | str, folder: str) -> bytes:

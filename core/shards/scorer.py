@@ -108,7 +108,8 @@ def zero_shot_spec(model: str) -> ScorerSpec:
 
 # ------------------------------------------------------------------------------------------- decode
 def decode_batch(batch: Batch, *, image_size: int, folders: dict[str, tuple[str, str, bool]], image: str = "image",
-                 caption: str = "caption", key: str | None = None, path: str = "path") -> Batch:
+                 caption: str = "caption", key: str | None = None, split: str | None = None,
+                 path: str = "path") -> Batch:
     """Read and decode each row's image (as open_clip's eval preprocessing, `core.features.load_pixels`) and
     hash its image and caption. `folders` maps a row's `path` value to (shard name, shard folder, whether
     the shard's images are inline bytes): a reader that unifies shards' schemas (Ray's) hands paths over as
@@ -144,6 +145,9 @@ def decode_batch(batch: Batch, *, image_size: int, folders: dict[str, tuple[str,
                   "image_hash": np.array(hashes, object), "error": np.array(errors, object), "pixels": pixels}
     if key is not None:
         out["key"] = np.array([str(k) for k in batch[key]], object)
+    if split is not None:   # an empty or missing split is train
+        out["split"] = np.array([str(v).strip() if v is not None and str(v).strip() else "train"
+                                 for v in batch[split]], object)
     return out
 
 
