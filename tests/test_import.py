@@ -192,6 +192,13 @@ def _many_images(folder: Path, n: int) -> None:
         Image.new("RGB", (3 + i % 7, 2 + i % 5), (i % 256, i // 256, 9)).save(folder / "img" / f"{i}.png")
 
 
+def _many_pairs_csv(folder: Path, n: int) -> Path:
+    """`n` small images and a CSV pairing each with one caption."""
+    _many_images(folder, n)
+    (folder / "p.csv").write_text("image,caption\n" + "".join(f"img/{i}.png,picture {i}\n" for i in range(n)))
+    return folder / "p.csv"
+
+
 def test_large_import_checks_images_in_worker_processes(store, tmp_path: Path) -> None:
     """Past `PROCESS_BELOW` images the checks run in worker processes: every image's size and hash are recorded
     as in one process, a truncated image among them is refused by its row, and --skip-bad keeps the others."""
@@ -219,8 +226,7 @@ def test_cancel_while_worker_processes_check_images_changes_nothing(store, tmp_p
     from core.errors import Cancelled
     from core.progress import Progress
     n = 3 * PROCESS_BELOW
-    _many_images(tmp_path, n)
-    (tmp_path / "p.csv").write_text("image,caption\n" + "".join(f"img/{i}.png,picture {i}\n" for i in range(n)))
+    csv = _many_pairs_csv(tmp_path, n)
     steps: list[int] = []
 
     def listen(progress: Progress) -> None:
@@ -229,7 +235,7 @@ def test_cancel_while_worker_processes_check_images_changes_nothing(store, tmp_p
             progress.cancel()
 
     with pytest.raises(Cancelled):
-        import_dataset(store, tmp_path / "p.csv", "big", progress=Progress(listener=listen))
+        import_dataset(store, csv, "big", progress=Progress(listener=listen))
     assert store.dataset_names() == [] and 0 < steps[0] < n
 
 
@@ -255,8 +261,7 @@ def test_a_checking_process_that_dies_stops_the_import_and_changes_nothing(store
     from core.importers.validation import PROCESS_BELOW
     from core.progress import Progress
     n = 3 * PROCESS_BELOW
-    _many_images(tmp_path, n)
-    (tmp_path / "p.csv").write_text("image,caption\n" + "".join(f"img/{i}.png,picture {i}\n" for i in range(n)))
+    csv = _many_pairs_csv(tmp_path, n)
     killed: list[int] = []
 
     def listen(progress: Progress) -> None:
@@ -264,9 +269,9 @@ def test_a_checking_process_that_dies_stops_the_import_and_changes_nothing(store
             killed.append(_kill_checkers())
 
     with pytest.raises(ConcordError, match=r"an image-checking process stopped \(exit status -9\)"):
-        import_dataset(store, tmp_path / "p.csv", "big", progress=Progress(listener=listen))
+        import_dataset(store, csv, "big", progress=Progress(listener=listen))
     assert killed == [2] and store.dataset_names() == []
-    assert import_dataset(store, tmp_path / "p.csv", "big").pairs == n  # the next import starts new processes
+    assert import_dataset(store, csv, "big").pairs == n  # the next import starts new processes
 
 
 def test_a_checking_process_that_fails_reports_its_last_error_line() -> None:
