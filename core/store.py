@@ -100,6 +100,14 @@ _EFFECTIVE = """(SELECT d.* FROM decisions d WHERE d.dataset_id = {ds} AND d.act
 _CURRENT = """(SELECT * FROM {eff} e QUALIFY row_number() OVER (PARTITION BY e.pair_id ORDER BY e.id DESC) = 1)"""
 
 
+def _filled(values: np.ndarray, fill: Any) -> np.ndarray:
+    """A `fetchnumpy` column with its NULLs as `fill`: None (an object column) or NaN (float64). DuckDB returns a
+    masked array where a column has NULLs."""
+    out = np.array(np.ma.getdata(values), dtype=object if fill is None else np.float64)
+    out[np.ma.getmaskarray(values)] = fill
+    return out
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -494,9 +502,7 @@ class Store:
             LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
             WHERE p.dataset_id = ? AND s.clean_prob IS NOT NULL
             ORDER BY p.position""", [int(run_id), ds]).fetchnumpy()
-        decision = np.ma.getdata(cols["decision"]).astype(object)
-        decision[np.ma.getmaskarray(cols["decision"])] = None
-        frame = pd.DataFrame({**cols, "decision": decision})
+        frame = pd.DataFrame({**cols, "decision": _filled(cols["decision"], None)})
         frame["pair_id"] = frame["pair_id"].astype(np.int64)
         frame["flagged"] = frame["flagged"].astype(bool)
         return frame
@@ -706,9 +712,7 @@ class Store:
         else:
             sql, params = "SELECT pair_id, value FROM score_extras WHERE run_id = ? AND name = ?", [int(run_id), name]
         cols = self._q(sql, params).fetchnumpy()
-        values = cols["value"]
-        values = values.filled(np.nan) if hasattr(values, "filled") else values
-        return np.asarray(cols["pair_id"], np.int64), np.asarray(values, np.float64)
+        return np.asarray(cols["pair_id"], np.int64), _filled(cols["value"], np.nan)
 
     def pair_extras(self, run_id: int, pair_id: int) -> dict[str, float]:
         """One pair's extra score columns under a run (e.g. a fused run's signals, an attached set's consensus

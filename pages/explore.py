@@ -78,7 +78,7 @@ def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
     return list(kept.get("pair_ids", [])) if kept.get("run_id") == run_id else []
 
 
-def map_view(coords, shown: str):
+def map_view(coords, shown: str) -> tuple:
     """The map's points and figure, kept in the session while the frame, the colour and the layout are the same
     (a selection's rerun then sends the figure without building it again)."""
     key = (st.session_state["explore_frame"][0], settings, shown, projection.key)
