@@ -671,13 +671,18 @@ class Store:
         """`name` as a quoted SQL identifier (extra score columns are named by methods and files)."""
         return '"' + name.replace('"', '""') + '"'
 
-    def _extras_relation(self, run_id: int, pair_id: int | None = None) -> tuple[list[str], str, list]:
+    def _run_kind(self, run_id: int) -> tuple[str, int, str] | None:
+        """(method, dataset id, config JSON) of a run: what decides where its extra score columns live."""
+        return self._q("SELECT method, dataset_id, config FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+
+    def _extras_relation(self, run_id: int, pair_id: int | None = None,
+                         run: tuple[str, int, str] | None = None) -> tuple[list[str], str, list]:
         """A run's extra score columns as (names, SQL of a relation `(pair_id, *names)`, its parameters): the
         run's `score_extras` rows pivoted in DuckDB (pandas took 17 s at 1M), or for an attached set the consensus
         terms read in place from its scored shards (`_shard_terms`), of one pair when `pair_id` is given
         (`pair_extras` reads stored extras as rows). No names when the run has none, or its shards cannot be read
-        now (`extras_unavailable` says why)."""
-        run = self._q("SELECT method, dataset_id, config FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+        now (`extras_unavailable` says why). `run`: its `_run_kind` when the caller has read it."""
+        run = self._run_kind(run_id) if run is None else run
         if run is not None and run[0] == "shards":
             config = json.loads(run[2])
             if not config.get("terms") or self._shards_problem(config):
@@ -703,9 +708,9 @@ class Store:
     def extra_values(self, run_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         """One extra score column of a run as (pair ids, values), only the pairs that have it: what the map
         reads when it is coloured by that column (a pivot of every column took seconds at 1M pairs)."""
-        run = self._q("SELECT method FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+        run = self._run_kind(run_id)
         if run is not None and run[0] == "shards":
-            names, relation, params = self._extras_relation(run_id)
+            names, relation, params = self._extras_relation(run_id, run=run)
             if name not in names:
                 return np.zeros(0, np.int64), np.zeros(0)
             sql, params = f"SELECT pair_id, {self._ident(name)} AS value FROM ({relation})", params
@@ -718,12 +723,12 @@ class Store:
         """One pair's extra score columns under a run (e.g. a fused run's signals, an attached set's consensus
         terms); NaN where the pair has no value. Stored extras are read as rows, not pivoted: once per Review
         keypress, a pivot read a fused run's `score_extras` twice (about 15 ms against 4 ms at 1M pairs)."""
-        run = self._q("SELECT method FROM runs WHERE id = ?", [int(run_id)]).fetchone()
+        run = self._run_kind(run_id)
         if run is None or run[0] != "shards":
             rows = self._q("SELECT name, value FROM score_extras WHERE run_id = ? AND pair_id = ?",
                            [int(run_id), int(pair_id)]).fetchall()
             return {str(n): float(v) if v is not None else float("nan") for n, v in rows}
-        names, relation, params = self._extras_relation(run_id, pair_id)
+        names, relation, params = self._extras_relation(run_id, pair_id, run)
         row = self._q(f"SELECT * EXCLUDE (pair_id) FROM ({relation})", params).fetchone() if names else None
         return {} if row is None else {n: float(v) if v is not None else float("nan") for n, v in zip(names, row)}
 
