@@ -1103,7 +1103,7 @@ class Store:
         run's `signal_lows` (each term's lowest fifth over the attached pairs, as a fused run records) explain
         Review's flags. Image paths are absolute, so the dataset's root is `/`. Pairs repeating an earlier pair's
         (image content, caption text) are merged, as on import. With `splits` the files' `split` column gives each
-        pair's split (empty: train); without, every pair is in `train`."""
+        pair's split (empty, or a file written without the column: train); without, every pair is in `train`."""
         from core.detect.explain import LOW_QUANTILE
         if not files:
             raise ConcordError("no scored shards to attach")
@@ -1120,7 +1120,7 @@ class Store:
                        file_index * {self._FILE_STRIDE} + file_row_number AS position,
                        similarity, clean_prob, weight, sha1(image_hash || ':' || caption_hash) AS uid,
                        {"coalesce(nullif(trim(split), ''), 'train')" if splits else "'train'"} AS split
-                FROM read_parquet(?::VARCHAR[], file_row_number = true)
+                FROM read_parquet(?::VARCHAR[], file_row_number = true, union_by_name = true)
                 QUALIFY row_number() OVER (PARTITION BY uid ORDER BY position) = 1""", [files])
             try:
                 cur.execute("""INSERT INTO images SELECT nextval('seq_image'), ?, image_path, image_hash, NULL, NULL,

@@ -358,9 +358,15 @@ def test_a_split_column_passes_through_scoring_into_the_attached_set(env: Source
         got = store.pairs_frame(result["dataset_id"]).set_index("key")["split"]
     want = pd.Series(np.where(splits == "", "train", frame["split"].astype(str)), index=frame["key"].astype(str))
     assert got.to_dict() == want.to_dict() and {"val", "test"} <= set(got)
-    pq.write_table(pa.table({"image": ["x.png"], "caption": ["a cat"], "key": ["k"]}), tmp_path / "split9.parquet")
+    pq.write_table(pa.table({"image": [str(env.root / frame["image_path"][0])], "caption": ["a cat"], "key": ["k"]}),
+                   tmp_path / "split9.parquet")
     with pytest.raises(ConcordError, match=r"split9.parquet has no 'split' column while others have one"):
         list_shards([str(tmp_path / "split*.parquet")])
+    # a later pass over a shard without the column, into the same folder: its pair is train, the others keep theirs
+    score_shards([str(tmp_path / "split9.parquet")], tmp_path / "out", spec, ShardScoreConfig(consensus=False))
+    with Store.open(tmp_path / "attach.duckdb") as store:
+        got = store.pairs_frame(attach(store, tmp_path / "out", "web2")["dataset_id"]).set_index("key")["split"]
+    assert got["k"] == "train" and got.drop("k").to_dict() == want.to_dict()
 
 
 def test_the_datasets_page_attaches_scored_shards(env: Source, tmp_path: Path, monkeypatch) -> None:
