@@ -3,9 +3,10 @@ import streamlit as st
 
 from core import artifacts
 from core.errors import ConcordError
-from core.explore import (TABLE_ROWS, MapSettings, add_extra, colour_options, extra_columns, has_ground_truth,
-                          histogram_figure, map_figure, map_points, order_selection, projection_job_key, run_frame,
-                          run_frame_version, selected_pairs, selection_table, threshold_summary)
+from core.explore import (CATEGORIES, TABLE_ROWS, MapSettings, add_extra, colour_options, extra_columns,
+                          has_ground_truth, histogram_figure, map_figure, map_points, order_selection,
+                          projection_job_key, run_frame, run_frame_version, selected_pairs, selection_table,
+                          threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
 from pages.common import current_dataset, get_store, job_manager, through_app
 
@@ -107,9 +108,11 @@ def draw_map() -> list[int]:
         st.error(str(exc))
         return []
     points, figure = map_view(coords, shown)
+    cell = (f"the {colour_by} of its pairs that comes last in the legend (a decided pair shows over undecided ones)"
+            if colour_by in CATEGORIES else f"the mean {colour_by} of its pairs")
     drawn = " Hover a point for its caption." if len(points) <= settings.points_up_to else (
-        f" Above {settings.points_up_to:,} pairs the map is a density image: each cell shows the mean "
-        f"{colour_by} of its pairs (for a category, the one drawn on top); the table below lists the captions.")
+        f" Above {settings.points_up_to:,} pairs the map is a density image: each cell shows {cell}; the table "
+        "below lists the captions.")
     st.caption(f"{shown} map of all {len(points):,} pairs. Drag a box or lasso (toolbar) to select pairs; "
                f"the selection is exact.{drawn}")
     event = st.plotly_chart(figure, on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
