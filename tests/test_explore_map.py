@@ -155,6 +155,16 @@ def test_a_density_map_by_category_shows_the_top_category_and_missing_values_gre
     assert selected_pairs(points, {"box": [{"x": [9, 11], "y": [9, 11]}]}) == [3, 4]  # exact, whatever is drawn
 
 
+def test_a_density_map_of_two_point_sets_counts_each_pair_at_its_image_and_its_caption() -> None:
+    points = pd.DataFrame({"pair_id": [1, 2], "x": [0.0, 0.0], "y": [0.0, 0.0], "x2": [10.0, 0.0],
+                           "y2": [10.0, 0.0], "clean_prob": [0.2, 0.6]})
+    fig = map_figure(points, MapSettings(two_sets=True, points_up_to=0, density_grid=(2, 2)))
+    # both images at the origin (mean 0.4, with pair 2's caption there too: (0.2 + 0.6 + 0.6) / 3); pair 1's
+    # caption alone in the top-right cell
+    assert np.allclose(np.asarray(fig.data[0].z, float), [[1.4 / 3, np.nan], [np.nan, 0.2]], equal_nan=True)
+    assert selected_pairs(points, {"box": [{"x": [9, 11], "y": [9, 11]}]}, two_sets=True) == [1]
+
+
 def test_map_benchmark_at_a_small_size(capsys) -> None:
     from core.cli import main
     assert main(["bench", "map", "--pairs", "400", "--no-docs", "--json"]) == 0
