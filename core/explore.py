@@ -71,11 +71,14 @@ class MapSettings:
 # ------------------------------------------------------------------------------------------ the run's pairs
 def run_frame(store, dataset_id: int, run_id: int) -> pd.DataFrame:
     """The pairs run `run_id` scored, in import order, without their text (`Store.scored_pairs`: scores, `flagged`
-    under the run's saved threshold, current decision, `truth`). The run's extra score columns are named in
-    `extra_columns` and read one at a time by `add_extra` (the map shows one); keys, captions and images by
-    `pair_texts`, for the pairs shown."""
+    under the run's saved threshold, current decision), with `truth` ("noisy", "clean" or "unknown"). The run's
+    extra score columns are named in `extra_columns` and read one at a time by `add_extra` (the map shows one);
+    keys, captions and images by `pair_texts`, for the pairs shown. `attrs["run_id"]` names the run."""
     frame = store.scored_pairs(dataset_id, run_id)
+    noisy = frame.pop("is_noisy").to_numpy(np.float64)
+    frame["truth"] = np.where(np.isnan(noisy), UNKNOWN, np.where(noisy > 0, "noisy", "clean"))
     frame.attrs["extras"] = store.extra_names(run_id)
+    frame.attrs["run_id"] = int(run_id)
     return frame
 
 
@@ -89,11 +92,11 @@ def add_extra(store, run_id: int, frame: pd.DataFrame, name: str) -> pd.DataFram
     return frame
 
 
-def pair_texts(store, dataset_id: int, pair_ids: Iterable[int]) -> pd.DataFrame:
-    """The key, caption and image (`image_path`, `image_hash`) of each of `pair_ids`, in that order."""
-    ids = [int(p) for p in pair_ids]
-    texts = store.pairs_frame(dataset_id, pair_ids=ids)[["pair_id", "key", "caption", "image_path", "image_hash"]]
-    return texts.set_index("pair_id").reindex(ids).reset_index()
+def pair_texts(store, dataset_id: int, run_id: int, pair_ids: Iterable[int]) -> pd.DataFrame:
+    """The key, caption and image (`image_path`, `image_hash`) of each of `pair_ids`, in that order: the rows
+    Review reads (`Store.review_rows`, each table narrowed to these pairs first)."""
+    rows = store.review_rows(dataset_id, run_id, [int(p) for p in pair_ids])
+    return rows[["pair_id", "key", "caption", "image_path", "image_hash"]]
 
 
 def map_points(store, dataset_id: int, frame: pd.DataFrame, coords: pd.DataFrame,
@@ -102,7 +105,7 @@ def map_points(store, dataset_id: int, frame: pd.DataFrame, coords: pd.DataFrame
     captions when the map is small enough to show them on hover (`MapSettings.points_up_to`)."""
     points = frame.merge(coords, on="pair_id", how="inner")
     if len(points) <= settings.points_up_to:
-        texts = pair_texts(store, dataset_id, points["pair_id"])
+        texts = pair_texts(store, dataset_id, frame.attrs["run_id"], points["pair_id"])
         points = points.assign(key=texts["key"].to_numpy(), caption=texts["caption"].to_numpy())
     return points
 
@@ -427,7 +430,7 @@ def selection_table(store, dataset_id: int, frame: pd.DataFrame, pair_ids: list[
     if (pos < 0).any():
         raise KeyError(f"pair {pair_ids[int(np.flatnonzero(pos < 0)[0])]} is not in the frame")
     rows = frame.iloc[pos].reset_index(drop=True)
-    texts = pair_texts(store, dataset_id, rows["pair_id"])
+    texts = pair_texts(store, dataset_id, frame.attrs["run_id"], rows["pair_id"])
     return pd.DataFrame({
         "image": [thumbnail_uri(root, p, h) for p, h in zip(texts["image_path"], texts["image_hash"])],
         "key": texts["key"].astype(str), "caption": texts["caption"].astype(str),

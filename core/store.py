@@ -487,22 +487,21 @@ class Store:
 
     def scored_pairs(self, dataset_id: int, run_id: int) -> pd.DataFrame:
         """The pairs run `run_id` scored, in import order, with what the map and the score views need and no
-        text: pair_id, split, truth ("noisy", "clean" or "unknown"), similarity, clean_prob, weight, `flagged`
+        text: pair_id, split, is_noisy (1.0, 0.0, NaN when unknown), similarity, clean_prob, weight, `flagged`
         under the run's threshold, and the current decision. Fetched as numpy arrays: at 1M pairs the pandas
         fetch of `pairs_frame` (its paths and captions) took 5 s, this well under one."""
         import pandas as pd
         ds = int(dataset_id)
         cols = self._q(f"""
-            SELECT p.id AS pair_id, p.split,
-                   CASE WHEN p.is_noisy IS NULL THEN 'unknown' WHEN p.is_noisy THEN 'noisy' ELSE 'clean' END AS truth,
-                   s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged, cd.action AS decision
+            SELECT p.id AS pair_id, p.split, p.is_noisy::DOUBLE AS is_noisy, s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged, cd.action AS decision
             FROM pairs p
             JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
             JOIN runs r ON r.id = s.run_id
             LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
             WHERE p.dataset_id = ? AND s.clean_prob IS NOT NULL
             ORDER BY p.position""", [int(run_id), ds]).fetchnumpy()
-        frame = pd.DataFrame({**cols, "decision": _filled(cols["decision"], None)})
+        frame = pd.DataFrame({**cols, "is_noisy": _filled(cols["is_noisy"], np.nan),
+                              "decision": _filled(cols["decision"], None)})
         frame["pair_id"] = frame["pair_id"].astype(np.int64)
         frame["flagged"] = frame["flagged"].astype(bool)
         return frame

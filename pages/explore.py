@@ -55,15 +55,15 @@ def umap_coordinates(store, run_id: int, settings: ProjectionSettings):
     return None
 
 
-def current_frame(store, dataset_id: int, run_id: int):
-    """The run's `run_frame`, kept in the session while nothing it depends on changed (with the extra score
-    columns read for the map so far), so a selection's rerun does not read a million pairs again."""
+def current_frame(store, dataset_id: int, run_id: int) -> tuple:
+    """(version, frame): the run's `run_frame`, kept in the session while nothing it depends on changed (with the
+    extra score columns read for the map so far), so a selection's rerun does not read a million pairs again."""
     version = run_frame_version(store, dataset_id, run_id)
     kept = st.session_state.get("explore_frame")
     if kept is None or kept[0] != version:
         kept = (version, run_frame(store, dataset_id, run_id))
         st.session_state["explore_frame"] = kept
-    return kept[1]
+    return kept
 
 
 def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
@@ -82,7 +82,7 @@ def selection_from(event, points, run_id: int, two_sets: bool) -> list[int]:
 def map_view(coords, shown: str) -> tuple:
     """The map's points and figure, kept in the session while the frame, the colour and the layout are the same
     (a selection's rerun then sends the figure without building it again)."""
-    key = (st.session_state["explore_frame"][0], settings, shown, projection.key)
+    key = (version, settings, shown, projection.key)
     kept = st.session_state.get("explore_view")
     if kept is None or kept[0] != key:
         if colour_by in extra_columns(frame):
@@ -167,7 +167,7 @@ run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_
 unavailable = store.extras_unavailable(run.id)     # e.g. an attached set whose shards folder was moved away
 if unavailable is not None:
     st.info(unavailable)
-frame = current_frame(store, dataset.id, run.id)
+version, frame = current_frame(store, dataset.id, run.id)
 if frame.empty:
     st.info(f"Run {run.id} scored no pairs of {dataset.name!r}.")
     st.stop()
