@@ -1,7 +1,10 @@
 """Exporting the cleaned dataset: rejected pairs dropped, fixes applied, per-pair scores attached.
 
-`plan_export` decides what would be written (rows and counts) without touching the disk; the Export
-page previews it and `write_export` writes exactly it. Writing is atomic: everything goes into a hidden
+`plan_export` counts what would be written without touching the disk; the Export page previews it and
+`write_export` writes exactly it. Rows never gather in Python: the database counts them, writes csv, jsonl and
+parquet data files itself (DuckDB's COPY) and hands out the images to copy a batch at a time, so an export's
+memory stays bounded whatever the dataset's size (COCO and Karpathy files, single JSON documents, are built
+in memory). Writing is atomic: everything goes into a hidden
 temporary folder beside the destination (`.NAME.concord-tmp-<pid>`) that is renamed at the end, so a
 crash never leaves a half export; `clean_stale_exports` removes the temporary folders of processes that
 died (called at the start of every export, and meant for the app's start too).
@@ -27,8 +30,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import pandas as pd
 
 import core
 from core.errors import ConcordError
@@ -58,15 +59,22 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What an export writes: `rows` (one per kept pair, tabular columns plus `image_path`) and counts."""
+    """What an export writes, counted in the database (its rows are read as they are written): counts, the
+    distinct images to copy and their size, and `image_prefix`, where copied images go ("" or "images/")."""
 
     dataset: Dataset
     run: Run | None
     format: str
     options: ExportOptions
-    rows: pd.DataFrame
     counts: dict[str, int]
+    images: int
     image_bytes: int
+    image_prefix: str
+
+    def source(self) -> tuple[int, int | None, bool, str]:
+        """The arguments the store's export reads take: dataset id, run id, drop flag, image prefix."""
+        return (self.dataset.id, None if self.run is None else self.run.id, self.options.drop_flagged_unreviewed,
+                self.image_prefix)
 
 
 def default_format(dataset: Dataset) -> str:
@@ -91,51 +99,23 @@ def plan_export(store: Store, name: str, options: ExportOptions = ExportOptions(
     if options.drop_flagged_unreviewed and run is None:
         raise ConcordError(f"dataset {name!r} has no finished run, so no pair is flagged; "
                            "score it first or export without --drop-flagged-unreviewed")
-    pairs = store.pairs_frame(dataset.id, None if run is None else run.id)
-    decision = pairs["decision"].astype(object).where(pairs["decision"].notna(), None)
-    rejected = decision == "reject"
-    undecided = decision.isna() | (decision == "skip")  # a skip looks at a pair without deciding it
-    flagged = pairs["flagged"].fillna(False).astype(bool)
-    dropped_flagged = undecided & flagged if options.drop_flagged_unreviewed else pd.Series(False, index=pairs.index)
-    fixed = decision == "fix"
-    keep = ~(rejected | dropped_flagged)
-    kept = pairs[keep]
-    rows = pd.DataFrame({
-        "image": kept["image_path"].astype(str),
-        "caption": kept["fixed_caption"].where(fixed[keep], kept["caption"]).astype(str),
-        "split": kept["split"].astype(str),
-        "pair_id": kept["key"].astype(str),
-        "clean_prob": kept["clean_prob"].astype(float),
-        "weight": kept["weight"].astype(float),
-        "decision": decision[keep],
-        "image_path": kept["image_path"].astype(str),
-    }).reset_index(drop=True)
-    counts = {"in": len(pairs), "dropped": int((~keep).sum()), "dropped_rejected": int(rejected.sum()),
-              "dropped_flagged_unreviewed": int(dropped_flagged.sum()), "fixed": int((fixed & keep).sum()),
-              "out": len(rows)}
-    if options.images == "copy":
-        rows["image"] = _image_prefix(rows["image_path"], fmt, rows["split"]) + rows["image_path"]
-    image_bytes = 0
-    if options.images == "copy":
-        sizes = store.images_frame(dataset.id).drop_duplicates("path").set_index("path")["nbytes"]
-        image_bytes = int(sizes.reindex(rows["image_path"].unique()).fillna(0).sum())
-    return ExportPlan(dataset, run, fmt, options, rows, counts, image_bytes)
+    summary = store.export_summary(dataset.id, None if run is None else run.id, options.drop_flagged_unreviewed)
+    prefix = ""
+    if options.images == "copy" and summary["first_parts"] & _own_files(fmt, store.split_names(dataset.id)):
+        prefix = "images/"
+    copied = options.images == "copy"
+    return ExportPlan(dataset, run, fmt, options, summary["counts"], summary["images"] if copied else 0,
+                      summary["image_bytes"] if copied else 0, prefix)
 
 
-def _own_files(fmt: str, splits: pd.Series) -> set[str]:
-    """The names an export of `fmt` writes at its top level besides images."""
+def _own_files(fmt: str, splits: list[str]) -> set[str]:
+    """The names an export of `fmt` writes at its top level besides images (an image whose first path part is
+    one of them goes under `images/`)."""
     if fmt == "coco":
-        data = {f"captions_{s}.json" for s in splits.unique()}
+        data = {f"captions_{s}.json" for s in splits}
     else:
         data = {"dataset.json" if fmt == "karpathy" else f"pairs.{fmt}"}
     return data | {MANIFEST, DECISIONS}
-
-
-def _image_prefix(image_paths: pd.Series, fmt: str, splits: pd.Series) -> str:
-    """Where copied images go inside the export, as a path prefix: "" (their own relative paths) unless
-    an image's first path part is one of the export's own files, then "images/"."""
-    firsts = {PurePosixPath(p).parts[0] for p in image_paths.unique() if p}
-    return "images/" if firsts & _own_files(fmt, splits) else ""
 
 
 def _numeric_ids(keys: list[str]) -> list[int]:
@@ -156,19 +136,13 @@ def _numeric_ids(keys: list[str]) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------ writers
-def _write_tabular(plan: ExportPlan, folder: Path) -> list[str]:
-    table = plan.rows[TABULAR_COLUMNS]
+def _write_tabular(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
     name = f"pairs.{plan.format}"
-    if plan.format == "csv":
-        table.to_csv(folder / name, index=False)
-    elif plan.format == "jsonl":
-        table.to_json(folder / name, orient="records", lines=True, force_ascii=False)
-    else:
-        table.to_parquet(folder / name, index=False)
+    store.copy_export_rows(*plan.source(), folder / name, plan.format, TABULAR_COLUMNS)
     return [name]
 
 
-def _write_coco(plan: ExportPlan, folder: Path) -> list[str]:
+def _write_coco(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
     """One `captions_<split>.json` per split; image ids as imported when known; annotation ids are the
     pair keys when they are numbers (else a `pair_id` field keeps the key); each image entry names its
     `split`, so a re-import puts it back in it whatever its file name says."""
@@ -176,9 +150,10 @@ def _write_coco(plan: ExportPlan, folder: Path) -> list[str]:
     known_ids: dict[str, Any] = source.get("image_ids") or {}
     image_ids: dict[str, Any] = {}
     next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
-    ann_ids = dict(zip(plan.rows.index, _numeric_ids(list(plan.rows["pair_id"]))))
+    rows = store.export_rows(*plan.source())
+    ann_ids = dict(zip(rows.index, _numeric_ids(list(rows["pair_id"]))))
     files = []
-    for split, part in plan.rows.groupby("split", sort=True):
+    for split, part in rows.groupby("split", sort=True):
         images, annotations, listed = [], [], set()
         for index, row in zip(part.index, part.itertuples(index=False)):
             known = known_ids.get(row.image_path)
@@ -202,13 +177,14 @@ def _write_coco(plan: ExportPlan, folder: Path) -> list[str]:
     return files
 
 
-def _write_karpathy(plan: ExportPlan, folder: Path) -> list[str]:
+def _write_karpathy(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
     """`dataset.json`: one image entry per image (in first-appearance order) with its sentences."""
     source = plan.dataset.info.get("karpathy") or {}
     kept_fields: dict[str, dict[str, Any]] = source.get("images") or {}
     images: dict[tuple[str, str], dict[str, Any]] = {}
-    sentids = _numeric_ids(list(plan.rows["pair_id"]))
-    for sid, row in zip(sentids, plan.rows.itertuples(index=False)):
+    rows = store.export_rows(*plan.source())
+    sentids = _numeric_ids(list(rows["pair_id"]))
+    for sid, row in zip(sentids, rows.itertuples(index=False)):
         entry = images.get((row.image, row.split))
         if entry is None:
             path = PurePosixPath(row.image)
@@ -238,17 +214,15 @@ _WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_ta
 _COPY_BATCH = 512
 
 
-def _copy_images(plan: ExportPlan, folder: Path, progress: Progress) -> None:
+def _copy_images(store: Store, plan: ExportPlan, folder: Path, progress: Progress) -> None:
     """Copy each kept image's bytes to where the data file names it (its `image` column), each target folder
-    made once. (`copy2` with a `mkdir` per image took 330 s at 1M images; threads gained nothing here: the copies
-    wait on the file system, not on Python.)"""
+    made once, the images read from the store a batch at a time. (`copy2` with a `mkdir` per image took 330 s at
+    1M images; threads gained nothing here: the copies wait on the file system, not on Python.)"""
     root, out = str(plan.dataset.root), str(folder)
-    unique = list(dict.fromkeys(zip(plan.rows["image_path"], plan.rows["image"])))
-    progress.start("copying images", len(unique))
+    progress.start("copying images", plan.images)
     made: set[str] = set()
-    for start in range(0, len(unique), _COPY_BATCH):
+    for batch in store.export_images(*plan.source(), batch=_COPY_BATCH):
         progress.check()
-        batch = unique[start:start + _COPY_BATCH]
         for rel, named in batch:
             target = os.path.join(out, named)
             parent = os.path.dirname(target)
@@ -329,11 +303,11 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
     tmp.mkdir()
     try:
         if plan.options.images == "copy":
-            _copy_images(plan, tmp, progress)
+            _copy_images(store, plan, tmp, progress)
         progress.start("writing files", 3)
-        files = _WRITERS[plan.format](plan, tmp)
+        files = _WRITERS[plan.format](store, plan, tmp)
         progress.advance()
-        store.decisions_frame(plan.dataset.id).to_csv(tmp / DECISIONS, index=False)
+        store.copy_decision_log(plan.dataset.id, tmp / DECISIONS)
         progress.advance()
         manifest = _manifest(plan, files)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -98,6 +98,15 @@ RUN_STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupt
 _EFFECTIVE = """(SELECT d.* FROM decisions d WHERE d.dataset_id = {ds} AND d.action <> 'undo'
     AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.dataset_id = {ds} AND u.reverts = d.id))"""
 _CURRENT = """(SELECT * FROM {eff} e QUALIFY row_number() OVER (PARTITION BY e.pair_id ORDER BY e.id DESC) = 1)"""
+_DECISION_LOG = """SELECT d.id AS decision_id, d.pair_id, p.key AS pair_key, d.action, d.reviewer, d.created_at,
+        nc.text AS new_caption, d.reverts, d.run_id, i.path AS image_path, c.text AS caption
+    FROM decisions d
+    LEFT JOIN pairs p ON p.id = d.pair_id
+    LEFT JOIN images i ON i.id = p.image_id
+    LEFT JOIN captions c ON c.id = p.caption_id
+    LEFT JOIN captions nc ON nc.id = d.new_caption_id
+    WHERE d.dataset_id = {ds} ORDER BY d.id"""
+_COPY_FORMATS = {"csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json", "parquet": "FORMAT parquet"}
 
 
 def _filled(values: np.ndarray, fill: Any) -> np.ndarray:
@@ -811,15 +820,7 @@ class Store:
 
     def decisions_frame(self, dataset_id: int) -> pd.DataFrame:
         """The full decision log, oldest first, with pair keys and caption texts."""
-        return self._df("""SELECT d.id AS decision_id, d.pair_id, p.key AS pair_key, d.action, d.reviewer,
-                                  d.created_at, nc.text AS new_caption, d.reverts, d.run_id,
-                                  i.path AS image_path, c.text AS caption
-                           FROM decisions d
-                           LEFT JOIN pairs p ON p.id = d.pair_id
-                           LEFT JOIN images i ON i.id = p.image_id
-                           LEFT JOIN captions c ON c.id = p.caption_id
-                           LEFT JOIN captions nc ON nc.id = d.new_caption_id
-                           WHERE d.dataset_id = ? ORDER BY d.id""", [dataset_id])
+        return self._df(_DECISION_LOG.format(ds=int(dataset_id)))
 
     def current_decisions(self, dataset_id: int) -> pd.DataFrame:
         """Each decided pair's current (latest effective) decision. The fixes' captions are looked up by id
@@ -1082,6 +1083,90 @@ class Store:
         """The dataset's split names, sorted."""
         return [r[0] for r in self._q("SELECT DISTINCT split FROM pairs WHERE dataset_id = ? ORDER BY split",
                                       [int(dataset_id)]).fetchall()]
+
+    # ---------------------------------------------------------------- export (core.export)
+    @staticmethod
+    def _export_sql(dataset_id: int, run_id: int | None, drop_flagged: bool) -> str:
+        """Every pair of the dataset with what an export writes of it (the fixed caption where a fix replaced
+        it, the run's scores, the current decision) and `dropped`: 'rejected', 'flagged' (undecided or skipped,
+        under the run's threshold, and `drop_flagged`) or NULL (kept). Ids are inlined, so COPY can take it."""
+        ds = int(dataset_id)
+        scores, join = "NULL::DOUBLE AS clean_prob, NULL::DOUBLE AS weight, FALSE AS flagged", ""
+        if run_id is not None:
+            scores = "s.clean_prob, s.weight, coalesce(s.clean_prob < r.threshold, FALSE) AS flagged"
+            join = f"LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = {int(run_id)} LEFT JOIN runs r ON r.id = s.run_id"
+        return f"""
+            SELECT *, CASE WHEN decision = 'reject' THEN 'rejected'
+                           WHEN {bool(drop_flagged)} AND coalesce(decision, 'skip') = 'skip' AND flagged
+                           THEN 'flagged' END AS dropped
+            FROM (SELECT p.position, i.path AS image_path, i.nbytes,
+                         CASE WHEN cd.action = 'fix' THEN nc.text ELSE c.text END AS caption,
+                         p.split, p.key AS pair_id, {scores}, cd.action AS decision
+                  FROM pairs p
+                  JOIN images i ON i.id = p.image_id
+                  JOIN captions c ON c.id = p.caption_id
+                  {join}
+                  LEFT JOIN {_CURRENT.format(eff=_EFFECTIVE.format(ds=ds))} cd ON cd.pair_id = p.id
+                  LEFT JOIN captions nc ON nc.id = cd.new_caption_id
+                  WHERE p.dataset_id = {ds})"""
+
+    def _export_kept_sql(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str) -> str:
+        """The kept pairs in import order, as an export's data file has them (`image` is `image_prefix` and the
+        image's path), plus `image_path` and `position`."""
+        prefix = "'" + image_prefix.replace("'", "''") + "'"
+        return f"""SELECT {prefix} || image_path AS image, caption, split, pair_id, clean_prob, weight, decision,
+                          image_path, position
+                   FROM ({self._export_sql(dataset_id, run_id, drop_flagged)}) WHERE dropped IS NULL
+                   ORDER BY position"""
+
+    def export_summary(self, dataset_id: int, run_id: int | None, drop_flagged: bool) -> dict[str, Any]:
+        """What an export keeps, counted in the database: `counts` (in, dropped, dropped_rejected,
+        dropped_flagged_unreviewed, fixed, out), `images` (distinct kept image paths), `image_bytes` (their
+        size) and `first_parts` (the first path part of each, to tell clashes with the export's own files)."""
+        sql = self._export_sql(dataset_id, run_id, drop_flagged)
+        n, rejected, flagged, fixed = self._q(f"""
+            SELECT count(*), count(*) FILTER (WHERE dropped = 'rejected'), count(*) FILTER (WHERE dropped = 'flagged'),
+                   count(*) FILTER (WHERE dropped IS NULL AND decision = 'fix') FROM ({sql})""").fetchone()
+        images = self._q(f"""SELECT split_part(image_path, '/', 1) AS first, count(*), sum(nbytes)
+                             FROM (SELECT image_path, any_value(nbytes) AS nbytes FROM ({sql})
+                                   WHERE dropped IS NULL GROUP BY image_path)
+                             GROUP BY first""").fetchall()
+        counts = {"in": int(n), "dropped": int(rejected + flagged), "dropped_rejected": int(rejected),
+                  "dropped_flagged_unreviewed": int(flagged), "fixed": int(fixed), "out": int(n - rejected - flagged)}
+        return {"counts": counts, "images": sum(int(r[1]) for r in images),
+                "image_bytes": sum(int(r[2] or 0) for r in images), "first_parts": {r[0] for r in images if r[0]}}
+
+    def export_rows(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str) -> pd.DataFrame:
+        """The kept pairs as a frame (`_export_kept_sql`), for the formats written as one JSON document."""
+        return self._df(self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix))
+
+    def copy_export_rows(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str,
+                         path: str | os.PathLike, fmt: str, columns: Sequence[str]) -> None:
+        """Write the kept pairs' `columns` to `path` as csv, jsonl or parquet, streamed by DuckDB's COPY: no
+        row passes through Python, so memory stays bounded at any size."""
+        kept = self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix)
+        self._copy(f"SELECT {', '.join(columns)} FROM ({kept})", path, fmt)
+
+    def export_images(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str,
+                      batch: int) -> Iterator[list[tuple[str, str]]]:
+        """The kept images as (path in the dataset, path in the export), each once, in order of first appearance,
+        `batch` at a time, read as they are copied."""
+        kept = self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix)
+        cur = self._con.cursor()        # its own: the caller may use the store between batches
+        try:
+            cur.execute(f"SELECT image_path, any_value(image) FROM ({kept}) GROUP BY image_path ORDER BY min(position)")
+            while rows := cur.fetchmany(batch):
+                yield [(str(a), str(b)) for a, b in rows]
+        finally:
+            cur.close()
+
+    def copy_decision_log(self, dataset_id: int, path: str | os.PathLike) -> None:
+        """Write the full decision log (`decisions_frame`'s rows) to `path` as csv, streamed by COPY."""
+        self._copy(_DECISION_LOG.format(ds=int(dataset_id)), path, "csv")
+
+    def _copy(self, sql: str, path: str | os.PathLike, fmt: str) -> None:
+        target = "'" + str(path).replace("'", "''") + "'"
+        self._q(f"COPY ({sql}) TO {target} ({_COPY_FORMATS[fmt]})")
 
     # ---------------------------------------------------------------- attached scored shards (issue 21)
     _FILE_STRIDE = 1 << 32

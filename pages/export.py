@@ -37,7 +37,7 @@ if dataset is not None:
         for col, (label, key) in zip(cols, [("In", "in"), ("Dropped", "dropped"), ("Fixed", "fixed"), ("Out", "out")]):
             col.metric(label, c[key])
         st.caption(f"{c['dropped_rejected']} rejected, {c['dropped_flagged_unreviewed']} flagged unreviewed dropped; "
-                   f"images to copy: {plan.image_bytes / 1e6:.1f} MB")
+                   f"images to copy: {plan.images:,} ({plan.image_bytes / 1e6:.1f} MB)")
         if st.button("Write export", type="primary", disabled=not out.strip(), key="export_write"):
             try:
                 manifest = write_export(store, plan, out.strip())

@@ -262,3 +262,43 @@ def test_missing_image_refuses_the_export_and_leaves_nothing(store, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "src"]
     manifest = export_dataset(store, "ds", tmp_path / "out", ExportOptions(images="paths"))
     assert manifest["counts"]["out"] == 6
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_database_written_data_file_keeps_every_caption_exactly(store, tmp_path, fmt):
+    """The data file is written by DuckDB's COPY, not pandas: quotes, commas, a newline and emoji come back as
+    they were, scores as the same doubles, and an undecided pair's decision empty."""
+    ds_id = make_dataset(store, tmp_path / "src", n=4)
+    pairs = store.pairs_frame(ds_id).set_index("key")["pair_id"]
+    tricky = 'a "quoted", comma\nsecond line · café 🐱'
+    store.decide(ds_id, [int(pairs["102"])], "fix", "ann", new_caption=tricky)
+    run_id = store.create_run(ds_id, "npc", "concord-tiny")
+    store.write_scores(run_id, pairs.to_numpy(), np.zeros(4), np.array([0.1, 0.30000000000000004, 1e-7, 0.9]),
+                       np.ones(4))
+    store.update_run(run_id, state="finished", threshold=0.5)
+    export_dataset(store, "ds", tmp_path / "out", ExportOptions(format=fmt, images="paths"))
+    path = tmp_path / "out" / f"pairs.{fmt}"
+    table = {"csv": lambda: pd.read_csv(path, keep_default_na=False, dtype={"pair_id": str}),
+             "jsonl": lambda: pd.read_json(path, lines=True, dtype={"pair_id": str}),
+             "parquet": lambda: pd.read_parquet(path)}[fmt]()
+    assert table["caption"].tolist() == ["caption number 0", tricky, "caption number 2", "caption number 3"]
+    assert table["clean_prob"].tolist() == [0.1, 0.30000000000000004, 1e-7, 0.9]
+    assert table["pair_id"].tolist() == ["101", "102", "103", "104"]
+    assert [d if isinstance(d, str) else "" for d in table["decision"]] == ["", "fix", "", ""]
+
+
+def test_images_are_handed_out_in_batches_each_once_in_first_appearance_order(store, tmp_path):
+    """Two pairs share an image: it is copied once; batches smaller than the images give them all, in order."""
+    make_dataset(store, tmp_path / "src", n=5)
+    rows = store.dataset_records(store.dataset("ds").id)
+    shared = rows.iloc[[4]].assign(caption="another caption of image 4", key="200")
+    store.write_dataset("two", tmp_path / "src", "csv", pd.concat([rows.iloc[[4]], rows.iloc[:4], shared]))
+    plan = plan_export(store, "two")
+    assert plan.images == 5 and plan.counts["out"] == 6
+    batches = list(store.export_images(*plan.source(), batch=2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert [a for b in batches for a, _ in b] == ["sub/img4.png", "sub/img0.png", "sub/img1.png", "sub/img2.png",
+                                                  "sub/img3.png"]
+    export_dataset(store, "two", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "sub").iterdir()) == [f"img{k}.png" for k in range(5)]
+    assert len(pd.read_csv(tmp_path / "out" / "pairs.csv")) == 6
