@@ -26,7 +26,7 @@ from core.errors import Cancelled, ConcordError
 from core.progress import Progress
 from core.store import Run, Store
 
-JOB_KINDS = ("embed", "train", "projection", "dataset", "refit")
+JOB_KINDS = ("embed", "train", "projection", "dataset", "refit", "shards")
 JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 HEARTBEAT_SECONDS = 2.0

@@ -11,15 +11,47 @@ from core.generated import SOURCES, GenerateOptions, create_generated, delete_da
 from core.importers import FORMATS, ColumnNames, import_dataset
 from core.noise import DEFAULT_K, KINDS, inject_noise_copy
 from core.progress import Progress
-from pages.common import get_store, through_app
+from core.runs import overall_fraction, progress_text
+from core.shards.job import job_key, submit_score_and_attach
+from core.shards.config import ENGINES, ShardScoreConfig
+from pages.common import get_store, job_manager, through_app
 
 SAMPLES = 12
+SCORING_METHODS = ("b0", "b1", "npc", "mscn")   # runs whose encoder can score shards
 
 
 def progress_bar() -> Progress:
     """A progress object drawn as a Streamlit progress bar while this script run does the work."""
     bar = st.progress(0.0)
     return Progress(listener=lambda p: bar.progress(p.fraction or 0.0, text=p.message))
+
+
+@st.fragment(run_every=2.0)
+def shard_job_progress(key: str) -> None:
+    """A running shard job's progress, polled, with Cancel; the whole page reruns once it has ended."""
+    job = job_manager().latest(key)
+    if job is None or not job.active:
+        st.rerun(scope="app")
+    record = job.progress.snapshot()
+    c1, c2 = st.columns([5, 1])
+    c1.progress(overall_fraction(record), text=f"{job.title}: {progress_text(record)}")
+    if c2.button("Cancel", key="score_cancel", help="stops after the batch in flight; the shards written are kept"):
+        job_manager().cancel(job.id)
+
+
+def shard_job(key: str) -> None:
+    """The latest shard job for an output folder: its progress while it runs, then how it ended."""
+    job = job_manager().latest(key)
+    if job is None:
+        return
+    if job.active:
+        shard_job_progress(key)
+    elif job.state == "finished":
+        st.success(job.result["summary"].capitalize())
+    elif job.state == "cancelled":
+        st.warning("Scoring cancelled: the shards written so far are kept; start it again to score the rest.")
+    else:
+        st.error(f"Scoring failed: {job.error}")
 
 
 def done(lines: list[str]) -> None:
@@ -49,7 +81,7 @@ else:
     st.info("No dataset yet. Create the demo or import one below.")
 names = [r["name"] for r in rows]
 
-create, importing, attaching, noise, delete = st.tabs(["Create demo", "Import", "Attach scored shards",
+create, importing, attaching, noise, delete = st.tabs(["Create demo", "Import", "Scored shards",
                                                         "Inject noise", "Delete"])
 with create:
     defaults = GenerateOptions()
@@ -105,6 +137,45 @@ with importing:
             done(report.summary_lines())
 
 with attaching:
+    st.subheader("Score shards, then attach")
+    st.caption("Parquet shards of `image, caption` rows (`image` a path or the image bytes), scored in the "
+               "background as `python -m core shards score` does, then attached. Cancel keeps the shards written "
+               "so far: starting the same job again scores only the rest.")
+    score_inputs = st.text_area("Input shards: files, globs, folders or fsspec URLs, one per line", key="score_inputs")
+    c1, c2 = st.columns(2)
+    score_out = c1.text_input("Output folder on the server", key="score_out")
+    score_name = c2.text_input("Dataset name", key="score_name")
+    scoring_runs = [r for r in store.runs(state="finished") if r.method in SCORING_METHODS]
+    c1, c2, c3 = st.columns(3)
+    who = c1.radio("Who scores", ["A finished run", "A pretrained model"], key="score_who", horizontal=True)
+    run_labels = {r.id: f"run {r.id} · {r.method} · {r.model} · {store.dataset_by_id(r.dataset_id).name}"
+                  for r in scoring_runs}
+    score_run = score_model = None
+    if who == "A finished run":
+        score_run = c2.selectbox("Run", list(run_labels), format_func=run_labels.get, key="score_run_id",
+                                 help="its trained encoder and its mixture score the shards")
+    else:
+        score_model = c2.text_input("Model", placeholder="open_clip:ViT-B-32:openai", key="score_model")
+    engine = c3.selectbox("Engine", ENGINES, key="score_engine",
+                          help="local: one process; ray: Ray Data (RAY_ADDRESS, else a local cluster)")
+    c1, c2, c3 = st.columns(3)
+    score_device = c1.selectbox("Device", ["auto", "cpu", "cuda"], key="score_device")
+    with_terms = c2.checkbox("Consensus terms", value=True, key="score_terms")
+    with_emb = c3.checkbox("Embeddings (Explore's map, Review's suggestions)", value=True, key="score_embeddings")
+    ready = bool(score_inputs.strip() and score_out.strip() and score_name.strip() and (score_run or score_model))
+    if st.button("Score and attach", type="primary", key="score_start", disabled=not ready):
+        try:
+            config = ShardScoreConfig(engine=engine, embeddings=with_emb, consensus=with_terms, device=score_device)
+            submit_score_and_attach(job_manager(), store, score_inputs.split(), score_out.strip(), score_name.strip(),
+                                    run_id=score_run, model=score_model, config=config)
+        except ConcordError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["score_job"] = job_key(score_out.strip())
+    if st.session_state.get("score_job"):
+        shard_job(st.session_state["score_job"])
+
+    st.subheader("Attach a scored folder")
     st.caption("The output folder of `python -m core shards score IN --out OUT` (scored Parquet shards): its pairs "
                "become a dataset to explore, review and export, their scores a finished run. The shards stay "
                "where they are; DuckDB reads their consensus terms in place.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from core.errors import Cancelled, ConcordError
 from core.mixtures import fit_gmm
 from core.paths import REPO_ROOT
 from core.progress import Progress
-from core.shards.pipeline import ShardScoreConfig, consensus_terms, score_shards
+from core.shards.config import ShardScoreConfig
+from core.shards.pipeline import consensus_terms, score_shards
 from core.shards.attach import attach
 from core.shards.reader import ShardColumns, list_shards
 from core.shards.scorer import Mixture, spec_from_run, zero_shot_spec
@@ -468,3 +470,71 @@ def test_ray_equals_local_survives_a_killed_worker_and_resumes(env: Source, ray_
             np.testing.assert_allclose(shard[column].to_numpy(), values, equal_nan=True, err_msg=f"{name} {column}")
     again = score_shards(env.inputs, tmp_path / "ray", spec, config)
     assert (sorted(again.skipped), again.written, again.pairs) == (sorted(report.written), [], 0)
+
+
+def test_a_cancelled_score_and_attach_job_resumes_and_attaches(env: Source, tmp_path: Path, monkeypatch) -> None:
+    """The app's job (`core.shards.job`): a taken name is refused before any scoring; cancelled after one shard it
+    keeps that shard and attaches nothing; started again it scores only the other two, then attaches all three."""
+    from core.shards.job import score_and_attach
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(env.db, home / "concord.duckdb")
+    config = ShardScoreConfig(batch_size=25)
+
+    def cancel_after_first_shard(p: Progress) -> None:
+        if p.metrics.get("shards_written", 0) >= 1:
+            p.cancel()
+    with Store.open(home / "concord.duckdb") as store:
+        with pytest.raises(ConcordError, match="a dataset named 'demo' exists already"):
+            score_and_attach(store, env.inputs, tmp_path / "out", "demo", run_id=env.run_id, model=None,
+                             config=config, progress=Progress())
+        assert not (tmp_path / "out").exists()
+        with pytest.raises(Cancelled):
+            score_and_attach(store, env.inputs, tmp_path / "out", "web", run_id=env.run_id, model=None, config=config,
+                             progress=Progress(listener=cancel_after_first_shard))
+        assert len(output_files(tmp_path / "out")) == 1 and not store.has_dataset("web")
+        result = score_and_attach(store, env.inputs, tmp_path / "out", "web", run_id=env.run_id, model=None,
+                                  config=config, progress=Progress())
+        assert (result["report"]["pairs"], len(result["report"]["skipped"]), len(result["report"]["written"])) == (100, 1, 2)
+        assert result["summary"].startswith("scored 100 pairs in ") and result["summary"].endswith(
+            f"2 shards written, 1 already done, 0 failed; attached 150 pairs (30 images, 3 shards) as 'web', run "
+            f"{result['attach']['run_id']}")
+        assert store.dataset_summary(store.dataset("web").id)["pairs"] == 150
+
+
+def test_the_datasets_page_scores_shards_in_the_background_and_attaches_them(env: Source, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """The Datasets page's Scored shards tab (AppTest): a taken name is refused at once, nothing queued; then the job
+    runs in the background with the run's encoder, and the page reports both steps and lists the new dataset."""
+    from streamlit.testing.v1 import AppTest
+    from core.shards.job import job_key
+    from pages.common import job_manager
+    from tests.page_resources import fresh_page_resources
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(env.db, home / "concord.duckdb")
+    monkeypatch.setenv("CONCORD_HOME", str(home))
+    monkeypatch.setenv("CONCORD_NO_FIRST_START", "1")
+    with fresh_page_resources():
+        at = AppTest.from_file(str(REPO_ROOT / "pages" / "datasets.py"), default_timeout=60)
+        at.run()
+        at.text_area(key="score_inputs").set_value("\n".join(env.inputs))
+        at.text_input(key="score_out").set_value(str(tmp_path / "out"))
+        at.text_input(key="score_name").set_value("demo").run()
+        assert at.selectbox(key="score_run_id").value == env.run_id
+        at.button(key="score_start").click().run()
+        assert not at.exception, at.exception
+        assert "a dataset named 'demo' exists already" in at.error[0].value and job_manager().jobs() == []
+        at.text_input(key="score_name").set_value("web").run()
+        at.button(key="score_start").click().run()
+        assert not at.exception, at.exception
+        job = job_manager().latest(job_key(tmp_path / "out"))
+        assert job is not None and job.kind == "shards"
+        job_manager().wait(job.id, 180)
+        at.run()
+        assert not at.exception, at.exception
+        assert job.state == "finished", job.error
+        assert at.success[0].value.startswith("Scored 150 pairs in ")
+        assert at.success[0].value.endswith("3 shards written, 0 already done, 0 failed; attached 150 pairs "
+                                            f"(30 images, 3 shards) as 'web', run {job.result['attach']['run_id']}")
+        assert at.dataframe[0].value.set_index("name").loc["web", "pairs"] == 150

@@ -65,7 +65,8 @@ def _make_shards(folder: Path, pairs: int, shards: int) -> list[str]:
 def _score(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
     from core.models.tiny import build
-    from core.shards.pipeline import ShardScoreConfig, ray_session, score_shards
+    from core.shards.config import ShardScoreConfig
+    from core.shards.pipeline import ray_session, score_shards
     from core.shards.scorer import zero_shot_spec
     t0 = time.perf_counter()
     inputs = _make_shards(folder, args.pairs, args.shards)
@@ -103,7 +104,8 @@ def _attach(folder: Path, n: int) -> dict[str, Any]:
     from core.explore import add_extra, extra_columns, run_frame
     from core.review import QueueSpec, build_queue
     from core.shards.attach import attach
-    from core.shards.pipeline import ShardScoreConfig, manifest
+    from core.shards.config import ShardScoreConfig
+    from core.shards.pipeline import manifest
     from core.shards.reader import Shard
     from core.shards.scorer import Mixture, ScorerSpec
     from core.shards.writer import ShardWriter

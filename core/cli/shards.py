@@ -57,16 +57,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def score(args: argparse.Namespace, ctx) -> int:
-    from core.shards.pipeline import ShardScoreConfig, ray_session, score_shards
+    from core.shards.config import ShardScoreConfig
+    from core.shards.pipeline import ray_session, score_shards
     from core.shards.reader import ShardColumns
-    from core.shards.scorer import spec_from_run, zero_shot_spec
+    from core.shards.scorer import scorer_spec
 
     config = ShardScoreConfig(engine=args.engine, batch_size=args.batch_size, embeddings=not args.no_embeddings,
                               consensus=not args.no_consensus, calibration_pairs=args.calibration_pairs,
                               device=args.device, workers=args.workers, num_gpus=args.num_gpus,
                               columns=ShardColumns(args.image_column, args.caption_column, args.key_column,
                                                    args.split_column))
-    spec = spec_from_run(ctx.store, args.run) if args.run is not None else zero_shot_spec(args.model)
+    spec = scorer_spec(ctx.store, args.run, args.model)
     ctx.close()      # the workers never need the database; release it for the app
     progress, bar = cli_progress()
     try:
@@ -82,8 +83,7 @@ def score(args: argparse.Namespace, ctx) -> int:
     if args.json:
         ctx.print_json(report.as_dict())
     else:
-        print(f"scored {report.pairs:,} pairs in {report.seconds:.1f} s with {report.scorer}: "
-              f"{len(report.written)} shards written, {len(report.skipped)} already done, {len(report.failed)} failed")
+        print(report.summary())
     for path, reason in report.failed.items():
         print(f"failed shard {path}: {reason}", file=sys.stderr)
     return 1 if report.failed else 0

@@ -16,41 +16,17 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from core.errors import ConcordError
 from core.progress import Progress
-from core.shards.reader import Shard, ShardColumns, input_columns, list_shards, read_shard
+from core.shards.config import ShardScoreConfig
+from core.shards.reader import Shard, input_columns, list_shards, read_shard
 from core.shards.scorer import Batch, Embedder, Mixture, ScorerSpec, decode_batch, score_batch
 from core.shards.writer import ShardWriter
-
-ENGINES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class ShardScoreConfig:
-    """How to score shards (shared by `shards score` and `bench shards`)."""
-
-    engine: str = "local"              # local | ray
-    batch_size: int = 256              # rows per decode / embedding batch
-    embeddings: bool = True            # write both embeddings per pair (Explore's map needs them)
-    consensus: bool = True             # neighbour / sibling agreement terms within each shard
-    consensus_k: int = 10              # neighbours per pair for the consensus terms
-    calibration_pairs: int = 5000      # zero-shot models: pairs whose similarities fit the clean/noisy mixture
-    device: str = "auto"               # the embedding workers' device
-    workers: int = 1                   # ray: embedding actors
-    num_gpus: float = 0.0              # ray: GPUs per embedding actor (0: CPU)
-    columns: ShardColumns = field(default_factory=ShardColumns)
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ConcordError(f"unknown engine {self.engine!r} (choose {' or '.join(ENGINES)})")
-        if self.batch_size < 1 or self.workers < 1 or self.num_gpus < 0:
-            raise ConcordError("batch size and workers must be at least 1, and GPUs per worker not negative")
-
 
 @dataclass
 class ShardScoreReport:
@@ -67,6 +43,11 @@ class ShardScoreReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """The one line that reports a pass (the CLI's output, the Datasets page's notice)."""
+        return (f"scored {self.pairs:,} pairs in {self.seconds:.1f} s with {self.scorer}: {len(self.written)} shards "
+                f"written, {len(self.skipped)} already done, {len(self.failed)} failed")
 
 
 # ------------------------------------------------------------------------------------------- engines
