@@ -1079,6 +1079,12 @@ class Store:
             raise NotFound(f"no decision with id {decision_id}")
         return {"pair_id": int(row[0]), "key": row[1], "action": row[2]}
 
+    def split_sizes(self, dataset_id: int) -> dict[str, dict[str, int]]:
+        """Per split, sorted by name: its distinct images and captions and its pairs (counted in the database)."""
+        rows = self._q("""SELECT split, count(DISTINCT image_id), count(DISTINCT caption_id), count(*) FROM pairs
+                          WHERE dataset_id = ? GROUP BY split ORDER BY split""", [int(dataset_id)]).fetchall()
+        return {str(s): {"images": int(i), "captions": int(c), "pairs": int(n)} for s, i, c, n in rows}
+
     def split_names(self, dataset_id: int) -> list[str]:
         """The dataset's split names, sorted."""
         return [r[0] for r in self._q("SELECT DISTINCT split FROM pairs WHERE dataset_id = ? ORDER BY split",

@@ -163,38 +163,42 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
             yield target
 
     results = check_images(resolved_images(), progress, len(source.rows), workers)
-    good = []
+    n_rows, source_format, info = len(source.rows), source.format, source.info
+    good: dict[str, list[Any]] = {c: [] for c in ("image_path", "image_hash", "width", "height", "nbytes",
+                                                  "caption", "split", "key")}
     for c in checked:
         result = results[c.abs_path]
         if isinstance(result, str):
             problems[c.row_index] = (Problem(c.file, source.rows[c.row_index].where, result), c.image_path,
                                      c.caption)
-        else:
-            good.append({"image_path": c.image_path, "image_hash": result.hash, "width": result.width,
-                         "height": result.height, "nbytes": result.nbytes, "caption": c.caption,
-                         "split": c.split, "key": c.key})
+            continue
+        for column, value in zip(good, (c.image_path, result.hash, result.width, result.height, result.nbytes,
+                                        c.caption, c.split, c.key)):
+            good[column].append(value)
+    del checked, results, parts, files, source   # the good rows are columns now: free the rest before writing
     ordered = [problems[i] for i in sorted(problems)]
     if ordered and not skip_bad:
         report = _write_problem_report(name, ordered)
         shown = "; ".join(str(p) for p, _, _ in ordered[:_SHOWN_PROBLEMS])
         raise ConcordError(f"import of {name!r} refused, nothing changed: {len(ordered)} bad row(s) of "
-                           f"{len(source.rows)}: {shown}{'; …' if len(ordered) > _SHOWN_PROBLEMS else ''} "
+                           f"{n_rows}: {shown}{'; …' if len(ordered) > _SHOWN_PROBLEMS else ''} "
                            f"(all listed in {report}; fix them or pass --skip-bad to import the good rows)")
-    if not good:
-        raise ConcordError(f"{path}: nothing to import, all {len(source.rows)} rows are bad "
+    if not good["key"]:
+        raise ConcordError(f"{path}: nothing to import, all {n_rows} rows are bad "
                            f"(first: {ordered[0][0]})")
 
     progress.check()
-    progress.start("writing", None, message=f"writing {len(good):,} pairs")
+    progress.start("writing", None, message=f"writing {len(good['key']):,} pairs")
     source_path = str(path.resolve())
-    counts = store.write_dataset(name, root, source.format, pd.DataFrame(good), source_path=source_path,
-                                 info=source.info, replace=replace)
+    records = pd.DataFrame(good)
+    del good
+    counts = store.write_dataset(name, root, source_format, records, source_path=source_path, info=info,
+                                 replace=replace)
+    del records
     report_path = _write_problem_report(name, ordered) if ordered else None
-    pairs = store.pairs_frame(counts["dataset_id"])
-    splits = {str(s): {"images": int(g["image_id"].nunique()), "captions": int(g["caption_id"].nunique()),
-                       "pairs": int(len(g))} for s, g in pairs.groupby("split", sort=True)}
-    return ImportReport(name=name, dataset_id=counts["dataset_id"], format=source.format,
-                        source_path=source_path, root=str(root), rows=len(source.rows),
+    splits = store.split_sizes(counts["dataset_id"])
+    return ImportReport(name=name, dataset_id=counts["dataset_id"], format=source_format,
+                        source_path=source_path, root=str(root), rows=n_rows,
                         images=counts["images"], captions=counts["captions"], pairs=counts["pairs"],
                         splits=splits, merged_duplicates=counts["merged_duplicates"],
                         skipped=tuple(p for p, _, _ in ordered),
