@@ -34,7 +34,7 @@ from typing import Any
 import core
 from core.errors import ConcordError
 from core.progress import Progress
-from core.store import Dataset, Run, Store
+from core.store import Dataset, ExportSnapshot, Run, Store
 
 FORMATS = ("csv", "jsonl", "parquet", "coco", "karpathy")
 MANIFEST = "manifest.json"
@@ -71,10 +71,9 @@ class ExportPlan:
     image_bytes: int
     image_prefix: str
 
-    def source(self) -> tuple[int, int | None, bool, str]:
-        """The arguments the store's export reads take: dataset id, run id, drop flag, image prefix."""
-        return (self.dataset.id, None if self.run is None else self.run.id, self.options.drop_flagged_unreviewed,
-                self.image_prefix)
+    def source(self) -> tuple[int, int | None, bool]:
+        """What the store's export reads take: dataset id, run id, drop flag."""
+        return self.dataset.id, None if self.run is None else self.run.id, self.options.drop_flagged_unreviewed
 
 
 def default_format(dataset: Dataset) -> str:
@@ -136,13 +135,13 @@ def _numeric_ids(keys: list[str]) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------ writers
-def _write_tabular(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
+def _write_tabular(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[str]:
     name = f"pairs.{plan.format}"
-    store.copy_export_rows(*plan.source(), folder / name, plan.format, TABULAR_COLUMNS)
+    snap.copy_rows(plan.image_prefix, folder / name, plan.format, TABULAR_COLUMNS)
     return [name]
 
 
-def _write_coco(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
+def _write_coco(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[str]:
     """One `captions_<split>.json` per split; image ids as imported when known; annotation ids are the
     pair keys when they are numbers (else a `pair_id` field keeps the key); each image entry names its
     `split`, so a re-import puts it back in it whatever its file name says."""
@@ -150,7 +149,7 @@ def _write_coco(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
     known_ids: dict[str, Any] = source.get("image_ids") or {}
     image_ids: dict[str, Any] = {}
     next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
-    rows = store.export_rows(*plan.source())
+    rows = snap.rows(plan.image_prefix)
     ann_ids = dict(zip(rows.index, _numeric_ids(list(rows["pair_id"]))))
     files = []
     for split, part in rows.groupby("split", sort=True):
@@ -177,12 +176,12 @@ def _write_coco(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
     return files
 
 
-def _write_karpathy(store: Store, plan: ExportPlan, folder: Path) -> list[str]:
+def _write_karpathy(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[str]:
     """`dataset.json`: one image entry per image (in first-appearance order) with its sentences."""
     source = plan.dataset.info.get("karpathy") or {}
     kept_fields: dict[str, dict[str, Any]] = source.get("images") or {}
     images: dict[tuple[str, str], dict[str, Any]] = {}
-    rows = store.export_rows(*plan.source())
+    rows = snap.rows(plan.image_prefix)
     sentids = _numeric_ids(list(rows["pair_id"]))
     for sid, row in zip(sentids, rows.itertuples(index=False)):
         entry = images.get((row.image, row.split))
@@ -211,17 +210,17 @@ _WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_ta
             "coco": _write_coco, "karpathy": _write_karpathy}
 
 
-_COPY_BATCH = 512
+_COPY_BATCH = 2048
 
 
-def _copy_images(store: Store, plan: ExportPlan, folder: Path, progress: Progress) -> None:
+def _copy_images(snap: ExportSnapshot, plan: ExportPlan, folder: Path, progress: Progress) -> None:
     """Copy each kept image's bytes to where the data file names it (its `image` column), each target folder
     made once, the images read from the store a batch at a time. (`copy2` with a `mkdir` per image took 330 s at
     1M images; threads gained nothing here: the copies wait on the file system, not on Python.)"""
     root, out = str(plan.dataset.root), str(folder)
-    progress.start("copying images", plan.images)
+    progress.start("copying images", snap.summary()["images"])
     made: set[str] = set()
-    for batch in store.export_images(*plan.source(), batch=_COPY_BATCH):
+    for batch in snap.images(plan.image_prefix, _COPY_BATCH):
         progress.check()
         for rel, named in batch:
             target = os.path.join(out, named)
@@ -240,7 +239,7 @@ def _copy_images(store: Store, plan: ExportPlan, folder: Path, progress: Progres
             progress.advance()
 
 
-def _manifest(plan: ExportPlan, files: list[str]) -> dict[str, Any]:
+def _manifest(plan: ExportPlan, files: list[str], counts: dict[str, int]) -> dict[str, Any]:
     run = plan.run
     return {
         "concord_version": core.__version__,
@@ -255,7 +254,7 @@ def _manifest(plan: ExportPlan, files: list[str]) -> dict[str, Any]:
         "files": files,
         "images": plan.options.images,
         "images_root": "." if plan.options.images == "copy" else plan.dataset.root,
-        "counts": plan.counts,
+        "counts": counts,
         "options": asdict(plan.options),
     }
 
@@ -302,14 +301,16 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        if plan.options.images == "copy":
-            _copy_images(store, plan, tmp, progress)
-        progress.start("writing files", 3)
-        files = _WRITERS[plan.format](store, plan, tmp)
-        progress.advance()
-        store.copy_decision_log(plan.dataset.id, tmp / DECISIONS)
-        progress.advance()
-        manifest = _manifest(plan, files)
+        with store.export_snapshot(*plan.source()) as snap:
+            counts = snap.summary()["counts"]       # as written, whatever was decided since the plan
+            if plan.options.images == "copy":
+                _copy_images(snap, plan, tmp, progress)
+            progress.start("writing files", 3)
+            files = _WRITERS[plan.format](snap, plan, tmp)
+            progress.advance()
+            store.copy_decision_log(plan.dataset.id, tmp / DECISIONS)
+            progress.advance()
+        manifest = _manifest(plan, files, counts)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         progress.advance()
         progress.check()

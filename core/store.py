@@ -10,6 +10,7 @@ row naming the decision it reverts). The meta-data table is the one trusted set 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -175,6 +176,53 @@ _JSON_RUN_FIELDS = ("config", "metrics", "progress")
 def _locked_pid(message: str) -> tuple[int | None, str | None]:
     m = re.search(r"held in (.*?) \(PID (\d+)\)", message)
     return (int(m.group(2)), m.group(1)) if m else (None, None)
+
+
+_SNAPSHOTS = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ExportSnapshot:
+    """An export's pairs frozen for one write (`Store.export_snapshot`): every pair with what the export writes of
+    it and why it is dropped, if it is. Read it from the thread that made it (its table is that connection's)."""
+
+    store: "Store"
+    table: str
+
+    def summary(self) -> dict[str, Any]:
+        """`Store.export_summary` of the frozen pairs."""
+        return self.store._export_summary(self.table)
+
+    def _kept_sql(self, image_prefix: str) -> str:
+        """The kept pairs in import order, as the data file has them (`image` is `image_prefix` and the image's
+        path), plus `image_path` and `position`."""
+        prefix = "'" + image_prefix.replace("'", "''") + "'"
+        return f"""SELECT {prefix} || image_path AS image, caption, split, pair_id, clean_prob, weight, decision,
+                          image_path, position
+                   FROM {self.table} WHERE dropped IS NULL ORDER BY position"""
+
+    def rows(self, image_prefix: str) -> pd.DataFrame:
+        """The kept pairs as a frame, for the formats written as one JSON document."""
+        return self.store._df(self._kept_sql(image_prefix))
+
+    def copy_rows(self, image_prefix: str, path: str | os.PathLike, fmt: str, columns: Sequence[str]) -> None:
+        """Write the kept pairs' `columns` to `path` as csv, jsonl or parquet, streamed by DuckDB's COPY: no row
+        passes through Python, so memory stays bounded at any size."""
+        self.store._copy(f"SELECT {', '.join(columns)} FROM ({self._kept_sql(image_prefix)})", path, fmt)
+
+    def images(self, image_prefix: str, batch: int) -> Iterator[list[tuple[str, str]]]:
+        """The kept images as (path in the dataset, path in the export), each once, in order of first appearance,
+        `batch` at a time (each batch one query after the last one's first position: the caller may use the
+        store between batches)."""
+        prefix = "'" + image_prefix.replace("'", "''") + "'"
+        after = -1
+        while True:
+            rows = self.store._q(f"""SELECT image_path, {prefix} || image_path, first FROM {self.table}_images
+                                     WHERE first > ? ORDER BY first LIMIT ?""", [after, int(batch)]).fetchall()
+            if not rows:
+                return
+            yield [(str(a), str(b)) for a, b, _ in rows]
+            after = int(rows[-1][2])
 
 
 class Store:
@@ -1116,25 +1164,13 @@ class Store:
                   LEFT JOIN captions nc ON nc.id = cd.new_caption_id
                   WHERE p.dataset_id = {ds})"""
 
-    def _export_kept_sql(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str) -> str:
-        """The kept pairs in import order, as an export's data file has them (`image` is `image_prefix` and the
-        image's path), plus `image_path` and `position`."""
-        prefix = "'" + image_prefix.replace("'", "''") + "'"
-        return f"""SELECT {prefix} || image_path AS image, caption, split, pair_id, clean_prob, weight, decision,
-                          image_path, position
-                   FROM ({self._export_sql(dataset_id, run_id, drop_flagged)}) WHERE dropped IS NULL
-                   ORDER BY position"""
-
-    def export_summary(self, dataset_id: int, run_id: int | None, drop_flagged: bool) -> dict[str, Any]:
-        """What an export keeps, counted in the database: `counts` (in, dropped, dropped_rejected,
-        dropped_flagged_unreviewed, fixed, out), `images` (distinct kept image paths), `image_bytes` (their
-        size) and `first_parts` (the first path part of each, to tell clashes with the export's own files)."""
-        sql = self._export_sql(dataset_id, run_id, drop_flagged)
+    def _export_summary(self, relation: str) -> dict[str, Any]:
+        """`export_summary` over `relation` (the live `_export_sql`, or a snapshot's table)."""
         n, rejected, flagged, fixed = self._q(f"""
             SELECT count(*), count(*) FILTER (WHERE dropped = 'rejected'), count(*) FILTER (WHERE dropped = 'flagged'),
-                   count(*) FILTER (WHERE dropped IS NULL AND decision = 'fix') FROM ({sql})""").fetchone()
+                   count(*) FILTER (WHERE dropped IS NULL AND decision = 'fix') FROM {relation}""").fetchone()
         images = self._q(f"""SELECT split_part(image_path, '/', 1) AS first, count(*), sum(nbytes)
-                             FROM (SELECT image_path, any_value(nbytes) AS nbytes FROM ({sql})
+                             FROM (SELECT image_path, any_value(nbytes) AS nbytes FROM {relation}
                                    WHERE dropped IS NULL GROUP BY image_path)
                              GROUP BY first""").fetchall()
         counts = {"in": int(n), "dropped": int(rejected + flagged), "dropped_rejected": int(rejected),
@@ -1142,29 +1178,27 @@ class Store:
         return {"counts": counts, "images": sum(int(r[1]) for r in images),
                 "image_bytes": sum(int(r[2] or 0) for r in images), "first_parts": {r[0] for r in images if r[0]}}
 
-    def export_rows(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str) -> pd.DataFrame:
-        """The kept pairs as a frame (`_export_kept_sql`), for the formats written as one JSON document."""
-        return self._df(self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix))
+    def export_summary(self, dataset_id: int, run_id: int | None, drop_flagged: bool) -> dict[str, Any]:
+        """What an export keeps, counted in the database: `counts` (in, dropped, dropped_rejected,
+        dropped_flagged_unreviewed, fixed, out), `images` (distinct kept image paths), `image_bytes` (their
+        size) and `first_parts` (the first path part of each, to tell clashes with the export's own files)."""
+        return self._export_summary(f"({self._export_sql(dataset_id, run_id, drop_flagged)})")
 
-    def copy_export_rows(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str,
-                         path: str | os.PathLike, fmt: str, columns: Sequence[str]) -> None:
-        """Write the kept pairs' `columns` to `path` as csv, jsonl or parquet, streamed by DuckDB's COPY: no
-        row passes through Python, so memory stays bounded at any size."""
-        kept = self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix)
-        self._copy(f"SELECT {', '.join(columns)} FROM ({kept})", path, fmt)
-
-    def export_images(self, dataset_id: int, run_id: int | None, drop_flagged: bool, image_prefix: str,
-                      batch: int) -> Iterator[list[tuple[str, str]]]:
-        """The kept images as (path in the dataset, path in the export), each once, in order of first appearance,
-        `batch` at a time, read as they are copied."""
-        kept = self._export_kept_sql(dataset_id, run_id, drop_flagged, image_prefix)
-        cur = self._con.cursor()        # its own: the caller may use the store between batches
+    @contextmanager
+    def export_snapshot(self, dataset_id: int, run_id: int | None, drop_flagged: bool) -> Iterator["ExportSnapshot"]:
+        """What an export writes (`_export_sql`), frozen in a temporary table of this thread's connection for the
+        length of a write: the data file, the copied images and the manifest's counts then agree whatever is
+        decided meanwhile. The table lives in DuckDB (which spills to disk), not in Python, and goes with the
+        connection if the process dies."""
+        table = f"export_snapshot_{next(_SNAPSHOTS)}"
         try:
-            cur.execute(f"SELECT image_path, any_value(image) FROM ({kept}) GROUP BY image_path ORDER BY min(position)")
-            while rows := cur.fetchmany(batch):
-                yield [(str(a), str(b)) for a, b in rows]
+            self._q(f"CREATE TEMP TABLE {table} AS {self._export_sql(dataset_id, run_id, drop_flagged)}")
+            self._q(f"""CREATE TEMP TABLE {table}_images AS SELECT image_path, min(position) AS first FROM {table}
+                        WHERE dropped IS NULL GROUP BY image_path""")      # each kept image once, first seen
+            yield ExportSnapshot(self, table)
         finally:
-            cur.close()
+            for name in (table, f"{table}_images"):
+                self._q(f"DROP TABLE IF EXISTS {name}")
 
     def copy_decision_log(self, dataset_id: int, path: str | os.PathLike) -> None:
         """Write the full decision log (`decisions_frame`'s rows) to `path` as csv, streamed by COPY."""

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from core.errors import ConcordError
-from core.export import ExportOptions, clean_stale_exports, export_dataset, plan_export
+from core.export import ExportOptions, clean_stale_exports, export_dataset, plan_export, write_export
 from core.hashing import file_hash
 from core.importers import import_dataset
 from core.store import Store
@@ -295,10 +295,29 @@ def test_images_are_handed_out_in_batches_each_once_in_first_appearance_order(st
     store.write_dataset("two", tmp_path / "src", "csv", pd.concat([rows.iloc[[4]], rows.iloc[:4], shared]))
     plan = plan_export(store, "two")
     assert plan.images == 5 and plan.counts["out"] == 6
-    batches = list(store.export_images(*plan.source(), batch=2))
+    with store.export_snapshot(*plan.source()) as snap:
+        batches = list(snap.images(plan.image_prefix, 2))
     assert [len(b) for b in batches] == [2, 2, 1]
     assert [a for b in batches for a, _ in b] == ["sub/img4.png", "sub/img0.png", "sub/img1.png", "sub/img2.png",
                                                   "sub/img3.png"]
     export_dataset(store, "two", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "sub").iterdir()) == [f"img{k}.png" for k in range(5)]
     assert len(pd.read_csv(tmp_path / "out" / "pairs.csv")) == 6
+
+
+def test_what_is_decided_between_plan_and_write_is_written_consistently(store, tmp_path):
+    """The write freezes the pairs once (a temporary table): a pair rejected after the plan is neither in the data
+    file nor copied, the manifest counts what was written, and no snapshot table is left behind."""
+    ds_id = make_dataset(store, tmp_path / "src")
+    plan = plan_export(store, "ds")
+    assert plan.counts["out"] == 6 and plan.images == 6
+    pairs = store.pairs_frame(ds_id).set_index("key")["pair_id"]
+    store.decide(ds_id, [int(pairs["104"])], "reject", "ann")
+    manifest = write_export(store, plan, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    assert manifest["counts"] == {"in": 6, "dropped": 1, "dropped_rejected": 1, "dropped_flagged_unreviewed": 0,
+                                  "fixed": 0, "out": 5} == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert sorted(table["pair_id"]) == [101, 102, 103, 105, 106]
+    assert sorted(p.name for p in (tmp_path / "out" / "sub").iterdir()) == [f"img{k}.png" for k in (0, 1, 2, 4, 5)]
+    left = store.cursor().execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'export_snapshot%'")
+    assert left.fetchone()[0] == 0
