@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
@@ -130,6 +131,11 @@ class QueueOrder:
 
 _orders: OrderedDict[tuple, QueueOrder] = OrderedDict()
 _orders_lock = threading.Lock()
+SUGGESTIONS_KEPT = 64
+"""How many pairs' suggestions the process keeps (`suggestions`)."""
+_suggested: OrderedDict[tuple, Future] = OrderedDict()
+_suggested_lock = threading.Lock()
+_prefetcher: ThreadPoolExecutor | None = None
 
 
 def queue_order(store: Store, dataset_id: int, run: Run, spec: QueueSpec) -> QueueOrder:
@@ -197,10 +203,54 @@ def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: in
     `bench first-start`); otherwise the captions nearest to the image. Images: those nearest to the caption.
 
     A side whose ids have no embedding (a caption typed in a fix, a pair imported after the run) is empty;
-    a run without embeddings raises NotFound saying what to do."""
+    a run without embeddings raises NotFound saying what to do.
+
+    Kept for the process (the last `SUGGESTIONS_KEPT`) per run, pair and the decisions on the pair's image (all
+    they depend on), and `prefetch_suggestions` makes the queue's next pair's while the person looks at this one:
+    found ready, or waited for while the prefetch finishes, never computed twice."""
     run = store.run(run_id)
-    nb = RunNeighbours.for_run(store, run_id)
     own = store.image_captions(run.dataset_id, image_id)
+    state = tuple((int(c), a if isinstance(a, str) else None, None if pd.isna(n) else int(n))
+                  for c, a, n in own.itertuples(index=False, name=None))
+    key = (store.path, run.id, int(image_id), int(caption_id), int(k), state)
+    with _suggested_lock:
+        made = _suggested.get(key)
+        mine = made is None
+        if mine:
+            made = _suggested[key] = Future()
+            while len(_suggested) > SUGGESTIONS_KEPT:
+                _suggested.popitem(last=False)
+        else:
+            _suggested.move_to_end(key)
+    if mine:
+        try:
+            made.set_result(_suggest(store, run, own, image_id, caption_id, k))
+        except BaseException as exc:
+            with _suggested_lock:
+                _suggested.pop(key, None)       # a failure is not kept: the next call tries again
+            made.set_exception(exc)
+    return made.result()
+
+
+def prefetch_suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: int = 5) -> Future:
+    """Compute a pair's `suggestions` in the background (one thread for the process), so that the page finds
+    them ready when it shows the pair. A failure is left for that call to raise and show."""
+    global _prefetcher
+    with _suggested_lock:
+        if _prefetcher is None:
+            _prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="concord-suggestions")
+
+    def work() -> None:
+        try:
+            suggestions(store, run_id, image_id, caption_id, k)
+        except Exception:   # noqa: BLE001 - shown by the page's own call for the pair
+            pass
+    return _prefetcher.submit(work)
+
+
+def _suggest(store: Store, run: Run, own: pd.DataFrame, image_id: int, caption_id: int, k: int) -> Suggestions:
+    """`suggestions`, computed: `own` is the image's pairs with their current decisions."""
+    nb = RunNeighbours.for_run(store, run.id)
     fixed = own["new_caption_id"].dropna().astype("int64")
     agreeing = own.loc[~own["action"].isin(["reject", "fix"]) & (own["caption_id"] != caption_id), "caption_id"]
     siblings = pd.concat([agreeing, fixed]).drop_duplicates().tolist()

@@ -179,6 +179,8 @@ def _locked_pid(message: str) -> tuple[int | None, str | None]:
 
 
 _SNAPSHOTS = itertools.count(1)
+CLOSE_WAIT_S = 10.0
+"""How long `Store.close` waits for another thread's statement to finish."""
 
 
 @dataclass(frozen=True)
@@ -265,14 +267,25 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        with self._cursors_lock:
-            for cur in self._cursors:
-                try:
-                    cur.close()
-                except duckdb.Error:
-                    pass
-            self._cursors.clear()
-        self._con.close()
+        """Close every thread's cursor and the database. A statement another thread is still running (e.g. Review's
+        background prefetch) is waited for, up to `CLOSE_WAIT_S`."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while True:
+            with self._cursors_lock:
+                busy = []
+                for cur in self._cursors:
+                    try:
+                        cur.close()
+                    except duckdb.Error:
+                        busy.append(cur)
+                self._cursors[:] = busy
+            try:
+                self._con.close()
+                return
+            except duckdb.ResourceInUseException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (DuckDB: one cursor per thread)."""

@@ -224,7 +224,8 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     current = store.run(run.id)            # a refit since the page ran reorders the queue
     if current.method == FUSED and current.metrics.get("fused"):
         st.caption(fused_summary(current.metrics["fused"]))
-    queue = review.build_queue(store, dataset.id, current, spec, reviewer=reviewer(), opened_at=opened[1], limit=n)
+    queue = review.build_queue(store, dataset.id, current, spec, reviewer=reviewer(), opened_at=opened[1],
+                               limit=n if mode == "Bulk grid" else 2)      # one pair: and the next, to prefetch
     notice = st.session_state.pop("review_notice", None)
     if notice is not None:
         (st.error if notice[0] == "error" else st.text)(notice[1])
@@ -236,6 +237,10 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
         bulk(queue.head)
     else:
         one_pair(queue.head.iloc[0])
+        if len(queue.head) > 1:    # while the person looks at this pair, the next one's suggestions are made
+            following = queue.head.iloc[1]
+            review.prefetch_suggestions(store, run.id, int(following["image_id"]), int(following["caption_id"]),
+                                        K_SUGGESTIONS)
 
 
 decide_on_queue(spec, n, mode)

@@ -232,6 +232,28 @@ def test_suggestions_without_embeddings(store, rv, tmp_path):
         suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT])
 
 
+
+def test_suggestions_are_kept_per_image_decisions_and_prefetched(store, rv, tmp_path, monkeypatch):
+    """Asked twice, a pair's suggestions are made once; a decision on its image's other pair makes them again; a
+    prefetched pair's are ready when the page asks; a prefetch that fails leaves the page's call to raise."""
+    from core import review
+    made = []
+    real = review._suggest
+    monkeypatch.setattr(review, "_suggest", lambda *args: made.append(args[3:5]) or real(*args))
+    first = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5)
+    assert suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5) is first and len(made) == 1
+    act(store, rv.dataset_id, rv.run_id, "ann", "reject", frame(store, rv, "k1"))
+    again = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5)
+    assert again.caption_basis == "similarity to the image" and len(made) == 2
+    review.prefetch_suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], 5).result(timeout=60)
+    assert made[-1] == (rv.image["b"], rv.caption["a blue square"])
+    shown = suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], k=5)
+    assert len(made) == 3 and shown.caption_basis == "agreement with the image's other captions"
+    bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
+    assert review.prefetch_suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT]).result(60) is None
+    with pytest.raises(NotFound, match="no embeddings"):
+        suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT])
+
 # ------------------------------------------------------------------------------------------ actions
 def frame(store, rv: ReviewRun, *keys_: str) -> pd.DataFrame:
     """Queue rows of these pair keys."""
