@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--browser", action="store_true",
                    help="also time keypress → next pair shown in headless Chromium on a real server")
     p.add_argument("--warmup", type=int, default=3, help="browser keypresses before the timed ones (default 3)")
+    p.add_argument("--pause-ms", type=int, default=0,
+                   help="browser: how long the reviewer looks at each pair shown before the next key (default 0: "
+                        "the next key at once)")
     add_output_options(p)
     p.set_defaults(handler=run)
 
@@ -183,10 +186,13 @@ def shown_pair(app) -> str | None:
     return found.group(1) if found else None
 
 
-def timed_keypress(app, key: str, notice: str) -> tuple[float, float, float]:
-    """Press `key` with no widget focused; milliseconds (browser clock) from the key going down until the
-    server's script starts (NaN when not seen), until the next pair's line and `notice` (e.g. "Kept pair
-    {pair}") appear, and until that pair is shown whole (script finished, images loaded)."""
+def timed_keypress(app, key: str, notice: str, pause_ms: int = 0) -> tuple[float, float, float]:
+    """After `pause_ms` (a reviewer looking at the pair), press `key` with no widget focused; milliseconds (browser
+    clock) from the key going down until the server's script starts (NaN when not seen), until the next pair's
+    line and `notice` (e.g. "Kept pair {pair}") appear, and until that pair is shown whole (script finished,
+    images loaded)."""
+    if pause_ms:
+        app.page.wait_for_timeout(pause_ms)
     before = shown_pair(app)
     app.page.evaluate("document.activeElement && document.activeElement.blur()")
     app.page.keyboard.press(key)
@@ -196,10 +202,10 @@ def timed_keypress(app, key: str, notice: str) -> tuple[float, float, float]:
     return (np.nan if started is None else started - down), line - down, float(done.json_value()) - down
 
 
-def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path) -> dict[str, dict]:
+def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path, pause_ms: int = 0) -> dict[str, dict]:
     """Per dataset: open the Review page on a real server, press `warmup` then `steps` keys (three Keeps, then a
-    Reject), each timed until the next pair is shown; then count the decisions the server stored. The store
-    must not be open in this process."""
+    Reject), each `pause_ms` after the last pair was shown and timed until the next pair is shown; then count the
+    decisions the server stored. The store must not be open in this process."""
     from playwright.sync_api import sync_playwright
 
     from core.app_server import AppPage, StreamlitServer, launch_chromium
@@ -225,7 +231,8 @@ def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path) 
                 app.wait_until(lambda: shown_pair(app) is not None, what="the first pair")
                 first_s = time.perf_counter() - t0
                 ms = np.array([timed_keypress(app, *(("x", "Rejected pair {pair}") if i % 4 == 3 else
-                                                      ("k", "Kept pair {pair}"))) for i in range(warmup + steps)])
+                                                      ("k", "Kept pair {pair}")), pause_ms=pause_ms)
+                               for i in range(warmup + steps)])
                 pct = lambda v: [round(float(np.nanpercentile(v, q)), 1) for q in (50, 95)]  # noqa: E731
                 out[name] = {"steps": steps, "server_start_s": round(start_s, 1), "first_pair_s": round(first_s, 1),
                              "warmup_ms": [round(float(m), 1) for m in ms[:warmup, 2]],
@@ -294,10 +301,11 @@ def run(args: argparse.Namespace, ctx) -> int:
                 ds_id = synthetic_dataset(store, Path(tmp) / "synthetic", args.synthetic, args.captions_per_image)
                 results["synthetic"] = measure(store, ds_id, stand_in_run(store, ds_id, args.dim), args.steps)
         if args.browser:
-            for name, r in measure_browser(list(results), args.steps, args.warmup, Path(tmp)).items():
+            for name, r in measure_browser(list(results), args.steps, args.warmup, Path(tmp), args.pause_ms).items():
                 results[name]["browser"] = r
     command = (f"python -m core bench review --demo-images {args.demo_images} --synthetic {args.synthetic} "
-               f"--steps {args.steps}" + (f" --browser --warmup {args.warmup}" if args.browser else ""))
+               f"--steps {args.steps}" + (f" --browser --warmup {args.warmup}" if args.browser else "")
+               + (f" --pause-ms {args.pause_ms}" if args.browser and args.pause_ms else ""))
     text = markdown(results, command, (load_start, os.getloadavg()[0]))
     if not args.no_docs:
         write_section("review", "## Review page latency (`bench review`)\n\n" + text)
