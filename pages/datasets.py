@@ -138,7 +138,7 @@ with importing:
 
 with attaching:
     st.subheader("Score shards, then attach")
-    st.caption("Parquet shards of `image, caption` rows (`image` a path or the image bytes), scored in the "
+    st.caption("Parquet shards of `image, caption` rows, the image a path or its bytes, scored in the "
                "background as `python -m core shards score` does, then attached. Cancel keeps the shards written "
                "so far: starting the same job again scores only the rest.")
     score_inputs = st.text_area("Input shards: files, globs, folders or fsspec URLs, one per line", key="score_inputs")
@@ -161,7 +161,8 @@ with attaching:
     c1, c2, c3 = st.columns(3)
     score_device = c1.selectbox("Device", ["auto", "cpu", "cuda"], key="score_device")
     with_terms = c2.checkbox("Consensus terms", value=True, key="score_terms")
-    with_emb = c3.checkbox("Embeddings (Explore's map, Review's suggestions)", value=True, key="score_embeddings")
+    with_emb = c3.checkbox("Embeddings", value=True, key="score_embeddings",
+                           help="both embeddings per pair: Explore's map and Review's suggestions need them")
     ready = bool(score_inputs.strip() and score_out.strip() and score_name.strip() and (score_run or score_model))
     if st.button("Score and attach", type="primary", key="score_start", disabled=not ready):
         try:
