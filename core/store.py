@@ -179,6 +179,13 @@ def _locked_pid(message: str) -> tuple[int | None, str | None]:
 
 
 _SNAPSHOTS = itertools.count(1)
+
+
+def _sql_text(value: str) -> str:
+    """`value` as an SQL string literal (for the few statements, like COPY, that take no parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 CLOSE_WAIT_S = 10.0
 """How long `Store.close` waits for another thread's statement to finish."""
 
@@ -198,7 +205,7 @@ class ExportSnapshot:
     def _kept_sql(self, image_prefix: str) -> str:
         """The kept pairs in import order, as the data file has them (`image` is `image_prefix` and the image's
         path), plus `image_path` and `position`."""
-        prefix = "'" + image_prefix.replace("'", "''") + "'"
+        prefix = _sql_text(image_prefix)
         return f"""SELECT {prefix} || image_path AS image, caption, split, pair_id, clean_prob, weight, decision,
                           image_path, position
                    FROM {self.table} WHERE dropped IS NULL ORDER BY position"""
@@ -216,7 +223,7 @@ class ExportSnapshot:
         """The kept images as (path in the dataset, path in the export), each once, in order of first appearance,
         `batch` at a time (each batch one query after the last one's first position: the caller may use the
         store between batches)."""
-        prefix = "'" + image_prefix.replace("'", "''") + "'"
+        prefix = _sql_text(image_prefix)
         after = -1
         while True:
             rows = self.store._q(f"""SELECT image_path, {prefix} || image_path, first FROM {self.table}_images
@@ -1218,8 +1225,7 @@ class Store:
         self._copy(_DECISION_LOG.format(ds=int(dataset_id)), path, "csv")
 
     def _copy(self, sql: str, path: str | os.PathLike, fmt: str) -> None:
-        target = "'" + str(path).replace("'", "''") + "'"
-        self._q(f"COPY ({sql}) TO {target} ({_COPY_FORMATS[fmt]})")
+        self._q(f"COPY ({sql}) TO {_sql_text(path)} ({_COPY_FORMATS[fmt]})")
 
     # ---------------------------------------------------------------- attached scored shards (issue 21)
     _FILE_STRIDE = 1 << 32

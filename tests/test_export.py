@@ -276,8 +276,8 @@ def test_database_written_data_file_keeps_every_caption_exactly(store, tmp_path,
     store.write_scores(run_id, pairs.to_numpy(), np.zeros(4), np.array([0.1, 0.30000000000000004, 1e-7, 0.9]),
                        np.ones(4))
     store.update_run(run_id, state="finished", threshold=0.5)
-    export_dataset(store, "ds", tmp_path / "out", ExportOptions(format=fmt, images="paths"))
-    path = tmp_path / "out" / f"pairs.{fmt}"
+    export_dataset(store, "ds", tmp_path / "it's out", ExportOptions(format=fmt, images="paths"))  # a quote in COPY's path
+    path = tmp_path / "it's out" / f"pairs.{fmt}"
     table = {"csv": lambda: pd.read_csv(path, keep_default_na=False, dtype={"pair_id": str}),
              "jsonl": lambda: pd.read_json(path, lines=True, dtype={"pair_id": str}),
              "parquet": lambda: pd.read_parquet(path)}[fmt]()
