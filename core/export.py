@@ -213,12 +213,12 @@ _WRITERS = {"csv": _write_tabular, "jsonl": _write_tabular, "parquet": _write_ta
 _COPY_BATCH = 2048
 
 
-def _copy_images(snap: ExportSnapshot, plan: ExportPlan, folder: Path, progress: Progress) -> None:
+def _copy_images(snap: ExportSnapshot, plan: ExportPlan, images: int, folder: Path, progress: Progress) -> None:
     """Copy each kept image's bytes to where the data file names it (its `image` column), each target folder
     made once, the images read from the store a batch at a time. (`copy2` with a `mkdir` per image took 330 s at
     1M images; threads gained nothing here: the copies wait on the file system, not on Python.)"""
     root, out = str(plan.dataset.root), str(folder)
-    progress.start("copying images", snap.summary()["images"])
+    progress.start("copying images", images)
     made: set[str] = set()
     for batch in snap.images(plan.image_prefix, _COPY_BATCH):
         progress.check()
@@ -302,15 +302,15 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
     tmp.mkdir()
     try:
         with store.export_snapshot(*plan.source()) as snap:
-            counts = snap.summary()["counts"]       # as written, whatever was decided since the plan
+            written = snap.summary()       # as written, whatever was decided since the plan
             if plan.options.images == "copy":
-                _copy_images(snap, plan, tmp, progress)
+                _copy_images(snap, plan, written["images"], tmp, progress)
             progress.start("writing files", 3)
             files = _WRITERS[plan.format](snap, plan, tmp)
             progress.advance()
             store.copy_decision_log(plan.dataset.id, tmp / DECISIONS)
             progress.advance()
-        manifest = _manifest(plan, files, counts)
+        manifest = _manifest(plan, files, written["counts"])
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         progress.advance()
         progress.check()

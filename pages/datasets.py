@@ -148,8 +148,8 @@ with attaching:
     scoring_runs = [r for r in store.runs(state="finished") if r.method in SCORING_METHODS]
     c1, c2, c3 = st.columns(3)
     who = c1.radio("Who scores", ["A finished run", "A pretrained model"], key="score_who", horizontal=True)
-    run_labels = {r.id: f"run {r.id} · {r.method} · {r.model} · {store.dataset_by_id(r.dataset_id).name}"
-                  for r in scoring_runs}
+    dataset_names = {r["id"]: r["name"] for r in rows}
+    run_labels = {r.id: f"run {r.id} · {r.method} · {r.model} · {dataset_names[r.dataset_id]}" for r in scoring_runs}
     score_run = score_model = None
     if who == "A finished run":
         score_run = c2.selectbox("Run", list(run_labels), format_func=run_labels.get, key="score_run_id",
@@ -167,7 +167,8 @@ with attaching:
     if st.button("Score and attach", type="primary", key="score_start", disabled=not ready):
         try:
             config = ShardScoreConfig(engine=engine, embeddings=with_emb, consensus=with_terms, device=score_device)
-            submit_score_and_attach(job_manager(), store, score_inputs.split(), score_out.strip(), score_name.strip(),
+            submit_score_and_attach(job_manager(), store, [line.strip() for line in score_inputs.splitlines() if line.strip()],
+                                    score_out.strip(), score_name.strip(),
                                     run_id=score_run, model=score_model, config=config)
         except ConcordError as exc:
             st.error(str(exc))

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def score(args: argparse.Namespace, ctx) -> int:
     from core.shards.config import ShardScoreConfig
-    from core.shards.pipeline import ray_session, score_shards
+    from core.shards.pipeline import score_with_engine
     from core.shards.reader import ShardColumns
     from core.shards.scorer import scorer_spec
 
@@ -71,11 +71,7 @@ def score(args: argparse.Namespace, ctx) -> int:
     ctx.close()      # the workers never need the database; release it for the app
     progress, bar = cli_progress()
     try:
-        if args.engine == "ray":
-            with ray_session(num_cpus=args.num_cpus):
-                report = score_shards(args.inputs, args.out, spec, config, progress)
-        else:
-            report = score_shards(args.inputs, args.out, spec, config, progress)
+        report = score_with_engine(args.inputs, args.out, spec, config, progress, args.num_cpus)
     except KeyboardInterrupt:
         raise ConcordError("cancelled: the shards written so far are kept; run the same command to resume") from None
     finally:

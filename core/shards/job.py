@@ -34,15 +34,10 @@ def score_and_attach(store, inputs: Sequence[str], out: str | os.PathLike, name:
     """Score the shards `inputs` into `out` (as `shards score` does, with `config`, a `ShardScoreConfig`) and
     attach them as dataset `name`; returns the pass's report, the attach result and one line saying both."""
     from core.shards.attach import attach, attach_summary
-    from core.shards.pipeline import ray_session, score_shards
+    from core.shards.pipeline import score_with_engine
     from core.shards.scorer import scorer_spec
     _check_name(store, name)
-    spec = scorer_spec(store, run_id, model)
-    if config.engine == "ray":
-        with ray_session(num_cpus=num_cpus):
-            report = score_shards(inputs, out, spec, config, progress)
-    else:
-        report = score_shards(inputs, out, spec, config, progress)
+    report = score_with_engine(inputs, out, scorer_spec(store, run_id, model), config, progress, num_cpus)
     if report.failed:
         path, reason = next(iter(report.failed.items()))
         raise ConcordError(f"{report.summary()}; first failed shard {path}: {reason}. The others are kept: start "

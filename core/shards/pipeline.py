@@ -126,6 +126,16 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int | None = N
         ray.shutdown()
 
 
+
+def score_with_engine(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec, config: ShardScoreConfig,
+                      progress: Progress | None = None, num_cpus: int | None = None) -> ShardScoreReport:
+    """`score_shards`, inside a `ray_session` (a local cluster of `num_cpus` unless `RAY_ADDRESS` names one) when
+    the engine is Ray: what `shards score` and the Datasets page's job run."""
+    if config.engine != "ray":
+        return score_shards(inputs, out, spec, config, progress)
+    with ray_session(num_cpus=num_cpus):
+        return score_shards(inputs, out, spec, config, progress)
+
 # ------------------------------------------------------------------------------------------- assembling
 def consensus_terms(image_hash: np.ndarray, caption_hash: np.ndarray, image_emb: np.ndarray,
                     caption_emb: np.ndarray, k: int) -> dict[str, np.ndarray]:

@@ -106,7 +106,6 @@ def zero_shot_spec(model: str) -> ScorerSpec:
     return ScorerSpec(model, source=f"zero-shot {model}")
 
 
-
 def scorer_spec(store, run_id: int | None, model: str | None) -> ScorerSpec:
     """Who scores: finished run `run_id` (`spec_from_run`), else pretrained `model` zero-shot (`zero_shot_spec`)."""
     if run_id is not None:
@@ -114,6 +113,7 @@ def scorer_spec(store, run_id: int | None, model: str | None) -> ScorerSpec:
     if not model:
         raise ConcordError("name who scores: a finished run (--run) or a pretrained model (--model)")
     return zero_shot_spec(model)
+
 
 # ------------------------------------------------------------------------------------------- decode
 def decode_batch(batch: Batch, *, image_size: int, folders: dict[str, tuple[str, str, bool]], image: str = "image",
