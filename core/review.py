@@ -27,6 +27,7 @@ import pandas as pd
 from core.errors import ConcordError
 from core.index import RunNeighbours
 from core.store import Run, Store
+from core.thumbnails import image_uri
 
 ORDERS: dict[str, str] = {
     "suspicious": "Most suspicious first (lowest clean probability)",
@@ -42,6 +43,10 @@ STATES: dict[str, tuple[str, ...]] = {   # decision state -> the current-decisio
     "fixed": ("fix",),
     "any": ("none", "keep", "reject", "fix", "skip"),
 }
+PAIR_IMAGE_SIZE = 384
+"""Pixels (the longer side) of the pair's own image on the Review page."""
+SUGGESTED_IMAGE_SIZE = 96
+"""Pixels of each suggested image on the Review page."""
 IDLE_GAP_S = 300.0
 ORDERS_KEPT = 8
 """How many queue orders (`queue_order`) the process keeps (a million pairs take about 30 MB)."""
@@ -91,10 +96,12 @@ class ReviewProgress:
 
 @dataclass(frozen=True)
 class Queue:
-    """The head of a queue (pairs with ids, key, split, image path and hash, caption, scores, decision)."""
+    """The head of a queue (pairs with ids, key, split, image path and hash, caption, scores, decision), the
+    progress, and the dataset's current decisions it was made from (`Store.current_decisions`)."""
 
     head: pd.DataFrame
     progress: ReviewProgress
+    decisions: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -121,12 +128,18 @@ def decision_rate(times: Sequence[datetime], idle_gap_s: float = IDLE_GAP_S) -> 
     return (n - 1) / span * 60.0 if n >= 2 and span > 0 else None
 
 
+ROWS_AHEAD = 64
+"""How many of the queue's next pairs `build_queue` reads in one query when the head is not in its rows yet."""
+
+
 @dataclass(frozen=True)
 class QueueOrder:
-    """A queue's scope in the queue's order: its pair ids, and each id's place among them."""
+    """A queue's scope in the queue's order: its pair ids, each id's place among them, and the rows read so far of
+    the pairs shown (pair id -> its `Store.review_rows` row, whose decision columns `build_queue` reads afresh)."""
 
     ids: np.ndarray      # int64 pair ids, in order
     places: pd.Index     # pair id -> row of `ids` (a hash index, so decided pairs are found without a scan)
+    rows: dict[int, dict] = field(default_factory=dict, compare=False)
 
 
 _orders: OrderedDict[tuple, QueueOrder] = OrderedDict()
@@ -143,7 +156,7 @@ def queue_order(store: Store, dataset_id: int, run: Run, spec: QueueSpec) -> Que
     `ORDERS_KEPT`) per database, dataset, run (as finished and refitted, with its threshold when the order uses
     it), order and filter. Decisions never change it; `build_queue` applies them."""
     text = spec.text.strip() or None
-    key = (store.path, int(dataset_id), run.cache_key, run.finished_at,
+    key = (store.path, int(dataset_id), store.imports_seen(dataset_id), run.cache_key, run.finished_at,
            (run.metrics.get("fused") or {}).get("refits"),        # a fused run's refit rewrites its clean_prob
            run.threshold if spec.order == "uncertain" else None,
            spec.order, spec.split, text, spec.clean_range, spec.set_id)
@@ -185,14 +198,35 @@ def build_queue(store: Store, dataset_id: int, run: Run, spec: QueueSpec, *, rev
     """The first `limit` pairs of the queue (from `offset`) and the progress; `opened_at` is the newest
     decision id when the person opened the queue (see the module docstring)."""
     order = queue_order(store, dataset_id, run, spec)
-    mask, counts = queue_mask(order, store.current_decisions(dataset_id), STATES[spec.state], opened_at)
-    head_ids = order.ids[np.flatnonzero(mask)[int(offset):int(offset) + int(limit)]]
-    head = store.review_rows(dataset_id, run.id, head_ids)
+    decisions = store.current_decisions(dataset_id)
+    mask, counts = queue_mask(order, decisions, STATES[spec.state], opened_at)
+    queued = order.ids[np.flatnonzero(mask)[int(offset):]]
+    head = head_rows(store, dataset_id, run.id, order, queued, int(limit), decisions)
     rate = decision_rate(store.decision_times(dataset_id, reviewer))
-    return Queue(head, ReviewProgress(counts["scope"], counts["decided"], counts["skipped"], counts["queue"], rate))
+    return Queue(head, ReviewProgress(counts["scope"], counts["decided"], counts["skipped"], counts["queue"], rate),
+                 decisions)
 
 
-def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: int = 5) -> Suggestions:
+def head_rows(store: Store, dataset_id: int, run_id: int, order: QueueOrder, queued: np.ndarray, limit: int,
+              decisions: pd.DataFrame) -> pd.DataFrame:
+    """`Store.review_rows` of the first `limit` of the `queued` ids, their decision columns from `decisions`
+    (`Store.current_decisions`) and the rest from `order.rows`: when the head is not all there, the next
+    `ROWS_AHEAD` queued pairs' rows are read in one query, so most key presses read no row."""
+    ids = queued[:limit]
+    if any(int(i) not in order.rows for i in ids):
+        ahead = queued[:max(limit, ROWS_AHEAD)]
+        read = store.review_rows(dataset_id, run_id, ahead)
+        order.rows.update(zip(read["pair_id"].astype("int64").tolist(), read.to_dict("records")))
+    if not len(ids):
+        return store.review_rows(dataset_id, run_id, ids)     # the columns, no row
+    frame = pd.DataFrame([order.rows[int(i)] for i in ids])
+    current = decisions.set_index("pair_id").reindex(frame["pair_id"].to_numpy(np.int64))
+    return frame.assign(decision=current["action"].to_numpy(object),
+                        decision_id=current["decision_id"].to_numpy(np.float64))
+
+
+def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: int = 5,
+                decisions: pd.DataFrame | None = None) -> Suggestions:
     """Captions for the pair's image and images for its caption under the run's model, the best first.
 
     Captions, from elsewhere in the dataset (the image's own captions, whatever their decision, are left out:
@@ -206,10 +240,11 @@ def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: in
     a run without embeddings raises NotFound saying what to do.
 
     Kept for the process (the last `SUGGESTIONS_KEPT`) per run, pair and the decisions on the pair's image (all
-    they depend on), and `prefetch_suggestions` makes the queue's next pair's while the person looks at this one:
-    found ready, or waited for while the prefetch finishes, never computed twice."""
+    they depend on), and `prefetch_pair` makes the queue's next pair's while the person looks at this one:
+    found ready, or waited for while the prefetch finishes, never computed twice. `decisions`: the dataset's
+    current decisions (`Store.current_decisions`) where the caller has them (a `Queue`'s), else they are read."""
     run = store.run(run_id)
-    own = store.image_captions(run.dataset_id, image_id)
+    own = image_decisions(store, run.dataset_id, image_id, decisions)
     state = tuple((int(c), a if isinstance(a, str) else None, None if pd.isna(n) else int(n))
                   for c, a, n in own.itertuples(index=False, name=None))
     key = (store.path, run.id, int(image_id), int(caption_id), int(k), state)
@@ -232,9 +267,22 @@ def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: in
     return made.result()
 
 
-def prefetch_suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: int = 5) -> Future:
-    """Compute a pair's `suggestions` in the background (one thread for the process), so that the page finds
-    them ready when it shows the pair. A failure is left for that call to raise and show."""
+def image_decisions(store: Store, dataset_id: int, image_id: int, decisions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every pair of the image in import order: caption_id, its current decision (`action`, None when undecided)
+    and the caption a current fix gave it (`new_caption_id`), from `decisions` (`Store.current_decisions`, read
+    when not given)."""
+    pairs = store.image_pairs(dataset_id, image_id)
+    current = (store.current_decisions(dataset_id) if decisions is None else decisions).set_index("pair_id")
+    current = current.reindex(pairs["pair_id"].to_numpy(np.int64))
+    return pd.DataFrame({"caption_id": pairs["caption_id"].to_numpy(np.int64),
+                         "action": current["action"].to_numpy(object),
+                         "new_caption_id": current["new_caption_id"].to_numpy(object)})
+
+
+def prefetch_pair(store: Store, run_id: int, pair: pd.Series, k: int = 5, decisions: pd.DataFrame | None = None) -> Future:
+    """Make a queue row's `suggestions` and its images' `data:` URIs (`thumbnails.image_uri`, at the sizes Review
+    shows) in the background, one thread for the process, so that the page finds them ready when it shows the
+    pair. A failure is left for the page's own calls to raise and show."""
     global _prefetcher
     with _suggested_lock:
         if _prefetcher is None:
@@ -242,8 +290,12 @@ def prefetch_suggestions(store: Store, run_id: int, image_id: int, caption_id: i
 
     def work() -> None:
         try:
-            suggestions(store, run_id, image_id, caption_id, k)
-        except Exception:   # noqa: BLE001 - shown by the page's own call for the pair
+            root = store.dataset_by_id(store.run(run_id).dataset_id).root
+            image_uri(root, pair["image_path"], pair["image_hash"], PAIR_IMAGE_SIZE, upscale=True)
+            made = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), k, decisions)
+            for s in made.images.itertuples():
+                image_uri(root, s.image_path, s.image_hash, SUGGESTED_IMAGE_SIZE)
+        except Exception:   # noqa: BLE001 - shown by the page's own calls for the pair
             pass
     return _prefetcher.submit(work)
 

@@ -9,6 +9,7 @@ import base64
 import io
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -63,3 +64,14 @@ def large_image(root: str | os.PathLike, rel_path: str, image_hash: str, size: i
 def png_data_uri(data: bytes) -> str:
     """PNG bytes as a `data:` URI: shown with the page's own message, without a request of its own."""
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+URIS_KEPT = 512
+"""How many images' `data:` URIs `image_uri` keeps in memory (a few KB to a few hundred KB each)."""
+
+
+@lru_cache(maxsize=URIS_KEPT)
+def image_uri(root: str, rel_path: str, image_hash: str, size: int, upscale: bool = False) -> str:
+    """`thumbnail` as a `data:` URI, the latest `URIS_KEPT` kept: Review shows a pair's images again on every
+    rerun and makes the next pair's ahead (`core.review.prefetch_pair`), so a key press reads no file for them."""
+    return png_data_uri(thumbnail(root, rel_path, image_hash, size, upscale))

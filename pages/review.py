@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import review
 from core.errors import ConcordError
-from core.thumbnails import large_image, png_data_uri, thumbnail
+from core.thumbnails import image_uri
 from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
@@ -57,14 +57,16 @@ def on_select_all(rows: list[dict], value: bool) -> None:
         st.session_state[f"review_pick_{r['pair_id']}"] = value
 
 
-def show_image(data_root: str, path: str, image_hash: str, size: int, caption: str | None = None,
-               large: bool = False) -> None:
+def show_images(data_root: str, images: pd.DataFrame, size: int, captions: list[str] | None = None,
+                large: bool = False) -> None:
+    """The images (image_path, image_hash) in one element, inline (no request of their own after the pair)."""
     try:
-        data = (large_image if large else thumbnail)(data_root, path, image_hash, size)
+        uris = [image_uri(data_root, p, h, size, upscale=large) for p, h in zip(images["image_path"], images["image_hash"])]
     except ConcordError as exc:
         st.warning(str(exc))
         return
-    st.image(png_data_uri(data), caption=caption, width=size)  # inline: no request of its own after the pair
+    if uris:
+        st.image(uris, caption=captions, width=size)
 
 
 def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
@@ -112,23 +114,23 @@ def flag_line(pair_id: int) -> str | None:
     return explain_pair(store.pair_extras(run.id, pair_id), lows, none)
 
 
-def one_pair(pair: pd.Series) -> None:
+def one_pair(pair: pd.Series, decisions: pd.DataFrame) -> None:
+    """The pair, its actions and the suggestions, in few elements: each one costs the browser time on a key press."""
     row = {"pair_id": int(pair["pair_id"]), "key": pair["key"], "caption": pair["caption"]}
     left, right = st.columns([3, 2])
     with left:
-        show_image(dataset.root, pair["image_path"], pair["image_hash"], 384, large=True)
+        show_images(dataset.root, pair.to_frame().T, review.PAIR_IMAGE_SIZE, large=True)
         st.text(pair["caption"])
         st.text(f"pair {pair['key']} · split {pair['split']}")
-        c1, c2, c3 = st.columns(3)
         fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
-        c1.metric("Clean probability", fmt(pair["clean_prob"]))
-        c2.metric("Similarity", fmt(pair["similarity"]))
-        c3.metric("Weight", fmt(pair["weight"]))
+        st.text(f"clean probability {fmt(pair['clean_prob'])} · similarity {fmt(pair['similarity'])} · "
+                f"weight {fmt(pair['weight'])}")
         line = flag_line(int(pair["pair_id"]))
         if line is not None:
             st.text(line)
     try:
-        sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS)
+        sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS,
+                                  decisions)
     except ConcordError as exc:
         sugg = None
         right.warning(str(exc))
@@ -149,18 +151,19 @@ def one_pair(pair: pd.Series) -> None:
             st.caption(f"From elsewhere in the dataset, by {sugg.caption_basis} under this run.")
             if sugg.captions.empty:
                 st.caption("None: this image has no embedding under this run.")
-            for i, s in enumerate(sugg.captions.itertuples()):
-                line = st.container(horizontal=True, wrap=False, vertical_alignment="center")
-                line.button("Use", key=f"review_use_{i}", shortcut=str(i + 1), help="Fix: re-pair the image with this caption",
-                            on_click=on_act, args=(where, "fix", [row], s.caption))
-                line.text(f"{s.similarity:.3f}  {s.caption}", width="stretch")
+            else:
+                use = st.container(horizontal=True, wrap=True)
+                for i, s in enumerate(sugg.captions.itertuples()):
+                    use.button(f"Use {i + 1}", key=f"review_use_{i}", shortcut=str(i + 1),
+                               help="Fix: re-pair the image with this caption", on_click=on_act,
+                               args=(where, "fix", [row], s.caption))
+                st.text("\n".join(f"{i + 1}  {s.similarity:.3f}  {s.caption}"
+                                   for i, s in enumerate(sugg.captions.itertuples())))
             st.subheader("Best-matching images for this caption")
             if sugg.images.empty:
                 st.caption("None: this caption has no embedding under this run.")
-            cols = st.columns(K_SUGGESTIONS)
-            for col, s in zip(cols, sugg.images.itertuples()):
-                with col:
-                    show_image(dataset.root, s.image_path, s.image_hash, 96, caption=f"{s.similarity:.3f}")
+            show_images(dataset.root, sugg.images, review.SUGGESTED_IMAGE_SIZE,
+                        captions=[f"{v:.3f}" for v in sugg.images["similarity"]])
 
 
 def bulk(head: pd.DataFrame) -> None:
@@ -174,7 +177,7 @@ def bulk(head: pd.DataFrame) -> None:
     cols = st.columns(4)
     for i, r in enumerate(head.itertuples()):
         with cols[i % 4]:
-            show_image(dataset.root, r.image_path, r.image_hash, 128)
+            show_images(dataset.root, head.iloc[[i]], 128)
             st.text(r.caption)
             clean = "–" if pd.isna(r.clean_prob) else f"{r.clean_prob:.3f}"
             st.checkbox(f"Select · clean {clean}", key=f"review_pick_{int(r.pair_id)}")
@@ -236,11 +239,9 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     elif mode == "Bulk grid":
         bulk(queue.head)
     else:
-        one_pair(queue.head.iloc[0])
+        one_pair(queue.head.iloc[0], queue.decisions)
         if len(queue.head) > 1:    # while the person looks at this pair, the next one's suggestions are made
-            following = queue.head.iloc[1]
-            review.prefetch_suggestions(store, run.id, int(following["image_id"]), int(following["caption_id"]),
-                                        K_SUGGESTIONS)
+            review.prefetch_pair(store, run.id, queue.head.iloc[1], K_SUGGESTIONS, queue.decisions)
 
 
 decide_on_queue(spec, n, mode)

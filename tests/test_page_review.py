@@ -44,6 +44,12 @@ def texts(at: AppTest) -> list[str]:
     return [t.value for t in at.text]
 
 
+def suggested(at: AppTest) -> list[str]:
+    """The suggested captions' lines ('N  SIMILARITY  CAPTION'), best first."""
+    block = next((t for t in texts(at) if t.startswith("1  ")), "")
+    return block.splitlines()
+
+
 def shown_key(at: AppTest) -> str:
     """The key of the pair on show (from its 'pair KEY · split S' line)."""
     return next(t for t in texts(at) if t.startswith("pair ")).split(" ")[1]
@@ -92,7 +98,8 @@ def test_keep_reject_fix_skip_undo(rv):
     assert shown_key(at) == "k3" and meta(rv)[-1] == ("b.png", "a green star", 0)
     # k3 is image b, whose other caption k4 was rejected: the caption nearest to b that is not b's is k5's
     # (0.6); "Use" fixes with it
-    suggestion = next(t for t in texts(at) if t.startswith("0.600  ")).split("  ", 1)[1]
+    assert suggested(at)[0].startswith("1  0.600  ")
+    suggestion = suggested(at)[0].split("  ", 2)[2]
     click(at, "review_use_0")
     assert log(rv)[-1] == ("k3", "fix", "ann", suggestion) and shown_key(at) == "k5"
     assert ("b.png", "a blue square", 0) in meta(rv) and ("b.png", suggestion, 1) in meta(rv)
@@ -121,7 +128,7 @@ def test_fix_without_a_caption_or_with_its_own_is_refused(rv):
 def test_fix_key_uses_the_first_suggestion(rv):
     at = page()
     assert shown_key(at) == "k2"
-    lines = texts(at)
+    lines = [line.split("  ", 1)[1] for line in suggested(at)]
     # image a's other caption k1 (1,0,0) decides: k4's caption (0.8) first; a's own captions are not offered
     assert lines.index("0.800  a green star") < lines.index("0.000  a blue square")
     assert "1.000  a red circle" not in lines

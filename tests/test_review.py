@@ -19,6 +19,7 @@ from core import artifacts
 from core.errors import ConcordError, NotFound
 from core.hashing import file_hash
 from core.review import QueueSpec, ReviewProgress, act, build_queue, decision_rate, suggestions, undo
+from core.thumbnails import image_uri
 
 SCRIPT = "<script>alert(1)</script> **x**"
 # key, image, caption, split, clean_prob, caption embedding (images: a=(1,0,0), b=(0,1,0), c=(0,0,1))
@@ -245,12 +246,15 @@ def test_suggestions_are_kept_per_image_decisions_and_prefetched(store, rv, tmp_
     act(store, rv.dataset_id, rv.run_id, "ann", "reject", frame(store, rv, "k1"))
     again = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5)
     assert again.caption_basis == "similarity to the image" and len(made) == 2
-    review.prefetch_suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], 5).result(timeout=60)
+    image_uri.cache_clear()
+    review.prefetch_pair(store, rv.run_id, frame(store, rv, "k3").iloc[0], 5).result(timeout=60)
     assert made[-1] == (rv.image["b"], rv.caption["a blue square"])
     shown = suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], k=5)
     assert len(made) == 3 and shown.caption_basis == "agreement with the image's other captions"
+    # the pair's own image at the Review size and its suggested images (a and c) were made with it
+    assert image_uri.cache_info().currsize == 1 + len(shown.images) == 3
     bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
-    assert review.prefetch_suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT]).result(60) is None
+    assert review.prefetch_pair(store, bare.run_id, frame(store, bare, "k1").iloc[0]).result(60) is None
     with pytest.raises(NotFound, match="no embeddings"):
         suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT])
 

@@ -115,8 +115,8 @@ def synthetic_dataset(store, folder: Path, pairs: int, per_image: int) -> int:
 def measure(store, dataset_id: int, run_id: int, steps: int) -> dict:
     """Time `steps` keypresses (three keeps, then a reject) on the most-suspicious queue: ms per part."""
     from core.index import RunNeighbours
-    from core.review import QueueSpec, act, build_queue, suggestions
-    from core.thumbnails import large_image, thumbnail
+    from core.review import PAIR_IMAGE_SIZE, SUGGESTED_IMAGE_SIZE, QueueSpec, act, build_queue, suggestions
+    from core.thumbnails import image_uri
 
     ds = store.dataset_by_id(dataset_id)
     run = store.run(run_id)
@@ -137,11 +137,11 @@ def measure(store, dataset_id: int, run_id: int, steps: int) -> dict:
         queue = build_queue(store, dataset_id, run, spec, reviewer="bench", opened_at=opened)
         marks.append(time.perf_counter())
         pair = queue.head.iloc[0]
-        sugg = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), 5)
+        sugg = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), 5, queue.decisions)
         marks.append(time.perf_counter())
-        large_image(ds.root, pair["image_path"], pair["image_hash"], 384)
+        image_uri(ds.root, pair["image_path"], pair["image_hash"], PAIR_IMAGE_SIZE, upscale=True)
         for s in sugg.images.itertuples():
-            thumbnail(ds.root, s.image_path, s.image_hash, 96)
+            image_uri(ds.root, s.image_path, s.image_hash, SUGGESTED_IMAGE_SIZE)
         marks.append(time.perf_counter())
         for part, a, b in zip(PARTS, marks, marks[1:]):
             times[part].append(b - a)

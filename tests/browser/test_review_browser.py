@@ -31,7 +31,7 @@ def shown(app) -> str:
 
 
 def first_suggestion(app) -> str:
-    return re.search(r"^\d\.\d{3}  (.*)$", app.text(), re.M).group(1)
+    return re.search(r"^1  \d\.\d{3}  (.*)$", app.text(), re.M).group(1)
 
 
 def key_down(app, key: str) -> None:
