@@ -2,7 +2,7 @@
 import streamlit as st
 
 import core  # noqa: F401  registers the torchvision op schemas before anything imports torchvision
-from pages.common import sidebar, start_first_run
+from pages.common import settle_heap, sidebar, start_first_run
 
 st.set_page_config(page_title="Concord", page_icon=":material/join_inner:", layout="wide")
 
@@ -19,3 +19,4 @@ navigation = st.navigation(PAGES)
 start_first_run()
 sidebar()
 navigation.run()
+settle_heap()
