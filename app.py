@@ -18,5 +18,7 @@ PAGES = [
 navigation = st.navigation(PAGES)
 start_first_run()
 sidebar()
-navigation.run()
-settle_heap()
+try:
+    navigation.run()
+finally:   # also after a page's st.stop()
+    settle_heap()

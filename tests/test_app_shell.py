@@ -40,3 +40,23 @@ def test_sidebar_keeps_the_reviewer_name() -> None:
     at.run()
     assert at.sidebar.text_input(key="sidebar_reviewer").value == "ann"
     assert at.session_state["reviewer"] == "ann"
+
+
+def test_the_heap_is_frozen_once_per_new_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`settle_heap` (the end of every app.py run) collects and freezes after a run that imported modules,
+    and does nothing on runs that imported none."""
+    import gc
+    import sys
+
+    from pages import common
+    collected: list[int] = []
+    monkeypatch.setattr(common.gc, "collect", lambda: collected.append(1) or 0)
+    monkeypatch.setattr(common, "_modules_frozen", 0)
+    common.settle_heap()
+    assert collected == [1] and gc.get_freeze_count() > 0
+    common.settle_heap()                                   # no module imported since: nothing to do
+    assert collected == [1]
+    monkeypatch.setitem(sys.modules, "concord_test_new_module", type(sys)("concord_test_new_module"))
+    common.settle_heap()
+    assert collected == [1, 1]
+    gc.unfreeze()
