@@ -56,11 +56,6 @@ def thumbnail(root: str | os.PathLike, rel_path: str, image_hash: str, size: int
     return data
 
 
-def large_image(root: str | os.PathLike, rel_path: str, image_hash: str, size: int = 384) -> bytes:
-    """The image for a large view (the Review page), small images enlarged sharply."""
-    return thumbnail(root, rel_path, image_hash, size, upscale=True)
-
-
 def png_data_uri(data: bytes) -> str:
     """PNG bytes as a `data:` URI: shown with the page's own message, without a request of its own."""
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")

@@ -56,8 +56,10 @@ def test_thumbnail_is_cached_fitted_and_upscaled_sharply(tmp_path: Path) -> None
     Image.new("RGB", (40, 20), (200, 10, 10)).save(root / "a.png")
     small = Image.open(io.BytesIO(thumbnails.thumbnail(root, "a.png", "h1", size=16)))
     assert small.size == (16, 8)
-    big = Image.open(io.BytesIO(thumbnails.large_image(root, "a.png", "h1", size=128)))
+    big = Image.open(io.BytesIO(thumbnails.thumbnail(root, "a.png", "h1", size=128, upscale=True)))
     assert big.size == (120, 60) and big.getpixel((0, 0)) == (200, 10, 10)
+    uri = thumbnails.image_uri(str(root), "a.png", "h1", 128, upscale=True)      # the same bytes as a data: URI
+    assert uri == thumbnails.png_data_uri(thumbnails.thumbnail(root, "a.png", "h1", size=128, upscale=True))
     (root / "a.png").unlink()  # served from the cache from now on
     assert Image.open(io.BytesIO(thumbnails.thumbnail(root, "a.png", "h1", size=16))).size == (16, 8)
 

@@ -117,6 +117,18 @@ def test_head_row_has_what_the_page_shows(store, rv):
     assert list(second.head["key"]) == ["k4"]
 
 
+def test_the_rows_kept_by_the_queue_follow_a_reimport(store, rv, tmp_path):
+    """The queue keeps the rows it read (no query per key press); re-importing the dataset (a pair's key and split
+    changed, same image and caption) makes it read them again."""
+    run = store.run(rv.run_id)
+    assert build_queue(store, rv.dataset_id, run, QueueSpec(), reviewer="ann").head["key"].tolist() == ["k2"]
+    records = store.dataset_records(rv.dataset_id)
+    records.loc[records["key"] == "k2", ["key", "split"]] = ["k2-renamed", "val"]
+    store.write_dataset("rv", tmp_path / "data", "csv", records, replace=True)
+    head = build_queue(store, rv.dataset_id, run, QueueSpec(), reviewer="ann").head
+    assert (head["pair_id"].iloc[0], head["key"].iloc[0], head["split"].iloc[0]) == (rv.pair["k2"], "k2-renamed", "val")
+
+
 def test_bad_specs_are_refused_with_the_reason():
     with pytest.raises(ConcordError, match="unknown queue order 'random'"):
         QueueSpec(order="random")
