@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core.detect.consensus import Pool, sibling_terms, space_signals
-from core.detect.fusion import fit_fused, fit_fused_shifted, reliability_ratios
+from core.detect.fusion import fit_fused
 from core.detect.labels import construct_negatives
 
 
@@ -90,35 +90,6 @@ def test_fused_classifier_on_a_separable_case() -> None:
         fit_fused(x, np.ones(40), ["useful", "noise"])
 
 
-def test_reliability_ratios_by_hand() -> None:
-    base = np.array([1.0, 2.0, 3.0, 4.0])
-    labelled = np.column_stack([base, base[::-1], base, base])       # Spearman with base: 1, -1, 1, 1
-    target = np.column_stack([[1, 2, 4, 3],                          # 1 - 6·2 / (4·15) = 0.8
-                              [1, 2, 3, 4],                          # labelled -1: no evidence, kept at 1
-                              [2, np.nan, 1, 3],                     # rows 0, 2, 3: 1 - 6·2 / (3·8) = 0.5
-                              [4, 3, 2, 1]]).astype(float)           # -1: clipped to 0
-    assert reliability_ratios(target, labelled, base, base) == pytest.approx([0.8, 1.0, 0.5, 0.0])
-
-
-def test_a_shifted_signal_loses_the_weight_it_does_not_keep_on_the_target_pairs() -> None:
-    """A signal that separates the labelled pairs as well as another but is unrelated to it on the target pairs
-    (as the sibling terms of a clean split against a noisy one) keeps little of its weight; the other keeps all."""
-    rng = np.random.default_rng(3)
-    y = np.repeat([1, 0], 100)
-    sign = np.where(y == 1, 1.0, -1.0)
-    x = np.column_stack([sign + 0.8 * rng.normal(size=200), sign + 0.8 * rng.normal(size=200)])
-    y_t = rng.integers(0, 2, 2000)
-    x_t = np.column_stack([np.where(y_t == 1, 1.0, -1.0) + 0.8 * rng.normal(size=2000), rng.normal(size=2000)])
-    plain = fit_fused(x, y, ["other", "siblings"])
-    shifted = fit_fused_shifted(x, y, x_t, np.array([False, True]), ["other", "siblings"])
-    base = fit_fused(x[:, :1], y, None, cv=False)
-    ratio = reliability_ratios(x_t[:, 1:], x[:, 1:], base.logit(x_t[:, :1]), base.logit(x[:, :1]))[0]
-    assert ratio < 0.1
-    assert shifted.coef == pytest.approx([plain.coef[0], plain.coef[1] * ratio])
-    assert shifted.intercept == plain.intercept and shifted.cv_auroc == plain.cv_auroc
-    assert fit_fused_shifted(x, y, x_t, np.array([False, False]), None).coef == pytest.approx(plain.coef)
-
-
 def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> None:
     rng = np.random.default_rng(1)
     n_img, per = 30, 3
@@ -180,28 +151,6 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert not refit_due(store, run_id)
     extras = store.scores_frame(run_id).set_index("pair_id")      # the signals are untouched by a refit
     assert extras.loc[noisy[0], "siblings"] == pytest.approx(scores.set_index("pair_id").loc[noisy[0], "siblings"])
-
-    # the sibling terms' weights are the plain fit's scaled into [0, 1] of it (the training split as the target);
-    # every other weight is the plain fit's
-    from core import artifacts
-    from core.detect.method import CACHE_FILE, fit_on_meta
-    from core.methods import make_config
-    path = artifacts.run_dir(run) / CACHE_FILE
-    with np.load(path) as z:
-        kept = {k: z[k] for k in z.files}
-    assert kept["target"].sum() == len(store.pairs_frame(run.dataset_id, split="train"))
-    args = ([str(n) for n in kept["names"]], kept["x"], kept["x_made"], kept["pair_ids"],
-            store.meta_frame(run.dataset_id), kept["trusted"], make_config("concord", run.config), run.seed or 0)
-    plain = {w["signal"]: w["coef"] for w in fit_on_meta(*args)[0].weights()}
-    shifted = {w["signal"]: w["coef"] for w in out["weights"]}
-    for name, coef in shifted.items():
-        if name.rpartition(".")[2] in ("siblings", "sibling_rank"):
-            assert abs(coef) <= abs(plain[name]) + 1e-12 and coef * plain[name] >= 0
-        else:
-            assert coef == pytest.approx(plain[name])
-    # a run cached before the mask was kept refits as it was first fitted: without the shift
-    artifacts.atomic_save_npz(path, **{k: v for k, v in kept.items() if k != "target"})
-    assert {w["signal"]: w["coef"] for w in refit(store, run_id)["weights"]} == pytest.approx(plain)
 
 
 def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch) -> None:

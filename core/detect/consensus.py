@@ -34,8 +34,6 @@ from core.index import VectorIndex, normalise
 
 SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images",
            "siblings", "sibling_rank")
-SIBLING_TERMS = ("siblings", "sibling_rank")
-"""The signals that compare a caption with its image's other captions (what a trusted split makes look better)."""
 
 
 @dataclass(frozen=True)

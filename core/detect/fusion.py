@@ -8,17 +8,14 @@ siblings) are filled with the labelled pairs' median, so they pull neither way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 CV_FOLDS = 5
-RATIO_SAMPLE = 20_000
-"""Target rows a reliability ratio is measured on at most (a seeded sample): Spearman's correlation settles long before."""
 
 
 @dataclass(frozen=True)
@@ -106,57 +103,3 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     names = tuple(names) if names is not None else tuple(f"s{i}" for i in range(x.shape[1]))
     return FusedModel(names, fill, mean, scale, model.coef_.ravel().astype(np.float64), float(model.intercept_[0]),
                       cross_validated_auroc(x, y, c, seed) if cv else None)
-
-
-def reliability_ratios(x_target: np.ndarray, x_labelled: np.ndarray, base_target: np.ndarray,
-                       base_labelled: np.ndarray, seed: int = 0) -> np.ndarray:
-    """How much of its agreement with a score it is not part of each column keeps on the target pairs.
-
-    Per column: Spearman's correlation with `base_*` (a classifier's logit over the other columns) on the target
-    rows, divided by the same on the labelled rows, clipped to [0, 1]; 1 where either is undefined or the labelled
-    one is not positive (no evidence of a change). Rows where the column is NaN are left out; at most
-    `RATIO_SAMPLE` target rows are used. Arrays in: (n_t, s), (n_l, s), (n_t,), (n_l,); (s,) out.
-    """
-    x_target, x_labelled = np.asarray(x_target, np.float64), np.asarray(x_labelled, np.float64)
-    base_target, base_labelled = np.asarray(base_target, np.float64), np.asarray(base_labelled, np.float64)
-    if len(x_target) > RATIO_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(len(x_target), RATIO_SAMPLE, replace=False))
-        x_target, base_target = x_target[rows], base_target[rows]
-
-    def corr(values: np.ndarray, base: np.ndarray) -> float:
-        ok = np.isfinite(values)
-        if ok.sum() < 3 or np.ptp(values[ok]) == 0 or np.ptp(base[ok]) == 0:
-            return float("nan")
-        return float(spearmanr(values[ok], base[ok]).statistic)
-
-    out = np.ones(x_target.shape[1])
-    for j in range(x_target.shape[1]):
-        on_target, on_labelled = corr(x_target[:, j], base_target), corr(x_labelled[:, j], base_labelled)
-        if np.isfinite(on_target) and np.isfinite(on_labelled) and on_labelled > 0:
-            out[j] = min(max(on_target / on_labelled, 0.0), 1.0)
-    return out
-
-
-def fit_fused_shifted(x: np.ndarray, y: np.ndarray, x_target: np.ndarray, shifted: np.ndarray,
-                      names: tuple[str, ...] | list[str] | None, c: float = 0.1, seed: int = 0) -> FusedModel:
-    """`fit_fused` on the labelled pairs, then each `shifted` column's coefficient scaled by its
-    `reliability_ratios` on the target pairs `x_target` (the pairs the score is for), against a classifier fitted
-    on the other columns alone.
-
-    For signals whose meaning differs between the labelled and the target pairs: the sibling terms of a clean
-    (trusted) split compare a caption with clean siblings, those of the noisy training split with mostly wrong ones
-    at high noise, so the weight learnt on the first over-trusts them on the second. Their rank correlation with
-    the other signals' score falls with that change and needs no ground truth. `shifted`: (s,) bool.
-    """
-    model = fit_fused(x, y, names, c, seed)
-    shifted = np.asarray(shifted, bool)
-    if not shifted.any() or shifted.all():
-        return model
-    x = np.asarray(x, np.float64)
-    x_target = np.asarray(x_target, np.float64)
-    base = fit_fused(x[:, ~shifted], y, None, c, seed, cv=False)
-    ratios = reliability_ratios(x_target[:, shifted], x[:, shifted], base.logit(x_target[:, ~shifted]),
-                                base.logit(x[:, ~shifted]), seed)
-    coef = model.coef.copy()
-    coef[shifted] *= ratios
-    return replace(model, coef=coef)

@@ -21,8 +21,7 @@ import pandas as pd
 
 from core import artifacts
 from core.detect.explain import LOW_QUANTILE
-from core.detect.consensus import SIBLING_TERMS
-from core.detect.fusion import FusedModel, fit_fused, fit_fused_shifted
+from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix, summary_signals
 from core.errors import ConcordError
@@ -52,9 +51,6 @@ class ConcordConfig:
     trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
                                         "beside the meta-data ('' for none; never 'train')")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
-    sibling_shift: bool = setting(True, "scale the sibling terms' weights by how much of their agreement with the "
-                                        "other signals they keep on the training pairs (their siblings are noisy, "
-                                        "the trusted pairs' are not)")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
 
@@ -120,8 +116,8 @@ class Concord:
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == "train").to_numpy()
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
-                                  x=x, x_made=x_made, trusted=trusted, target=train)
-        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, trusted, cfg, run.seed or 0, train)
+                                  x=x, x_made=x_made, trusted=trusted)
+        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
         summary.pop("similarity")        # the run's own `similarity` column already
@@ -149,13 +145,9 @@ def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.
 
 
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
-                trusted: np.ndarray, cfg: ConcordConfig, seed: int, target: np.ndarray | None = None
-                ) -> tuple[FusedModel, dict[str, int]]:
+                trusted: np.ndarray, cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
     """Fit the fused classifier on the meta entries that are dataset pairs (a person's label wins), the trusted
-    split's other pairs as positives, and the constructed negatives. With `target` (the rows of `x` the score is
-    for: the training split) and `cfg.sibling_shift`, the sibling terms' weights are scaled by how much of their
-    agreement with the other signals they keep there (`fusion.fit_fused_shifted`); a run cached before `target`
-    was kept refits as it was first fitted, without it."""
+    split's other pairs as positives, and the constructed negatives."""
     row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
     entries = meta[meta["pair_id"].notna()]
     rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
@@ -169,10 +161,7 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
         raise ConcordError(NO_POSITIVES)
     counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
               "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
-    shifted = np.array([name.rpartition(".")[2] in SIBLING_TERMS for name in names])
-    if target is None or not cfg.sibling_shift or not np.asarray(target, bool).any():
-        return fit_fused(xs, ys, names, cfg.c, seed), counts
-    return fit_fused_shifted(xs, ys, x[np.asarray(target, bool)], shifted, names, cfg.c, seed), counts
+    return fit_fused(xs, ys, names, cfg.c, seed), counts
 
 
 def fused_metrics(model: FusedModel, labelled: dict[str, int], decision_id: int) -> dict[str, Any]:
@@ -197,10 +186,9 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
     with np.load(path) as z:
         names, pair_ids, x, x_made, trusted = ([str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"],
                                                z["trusted"])
-        target = z["target"] if "target" in z.files else None
     cfg = make_config(METHOD, run.config)
     model, labelled = fit_on_meta(names, x, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
-                                  run.seed or 0, target)
+                                  run.seed or 0)
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)
     fused = fused_metrics(model, labelled, store.last_decision_id(run.dataset_id))
