@@ -154,7 +154,7 @@ def one_pair(pair: pd.Series, decisions: pd.DataFrame) -> None:
             else:
                 use = st.container(horizontal=True, wrap=True)
                 for i, s in enumerate(sugg.captions.itertuples()):
-                    use.button(f"Use {i + 1}", key=f"review_use_{i}", shortcut=str(i + 1),
+                    use.button("Use", key=f"review_use_{i}", shortcut=str(i + 1),      # its key shows the number
                                help="Fix: re-pair the image with this caption", on_click=on_act,
                                args=(where, "fix", [row], s.caption))
                 st.text("\n".join(f"{i + 1}  {s.similarity:.3f}  {s.caption}"
