@@ -134,8 +134,9 @@ ROWS_AHEAD = 64
 
 @dataclass(frozen=True)
 class QueueOrder:
-    """A queue's scope in the queue's order: its pair ids, each id's place among them, and the rows read so far of
-    the pairs shown (pair id -> its `Store.review_rows` row, whose decision columns `build_queue` reads afresh)."""
+    """A queue's scope in the queue's order: its pair ids, each id's place among them, and the rows last read of
+    the pairs at its head (pair id -> its `Store.review_rows` row, whose decision columns `build_queue` reads
+    afresh)."""
 
     ids: np.ndarray      # int64 pair ids, in order
     places: pd.Index     # pair id -> row of `ids` (a hash index, so decided pairs are found without a scan)
@@ -211,15 +212,20 @@ def head_rows(store: Store, dataset_id: int, run_id: int, order: QueueOrder, que
               decisions: pd.DataFrame) -> pd.DataFrame:
     """`Store.review_rows` of the first `limit` of the `queued` ids, their decision columns from `decisions`
     (`Store.current_decisions`) and the rest from `order.rows`: when the head is not all there, the next
-    `ROWS_AHEAD` queued pairs' rows are read in one query, so most key presses read no row."""
-    ids = queued[:limit]
-    if any(int(i) not in order.rows for i in ids):
-        ahead = queued[:max(limit, ROWS_AHEAD)]
-        read = store.review_rows(dataset_id, run_id, ahead)
-        order.rows.update(zip(read["pair_id"].astype("int64").tolist(), read.to_dict("records")))
-    if not len(ids):
+    `ROWS_AHEAD` queued pairs' rows are read in one query and replace them, so most key presses read no row."""
+    ids = [int(i) for i in queued[:limit]]
+    if not ids:
         return store.review_rows(dataset_id, run_id, ids)     # the columns, no row
-    frame = pd.DataFrame([order.rows[int(i)] for i in ids])
+    with _orders_lock:
+        rows = [order.rows.get(i) for i in ids]
+    if any(r is None for r in rows):
+        read = store.review_rows(dataset_id, run_id, queued[:max(limit, ROWS_AHEAD)])
+        window = dict(zip(read["pair_id"].astype("int64").tolist(), read.to_dict("records")))
+        with _orders_lock:                 # only the latest window is kept: memory stays bounded at any pace
+            order.rows.clear()
+            order.rows.update(window)
+        rows = [window[i] for i in ids]
+    frame = pd.DataFrame(rows)
     current = decisions.set_index("pair_id").reindex(frame["pair_id"].to_numpy(np.int64))
     return frame.assign(decision=current["action"].to_numpy(object),
                         decision_id=current["decision_id"].to_numpy(np.float64))
@@ -279,10 +285,11 @@ def image_decisions(store: Store, dataset_id: int, image_id: int, decisions: pd.
                          "new_caption_id": current["new_caption_id"].to_numpy(object)})
 
 
-def prefetch_pair(store: Store, run_id: int, pair: pd.Series, k: int = 5, decisions: pd.DataFrame | None = None) -> Future:
+def prefetch_pair(store: Store, run_id: int, pair: pd.Series, root: str, k: int = 5,
+                  decisions: pd.DataFrame | None = None) -> Future:
     """Make a queue row's `suggestions` and its images' `data:` URIs (`thumbnails.image_uri`, at the sizes Review
-    shows) in the background, one thread for the process, so that the page finds them ready when it shows the
-    pair. A failure is left for the page's own calls to raise and show."""
+    shows, under the dataset's `root`) in the background, one thread for the process, so that the page finds them
+    ready when it shows the pair. A failure is left for the page's own calls to raise and show."""
     global _prefetcher
     with _suggested_lock:
         if _prefetcher is None:
@@ -290,7 +297,6 @@ def prefetch_pair(store: Store, run_id: int, pair: pd.Series, k: int = 5, decisi
 
     def work() -> None:
         try:
-            root = store.dataset_by_id(store.run(run_id).dataset_id).root
             image_uri(root, pair["image_path"], pair["image_hash"], PAIR_IMAGE_SIZE, upscale=True)
             made = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), k, decisions)
             for s in made.images.itertuples():

@@ -241,7 +241,7 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     else:
         one_pair(queue.head.iloc[0], queue.decisions)
         if len(queue.head) > 1:    # while the person looks at this pair, the next one's suggestions are made
-            review.prefetch_pair(store, run.id, queue.head.iloc[1], K_SUGGESTIONS, queue.decisions)
+            review.prefetch_pair(store, run.id, queue.head.iloc[1], dataset.root, K_SUGGESTIONS, queue.decisions)
 
 
 decide_on_queue(spec, n, mode)

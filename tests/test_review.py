@@ -129,6 +129,23 @@ def test_the_rows_kept_by_the_queue_follow_a_reimport(store, rv, tmp_path):
     assert (head["pair_id"].iloc[0], head["key"].iloc[0], head["split"].iloc[0]) == (rv.pair["k2"], "k2-renamed", "val")
 
 
+def test_the_queue_reads_rows_a_window_ahead_and_keeps_only_that(store, rv, monkeypatch):
+    from core import review
+    monkeypatch.setattr(review, "ROWS_AHEAD", 2)
+    reads = []
+    real = store.review_rows
+    monkeypatch.setattr(store, "review_rows", lambda ds, run_id, ids: reads.append(list(ids)) or real(ds, run_id, ids))
+    run, spec = store.run(rv.run_id), QueueSpec()
+    shown = []
+    for _ in range(3):
+        head = build_queue(store, rv.dataset_id, run, spec, reviewer="ann").head
+        shown.append(head["key"].iloc[0])
+        act(store, rv.dataset_id, rv.run_id, "ann", "keep", head)
+    assert shown == ["k2", "k4", "k3"]                          # most suspicious first, as without the window
+    assert reads == [[rv.pair["k2"], rv.pair["k4"]], [rv.pair["k3"], rv.pair["k5"]]]   # k4 came from the window
+    assert set(review.queue_order(store, rv.dataset_id, run, spec).rows) == {rv.pair["k3"], rv.pair["k5"]}
+
+
 def test_bad_specs_are_refused_with_the_reason():
     with pytest.raises(ConcordError, match="unknown queue order 'random'"):
         QueueSpec(order="random")
@@ -259,14 +276,16 @@ def test_suggestions_are_kept_per_image_decisions_and_prefetched(store, rv, tmp_
     again = suggestions(store, rv.run_id, rv.image["a"], rv.caption[SCRIPT], k=5)
     assert again.caption_basis == "similarity to the image" and len(made) == 2
     image_uri.cache_clear()
-    review.prefetch_pair(store, rv.run_id, frame(store, rv, "k3").iloc[0], 5).result(timeout=60)
+    root = store.dataset_by_id(rv.dataset_id).root
+    review.prefetch_pair(store, rv.run_id, frame(store, rv, "k3").iloc[0], root, 5).result(timeout=60)
     assert made[-1] == (rv.image["b"], rv.caption["a blue square"])
     shown = suggestions(store, rv.run_id, rv.image["b"], rv.caption["a blue square"], k=5)
     assert len(made) == 3 and shown.caption_basis == "agreement with the image's other captions"
     # the pair's own image at the Review size and its suggested images (a and c) were made with it
     assert image_uri.cache_info().currsize == 1 + len(shown.images) == 3
     bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
-    assert review.prefetch_pair(store, bare.run_id, frame(store, bare, "k1").iloc[0]).result(60) is None
+    assert review.prefetch_pair(store, bare.run_id, frame(store, bare, "k1").iloc[0],
+                                store.dataset_by_id(bare.dataset_id).root).result(60) is None
     with pytest.raises(NotFound, match="no embeddings"):
         suggestions(store, bare.run_id, bare.image["a"], bare.caption[SCRIPT])
 
