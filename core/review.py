@@ -285,11 +285,44 @@ def image_decisions(store: Store, dataset_id: int, image_id: int, decisions: pd.
                          "new_caption_id": current["new_caption_id"].to_numpy(object)})
 
 
+def pair_view(store: Store, run_id: int, pair: pd.Series, root: str, k: int = 5,
+              decisions: pd.DataFrame | None = None) -> dict:
+    """What Review shows of a queue row, as plain data for the page's card: the pair's key, split, caption and
+    scores line, its image and its `suggestions` (captions and images, each with its similarity as text) with the
+    images as `data:` URIs at the sizes Review shows (`thumbnails.image_uri`, under the dataset's `root`). A part
+    that cannot be made says why instead (`image_error`, `images_error`, `suggestions_error`)."""
+    fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    view: dict = {"pair_id": int(pair["pair_id"]), "key": str(pair["key"]), "split": str(pair["split"]),
+                  "caption": str(pair["caption"]),
+                  "scores": f"clean probability {fmt(pair['clean_prob'])} · similarity {fmt(pair['similarity'])} · "
+                            f"weight {fmt(pair['weight'])}",
+                  "image": None, "image_error": None, "basis": None, "captions": [], "images": [],
+                  "images_error": None, "suggestions_error": None}
+    try:
+        view["image"] = image_uri(root, pair["image_path"], pair["image_hash"], PAIR_IMAGE_SIZE, upscale=True)
+    except ConcordError as exc:
+        view["image_error"] = str(exc)
+    try:
+        made = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), k, decisions)
+    except ConcordError as exc:
+        view["suggestions_error"] = str(exc)
+        return view
+    view["basis"] = made.caption_basis
+    view["captions"] = [{"caption": str(s.caption), "similarity": f"{s.similarity:.3f}"}
+                        for s in made.captions.itertuples()]
+    try:
+        view["images"] = [{"uri": image_uri(root, s.image_path, s.image_hash, SUGGESTED_IMAGE_SIZE),
+                           "similarity": f"{s.similarity:.3f}"} for s in made.images.itertuples()]
+    except ConcordError as exc:
+        view["images_error"] = str(exc)
+    return view
+
+
 def prefetch_pair(store: Store, run_id: int, pair: pd.Series, root: str, k: int = 5,
                   decisions: pd.DataFrame | None = None) -> Future:
-    """Make a queue row's `suggestions` and its images' `data:` URIs (`thumbnails.image_uri`, at the sizes Review
-    shows, under the dataset's `root`) in the background, one thread for the process, so that the page finds them
-    ready when it shows the pair. A failure is left for the page's own calls to raise and show."""
+    """Make a queue row's `pair_view` (its suggestions and images) in the background, one thread for the process,
+    so that the page finds its parts ready (kept by `suggestions` and `thumbnails.image_uri`) when the pair enters
+    the window it sends. A failure is left for the page's own call to show."""
     global _prefetcher
     with _suggested_lock:
         if _prefetcher is None:
@@ -297,11 +330,8 @@ def prefetch_pair(store: Store, run_id: int, pair: pd.Series, root: str, k: int 
 
     def work() -> None:
         try:
-            image_uri(root, pair["image_path"], pair["image_hash"], PAIR_IMAGE_SIZE, upscale=True)
-            made = suggestions(store, run_id, int(pair["image_id"]), int(pair["caption_id"]), k, decisions)
-            for s in made.images.itertuples():
-                image_uri(root, s.image_path, s.image_hash, SUGGESTED_IMAGE_SIZE)
-        except Exception:   # noqa: BLE001 - shown by the page's own calls for the pair
+            pair_view(store, run_id, pair, root, k, decisions)
+        except Exception:   # noqa: BLE001 - shown by the page's own call for the pair
             pass
     return _prefetcher.submit(work)
 

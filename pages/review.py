@@ -1,9 +1,12 @@
 """Review page: decide on suspected pairs one at a time, keyboard first, or several at once in a grid.
 
-Every action is stored the moment it is made (a callback, before the page reruns on the next pair), with
-the sidebar's reviewer name. Captions are shown with `st.text`, never as markdown or HTML. A review set
-picked on Explore arrives as `st.session_state["review_set"]` (its id).
+One pair at a time is the card (`pages/review_card.py`): the browser shows the next pair the moment a key goes
+down and the server stores each decision as the card's log reaches it, with the sidebar's reviewer name. The grid
+stores its actions in a callback. Captions are shown as text, never as markdown or HTML. A review set picked on
+Explore arrives as `st.session_state["review_set"]` (its id).
 """
+import secrets
+
 import pandas as pd
 import streamlit as st
 
@@ -13,8 +16,10 @@ from core.thumbnails import image_uri
 from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
+from pages.review_card import mount as review_card, pending_entries
 
 K_SUGGESTIONS = 5
+WINDOW = 4   # queue pairs the card holds (the one on show and those after it): shown at once on a key press
 KEYS = "Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · 1–5 fix with that suggestion"
 
 
@@ -30,15 +35,23 @@ def on_act(where: tuple[int, int], action: str, rows: list[dict], caption: str |
         notify("error", str(exc))
         return
     submit_refit_if_due(get_store(), job_manager(), where[1])   # a fused run reorders the queue as you review
-    if action == "fix":
-        st.session_state["review_fix_text"] = ""
     for r in rows:
         st.session_state.pop(f"review_pick_{r['pair_id']}", None)
 
 
-def on_fix(where: tuple[int, int], row: dict, first_suggestion: str | None) -> None:
-    """Fix with the typed caption, or else the first suggestion."""
-    on_act(where, "fix", [row], st.session_state.get("review_fix_text", "").strip() or first_suggestion)
+def apply_card_log() -> None:
+    """Store the card's decisions this session has not stored yet, each once, in the order made (the card's
+    callback; the fragment calls it too, for a state set without the browser, as tests do)."""
+    token = st.session_state.setdefault("review_token", secrets.token_hex(8))
+    for e in pending_entries(st.session_state.get("review_card") or {}, token, st.session_state.get("review_applied", 0)):
+        st.session_state["review_applied"] = e["seq"]     # first: an entry is never stored twice
+        where = (int(e["where"][0]), int(e["where"][1]))
+        if e["action"] == "undo":
+            on_undo(where[0])
+        else:
+            pair = e["pair"]
+            on_act(where, e["action"], [{"pair_id": int(pair["pair_id"]), "key": str(pair["key"]),
+                                         "caption": str(pair["caption"])}], e.get("caption"))
 
 
 def on_undo(dataset_id: int) -> None:
@@ -57,16 +70,15 @@ def on_select_all(rows: list[dict], value: bool) -> None:
         st.session_state[f"review_pick_{r['pair_id']}"] = value
 
 
-def show_images(data_root: str, images: pd.DataFrame, size: int, captions: list[str] | None = None,
-                large: bool = False) -> None:
-    """The images (image_path, image_hash) in one element, inline (no request of their own after the pair)."""
+def show_images(data_root: str, images: pd.DataFrame, size: int) -> None:
+    """The images (image_path, image_hash) in one element, inline (no request of their own after the grid)."""
     try:
-        uris = [image_uri(data_root, p, h, size, upscale=large) for p, h in zip(images["image_path"], images["image_hash"])]
+        uris = [image_uri(data_root, p, h, size) for p, h in zip(images["image_path"], images["image_hash"])]
     except ConcordError as exc:
         st.warning(str(exc))
         return
     if uris:
-        st.image(uris, caption=captions, width=size)
+        st.image(uris, width=size)
 
 
 def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
@@ -91,13 +103,17 @@ def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
                             clean_range=None if (low, high) == (0.0, 1.0) else (low, high))
 
 
+def pace(p: review.ReviewProgress) -> str:
+    """The progress line's end: this reviewer's pace and the time left at it, where known."""
+    rate = "" if p.rate_per_minute is None else f" · {p.rate_per_minute:.1f} per minute"
+    return rate + ("" if p.eta_minutes is None else f" · about {p.eta_minutes:,.0f} min left")
+
+
 def show_progress(p: review.ReviewProgress) -> None:
     done = p.decided + p.skipped
-    pace = "" if p.rate_per_minute is None else f" · {p.rate_per_minute:.1f} per minute"
-    eta = "" if p.eta_minutes is None else f" · about {p.eta_minutes:,.0f} min left"
     st.progress(done / p.scope if p.scope else 0.0,
                 text=f"{p.decided:,} decided · {p.skipped:,} skipped · {p.remaining:,} left in this queue "
-                     f"(of {p.scope:,}){pace}{eta}")
+                     f"(of {p.scope:,}){pace(p)}")
 
 
 def flag_line(pair_id: int) -> str | None:
@@ -114,56 +130,19 @@ def flag_line(pair_id: int) -> str | None:
     return explain_pair(store.pair_extras(run.id, pair_id), lows, none)
 
 
-def one_pair(pair: pd.Series, decisions: pd.DataFrame) -> None:
-    """The pair, its actions and the suggestions, in few elements: each one costs the browser time on a key press."""
-    row = {"pair_id": int(pair["pair_id"]), "key": pair["key"], "caption": pair["caption"]}
-    left, right = st.columns([3, 2])
-    with left:
-        show_images(dataset.root, pair.to_frame().T, review.PAIR_IMAGE_SIZE, large=True)
-        st.text(pair["caption"])
-        st.text(f"pair {pair['key']} · split {pair['split']}")
-        fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
-        st.text(f"clean probability {fmt(pair['clean_prob'])} · similarity {fmt(pair['similarity'])} · "
-                f"weight {fmt(pair['weight'])}")
-        line = flag_line(int(pair["pair_id"]))
-        if line is not None:
-            st.text(line)
-    try:
-        sugg = review.suggestions(store, run.id, int(pair["image_id"]), int(pair["caption_id"]), K_SUGGESTIONS,
-                                  decisions)
-    except ConcordError as exc:
-        sugg = None
-        right.warning(str(exc))
-    first = None if sugg is None or sugg.captions.empty else sugg.captions["caption"].iloc[0]
-    with right:
-        b = st.container(horizontal=True, wrap=True)  # buttons as wide as their labels, wrapping, never cut
-        b.button("Keep", key="review_keep", shortcut="K", type="primary", on_click=on_act,
-                 args=(where, "keep", [row]))
-        b.button("Reject", key="review_reject", shortcut="X", on_click=on_act, args=(where, "reject", [row]))
-        b.button("Fix", key="review_fix", shortcut="F", on_click=on_fix, args=(where, row, first))
-        b.button("Skip", key="review_skip", shortcut="S", on_click=on_act, args=(where, "skip", [row]))
-        b.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
-        st.text_input("Fix with this caption", key="review_fix_text",
-                      placeholder="type a caption, or press 1–5 to use a suggestion")
-        st.caption(KEYS)
-        if sugg is not None:
-            st.subheader("Best-matching captions for this image")
-            st.caption(f"From elsewhere in the dataset, by {sugg.caption_basis} under this run.")
-            if sugg.captions.empty:
-                st.caption("None: this image has no embedding under this run.")
-            else:
-                use = st.container(horizontal=True, wrap=True)
-                for i, s in enumerate(sugg.captions.itertuples()):
-                    use.button("Use", key=f"review_use_{i}", shortcut=str(i + 1),      # its key shows the number
-                               help="Fix: re-pair the image with this caption", on_click=on_act,
-                               args=(where, "fix", [row], s.caption))
-                st.text("\n".join(f"{i + 1}  {s.similarity:.3f}  {s.caption}"
-                                   for i, s in enumerate(sugg.captions.itertuples())))
-            st.subheader("Best-matching images for this caption")
-            if sugg.images.empty:
-                st.caption("None: this caption has no embedding under this run.")
-            show_images(dataset.root, sugg.images, review.SUGGESTED_IMAGE_SIZE,
-                        captions=[f"{v:.3f}" for v in sugg.images["similarity"]])
+def card(queue: review.Queue, state: str) -> None:
+    """The card over the queue's first `WINDOW` pairs; the pair after them is made in the background meanwhile."""
+    views = [{**review.pair_view(store, run.id, row, dataset.root, K_SUGGESTIONS, queue.decisions),
+              "flag": flag_line(int(row["pair_id"]))} for _, row in queue.head.iloc[:WINDOW].iterrows()]
+    p = queue.progress
+    notice = st.session_state.pop("review_notice", None)
+    review_card(key="review_card", on_log_change=apply_card_log, default={"log": []}, data={
+        "token": st.session_state["review_token"], "acked": st.session_state.get("review_applied", 0),
+        "where": [dataset.id, run.id], "pairs": views, "notice": None if notice is None else list(notice),
+        "keys": KEYS, "progress": {"scope": p.scope, "decided": p.decided, "skipped": p.skipped,
+                                   "remaining": p.remaining, "pace": pace(p), "exact": state == "undecided"}})
+    if len(queue.head) > WINDOW:
+        review.prefetch_pair(store, run.id, queue.head.iloc[WINDOW], dataset.root, K_SUGGESTIONS, queue.decisions)
 
 
 def bulk(head: pd.DataFrame) -> None:
@@ -218,8 +197,9 @@ where = (dataset.id, run.id)
 
 @st.fragment
 def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
-    """The queue's head, its progress and the actions on it. A decision reruns only this fragment: a key press
-    redraws the next pair, not the rest of the page (sidebar, run and queue controls stay as they are)."""
+    """The queue's head, its progress and the actions on it. A decision reruns only this fragment: the rest of
+    the page (sidebar, run and queue controls) stays as it is."""
+    apply_card_log()
     opened = st.session_state.get("review_opened")
     if opened is None or opened[0] != (dataset.id, run.id, spec):   # a new queue: decisions from now on take pairs out
         opened = ((dataset.id, run.id, spec), store.last_decision_id(dataset.id))
@@ -228,7 +208,10 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     if current.method == FUSED and current.metrics.get("fused"):
         st.caption(fused_summary(current.metrics["fused"]))
     queue = review.build_queue(store, dataset.id, current, spec, reviewer=reviewer(), opened_at=opened[1],
-                               limit=n if mode == "Bulk grid" else 2)      # one pair: and the next, to prefetch
+                               limit=n if mode == "Bulk grid" else WINDOW + 1)   # one pair: the card's window
+    if mode != "Bulk grid":
+        card(queue, spec.state)
+        return
     notice = st.session_state.pop("review_notice", None)
     if notice is not None:
         (st.error if notice[0] == "error" else st.text)(notice[1])
@@ -236,12 +219,8 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
     if queue.head.empty:
         st.info("Nothing left in this queue. Pick another order or filter above, or undo the last decision.")
         st.button("Undo", key="review_undo", shortcut="U", on_click=on_undo, args=(dataset.id,))
-    elif mode == "Bulk grid":
-        bulk(queue.head)
     else:
-        one_pair(queue.head.iloc[0], queue.decisions)
-        if len(queue.head) > 1:    # while the person looks at this pair, the next one's suggestions are made
-            review.prefetch_pair(store, run.id, queue.head.iloc[1], dataset.root, K_SUGGESTIONS, queue.decisions)
+        bulk(queue.head)
 
 
 decide_on_queue(spec, n, mode)

@@ -263,6 +263,30 @@ def test_suggestions_without_embeddings(store, rv, tmp_path):
 
 
 
+def test_pair_view_is_what_the_card_draws(store, rv, tmp_path):
+    from core import review
+    root = store.dataset_by_id(rv.dataset_id).root
+    view = review.pair_view(store, rv.run_id, frame(store, rv, "k2").iloc[0], root, 5)
+    assert (view["key"], view["split"], view["caption"]) == ("k2", "train", SCRIPT)
+    assert view["scores"].startswith("clean probability 0.100 · similarity ")
+    # as `suggestions` gives them (test above), similarities as the card shows them
+    assert [(c["caption"], c["similarity"]) for c in view["captions"]][0] == ("a green star", "0.800")
+    assert [c["similarity"] for c in view["captions"]] == ["0.800", "0.000", "0.000", "0.000"]
+    assert [i["similarity"] for i in view["images"]] == ["0.800", "0.000"]
+    assert view["image"] == image_uri(root, "a.png", frame(store, rv, "k2").iloc[0]["image_hash"],
+                                      review.PAIR_IMAGE_SIZE, upscale=True)
+    assert all(i["uri"].startswith("data:image/png;base64,") for i in view["images"])
+    assert view["image_error"] is view["images_error"] is view["suggestions_error"] is None
+    (tmp_path / "data" / "c.png").unlink()    # its file gone (never shown large): the view says so, and has the rest
+    gone = review.pair_view(store, rv.run_id, frame(store, rv, "k5").iloc[0], root, 5)
+    assert gone["image"] is None and "c.png" in gone["image_error"] and gone["captions"]
+    unscored = review.pair_view(store, rv.run_id, frame(store, rv, "k6").iloc[0], root, 5)
+    assert unscored["scores"] == "clean probability – · similarity – · weight –"
+    bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
+    made = review.pair_view(store, bare.run_id, frame(store, bare, "k1").iloc[0], store.dataset_by_id(bare.dataset_id).root)
+    assert "no embeddings" in made["suggestions_error"] and made["captions"] == [] and made["image"]
+
+
 def test_suggestions_are_kept_per_image_decisions_and_prefetched(store, rv, tmp_path, monkeypatch):
     """Asked twice, a pair's suggestions are made once; a decision on its image's other pair makes them again; a
     prefetched pair's are ready when the page asks; a prefetch that fails leaves the page's call to raise."""

@@ -10,9 +10,10 @@ Streamlit's rerun, the websocket and the browser.
 
 `--browser` also measures the whole path: a real `streamlit run app.py` server on the same home and the
 Review page in headless Chromium; each keypress (Keep, every fourth one Reject) is timed in the browser
-from the key going down until the next pair is shown (its pair line changed, the decision's notice shown,
-every image loaded and Streamlit's script no longer running). The first keypresses (`--warmup`) fill
-caches and are reported apart.
+from the key going down until the next pair is shown whole (the card's pair line changed, the decision's
+notice shown, every image of the card loaded, at an animation frame), and until the server has stored the
+decision (the card's log acknowledged). The next key goes down `--pause-ms` after the decision was stored.
+The first keypresses (`--warmup`) fill caches and are reported apart.
 """
 from __future__ import annotations
 
@@ -153,20 +154,19 @@ def measure(store, dataset_id: int, run_id: int, steps: int) -> dict:
 
 BROWSER_REVIEWER = "bench-browser"
 
-# In the page: once the key went down, is the next pair shown? Its line (`pair KEY · split S`) names another
-# pair and the decision's notice is there (the first moment is kept as benchLineAt), then every image has
-# loaded and the script has finished. Returns the moment (performance.now) all of it holds.
+# In the page: once the key went down, is the next pair shown? The card's pair (`data-shown`, its line
+# `pair KEY · split S`) is another and the decision's notice is there (the first moment is kept as benchLineAt),
+# then every image of the card has loaded. Returns the moment (performance.now) all of it holds.
 NEXT_PAIR_SHOWN = """([before, notice]) => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    const main = document.querySelector('[data-testid="stMain"]');
-    if (!app || !main) return false;
-    const text = main.innerText, pair = text.match(/^pair (\\S+) · split/m);
-    if (!pair || pair[1] === before || !text.includes(notice)) return false;
+    const card = document.querySelector('.concord-card');
+    if (!card || !card.dataset.shown || card.dataset.shown === before || !card.innerText.includes(notice))
+        return false;
     if (window.benchLineAt === null) window.benchLineAt = performance.now();
-    if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-    for (const img of main.querySelectorAll('img')) if (!img.complete || !img.naturalWidth) return false;
+    for (const img of card.querySelectorAll('img')) if (!img.complete || !img.naturalWidth) return false;
     return performance.now();
 }"""
+# In the page: has the server stored every decision of the card (nothing waits in its log)? When it has.
+STORED = """() => document.querySelector('.concord-card')?.dataset.pending === '0' && performance.now()"""
 # In the page from its start: when the key went down, and when the server's script started running after it.
 KEY_DOWN_AT = """
 window.addEventListener('keydown', () => {
@@ -186,26 +186,28 @@ def shown_pair(app) -> str | None:
     return found.group(1) if found else None
 
 
-def timed_keypress(app, key: str, notice: str, pause_ms: int = 0) -> tuple[float, float, float]:
+def timed_keypress(app, key: str, notice: str, pause_ms: int = 0) -> tuple[float, float, float, float]:
     """After `pause_ms` (a reviewer looking at the pair), press `key` with no widget focused; milliseconds (browser
     clock) from the key going down until the server's script starts (NaN when not seen), until the next pair's
-    line and `notice` (e.g. "Kept pair {pair}") appear, and until that pair is shown whole (script finished,
-    images loaded)."""
+    line and `notice` (e.g. "Kept pair {pair}") appear, until that pair is shown whole (images loaded), and until
+    the server has stored the decision."""
     if pause_ms:
         app.page.wait_for_timeout(pause_ms)
     before = shown_pair(app)
     app.page.evaluate("document.activeElement && document.activeElement.blur()")
     app.page.keyboard.press(key)
-    done = app.page.wait_for_function(NEXT_PAIR_SHOWN, arg=[before, notice.format(pair=before)], polling=10)
+    done = app.page.wait_for_function(NEXT_PAIR_SHOWN, arg=[before, notice.format(pair=before)], polling="raf")
+    stored = app.page.wait_for_function(STORED, polling=5)
     down, started, line = app.page.evaluate("[window.benchKeyAt, window.benchRunAt, window.benchLineAt]")
     # no start seen (NaN): a fragment's run (the jobs panel) was going on and the rerun followed it unbroken
-    return (np.nan if started is None else started - down), line - down, float(done.json_value()) - down
+    return ((np.nan if started is None else started - down), line - down, float(done.json_value()) - down,
+            float(stored.json_value()) - down)
 
 
 def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path, pause_ms: int = 0) -> dict[str, dict]:
     """Per dataset: open the Review page on a real server, press `warmup` then `steps` keys (three Keeps, then a
-    Reject), each `pause_ms` after the last pair was shown and timed until the next pair is shown; then count the
-    decisions the server stored. The store must not be open in this process."""
+    Reject), each `pause_ms` after the last decision was stored, timed until the next pair is shown and until the
+    decision is stored; then count the decisions the server stored. The store must not be open in this process."""
     from playwright.sync_api import sync_playwright
 
     from core.app_server import AppPage, StreamlitServer, launch_chromium
@@ -237,7 +239,8 @@ def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path, 
                 out[name] = {"steps": steps, "server_start_s": round(start_s, 1), "first_pair_s": round(first_s, 1),
                              "warmup_ms": [round(float(m), 1) for m in ms[:warmup, 2]],
                              "to_script_start_ms_p50_p95": pct(ms[warmup:, 0]),
-                             "to_pair_line_ms_p50_p95": pct(ms[warmup:, 1]), "ms_p50_p95": pct(ms[warmup:, 2])}
+                             "to_pair_line_ms_p50_p95": pct(ms[warmup:, 1]), "ms_p50_p95": pct(ms[warmup:, 2]),
+                             "to_stored_ms_p50_p95": pct(ms[warmup:, 3])}
             browser.close()
         for r in out.values():
             r["server_peak_rss_gb"] = peak_rss_gb(server.pid)
@@ -250,15 +253,16 @@ def measure_browser(datasets: list[str], steps: int, warmup: int, folder: Path, 
     return out
 
 
-def markdown(results: dict[str, dict], command: str, load: tuple[float, float]) -> str:
+def markdown(results: dict[str, dict], command: str, load: tuple[float, float], pause_ms: int = 0) -> str:
     browser = any("browser" in r for r in results.values())
     lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}, load average {load[0]:.1f} "
              f"at the start and {load[1]:.1f} at the end; milliseconds, p50 / p95 over the timed keypresses; the "
              "faiss index is built once per run and cached).", "",
              "| store | pairs | index build (once) | decision | page reads | queue | suggestions | images | "
              "server side: keypress → next pair |" + (" browser: keypress → next pair's caption line | browser: "
-                                                       "keypress → next pair shown whole |" if browser else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if browser else "")]
+                                                       "keypress → next pair shown whole | browser: keypress → "
+                                                       "decision stored |" if browser else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if browser else "")]
     notes = []
     for name, r in results.items():
         cell = lambda p: f"{r['ms_p50_p95'][p][0]:.0f} / {r['ms_p50_p95'][p][1]:.0f}"  # noqa: E731
@@ -268,7 +272,8 @@ def markdown(results: dict[str, dict], command: str, load: tuple[float, float]) 
         if "browser" in r:
             b = r["browser"]
             line += (f" {b['to_pair_line_ms_p50_p95'][0]:.0f} / {b['to_pair_line_ms_p50_p95'][1]:.0f} |"
-                     f" **{b['ms_p50_p95'][0]:.0f} / {b['ms_p50_p95'][1]:.0f}** |")
+                     f" **{b['ms_p50_p95'][0]:.0f} / {b['ms_p50_p95'][1]:.0f}** |"
+                     f" {b['to_stored_ms_p50_p95'][0]:.0f} / {b['to_stored_ms_p50_p95'][1]:.0f} |")
             start = b["to_script_start_ms_p50_p95"]
             notes.append(f"{name}: the server's script starts {start[0]:.0f} / {start[1]:.0f} ms after the key; first "
                          f"pair shown {b['first_pair_s']:.1f} s after opening the store; warm-up keypresses (not in "
@@ -279,8 +284,10 @@ def markdown(results: dict[str, dict], command: str, load: tuple[float, float]) 
         lines += ["", "In the browser (headless Chromium on a real `streamlit run app.py`, server start "
                   f"{next(iter(results.values()))['browser']['server_start_s']:.1f} s): "
                   "timed in the page from the key going down until the next pair's caption line and the decision's "
-                  "notice appear, and until the pair is shown whole: Streamlit's script finished and every image "
-                  "loaded. " + " ".join(notes)]
+                  "notice appear, until the pair is shown whole (every image of the card loaded, at an animation "
+                  "frame), and until the server stored the decision (the card's log acknowledged); the next key "
+                  "went down after that" + (f" and a {pause_ms} ms look" if pause_ms else "") + ". "
+                  + " ".join(notes)]
     return "\n".join(lines)
 
 
@@ -306,7 +313,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     command = (f"python -m core bench review --demo-images {args.demo_images} --synthetic {args.synthetic} "
                f"--steps {args.steps}" + (f" --browser --warmup {args.warmup}" if args.browser else "")
                + (f" --pause-ms {args.pause_ms}" if args.browser and args.pause_ms else ""))
-    text = markdown(results, command, (load_start, os.getloadavg()[0]))
+    text = markdown(results, command, (load_start, os.getloadavg()[0]), args.pause_ms if args.browser else 0)
     if not args.no_docs:
         write_section("review", "## Review page latency (`bench review`)\n\n" + text)
     if args.json:

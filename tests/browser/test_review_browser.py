@@ -1,5 +1,6 @@
-"""Review page end to end in headless Chromium: keyboard-only review, two tabs at once, a killed server,
-captions with markup shown literally. The decisions are read from the DuckDB file after the server stops."""
+"""Review page end to end in headless Chromium: keyboard-only review, keys faster than the server answers,
+two tabs at once, a killed server, captions with markup shown literally. The decisions are read from the DuckDB
+file after the server stops."""
 from __future__ import annotations
 
 import re
@@ -40,10 +41,16 @@ def key_down(app, key: str) -> None:
     app.page.keyboard.press(key)
 
 
+def saved(app) -> bool:
+    """Has the server stored every decision the card made (none waits in its log)?"""
+    return app.page.evaluate("document.querySelector('.concord-card')?.dataset.pending") == "0"
+
+
 def press(app, key: str, expect: str) -> None:
-    """Press `key` and wait for the notice `expect`."""
+    """Press `key`, wait for the notice `expect` and for the decision to be stored."""
     key_down(app, key)
     app.wait_until(lambda: expect in app.text(), what=expect)
+    app.wait_until(lambda: saved(app), what="the decision stored")
     app.wait_idle()
 
 
@@ -89,6 +96,25 @@ def test_keyboard_only_review(server_factory, open_app, tmp_path):
             expected_meta(s.pairs_frame(fab.dataset_id), done)
 
 
+def test_keys_faster_than_the_server_show_the_next_pairs_at_once(server_factory, open_app, tmp_path):
+    with Store.open() as s:
+        fab = fabricate_run(s, tmp_path / "data")
+    server = server_factory()
+    app = review_page(open_app, server)
+    seen = []
+    for key in "kxs":              # no wait for the server: each key shows the card's next pair at once
+        seen.append(shown(app))
+        key_down(app, key)
+        assert shown(app) != seen[-1] and f"{DONE[key]} pair {seen[-1]}" in app.text()
+    app.wait_until(lambda: saved(app), what="the three decisions stored")
+    app.wait_idle()
+    assert "2 decided · 1 skipped" in app.text()
+    server.stop()
+    with Store.open() as s:
+        log = s.decisions_frame(fab.dataset_id)
+        assert list(zip(log["pair_key"], log["action"])) == list(zip(seen, ["keep", "reject", "skip"]))
+
+
 def test_two_tabs_at_once(server_factory, open_app, tmp_path):
     with Store.open() as s:
         fab = fabricate_run(s, tmp_path / "data")
@@ -100,8 +126,8 @@ def test_two_tabs_at_once(server_factory, open_app, tmp_path):
         a, b = shown(one), shown(two)
         key_down(one, "k")
         key_down(two, "x")
-        one.wait_until(lambda: f"Kept pair {a}" in one.text(), what="keep in tab one")
-        two.wait_until(lambda: f"Rejected pair {b}" in two.text(), what="reject in tab two")
+        one.wait_until(lambda: f"Kept pair {a}" in one.text() and saved(one), what="keep in tab one")
+        two.wait_until(lambda: f"Rejected pair {b}" in two.text() and saved(two), what="reject in tab two")
         one.wait_idle()
         two.wait_idle()
         made += [(a, "keep", "reviewer"), (b, "reject", "bob")]

@@ -1,6 +1,6 @@
 """Review's action buttons read in full at common widths: the rendered label and shortcut key of every
-button (Keep, Reject, Fix, Skip, Undo and each suggestion's Use) are their whole text, with no element
-inside cut (wider content than box, as text-overflow: ellipsis shows); the bulk grid's buttons too."""
+button of the card (Keep, Reject, Fix, Skip, Undo and each suggestion's Use) are their whole text, with no
+element inside cut (wider content than box, as text-overflow: ellipsis shows); the bulk grid's buttons too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +16,11 @@ BUTTONS = {"review_keep": ("Keep", "K"), "review_reject": ("Reject", "X"), "revi
 BULK = {"review_bulk_keep": ("Keep selected",), "review_bulk_reject": ("Reject selected",),
         "review_bulk_all": ("Select all",), "review_bulk_none": ("Select none",), "review_undo": ("Undo", "U")}
 
-# For each button: its visible text, and every descendant whose content is wider than its box.
+# For each button (the card's by its data-review-button name, Streamlit's by its key): its visible text, and
+# every descendant whose content is wider than its box.
 READ = """keys => keys.map(key => {
-  const box = document.querySelector('.st-key-' + key + ' button');
+  const box = document.querySelector('[data-review-button="' + key + '"]')
+      || document.querySelector('.st-key-' + key + ' button');
   if (!box) return [key, null, []];
   const cut = [...box.querySelectorAll('*'), box].filter(e => e.scrollWidth > e.clientWidth + 1
       && getComputedStyle(e).overflow !== 'visible').map(e => e.tagName + ':' + e.innerText);
