@@ -60,6 +60,7 @@ function buttons(c, specs) {
     const b = el("button", action === "keep" ? "concord-primary" : "", label);
     b.type = "button";
     b.dataset.reviewButton = name || `review_${action}`;
+    b.title = action.startsWith("use:") ? "Fix: re-pair the image with this caption" : `${label} (key ${key})`;
     b.append(" ", el("kbd", null, key));
     b.onclick = () => (action.startsWith("use:") ? use(c, Number(action.slice(4))) : act(c, action));
     row.append(b);
@@ -234,7 +235,15 @@ export default function (component) {
   preload(c);
   render(c);
   if (c.onKey) window.removeEventListener("keydown", c.onKey);
+  if (c.onLeave) window.removeEventListener("beforeunload", c.onLeave);
   c.onKey = (e) => onKey(c, e);
+  c.onLeave = (e) => {          // closing the tab with decisions not yet stored: the browser asks first
+    if (c.log.length) e.preventDefault();
+  };
   window.addEventListener("keydown", c.onKey);
-  return () => window.removeEventListener("keydown", c.onKey);
+  window.addEventListener("beforeunload", c.onLeave);
+  return () => {
+    window.removeEventListener("keydown", c.onKey);
+    window.removeEventListener("beforeunload", c.onLeave);
+  };
 }
