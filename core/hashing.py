@@ -1,4 +1,5 @@
-"""Content hashes: the identity of images, captions and pairs (so re-imports keep decisions)."""
+"""Content hashes: the identity of images and captions (so re-imports keep decisions). A pair's identity is
+sha1("<image hash>:<caption hash>"), made in SQL where the store writes the pairs (`Store.write_dataset`)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,3 @@ def bytes_hash(data: bytes) -> str:
 def file_hash(path: str | Path) -> str:
     return bytes_hash(Path(path).read_bytes())
 
-
-def pair_uid(image_hash: str, caption_hash: str) -> str:
-    """A pair's identity: the same image content with the same caption text."""
-    return hashlib.sha1(f"{image_hash}:{caption_hash}".encode()).hexdigest()

@@ -31,7 +31,7 @@ if TYPE_CHECKING:   # pandas is imported where a method builds a frame, so `data
 
 from core import paths
 from core.errors import ConcordError, DatabaseLocked, NotFound
-from core.hashing import pair_uid, text_hash
+from core.hashing import text_hash
 
 SCHEMA_VERSION = 2
 
@@ -414,44 +414,46 @@ class Store:
             "info": ds.info,
         }
 
-    def write_dataset(self, name: str, root: str | os.PathLike, source_format: str, records: pd.DataFrame,
+    def write_dataset(self, name: str, root: str | os.PathLike, source_format: str, records: pd.DataFrame | str,
                       *, source_path: str | None = None, parent: str | None = None,
                       info: dict[str, Any] | None = None, replace: bool = False) -> dict[str, int]:
         """Create dataset `name` from `records`, or with `replace=True` reconcile an existing one, atomically.
 
-        `records` has one row per pair: `image_path` (relative to `root`), `image_hash`, `width`, `height`,
-        `nbytes`, `caption`, `split`, `key` (the user's pair id) and optionally `is_noisy` and
-        `original_caption`. Rows repeating an earlier row's (image content, caption text) are merged.
-        Replacing keeps the ids (and so the decisions, meta-data and scores) of pairs that still exist
-        and deletes what belonged only to pairs that are gone. Returns counts.
+        `records` is a frame, or the name of a table or view on this thread's cursor (the importer's staged rows,
+        `core.importers.staging`), with one row per pair: `image_path` (relative to `root`), `image_hash`,
+        `width`, `height`, `nbytes`, `caption`, `split`, `key` (the user's pair id) and optionally `is_noisy`
+        and `original_caption`; a relation also has `row_order` (a frame's order is its rows'). Rows repeating
+        an earlier row's (image content, caption text) are merged. Replacing keeps the ids (and so the
+        decisions, meta-data and scores) of pairs that still exist and deletes what belonged only to pairs that
+        are gone. The hashes are DuckDB's `sha1`, the same as `core.hashing`'s. Returns counts.
         """
-        import pandas as pd
-
-        if records.empty:
-            raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
-        recs = records.copy()
-        for col in ("is_noisy", "original_caption"):
-            if col not in recs:
-                recs[col] = None
-        recs["caption_hash"] = [text_hash(t) for t in recs["caption"]]
-        recs["orig_hash"] = [None if (t is None or (isinstance(t, float) and np.isnan(t))) else text_hash(t)
-                             for t in recs["original_caption"]]
-        recs["uid"] = [pair_uid(i, c) for i, c in zip(recs["image_hash"], recs["caption_hash"])]
-        before = len(recs)
-        recs = recs.drop_duplicates("uid", keep="first").reset_index(drop=True)
-        recs["position"] = np.arange(len(recs), dtype=np.int64)
-        recs["key"] = recs["key"].astype(str)
-        images = recs.drop_duplicates("image_path")[["image_path", "image_hash", "width", "height", "nbytes"]]
-        caps = pd.concat([
-            recs[["caption", "caption_hash"]].rename(columns={"caption": "text", "caption_hash": "hash"}),
-            recs.loc[recs["orig_hash"].notna(), ["original_caption", "orig_hash"]].rename(
-                columns={"original_caption": "text", "orig_hash": "hash"}),
-        ]).drop_duplicates("hash")
+        if not isinstance(records, str):
+            if records.empty:
+                raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
+            frame = records.copy()
+            for col in ("is_noisy", "original_caption"):
+                if col not in frame:
+                    frame[col] = None
+            frame["original_caption"] = frame["original_caption"].astype(object).where(
+                frame["original_caption"].notna(), None)
+            frame["row_order"] = np.arange(len(frame), dtype=np.int64)
         with self.transaction() as cur:
-            existing = cur.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchone()
+            relation = records
+            if not isinstance(records, str):
+                cur.register("records_frame", frame)
+                relation = "records_frame"
+            try:
+                before = self._stage_new_rows(cur, relation)
+            finally:
+                if relation == "records_frame":
+                    cur.unregister("records_frame")
+            existing = cur.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchall()
+            existing = existing[0] if existing else None
             if existing and not replace:
                 raise ConcordError(f"dataset {name!r} already exists; pass --replace to replace it "
                                    "(decisions on pairs that still exist are kept)")
+            if not before:
+                raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
             info_json = json.dumps(info or {})
             if existing:
                 ds_id = int(existing[0])
@@ -461,9 +463,6 @@ class Store:
                 ds_id = cur.execute("SELECT nextval('seq_dataset')").fetchone()[0]
                 cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [ds_id, name, str(root), source_format, source_path, parent, info_json, _now()])
-            cur.register("new_images", images)
-            cur.register("new_caps", caps)
-            cur.register("new_pairs", recs)
             try:
                 # images: keep rows whose (path, hash) is unchanged
                 cur.execute("""DELETE FROM images WHERE dataset_id = ? AND NOT EXISTS (SELECT 1 FROM new_images n
@@ -500,21 +499,52 @@ class Store:
                 # meta-data entries whose image is gone go too
                 cur.execute("""DELETE FROM meta_entries WHERE dataset_id = ? AND image_id NOT IN
                                (SELECT id FROM images WHERE dataset_id = ?)""", [ds_id, ds_id])
+                pairs = cur.execute("SELECT count(*) FROM new_pairs").fetchone()[0]
             finally:
-                for view in ("new_images", "new_caps", "new_pairs"):
+                for table in ("new_images", "new_caps", "new_pairs"):
                     try:
-                        cur.unregister(view)
-                    except duckdb.Error:  # an aborted transaction refuses it; the next register replaces it
+                        cur.execute(f"DROP TABLE IF EXISTS {table}")
+                    except duckdb.Error:  # an aborted transaction refuses it; its rollback drops them
                         pass
             counts = {
                 "images": cur.execute("SELECT count(*) FROM images WHERE dataset_id = ?", [ds_id]).fetchone()[0],
                 "captions": cur.execute("SELECT count(DISTINCT caption_id) FROM pairs WHERE dataset_id = ?",
                                         [ds_id]).fetchone()[0],
                 "pairs": cur.execute("SELECT count(*) FROM pairs WHERE dataset_id = ?", [ds_id]).fetchone()[0],
-                "merged_duplicates": before - len(recs),
+                "merged_duplicates": before - pairs,
             }
         _IMPORTS[(self.path, int(ds_id))] = _IMPORTS.get((self.path, int(ds_id)), 0) + 1
         return {k: int(v) for k, v in counts.items()} | {"dataset_id": int(ds_id)}
+
+    @staticmethod
+    def _stage_new_rows(cur: duckdb.DuckDBPyConnection, relation: str) -> int:
+        """`write_dataset`'s temporary tables from `relation`: `new_pairs` (hashed, the first of each pair
+        identity kept, numbered by `position`), `new_images` and `new_caps` (caption and original texts, each hash
+        once). Returns how many rows `relation` has."""
+        cur.execute(f"""
+            CREATE OR REPLACE TEMP TABLE new_pairs AS
+            SELECT *, (row_number() OVER (ORDER BY row_order) - 1)::BIGINT AS position FROM (
+                SELECT CAST(image_path AS VARCHAR) AS image_path, CAST(image_hash AS VARCHAR) AS image_hash,
+                       width, height, nbytes, CAST(caption AS VARCHAR) AS caption,
+                       sha1(CAST(caption AS VARCHAR)) AS caption_hash, CAST(split AS VARCHAR) AS split,
+                       CAST(key AS VARCHAR) AS key, CAST(is_noisy AS BOOLEAN) AS is_noisy,
+                       CAST(original_caption AS VARCHAR) AS original_caption,
+                       sha1(CAST(original_caption AS VARCHAR)) AS orig_hash,
+                       sha1(CAST(image_hash AS VARCHAR) || ':' || sha1(CAST(caption AS VARCHAR))) AS uid, row_order
+                FROM {relation}
+                QUALIFY row_number() OVER (PARTITION BY uid ORDER BY row_order) = 1)
+            ORDER BY position""")
+        cur.execute("""CREATE OR REPLACE TEMP TABLE new_images AS
+                       SELECT image_path, image_hash, width, height, nbytes FROM new_pairs
+                       QUALIFY row_number() OVER (PARTITION BY image_path ORDER BY position) = 1 ORDER BY position""")
+        cur.execute("""CREATE OR REPLACE TEMP TABLE new_caps AS
+                       SELECT text, hash FROM (SELECT caption AS text, caption_hash AS hash, 0 AS kind, position
+                                               FROM new_pairs
+                                               UNION ALL SELECT original_caption, orig_hash, 1, position
+                                               FROM new_pairs WHERE orig_hash IS NOT NULL)
+                       QUALIFY row_number() OVER (PARTITION BY hash ORDER BY kind, position) = 1
+                       ORDER BY kind, position""")
+        return int(cur.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0])
 
     def imports_seen(self, dataset_id: int) -> int:
         """How many times this process wrote the dataset's pairs (`write_dataset`): a cache of its pairs, ids or

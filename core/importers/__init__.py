@@ -12,15 +12,14 @@ import csv
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
-
-import pandas as pd
+from typing import Any, Iterable, Iterator
 
 from core import paths
 from core.errors import ConcordError
 from core.importers.formats import FORMATS, read_source
 from core.importers.locate import locate
 from core.importers.source import Source
+from core.importers.staging import PAIRS, Staging
 from core.importers.tabular import ColumnNames
 from core.importers.validation import (PathMemo, Problem, caption_problem, check_images, normalise_caption,
                                       resolve_image_path)
@@ -29,6 +28,7 @@ from core.progress import Progress
 __all__ = ["FORMATS", "ColumnNames", "ImportReport", "Problem", "import_dataset"]
 
 _SHOWN_PROBLEMS = 5
+SHOWN_SKIPPED = 100
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,13 @@ class ImportReport:
     splits: dict[str, dict[str, int]]
     merged_duplicates: int
     skipped: tuple[Problem, ...] = ()
+    """The first `SHOWN_SKIPPED` rows skipped; the report at `report_path` lists all `skipped_count`."""
+    skipped_count: int = 0
     report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "skipped"} | {
-            "skipped": len(self.skipped), "skipped_rows": [p.__dict__ for p in self.skipped[:100]]}
+        return {k: v for k, v in self.__dict__.items() if k not in ("skipped", "skipped_count")} | {
+            "skipped": self.skipped_count, "skipped_rows": [p.__dict__ for p in self.skipped]}
 
     def summary_lines(self) -> list[str]:
         """What the import did, as the CLI prints it and the Datasets page shows it."""
@@ -61,25 +63,12 @@ class ImportReport:
                   for split, c in self.splits.items()]
         if self.merged_duplicates:
             lines.append(f"  {self.merged_duplicates:,} rows repeating an earlier (image, caption) were merged")
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped):,} bad rows, listed in {self.report_path}")
+        if self.skipped_count:
+            lines.append(f"skipped {self.skipped_count:,} bad rows, listed in {self.report_path}")
         return lines
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """A row that passed the row checks, waiting for its image check."""
-
-    row_index: int
-    file: str
-    image_path: str
-    abs_path: str
-    caption: str
-    split: str
-    key: str
-
-
-def _write_problem_report(name: str, problems: list[tuple[Problem, Any, Any]]) -> Path:
+def _write_problem_report(name: str, problems: Iterable[tuple[Problem, Any, Any]]) -> Path:
     """List refused rows as CSV under CONCORD_HOME/import-reports/NAME-<UTC time>.csv."""
     folder = paths.home() / "import-reports"
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,18 +83,14 @@ def _write_problem_report(name: str, problems: list[tuple[Problem, Any, Any]]) -
     return out
 
 
-def _merged(sources: list[Source]) -> Source:
-    """The sources of one dataset's files (a COCO export has one per split) as one; their image ids merged."""
-    if len(sources) == 1:
-        return sources[0]
-    formats = {s.format for s in sources}
-    if len(formats) > 1:
-        raise ConcordError(f"the data files are in different formats ({', '.join(sorted(formats))})")
+def _merged_info(sources: list[Source]) -> dict[str, Any]:
+    """What a re-export needs of one dataset's files (a COCO export has one per split), read once their rows are:
+    the first file's, with every file's COCO image ids."""
     info = dict(sources[0].info)
     if "coco" in info:
         ids = {k: v for s in sources for k, v in (s.info.get("coco") or {}).get("image_ids", {}).items()}
         info["coco"] = {**info["coco"], "image_ids": ids}
-    return Source(sources[0].format, [r for s in sources for r in s.rows], info)
+    return info
 
 
 def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str = "auto",
@@ -118,7 +103,8 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
     `images_root` (default: the data file's folder, or where an export's manifest says) is what image
     paths are relative to; `split` names the split of rows whose file gives none (for COCO it overrides
     the guess from file names); `skip_bad` imports the good rows and lists the others in a CSV report
-    instead of refusing."""
+    instead of refusing. The rows are streamed through `core.importers.staging`, so memory does not grow
+    with the file (COCO and Karpathy JSON excepted: each is one JSON document, parsed whole)."""
     progress = progress or Progress()
     path = Path(path).expanduser()
     located = locate(path, images_root)
@@ -131,75 +117,61 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
     root = located.root
 
     progress.start("reading", None, message=f"reading {path.name}")
-    parts = [read_source(f, fmt, columns, split) for f in located.files]
-    files = [str(f) for f, part in zip(located.files, parts) for _ in part.rows]
-    source = _merged(parts)
-    problems: dict[int, tuple[Problem, Any, Any]] = {}
-    checked: list[_Checked] = []
+    sources = [read_source(f, fmt, columns, split) for f in located.files]
+    formats = {s.format for s in sources}
+    if len(formats) > 1:
+        raise ConcordError(f"the data files are in different formats ({', '.join(sorted(formats))})")
+    source_format = sources[0].format
+    with Staging(store) as staging:
 
-    def resolved_images() -> Iterator[str | None]:
-        """Check each row, keep the good ones in `checked` and yield their image files, to be checked meanwhile
-        (None for a refused row, so that the progress counts every row)."""
-        first_key: dict[str, str] = {}
-        memo = PathMemo()
-        for i, row in enumerate(source.rows):
-            key = row.key if row.key is not None else str(i + 1)
-            where = row.where if len(located.files) == 1 else f"{Path(files[i]).name} {row.where}"
-            reason = row.problem
-            if reason is None and key in first_key:
-                reason = f"duplicate pair_id {key!r} (first at {first_key[key]})"
-            first_key.setdefault(key, where)
-            caption = normalise_caption(row.caption)
-            reason = reason or caption_problem(caption)
-            resolved = None if reason else resolve_image_path(root, row.image, memo)
-            if isinstance(resolved, str):
-                reason = resolved
-            if reason:
-                problems[i] = (Problem(files[i], row.where, reason), row.image, row.caption)
-                yield None
-                continue
-            rel, target = resolved
-            checked.append(_Checked(i, files[i], rel, target, caption, row.split, key))
-            yield target
+        def resolved_images() -> Iterator[str | None]:
+            """Check each row, stage it, and yield its image file, to be checked meanwhile (None for a refused
+            row, so that the progress counts every row)."""
+            memo, i = PathMemo(), 0
+            for file, source in zip(located.files, sources):
+                for row in source.rows:
+                    key = row.key if row.key is not None else str(i + 1)
+                    caption = normalise_caption(row.caption)
+                    late = row.problem is None
+                    reason = row.problem or caption_problem(caption)
+                    resolved = None if reason else resolve_image_path(root, row.image, memo)
+                    if isinstance(resolved, str):
+                        reason = resolved
+                    if reason:
+                        staging.add_row(i, str(file), row.where, key, row.image, row.caption, row.split, None,
+                                        reason, late)
+                        yield None
+                    else:
+                        rel, target = resolved
+                        staging.add_row(i, str(file), row.where, key, rel, caption, row.split, target, None)
+                        yield target
+                    i += 1
 
-    results = check_images(resolved_images(), progress, len(source.rows), workers)
-    n_rows, source_format, info = len(source.rows), source.format, source.info
-    good: dict[str, list[Any]] = {c: [] for c in ("image_path", "image_hash", "width", "height", "nbytes",
-                                                  "caption", "split", "key")}
-    for c in checked:
-        result = results[c.abs_path]
-        if isinstance(result, str):
-            problems[c.row_index] = (Problem(c.file, source.rows[c.row_index].where, result), c.image_path,
-                                     c.caption)
-            continue
-        for column, value in zip(good, (c.image_path, result.hash, result.width, result.height, result.nbytes,
-                                        c.caption, c.split, c.key)):
-            good[column].append(value)
-    del checked, results, parts, files, source   # the good rows are columns now: free the rest before writing
-    ordered = [problems[i] for i in sorted(problems)]
-    if ordered and not skip_bad:
-        report = _write_problem_report(name, ordered)
-        shown = "; ".join(str(p) for p, _, _ in ordered[:_SHOWN_PROBLEMS])
-        raise ConcordError(f"import of {name!r} refused, nothing changed: {len(ordered)} bad row(s) of "
-                           f"{n_rows}: {shown}{'; …' if len(ordered) > _SHOWN_PROBLEMS else ''} "
-                           f"(all listed in {report}; fix them or pass --skip-bad to import the good rows)")
-    if not good["key"]:
-        raise ConcordError(f"{path}: nothing to import, all {n_rows} rows are bad "
-                           f"(first: {ordered[0][0]})")
+        check_images(resolved_images(), progress, sum(s.expected for s in sources), staging.add_images, workers)
+        staging.finish(several_files=len(located.files) > 1)
+        n_rows, n_bad = staging.counts()
+        if n_bad and not skip_bad:
+            report = _write_problem_report(name, staging.problems())
+            first = [p for p, _, _ in staging.problems(_SHOWN_PROBLEMS)]
+            shown = "; ".join(str(p) for p in first)
+            raise ConcordError(f"import of {name!r} refused, nothing changed: {n_bad} bad row(s) of "
+                               f"{n_rows}: {shown}{'; …' if n_bad > _SHOWN_PROBLEMS else ''} "
+                               f"(all listed in {report}; fix them or pass --skip-bad to import the good rows)")
+        if n_bad == n_rows:
+            first = next(staging.problems(1))[0]
+            raise ConcordError(f"{path}: nothing to import, all {n_rows} rows are bad (first: {first})")
 
-    progress.check()
-    progress.start("writing", None, message=f"writing {len(good['key']):,} pairs")
-    source_path = str(path.resolve())
-    records = pd.DataFrame(good)
-    del good
-    counts = store.write_dataset(name, root, source_format, records, source_path=source_path, info=info,
-                                 replace=replace)
-    del records
-    report_path = _write_problem_report(name, ordered) if ordered else None
+        progress.check()
+        progress.start("writing", None, message=f"writing {n_rows - n_bad:,} pairs")
+        source_path = str(path.resolve())
+        counts = store.write_dataset(name, root, source_format, PAIRS, source_path=source_path,
+                                     info=_merged_info(sources), replace=replace)
+        report_path = _write_problem_report(name, staging.problems()) if n_bad else None
+        skipped = tuple(p for p, _, _ in staging.problems(SHOWN_SKIPPED))
     splits = store.split_sizes(counts["dataset_id"])
     return ImportReport(name=name, dataset_id=counts["dataset_id"], format=source_format,
                         source_path=source_path, root=str(root), rows=n_rows,
                         images=counts["images"], captions=counts["captions"], pairs=counts["pairs"],
                         splits=splits, merged_duplicates=counts["merged_duplicates"],
-                        skipped=tuple(p for p, _, _ in ordered),
+                        skipped=skipped, skipped_count=n_bad,
                         report_path=None if report_path is None else str(report_path))

@@ -59,4 +59,4 @@ def read_coco(path: Path, obj: Any, split: str | None) -> Source:
         raise ConcordError(f"{path}: no annotations (the file holds no captions)")
     image_ids = {img["file_name"]: img["id"] for img in images.values() if isinstance(img.get("file_name"), str)}
     info = {"coco": {"image_ids": image_ids, "info": obj.get("info"), "licenses": obj.get("licenses")}}
-    return Source("coco", rows, info)
+    return Source("coco", rows, len(rows), info)

@@ -47,4 +47,4 @@ def read_karpathy(path: Path, obj: Any) -> Source:
             key = key or (str(sent["sentid"]) if sent.get("sentid") is not None else None)
             rows.append(SourceRow(where, image, sent.get("raw"), split, key,
                                   problem=None if isinstance(filename, str) else "image has no filename"))
-    return Source("karpathy", rows, {"karpathy": {"dataset": obj.get("dataset"), "images": kept}})
+    return Source("karpathy", rows, len(rows), {"karpathy": {"dataset": obj.get("dataset"), "images": kept}})

@@ -1,19 +1,19 @@
 """CSV, JSON Lines and Parquet: one row per pair, with an image path and a caption column (names
-configurable), and optionally a split and a pair id; other columns are ignored."""
+configurable), and optionally a split and a pair id; other columns are ignored. All three are streamed: a
+header or schema problem is refused when the file is opened, a bad row is yielded in its place."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import ConcordError
-from core.importers.source import Source, SourceRow, as_text, optional_text, read_text
+from core.importers.source import Source, SourceRow, as_text, count_lines, optional_text, read_lines
 
 
 @dataclass(frozen=True)
@@ -48,84 +48,110 @@ def _info(columns: ColumnNames, present: list[str], **extra: Any) -> dict[str, A
 
 
 def read_csv(path: Path, columns: ColumnNames, default_split: str) -> Source:
-    """A CSV file (tab-separated when it ends in `.tsv`) with a header row; rows are named by line."""
+    """A CSV file (tab-separated when it ends in `.tsv`) with a header row, streamed; rows are named by line."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    reader = csv.reader(read_lines(path, "any"), delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as exc:
         raise ConcordError(f"{path} line 1: malformed CSV header ({exc})") from None
     _require(path, header, columns)
     index = {name: i for i, name in reversed(list(enumerate(header)))}
-    rows: list[SourceRow] = []
-    while True:
-        line = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            rows.append(SourceRow(f"line {line}", None, None, default_split, problem=f"malformed CSV ({exc})"))
-            continue
-        if not cells:
-            continue
-        where = f"line {line}"
-        needed = max(index[columns.image], index[columns.caption])
-        if len(cells) <= needed:
-            rows.append(SourceRow(where, None, None, default_split,
-                                  problem=f"row has {len(cells)} fields, the header has {len(header)}"))
-            continue
-        get = lambda col, c=cells: c[index[col]] if col in index and index[col] < len(c) else None  # noqa: E731
-        rows.append(_row(where, get, columns, default_split))
-    if not rows:
-        raise ConcordError(f"{path}: no data rows (only a header)")
-    return Source("csv", rows, _info(columns, header, delimiter=delimiter))
+    needed = max(index[columns.image], index[columns.caption])
+
+    def rows() -> Iterator[SourceRow]:
+        count = 0
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                count += 1
+                yield SourceRow(f"line {line}", None, None, default_split, problem=f"malformed CSV ({exc})")
+                continue
+            if not cells:
+                continue
+            count += 1
+            where = f"line {line}"
+            if len(cells) <= needed:
+                yield SourceRow(where, None, None, default_split,
+                                problem=f"row has {len(cells)} fields, the header has {len(header)}")
+                continue
+            get = lambda col, c=cells: c[index[col]] if col in index and index[col] < len(c) else None  # noqa: E731
+            yield _row(where, get, columns, default_split)
+        if not count:
+            raise ConcordError(f"{path}: no data rows (only a header)")
+
+    return Source("csv", rows(), max(count_lines(path) - 1, 1), _info(columns, header, delimiter=delimiter))
 
 
 def read_jsonl(path: Path, columns: ColumnNames, default_split: str) -> Source:
-    """JSON Lines: one object per line; a line that is not a JSON object is a bad row, not a bad file."""
-    rows: list[SourceRow] = []
-    present: dict[str, None] = {}
-    for number, line in enumerate(read_text(path).split("\n"), 1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rows.append(SourceRow(where, None, None, default_split,
-                                  problem=f"malformed JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if not isinstance(obj, dict):
-            rows.append(SourceRow(where, None, None, default_split,
-                                  problem=f"not a JSON object ({type(obj).__name__})"))
-            continue
-        present.update(dict.fromkeys(obj))
-        lacking = [name for name in (columns.image, columns.caption) if name not in obj]
-        if lacking:
-            rows.append(SourceRow(where, None, None, default_split, problem=f"no {lacking[0]!r} field"))
-            continue
-        rows.append(_row(where, obj.get, columns, default_split))
-    if not rows:
-        raise ConcordError(f"{path}: the file is empty")
-    if any(r.problem is None for r in rows):
-        _require(path, list(present), columns)
-    return Source("jsonl", rows, _info(columns, list(present)))
+    """JSON Lines, streamed: one object per line; a line that is not a JSON object is a bad row, not a bad file.
+    The columns it names (`info`) are the union of every object's fields, known once the rows are read."""
+    info = _info(columns, [])
+
+    def rows() -> Iterator[SourceRow]:
+        present: dict[str, None] = {}
+        count = good = 0
+        for number, line in enumerate(read_lines(path, "lf"), 1):
+            line = line.removesuffix("\n").removesuffix("\r")
+            if not line.strip():
+                continue
+            count += 1
+            where = f"line {number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield SourceRow(where, None, None, default_split,
+                                problem=f"malformed JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(obj, dict):
+                yield SourceRow(where, None, None, default_split, problem=f"not a JSON object ({type(obj).__name__})")
+                continue
+            present.update(dict.fromkeys(obj))
+            lacking = [name for name in (columns.image, columns.caption) if name not in obj]
+            if lacking:
+                yield SourceRow(where, None, None, default_split, problem=f"no {lacking[0]!r} field")
+                continue
+            good += 1
+            yield _row(where, obj.get, columns, default_split)
+        if not count:
+            raise ConcordError(f"{path}: the file is empty")
+        if good:
+            _require(path, list(present), columns)
+        info.update(_info(columns, list(present)))
+
+    return Source("jsonl", rows(), max(count_lines(path), 1), info)
+
+
+_PARQUET_BATCH = 8192
 
 
 def read_parquet(path: Path, columns: ColumnNames, default_split: str) -> Source:
-    """A Parquet file; rows are named by their 1-based number."""
+    """A Parquet file, streamed a row group's batch at a time; rows are named by their 1-based number."""
     try:
-        table = pq.read_table(path)
+        file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise ConcordError(f"{path}: not a readable Parquet file ({exc})") from None
-    present = table.column_names
+    present = file.schema_arrow.names
     _require(path, present, columns)
-    if table.num_rows == 0:
+    total = file.metadata.num_rows
+    if total == 0:
         raise ConcordError(f"{path}: the file is empty (no rows)")
     wanted = [c for c in dict.fromkeys((columns.image, columns.caption, columns.split, columns.id)) if c in present]
-    data = {c: table.column(c).to_pylist() for c in wanted}
-    rows = [_row(f"row {i + 1}", lambda col, i=i: data[col][i] if col in data else None, columns, default_split)
-            for i in range(table.num_rows)]
-    return Source("parquet", rows, _info(columns, present))
+
+    def rows() -> Iterator[SourceRow]:
+        number = 0
+        try:
+            for batch in file.iter_batches(batch_size=_PARQUET_BATCH, columns=wanted):
+                data = {c: batch.column(c).to_pylist() for c in wanted}
+                for i in range(batch.num_rows):
+                    number += 1
+                    yield _row(f"row {number}", lambda col, i=i: data[col][i] if col in data else None, columns,
+                               default_split)
+        except (pa.ArrowException, OSError) as exc:
+            raise ConcordError(f"{path} after row {number}: not a readable Parquet file ({exc})") from None
+
+    return Source("parquet", rows(), total, _info(columns, present))

@@ -17,7 +17,7 @@ import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from PIL import Image
 
@@ -33,6 +33,8 @@ _REFUSED_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _BATCH = 256
 PROCESS_BELOW = 4 * _BATCH
 """Fewer images than this are checked in the importing process: starting the checking processes costs about a second."""
+RECENT = 1 << 16
+"""How many of the latest distinct image paths an import remembers as checked."""
 
 
 @dataclass(frozen=True)
@@ -220,17 +222,20 @@ def check_batch(paths: list[str]) -> list[ImageInfo | str]:
     return [check_image(Path(path)) for path in paths]
 
 
-def check_images(paths: Iterable[str | None], progress: Progress, total: int, workers: int = 2
-                 ) -> dict[str, ImageInfo | str]:
-    """`check_image` for every distinct path of `paths`, in batches between which a cancel takes effect.
+def check_images(paths: Iterable[str | None], progress: Progress, total: int,
+                 checked: Callable[[list[str], list[ImageInfo | str]], None], workers: int = 2) -> None:
+    """`check_image` for the paths of `paths`, in batches between which a cancel takes effect; each batch's
+    paths and results go to `checked` in order.
 
     `paths` is consumed lazily (the importer yields each row's image as it resolves it, so resolving and checking
-    overlap; None for a row with no image to check); `total` is how many it will yield, for the progress. With
-    `workers` > 1 and `total` of at least `PROCESS_BELOW` the batches run in that many processes
+    overlap; None for a row with no image to check); `total` is about how many it will yield, for the progress.
+    A path repeated within the last `RECENT` distinct ones is checked once (a COCO image's captions are
+    neighbours); memory stays bounded, so a path repeated further apart is checked again, with the same result.
+    With `workers` > 1 and `total` of at least `PROCESS_BELOW` the batches run in that many processes
     (`core.importers.check_worker`): PIL's per-image work holds the GIL, so threads gave nothing over one."""
-    progress.start("checking images", total, message=f"checking the images of {total:,} rows")
-    out: dict[str, ImageInfo | str] = {}
+    progress.start("checking images", total, message=f"checking the images of about {total:,} rows")
     seen: set[str] = set()
+    order: deque[str] = deque()
 
     def batches() -> Iterator[tuple[list[str], int]]:
         batch, rows = [], 0
@@ -238,6 +243,9 @@ def check_images(paths: Iterable[str | None], progress: Progress, total: int, wo
             rows += 1
             if path is not None and path not in seen:
                 seen.add(path)
+                order.append(path)
+                if len(order) > RECENT:
+                    seen.discard(order.popleft())
                 batch.append(path)
             if len(batch) == _BATCH:
                 yield batch, rows
@@ -246,14 +254,14 @@ def check_images(paths: Iterable[str | None], progress: Progress, total: int, wo
             yield batch, rows
 
     def done(batch: list[str], rows: int, results: list[ImageInfo | str]) -> None:
-        out.update(zip(batch, results))
+        checked(batch, results)
         progress.advance(rows)
 
     if workers <= 1 or total < PROCESS_BELOW:
         for batch, rows in batches():
             progress.check()
             done(batch, rows, check_batch(batch))
-        return out
+        return
     from core.importers.check_worker import CheckerProcesses
     with CheckerProcesses(workers) as pool:
         waiting: deque[tuple[list[str], int]] = deque()
@@ -266,4 +274,3 @@ def check_images(paths: Iterable[str | None], progress: Progress, total: int, wo
         while len(pool):
             progress.check()
             done(*waiting.popleft(), pool.next_result())
-    return out
