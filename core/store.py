@@ -427,9 +427,8 @@ class Store:
         decisions, meta-data and scores) of pairs that still exist and deletes what belonged only to pairs that
         are gone. The hashes are DuckDB's `sha1`, the same as `core.hashing`'s. Returns counts.
         """
+        frame = None
         if not isinstance(records, str):
-            if records.empty:
-                raise ConcordError(f"dataset {name!r}: nothing to import (no pairs)")
             frame = records.copy()
             for col in ("is_noisy", "original_caption"):
                 if col not in frame:
@@ -438,14 +437,13 @@ class Store:
                 frame["original_caption"].notna(), None)
             frame["row_order"] = np.arange(len(frame), dtype=np.int64)
         with self.transaction() as cur:
-            relation = records
-            if not isinstance(records, str):
+            if frame is None:
+                before = self._stage_new_rows(cur, records)
+            else:
                 cur.register("records_frame", frame)
-                relation = "records_frame"
-            try:
-                before = self._stage_new_rows(cur, relation)
-            finally:
-                if relation == "records_frame":
+                try:
+                    before = self._stage_new_rows(cur, "records_frame")
+                finally:
                     cur.unregister("records_frame")
             existing = cur.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchall()
             existing = existing[0] if existing else None

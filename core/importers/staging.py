@@ -57,7 +57,7 @@ class Staging:
 
     def __exit__(self, *exc) -> None:
         self.cur.execute(f"DROP VIEW IF EXISTS {PAIRS}")
-        for table in ("import_rows", "import_images", "import_first_keys"):
+        for table in ("import_rows", "import_images"):
             self.cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     # ------------------------------------------------------------------ filling
@@ -103,12 +103,10 @@ class Staging:
         self._flush("import_rows", self._rows, _ROWS)
         self._flush("import_images", self._images, _IMAGES)
         first = ("regexp_extract(f.file, '[^/]*$') || ' ' || f.place" if several_files else "f.place")
-        self.cur.execute(f"""
-            CREATE OR REPLACE TEMP TABLE import_first_keys AS
-            SELECT key, arg_min(file, row_index) AS file, arg_min(place, row_index) AS place,
-                   min(row_index) AS row_index FROM import_rows GROUP BY key HAVING count(*) > 1""")
         repeated = self.cur.execute(f"""
-            SELECT r.row_index, r.key, {first} FROM import_rows r JOIN import_first_keys f USING (key)
+            WITH f AS (SELECT key, arg_min(file, row_index) AS file, arg_min(place, row_index) AS place,
+                              min(row_index) AS row_index FROM import_rows GROUP BY key HAVING count(*) > 1)
+            SELECT r.row_index, r.key, {first} FROM import_rows r JOIN f USING (key)
             WHERE (r.problem IS NULL OR r.late) AND r.row_index > f.row_index""").fetchall()
         if repeated:
             self.cur.register("import_repeated", pa.table({
