@@ -37,3 +37,29 @@ def test_fused_gain_is_over_the_best_other_method_on_the_same_data() -> None:
     assert "| demo | hard | 0.4 | concord | 0.770 ± 0.042 |" in markdown(summarise(rows), "cmd", 60.0)
     assert "+0.035 / +0.020 |" in markdown(summarise(rows), "cmd", 60.0)
     assert fused_gains([r for r in rows if r["method"] != "concord"]).empty
+
+
+def test_kept_stores_are_collected_into_one_table(capsys, concord_env, tmp_path) -> None:
+    assert main(["demo", "--images", "20", "--noise", "0.4", "--seed", "1"]) == 0
+    capsys.readouterr()
+    kept = tmp_path / "kept"
+    args = ["bench", "quality", "--kinds", "ncr", "--noise", "0.4", "--methods", "b1", "--epochs", "1", "--seeds", "1",
+            "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json"]
+    assert main([*args, "--keep", str(kept / "a")]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert main([*args, "--first-seed", "1", "--keep", str(kept / "b")]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert (kept / "a" / "demo" / "bench.duckdb").exists()
+
+    assert main(["bench", "quality", "--collect", str(kept / "a"), str(kept / "b"), "--no-docs", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_seconds"} for r in rows]  # noqa: E731
+    assert out["rows"] == strip(first) + strip(second)          # the same figures, read back from the stores
+    assert [(s["kind"], s["ratio"], s["seeds"]) for s in out["summary"]] == [("ncr", 0.4, 2)]
+
+    before = sorted(p.name for p in (kept / "a" / "demo").iterdir())
+    assert main([*args, "--keep", str(kept / "a")]) == 1         # a kept folder is never mixed into
+    assert "exists: --keep names a new folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (kept / "a" / "demo").iterdir()) == before
+    assert main(["bench", "quality", "--collect", str(tmp_path / "nothing"), "--no-docs"]) == 1
+    assert "no kept benchmark store" in capsys.readouterr().err

@@ -4,7 +4,7 @@ to `docs/benchmarks.md`."""
 
 import argparse
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -51,14 +51,20 @@ def add_training_options(p: argparse.ArgumentParser, set_metavar: str = "KEY=VAL
 
 
 @contextmanager
-def scratch_store(user_store, dataset: str, prefix: str) -> Iterator:
+def scratch_store(user_store, dataset: str, prefix: str, keep: Path | None = None) -> Iterator:
     """A store in a temporary folder (never the user's) holding dataset `dataset`'s clean originals (injected
-    noise undone) as `clean`, for noisy copies made with `core.noise.inject_noise_copy`."""
+    noise undone) as `clean`, for noisy copies made with `core.noise.inject_noise_copy`. With `keep`, the store
+    is made in that new folder instead and left there (its runs, scores and cached signals, for inspection)."""
+    from core.errors import ConcordError
     from core.noise import clean_records
     from core.store import Store
     source = user_store.dataset(dataset)
     records = clean_records(user_store.dataset_records(source.id))
-    with tempfile.TemporaryDirectory(prefix=f"concord-bench-{prefix}-") as tmp, \
-            Store.open(Path(tmp) / "bench.duckdb") as store:
-        store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
-        yield store
+    if keep is not None and keep.exists():
+        raise ConcordError(f"{keep} exists: --keep names a new folder, so no earlier benchmark's store is mixed in")
+    with (tempfile.TemporaryDirectory(prefix=f"concord-bench-{prefix}-") if keep is None
+          else nullcontext(str(keep))) as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        with Store.open(Path(tmp) / "bench.duckdb") as store:
+            store.write_dataset("clean", source.root, source.source_format, records, parent=source.name)
+            yield store

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--meta-fraction", type=float, default=None,
                    help="seed meta-data drawn from `val`, as a fraction of the training size (default: a run's 2%%)")
     p.add_argument("--no-ceiling", action="store_true", help="skip b1 on clean data")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="keep each set's scratch database (runs, scores, a concord run's signals) in DIR/SET "
+                   "(a new folder) instead of deleting it")
+    p.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="train nothing: one table of every finished run in the folders earlier `--keep DIR` runs "
+                   "left (a sweep split across processes, gathered)")
     add_output_options(p)
     p.set_defaults(handler=run)
 
@@ -106,17 +113,72 @@ def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def cell_of(name: str) -> tuple[str, float, int] | None:
+    """(kind, ratio, seed) of a noisy copy's name (`KIND-RATIO-sSEED`, as `run` names them); None otherwise."""
+    kind, _, rest = name.partition("-")
+    ratio, _, seed = rest.rpartition("-s")
+    try:
+        return kind, float(ratio), int(seed)
+    except ValueError:
+        return None
+
+
+def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
+    """The rows `run` would have made, read back from the stores `--keep` left: each folder holds one
+    `SET/bench.duckdb` per set; every finished run of a noisy copy (and of `clean`, the ceiling) is a row."""
+    from core.errors import ConcordError
+    from core.evaluate import evaluate_run
+    from core.store import Store
+    dbs = sorted(db for folder in folders for db in Path(folder).glob("*/bench.duckdb"))
+    if not dbs:
+        raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(map(str, folders))}: "
+                           "make them with `bench quality --keep DIR`")
+    rows = []
+    for db in dbs:
+        with Store.open(db) as store:
+            for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
+                name = store.dataset_by_id(run.dataset_id).name
+                cell = ("clean", 0.0, run.seed or 0) if name == "clean" else cell_of(name)
+                if cell is None:
+                    continue
+                result = evaluate_run(store, run.id)
+                rows.append({"set": db.parent.name, "kind": cell[0], "ratio": cell[1], "method": run.method,
+                             "seed": cell[2]} | {m: result.get(m) for m in METRICS})
+    return rows
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, command: str, seconds: float,
+           model: str) -> int:
+    """Print (and unless --no-docs, write under `key`) the table of `rows`."""
+    summary = summarise(rows)
+    if not args.no_docs:
+        write_section(key, "## Quality (`bench quality`)\n\n" + markdown(summary, command, seconds))
+    sets = ",".join(dict.fromkeys(r["set"] for r in rows))
+    out = {"rows": rows, "summary": summary.replace({np.nan: None}).to_dict("records"),
+           "gains": fused_gains(rows).to_dict("records"), "seconds": seconds,
+           "dataset": sets, "model": model, "cache": str(paths.cache_dir())}
+    if args.json:
+        print(json.dumps(out, default=float))
+    else:
+        print(markdown(summary, command, seconds))
+    return 0
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
     from core.evaluate import evaluate_run
-    from core.models import DEFAULT_MODEL
     from core.noise import inject_noise_copy
+    from core.models import DEFAULT_MODEL
     from core.training import execute_run, start_run
-
+    model = args.model or DEFAULT_MODEL
+    if args.collect:
+        t0 = time.perf_counter()
+        rows = sorted(collected_rows(args.collect), key=lambda r: (r["set"], r["kind"], r["ratio"], r["seed"]))
+        command = "python -m core bench quality --collect " + " ".join(map(str, args.collect))
+        return report(args, rows, "quality: collected", command, time.perf_counter() - t0, model)
     ratios = [float(r) for r in args.noise.split(",") if r.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    model = args.model or DEFAULT_MODEL
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     progress, bar = cli_progress()
@@ -138,7 +200,8 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     try:
         for dataset in [d.strip() for d in args.dataset.split(",") if d.strip()]:
-            with scratch_store(ctx.store, dataset, "quality") as store:
+            keep = None if args.keep is None else args.keep / dataset
+            with scratch_store(ctx.store, dataset, "quality", keep) as store:
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     if not args.no_ceiling:
                         train(store, dataset, "clean", "clean", 0.0, "b1", seed)
@@ -151,21 +214,11 @@ def run(args: argparse.Namespace, ctx) -> int:
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
-    summary = summarise(rows)
     command = ("python -m core bench quality --dataset " + args.dataset + f" --noise {args.noise} --kinds {args.kinds}"
                f" --methods {args.methods} --seeds {args.seeds}"
                + (f" --first-seed {args.first_seed}" if args.first_seed else "")
                + (f" --epochs {args.epochs}" if args.epochs else "")
                + (f" --meta-fraction {args.meta_fraction}" if args.meta_fraction is not None else "")
                + "".join(f" --set {s}" for s in args.sets))
-    if not args.no_docs:
-        write_section(f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}",
-                      "## Quality (`bench quality`)\n\n" + markdown(summary, command, seconds))
-    out = {"rows": rows, "summary": summary.replace({np.nan: None}).to_dict("records"),
-           "gains": fused_gains(rows).to_dict("records"), "seconds": seconds,
-           "dataset": args.dataset, "model": model, "cache": str(paths.cache_dir())}
-    if args.json:
-        print(json.dumps(out, default=float))
-    else:
-        print(markdown(summary, command, seconds))
-    return 0
+    return report(args, rows, f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}", command, seconds,
+                  model)
