@@ -58,10 +58,10 @@ def scratch_store(user_store, dataset: str, prefix: str, keep: Path | None = Non
     from core.errors import ConcordError
     from core.noise import clean_records
     from core.store import Store
-    source = user_store.dataset(dataset)
-    records = clean_records(user_store.dataset_records(source.id))
     if keep is not None and keep.exists():
         raise ConcordError(f"{keep} exists: --keep names a new folder, so no earlier benchmark's store is mixed in")
+    source = user_store.dataset(dataset)
+    records = clean_records(user_store.dataset_records(source.id))
     with (tempfile.TemporaryDirectory(prefix=f"concord-bench-{prefix}-") if keep is None
           else nullcontext(str(keep))) as tmp:
         Path(tmp).mkdir(parents=True, exist_ok=True)

@@ -113,14 +113,26 @@ def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def cell_name(kind: str, ratio: float, seed: int) -> str:
+    """The name of a cell's noisy copy in the scratch store (`cell_of` reads it back)."""
+    return f"{kind}-{ratio}-s{seed}"
+
+
 def cell_of(name: str) -> tuple[str, float, int] | None:
-    """(kind, ratio, seed) of a noisy copy's name (`KIND-RATIO-sSEED`, as `run` names them); None otherwise."""
+    """(kind, ratio, seed) of a noisy copy's name (`cell_name`); None for any other name."""
     kind, _, rest = name.partition("-")
     ratio, _, seed = rest.rpartition("-s")
     try:
         return kind, float(ratio), int(seed)
     except ValueError:
         return None
+
+
+def result_row(dataset: str, kind: str, ratio: float, method: str, seed: int, result: dict[str, Any]
+               ) -> dict[str, Any]:
+    """One row of the table: the cell, the method and its figures (`METRICS` of `evaluate_run`'s result)."""
+    return {"set": dataset, "kind": kind, "ratio": ratio, "method": method, "seed": seed} | {
+        m: result.get(m) for m in METRICS}
 
 
 def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
@@ -141,9 +153,8 @@ def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
                 cell = ("clean", 0.0, run.seed or 0) if name == "clean" else cell_of(name)
                 if cell is None:
                     continue
-                result = evaluate_run(store, run.id)
-                rows.append({"set": db.parent.name, "kind": cell[0], "ratio": cell[1], "method": run.method,
-                             "seed": cell[2]} | {m: result.get(m) for m in METRICS})
+                rows.append(result_row(db.parent.name, cell[0], cell[1], run.method, cell[2],
+                                       evaluate_run(store, run.id)))
     return rows
 
 
@@ -167,8 +178,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, comma
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
     from core.evaluate import evaluate_run
-    from core.noise import inject_noise_copy
     from core.models import DEFAULT_MODEL
+    from core.noise import inject_noise_copy
     from core.training import execute_run, start_run
     model = args.model or DEFAULT_MODEL
     if args.collect:
@@ -189,14 +200,11 @@ def run(args: argparse.Namespace, ctx) -> int:
                            settings=method_settings(args.sets, method), **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
-        result = evaluate_run(store, run_id)
-        row = {"set": dataset, "kind": kind, "ratio": ratio, "method": method, "seed": seed,
-               "run_seconds": time.perf_counter() - t0}
-        row |= {m: result.get(m) for m in METRICS}
-        rows.append(row)
+        row = result_row(dataset, kind, ratio, method, seed, evaluate_run(store, run_id))
+        rows.append(row | {"run_seconds": time.perf_counter() - t0})
         if not args.json:
             bar.close()
-            print(json.dumps(row))
+            print(json.dumps(rows[-1]))
 
     try:
         for dataset in [d.strip() for d in args.dataset.split(",") if d.strip()]:
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                         train(store, dataset, "clean", "clean", 0.0, "b1", seed)
                     for kind in kinds:
                         for ratio in ratios:
-                            name = f"{kind}-{ratio}-s{seed}"
+                            name = cell_name(kind, ratio, seed)
                             inject_noise_copy(store, "clean", name, ratio, kind, seed)
                             for method in methods:
                                 train(store, dataset, name, kind, ratio, method, seed)
