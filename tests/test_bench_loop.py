@@ -89,3 +89,30 @@ def test_fused_loop_decides_in_steps_and_refits_without_retraining(store, tmp_pa
     assert all(s["before"] is not None and s["after"] is not None for s in got["steps"])
     text = fused_markdown([{"kind": "hard", "ratio": 0.4, "seed": 0} | got], "cmd", 1.0)
     assert "| hard 0.4 | 0 | 10 (" in text
+
+
+def test_the_loop_runs_on_kept_sweep_cells_without_changing_them(capsys, concord_env, tmp_path):
+    import json
+
+    from core.cli import main
+    from core.store import Store
+    assert main(["demo", "--images", "20", "--noise", "0.4", "--seed", "1"]) == 0
+    kept = tmp_path / "kept"
+    assert main(["bench", "quality", "--kinds", "ncr", "--noise", "0.4", "--methods", "b1,concord", "--epochs", "1",
+                 "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json", "--keep", str(kept)]) == 0
+    quality = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    fused_row = next(r for r in quality["rows"] if r["method"] == "concord")
+    assert 0.5 <= fused_row["fit_ceiling"] <= 1.0     # the fused run's headroom, beside its AUROC
+    assert next(r for r in quality["rows"] if r["method"] == "b1")["fit_ceiling"] is None
+
+    assert main(["bench", "loop", "--cells", str(kept), "--decide", "3,6", "--order", "uncertain", "--no-docs",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (row,) = out["rows"]
+    assert (row["set"], row["kind"], row["ratio"], row["seed"]) == ("demo", "ncr", 0.4, 0)
+    assert [s["decided"] for s in row["steps"]] == [3, 6]
+    assert all(0 <= s["before"] <= 1 and 0 <= s["after"] <= 1 for s in row["steps"])
+    assert row["fit_ceiling"] == fused_row["fit_ceiling"]
+    assert [g["decided"] for g in out["gains"]] == [3, 6]
+    with Store.open(kept / "demo" / "bench.duckdb", read_only=True) as store:   # the kept cell: no decision
+        assert store.decisions_frame(store.dataset("ncr-0.4-s0").id).empty

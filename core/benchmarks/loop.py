@@ -20,7 +20,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,6 +33,8 @@ from core.errors import ConcordError
 from core.progress import Progress
 
 REVIEWER = "bench-loop"
+LOOP_TARGET = 0.02
+"""The gain on the other training pairs that issue 19 asks of 100 decisions."""
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -44,6 +49,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--order", default="suspicious", choices=("suspicious", "uncertain"),
                    help="Review queue order the pairs are decided in (default: most suspicious first)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each for the noise and both runs (default 1)")
+    p.add_argument("--cells", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="train nothing: decide and refit on the fused runs of the stores earlier `bench quality "
+                   "--keep DIR` runs left (b1, NPC and MSCN fused, every cell of the sweep; each store is copied "
+                   "first, nothing kept changes)")
     p.add_argument("--replace-seed", action="store_true",
                    help="remove the seed meta-data before the retrain: it learns from the decisions alone")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's default)")
@@ -133,22 +142,28 @@ def _auroc_on(frame: pd.DataFrame, clean_prob: pd.Series, exclude: set[int]) -> 
 def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str = "suspicious",
                model: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None,
                settings: dict[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Score `dataset` with the fused `method` (training its b1 base run first), then for each cumulative step
-    decide the next pairs of the (reordered) Review queue by ground truth and refit; per step, the AUROC on the
-    training pairs not decided (meta-data excluded) before (the first fit) and after the refit."""
+    """Score `dataset` with the fused `method` (training its b1 base run first), then `decide_and_refit`."""
+    run_id, seconds = first_run(store, dataset, method, model, device, seed, epochs, settings, progress or Progress())
+    return {"method": method, "seconds_per_run": seconds, **decide_and_refit(store, run_id, steps, order)}
+
+
+def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspicious") -> dict[str, Any]:
+    """For each cumulative step, decide the next training pairs of fused run `run_id`'s (reordered) Review queue
+    by ground truth and refit; per step, the AUROC on the training pairs not decided (meta-data excluded) under
+    the first fit and after the refit. Also the first fit's ceiling (`core.benchmarks.headroom.fit_ceiling`)."""
+    from core.benchmarks.headroom import fit_ceiling
     from core.detect.method import refit
 
-    progress = progress or Progress()
-    ds = store.dataset(dataset)
-    run_id, seconds = first_run(store, dataset, method, model, device, seed, epochs, settings, progress)
-    truth = store.pairs_frame(ds.id, split="train")[["pair_id", "is_noisy"]]
-    meta_pairs = set(store.meta_frame(ds.id)["pair_id"].dropna().astype(int))
+    dataset_id = store.run(run_id).dataset_id
+    ceiling = fit_ceiling(store, run_id)
+    truth = store.pairs_frame(dataset_id, split="train")[["pair_id", "is_noisy"]]
+    meta_pairs = set(store.meta_frame(dataset_id)["pair_id"].dropna().astype(int))
     first = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
     decided: set[int] = set()
     out_steps, kept, rejected = [], 0, 0
     for step in steps:
         picks = review_picks(store, run_id, step - len(decided), order)
-        counts = decide_with_truth(store, ds.id, picks, run_id)
+        counts = decide_with_truth(store, dataset_id, picks, run_id)
         kept, rejected = kept + counts["kept"], rejected + counts["rejected"]
         decided |= set(picks["pair_id"].astype(int))
         fused = refit(store, run_id)
@@ -157,7 +172,44 @@ def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str
         out_steps.append({"decided": len(decided), "kept": kept, "rejected": rejected,
                           "before": _auroc_on(truth, first, exclude), "after": _auroc_on(truth, now, exclude),
                           "cv_auroc": fused["cv_auroc"], "refit_seconds": fused["refit_seconds"]})
-    return {"method": method, "seconds_per_run": seconds, "steps": out_steps}
+    return {"fit_ceiling": ceiling, "steps": out_steps}
+
+
+def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[str, Any]]:
+    """`decide_and_refit` on every finished fused run of the stores `bench quality --keep` left, each store
+    copied first (the kept one is never changed): the loop on the product's fused run of b1, NPC and MSCN, for
+    every cell of a sweep, without training anything."""
+    from core.benchmarks import kept_stores
+    from core.benchmarks.quality import cell_of
+    from core.detect.method import METHOD
+    from core.store import Store
+    rows = []
+    for db in kept_stores(folders):
+        with tempfile.TemporaryDirectory(prefix="concord-bench-loop-") as tmp:
+            shutil.copy(db, Path(tmp) / db.name)
+            with Store.open(Path(tmp) / db.name) as store:
+                for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
+                    cell = cell_of(store.dataset_by_id(run.dataset_id).name)
+                    if run.method != METHOD or cell is None:
+                        continue
+                    rows.append({"set": db.parent.name, "kind": cell[0], "ratio": cell[1], "seed": cell[2],
+                                 "method": run.method, "seconds_per_run": None,
+                                 **decide_and_refit(store, run.id, steps, order)})
+    return rows
+
+
+def step_gains(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per (set, kind, ratio) and step: the refit's gain over the first fit (mean and minimum over seeds), how
+    many seeds gained at least `LOOP_TARGET`, and the mean headroom (fit ceiling minus the first fit's AUROC)."""
+    flat = [{"set": r.get("set", ""), "kind": r["kind"], "ratio": r["ratio"], "seed": r["seed"],
+             "decided": st["decided"], "gain": st["after"] - st["before"],
+             "headroom": None if r.get("fit_ceiling") is None else r["fit_ceiling"] - st["before"]}
+            for r in rows for st in r["steps"] if st["before"] is not None and st["after"] is not None]
+    frame = pd.DataFrame(flat, columns=["set", "kind", "ratio", "seed", "decided", "gain", "headroom"])
+    return (frame.assign(met=frame["gain"] >= LOOP_TARGET, headroom=frame["headroom"].astype(float))
+            .groupby(["set", "kind", "ratio", "decided"], sort=False)
+            .agg(seeds=("gain", "size"), gain_mean=("gain", "mean"), gain_min=("gain", "min"), met=("met", "sum"),
+                 headroom=("headroom", "mean")).reset_index())
 
 
 def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
@@ -165,15 +217,29 @@ def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> 
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}). "
              "Decided in steps from the Review queue (reordered by each refit), kept or rejected by their ground "
              "truth; the fused classifier is refitted after each step, no network retrains. AUROC: the training "
-             "pairs not decided so far (meta-data excluded), under the first fit and after the refit.", "",
-             "| noise | seed | decided (kept / rejected) | AUROC first fit → after refit | gain | CV AUROC | refit s |",
-             "|---|---|---|---|---|---|---|"]
+             "pairs not decided so far (meta-data excluded), under the first fit and after the refit. Fit ceiling: "
+             "the first fit's signals weighted by the training pairs' ground truth (out of fold), what re-weighing "
+             "them could reach.", "",
+             "| set | noise | seed | decided (kept / rejected) | AUROC first fit → after refit | gain | fit ceiling "
+             "| CV AUROC | refit s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for st in r["steps"]:
             gain = None if st["before"] is None or st["after"] is None else st["after"] - st["before"]
-            lines.append(f"| {r['kind']} {r['ratio']} | {r['seed']} | {st['decided']} ({st['kept']} / {st['rejected']}) "
-                         f"| {fmt(st['before'])} → {fmt(st['after'])} | {'–' if gain is None else f'{gain:+.3f}'} | "
+            lines.append(f"| {r.get('set', '')} | {r['kind']} {r['ratio']} | {r['seed']} | {st['decided']} "
+                         f"({st['kept']} / {st['rejected']}) | {fmt(st['before'])} → {fmt(st['after'])} | "
+                         f"{'–' if gain is None else f'{gain:+.3f}'} | {fmt(r.get('fit_ceiling'))} | "
                          f"{fmt(st['cv_auroc'])} | {st['refit_seconds']:.2f} |")
+    gains = step_gains(rows)
+    if (gains["seeds"] > 1).any():
+        lines += ["", f"Per cell over seeds: the gain (mean / minimum), the seeds that gained at least "
+                  f"+{LOOP_TARGET:.2f}, and the mean headroom (fit ceiling minus the first fit's AUROC on the same "
+                  "pairs).", "", "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in gains.to_dict("records"):
+            lines.append(f"| {g['set']} | {g['kind']} {g['ratio']} | {g['decided']} | {g['seeds']} | "
+                         f"{g['gain_mean']:+.3f} / {g['gain_min']:+.3f} | {g['met']} of {g['seeds']} | "
+                         f"{fmt(g['headroom'])} |")
     return "\n".join(lines)
 
 
@@ -221,6 +287,13 @@ def run(args: argparse.Namespace, ctx) -> int:
     settings = parse_sets(args.sets)
     steps = [int(x) for x in str(args.decide).split(",") if x.strip()]
     fused = spec(args.method).scorer
+    if args.cells:
+        t_start = time.perf_counter()
+        rows = kept_loops(args.cells, steps, args.order)
+        command = (f"python -m core bench loop --cells {' '.join(map(str, args.cells))} --decide {args.decide} "
+                   f"--order {args.order}")
+        return report_fused(args, rows, f"loop: kept cells {args.decide} {args.order}", command,
+                            time.perf_counter() - t_start, "kept cells")
     if not fused and len(steps) != 1:
         raise ConcordError(f"{args.method} retrains once: --decide takes one number for it")
     progress, bar = cli_progress()
@@ -234,7 +307,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                     inject_noise_copy(store, "clean", name, args.noise, kind, seed)
                     common = dict(order=args.order, model=args.model, device=args.device, seed=seed,
                                   epochs=args.epochs, settings=settings, progress=progress)
-                    row = {"kind": kind, "ratio": args.noise, "seed": seed} | (
+                    row = {"set": args.dataset, "kind": kind, "ratio": args.noise, "seed": seed} | (
                         fused_loop(store, name, args.method, steps, **common) if fused else
                         review_loop(store, name, args.method, steps[0], replace_seed=args.replace_seed, **common))
                     rows.append(row)
@@ -248,14 +321,29 @@ def run(args: argparse.Namespace, ctx) -> int:
                f"--method {args.method} --decide {args.decide} --order {args.order} --seeds {args.seeds}"
                + (" --replace-seed" if args.replace_seed else "") + (f" --epochs {args.epochs}" if args.epochs else "")
                + "".join(f" --set {s}" for s in args.sets))
-    text = fused_markdown if fused else markdown
+    key = (f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide} {args.order}"
+           + (" replace-seed" if args.replace_seed else ""))
+    if fused:
+        return report_fused(args, rows, key, command, seconds, args.dataset)
     if not args.no_docs:
-        write_section(f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide} {args.order}"
-                      + (" replace-seed" if args.replace_seed else ""),
-                      "## Review → retrain loop (`bench loop`)\n\n" + text(rows, command, seconds))
+        write_section(key, "## Review → retrain loop (`bench loop`)\n\n" + markdown(rows, command, seconds))
     if args.json:
-        print(json.dumps({"rows": rows, "summary": None if fused else summary(rows), "seconds": seconds,
-                          "dataset": args.dataset}, default=float))
+        print(json.dumps({"rows": rows, "summary": summary(rows), "seconds": seconds, "dataset": args.dataset},
+                         default=float))
     else:
-        print(text(rows, command, seconds))
+        print(markdown(rows, command, seconds))
+    return 0
+
+
+def report_fused(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, command: str, seconds: float,
+                 dataset: str) -> int:
+    """Print (and unless --no-docs, write under `key`) the fused loop's table of `rows`."""
+    text = fused_markdown(rows, command, seconds)
+    if not args.no_docs:
+        write_section(key, "## Review → retrain loop (`bench loop`)\n\n" + text)
+    if args.json:
+        print(json.dumps({"rows": rows, "gains": step_gains(rows).to_dict("records"), "seconds": seconds,
+                          "dataset": dataset}, default=float))
+    else:
+        print(text)
     return 0

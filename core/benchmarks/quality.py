@@ -5,7 +5,8 @@ in a temporary database (never the user's); every method trains on it with that 
 `concord`, given last, fuses the runs before it), and b1 on the clean data gives the ceiling. Figures: AUROC,
 AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
 `test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
-others on the same data is reported per cell, with its minimum over seeds. The summary (means over seeds) goes
+others on the same data is reported per cell, with its minimum over seeds, and beside it the fused run's fit
+ceiling (`core.benchmarks.headroom`: its own signals weighted by the training pairs' ground truth, a diagnostic). The summary (means over seeds) goes
 to stdout and to `docs/benchmarks.md`.
 """
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from core import paths
-from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.benchmarks import add_output_options, add_training_options, kept_stores, scratch_store, write_section
 
-METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch")
+METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch", "fit_ceiling")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -84,7 +85,8 @@ def fused_gains(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Mean and standard deviation over seeds per (set, kind, ratio, method), with the fused method's gain over
     the best other method (mean and minimum over seeds) on its rows."""
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).reindex(columns=CELL + ["method", "seed", *METRICS])
+    frame[list(METRICS)] = frame[list(METRICS)].astype(float)
     keys = CELL + ["method"]
     agg = frame.groupby(keys, sort=False)[list(METRICS)].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
@@ -101,15 +103,15 @@ def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}; "
              "means over seeds, ± one standard deviation).", "",
              "| set | noise | ratio | method | AUROC | AUPRC | F1 | AUROC of weight | rSum | s/epoch | seeds | "
-             "fused gain (mean / min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "fused gain (mean / min) | fit ceiling |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.to_dict("records"):
         pm = lambda m, p: (f"{fmt(r[m + '_mean'], p)} ± {fmt(r[m + '_std'], p)}"  # noqa: E731
                            if r["seeds"] > 1 and not pd.isna(r[m + "_mean"]) else fmt(r[m + "_mean"], p))
         gain = "" if pd.isna(r["gain_mean"]) else f"{r['gain_mean']:+.3f} / {r['gain_min']:+.3f}"
         lines.append(f"| {r['set']} | {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | {pm('auprc', 3)} | "
                      f"{pm('f1', 3)} | {pm('weight_auroc', 3)} | {pm('rsum', 1)} | {fmt(r['seconds_per_epoch_mean'], 1)} | "
-                     f"{r['seeds']} | {gain} |")
+                     f"{r['seeds']} | {gain} | {'' if pd.isna(r['fit_ceiling_mean']) else pm('fit_ceiling', 3)} |")
     return "\n".join(lines)
 
 
@@ -128,9 +130,13 @@ def cell_of(name: str) -> tuple[str, float, int] | None:
         return None
 
 
-def result_row(dataset: str, kind: str, ratio: float, method: str, seed: int, result: dict[str, Any]
+def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: int, run_id: int
                ) -> dict[str, Any]:
-    """One row of the table: the cell, the method and its figures (`METRICS` of `evaluate_run`'s result)."""
+    """One row of the table: the cell, the method and its figures (`METRICS`: `evaluate_run`'s, and a fused
+    run's fit ceiling)."""
+    from core.benchmarks.headroom import fit_ceiling
+    from core.evaluate import evaluate_run
+    result = evaluate_run(store, run_id) | {"fit_ceiling": fit_ceiling(store, run_id)}
     return {"set": dataset, "kind": kind, "ratio": ratio, "method": method, "seed": seed} | {
         m: result.get(m) for m in METRICS}
 
@@ -138,23 +144,16 @@ def result_row(dataset: str, kind: str, ratio: float, method: str, seed: int, re
 def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
     """The rows `run` would have made, read back from the stores `--keep` left: each folder holds one
     `SET/bench.duckdb` per set; every finished run of a noisy copy (and of `clean`, the ceiling) is a row."""
-    from core.errors import ConcordError
-    from core.evaluate import evaluate_run
     from core.store import Store
-    dbs = sorted(db for folder in folders for db in Path(folder).glob("*/bench.duckdb"))
-    if not dbs:
-        raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(map(str, folders))}: "
-                           "make them with `bench quality --keep DIR`")
     rows = []
-    for db in dbs:
+    for db in kept_stores(folders):
         with Store.open(db) as store:
             for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
                 name = store.dataset_by_id(run.dataset_id).name
                 cell = ("clean", 0.0, run.seed or 0) if name == "clean" else cell_of(name)
                 if cell is None:
                     continue
-                rows.append(result_row(db.parent.name, cell[0], cell[1], run.method, cell[2],
-                                       evaluate_run(store, run.id)))
+                rows.append(result_row(store, db.parent.name, cell[0], cell[1], run.method, cell[2], run.id))
     return rows
 
 
@@ -177,7 +176,6 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, comma
 
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
-    from core.evaluate import evaluate_run
     from core.models import DEFAULT_MODEL
     from core.noise import inject_noise_copy
     from core.training import execute_run, start_run
@@ -200,7 +198,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                            settings=method_settings(args.sets, method), **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
-        row = result_row(dataset, kind, ratio, method, seed, evaluate_run(store, run_id))
+        row = result_row(store, dataset, kind, ratio, method, seed, run_id)
         rows.append(row | {"run_seconds": time.perf_counter() - t0})
         if not args.json:
             bar.close()
