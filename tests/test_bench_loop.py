@@ -114,5 +114,7 @@ def test_the_loop_runs_on_kept_sweep_cells_without_changing_them(capsys, concord
     assert all(0 <= s["before"] <= 1 and 0 <= s["after"] <= 1 for s in row["steps"])
     assert row["fit_ceiling"] == fused_row["fit_ceiling"]
     assert [g["decided"] for g in out["gains"]] == [3, 6]
+    assert main(["bench", "loop", "--cells", str(kept), "--epochs", "2", "--no-docs"]) == 1
+    assert "--cells trains nothing: --epochs would be ignored; leave it out" in capsys.readouterr().err
     with Store.open(kept / "demo" / "bench.duckdb", read_only=True) as store:   # the kept cell: no decision
         assert store.decisions_frame(store.dataset("ncr-0.4-s0").id).empty

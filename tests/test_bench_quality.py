@@ -63,3 +63,5 @@ def test_kept_stores_are_collected_into_one_table(capsys, concord_env, tmp_path)
     assert sorted(p.name for p in (kept / "a" / "demo").iterdir()) == before
     assert main(["bench", "quality", "--collect", str(tmp_path / "nothing"), "--no-docs"]) == 1
     assert "no kept benchmark store" in capsys.readouterr().err
+    assert main(["bench", "quality", "--collect", str(kept / "a"), "--dataset", "emoji", "--seeds", "3"]) == 1
+    assert "--collect trains nothing: --dataset, --seeds would be ignored; leave them out" in capsys.readouterr().err

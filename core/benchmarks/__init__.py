@@ -79,3 +79,14 @@ def kept_stores(folders: list[Path]) -> list[Path]:
         raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(map(str, folders))}: "
                            "make them with `bench quality --keep DIR`")
     return dbs
+
+
+def refuse_training_options(args: argparse.Namespace, parser: argparse.ArgumentParser, dests: list[str],
+                            mode: str) -> None:
+    """Refuse (ConcordError) any of the options `dests` given with `mode` (e.g. `--collect`), which trains nothing
+    and would silently ignore them: an option counts as given when its value is not the parser's default."""
+    from core.errors import ConcordError
+    given = [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != parser.get_default(d)]
+    if given:
+        raise ConcordError(f"{mode} trains nothing: {', '.join(given)} would be ignored; leave "
+                           f"{'it' if len(given) == 1 else 'them'} out")

@@ -28,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.benchmarks import (add_output_options, add_training_options, refuse_training_options, scratch_store,
+                             write_section)
 from core.errors import ConcordError
 from core.progress import Progress
 
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's default)")
     add_training_options(p)
     add_output_options(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, parser=p)
 
 
 def review_picks(store, run_id: int, n: int, order: str = "suspicious") -> pd.DataFrame:
@@ -288,6 +289,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     steps = [int(x) for x in str(args.decide).split(",") if x.strip()]
     fused = spec(args.method).scorer
     if args.cells:
+        refuse_training_options(args, args.parser, ["dataset", "noise", "kinds", "method", "seeds", "replace_seed",
+                                                    "epochs", "model", "device", "sets"], "--cells")
         t_start = time.perf_counter()
         rows = kept_loops(args.cells, steps, args.order)
         command = (f"python -m core bench loop --cells {' '.join(map(str, args.cells))} --decide {args.decide} "

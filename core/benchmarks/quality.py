@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from core import paths
-from core.benchmarks import add_output_options, add_training_options, kept_stores, scratch_store, write_section
+from core.benchmarks import (add_output_options, add_training_options, kept_stores, refuse_training_options,
+                             scratch_store, write_section)
 
 METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch", "fit_ceiling")
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="train nothing: one table of every finished run in the folders earlier `--keep DIR` runs "
                    "left (a sweep split across processes, gathered)")
     add_output_options(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, parser=p)
 
 
 def method_settings(sets: list[str], method: str) -> dict[str, str]:
@@ -66,6 +67,9 @@ def method_settings(sets: list[str], method: str) -> dict[str, str]:
     return out
 
 
+TRAINING_DESTS = ["dataset", "noise", "kinds", "methods", "seeds", "first_seed", "epochs", "model", "device", "sets",
+                  "meta_fraction", "no_ceiling", "keep"]
+"""The options that choose what is trained (refused with `--collect`)."""
 FUSED = "concord"
 CELL = ["set", "kind", "ratio"]
 
@@ -181,6 +185,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.training import execute_run, start_run
     model = args.model or DEFAULT_MODEL
     if args.collect:
+        refuse_training_options(args, args.parser, TRAINING_DESTS, "--collect")
         t0 = time.perf_counter()
         rows = sorted(collected_rows(args.collect), key=lambda r: (r["set"], r["kind"], r["ratio"], r["seed"]))
         command = "python -m core bench quality --collect " + " ".join(map(str, args.collect))
