@@ -112,7 +112,7 @@ def test_the_loop_runs_on_kept_sweep_cells_without_changing_them(capsys, concord
     assert (row["set"], row["kind"], row["ratio"], row["seed"]) == ("demo", "ncr", 0.4, 0)
     assert [s["decided"] for s in row["steps"]] == [3, 6]
     assert all(0 <= s["before"] <= 1 and 0 <= s["after"] <= 1 for s in row["steps"])
-    assert row["fit_ceiling"] == fused_row["fit_ceiling"]
+    assert all(0.5 <= s["fit_ceiling"] <= 1.0 for s in row["steps"])   # on the pairs not decided
     assert [g["decided"] for g in out["gains"]] == [3, 6]
     assert main(["bench", "loop", "--cells", str(kept), "--epochs", "2", "--no-docs"]) == 1
     assert "--cells trains nothing: --epochs would be ignored; leave it out" in capsys.readouterr().err

@@ -151,12 +151,12 @@ def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str
 def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspicious") -> dict[str, Any]:
     """For each cumulative step, decide the next training pairs of fused run `run_id`'s (reordered) Review queue
     by ground truth and refit; per step, the AUROC on the training pairs not decided (meta-data excluded) under
-    the first fit and after the refit. Also the first fit's ceiling (`core.benchmarks.headroom.fit_ceiling`)."""
+    the first fit and after the refit, and the fit ceiling on those pairs (`core.benchmarks.headroom`: what any
+    re-weighing of the run's signals could reach there)."""
     from core.benchmarks.headroom import fit_ceiling
     from core.detect.method import refit
 
     dataset_id = store.run(run_id).dataset_id
-    ceiling = fit_ceiling(store, run_id)
     truth = store.pairs_frame(dataset_id, split="train")[["pair_id", "is_noisy"]]
     meta_pairs = set(store.meta_frame(dataset_id)["pair_id"].dropna().astype(int))
     first = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
@@ -172,8 +172,9 @@ def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspici
         exclude = decided | meta_pairs
         out_steps.append({"decided": len(decided), "kept": kept, "rejected": rejected,
                           "before": _auroc_on(truth, first, exclude), "after": _auroc_on(truth, now, exclude),
+                          "fit_ceiling": fit_ceiling(store, run_id),     # decided pairs are meta-data now
                           "cv_auroc": fused["cv_auroc"], "refit_seconds": fused["refit_seconds"]})
-    return {"fit_ceiling": ceiling, "steps": out_steps}
+    return {"steps": out_steps}
 
 
 def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[str, Any]]:
@@ -201,10 +202,11 @@ def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[s
 
 def step_gains(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Per (set, kind, ratio) and step: the refit's gain over the first fit (mean and minimum over seeds), how
-    many seeds gained at least `LOOP_TARGET`, and the mean headroom (fit ceiling minus the first fit's AUROC)."""
+    many seeds gained at least `LOOP_TARGET`, and the mean headroom (the fit ceiling minus the first fit's AUROC,
+    both on the pairs not decided)."""
     flat = [{"set": r.get("set", ""), "kind": r["kind"], "ratio": r["ratio"], "seed": r["seed"],
              "decided": st["decided"], "gain": st["after"] - st["before"],
-             "headroom": None if r.get("fit_ceiling") is None else r["fit_ceiling"] - st["before"]}
+             "headroom": None if st.get("fit_ceiling") is None else st["fit_ceiling"] - st["before"]}
             for r in rows for st in r["steps"] if st["before"] is not None and st["after"] is not None]
     frame = pd.DataFrame(flat, columns=["set", "kind", "ratio", "seed", "decided", "gain", "headroom"])
     return (frame.assign(met=frame["gain"] >= LOOP_TARGET, headroom=frame["headroom"].astype(float))
@@ -219,8 +221,8 @@ def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> 
              "Decided in steps from the Review queue (reordered by each refit), kept or rejected by their ground "
              "truth; the fused classifier is refitted after each step, no network retrains. AUROC: the training "
              "pairs not decided so far (meta-data excluded), under the first fit and after the refit. Fit ceiling: "
-             "the first fit's signals weighted by the training pairs' ground truth (out of fold), what re-weighing "
-             "them could reach.", "",
+             "the run's signals weighted by those pairs' ground truth (out of fold), what re-weighing them could "
+             "reach.", "",
              "| set | noise | seed | decided (kept / rejected) | AUROC first fit → after refit | gain | fit ceiling "
              "| CV AUROC | refit s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -229,13 +231,13 @@ def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> 
             gain = None if st["before"] is None or st["after"] is None else st["after"] - st["before"]
             lines.append(f"| {r.get('set', '')} | {r['kind']} {r['ratio']} | {r['seed']} | {st['decided']} "
                          f"({st['kept']} / {st['rejected']}) | {fmt(st['before'])} → {fmt(st['after'])} | "
-                         f"{'–' if gain is None else f'{gain:+.3f}'} | {fmt(r.get('fit_ceiling'))} | "
+                         f"{'–' if gain is None else f'{gain:+.3f}'} | {fmt(st.get('fit_ceiling'))} | "
                          f"{fmt(st['cv_auroc'])} | {st['refit_seconds']:.2f} |")
     gains = step_gains(rows)
     if (gains["seeds"] > 1).any():
         lines += ["", f"Per cell over seeds: the gain (mean / minimum), the seeds that gained at least "
-                  f"+{LOOP_TARGET:.2f}, and the mean headroom (fit ceiling minus the first fit's AUROC on the same "
-                  "pairs).", "", "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
+                  f"+{LOOP_TARGET:.2f}, and the mean headroom (the fit ceiling minus the first fit's AUROC on the "
+                  "pairs not decided).", "", "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
                   "|---|---|---|---|---|---|---|"]
         for g in gains.to_dict("records"):
             lines.append(f"| {g['set']} | {g['kind']} {g['ratio']} | {g['decided']} | {g['seeds']} | "
