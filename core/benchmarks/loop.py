@@ -188,7 +188,9 @@ def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[s
     rows = []
     for db in kept_stores(folders):
         with tempfile.TemporaryDirectory(prefix="concord-bench-loop-") as tmp:
-            shutil.copy(db, Path(tmp) / db.name)
+            for part in (db, db.with_name(db.name + ".wal")):      # with its write-ahead log, if one was left
+                if part.exists():
+                    shutil.copy(part, Path(tmp) / part.name)
             with Store.open(Path(tmp) / db.name) as store:
                 for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
                     cell = cell_of(store.dataset_by_id(run.dataset_id).name)
@@ -237,7 +239,8 @@ def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> 
     if (gains["seeds"] > 1).any():
         lines += ["", f"Per cell over seeds: the gain (mean / minimum), the seeds that gained at least "
                   f"+{LOOP_TARGET:.2f}, and the mean headroom (the fit ceiling minus the first fit's AUROC on the "
-                  "pairs not decided).", "", "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
+                  "pairs not decided).", "",
+                  "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
                   "|---|---|---|---|---|---|---|"]
         for g in gains.to_dict("records"):
             lines.append(f"| {g['set']} | {g['kind']} {g['ratio']} | {g['decided']} | {g['seeds']} | "

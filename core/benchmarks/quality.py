@@ -6,8 +6,8 @@ in a temporary database (never the user's); every method trains on it with that 
 AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
 `test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
 others on the same data is reported per cell, with its minimum over seeds, and beside it the fused run's fit
-ceiling (`core.benchmarks.headroom`: its own signals weighted by the training pairs' ground truth, a diagnostic). The summary (means over seeds) goes
-to stdout and to `docs/benchmarks.md`.
+ceiling (`core.benchmarks.headroom`: its own signals weighted by the training pairs' ground truth, a diagnostic
+of what re-weighing them could reach). The summary (means over seeds) goes to stdout and to `docs/benchmarks.md`.
 """
 from __future__ import annotations
 
