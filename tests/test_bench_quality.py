@@ -56,6 +56,8 @@ def test_kept_stores_are_collected_into_one_table(capsys, concord_env, tmp_path)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "run_seconds"} for r in rows]  # noqa: E731
     assert out["rows"] == strip(first) + strip(second)          # the same figures, read back from the stores
     assert [(s["kind"], s["ratio"], s["seeds"]) for s in out["summary"]] == [("ncr", 0.4, 2)]
+    assert main(["bench", "quality", "--collect", str(kept), "--no-docs", "--json"]) == 0   # the folder of both
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == out["rows"]
 
     before = sorted(p.name for p in (kept / "a" / "demo").iterdir())
     assert main([*args, "--keep", str(kept / "a")]) == 1         # a kept folder is never mixed into

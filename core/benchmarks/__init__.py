@@ -71,10 +71,10 @@ def scratch_store(user_store, dataset: str, prefix: str, keep: Path | None = Non
 
 
 def kept_stores(folders: list[Path]) -> list[Path]:
-    """The stores `bench quality --keep DIR` left under each of `folders` (DIR/SET/bench.duckdb), sorted; a
-    ConcordError when there is none."""
+    """The stores `bench quality --keep DIR` left under each of `folders` (DIR/SET/bench.duckdb, at any depth, so
+    a folder of kept folders names them all), sorted; a ConcordError when there is none."""
     from core.errors import ConcordError
-    dbs = sorted(db for folder in folders for db in Path(folder).glob("*/bench.duckdb"))
+    dbs = sorted({db for folder in folders for db in Path(folder).rglob("bench.duckdb")})
     if not dbs:
         raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(map(str, folders))}: "
                            "make them with `bench quality --keep DIR`")

@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each for the noise and both runs (default 1)")
     p.add_argument("--cells", type=Path, nargs="+", default=None, metavar="DIR",
                    help="train nothing: decide and refit on the fused runs of the stores earlier `bench quality "
-                   "--keep DIR` runs left (b1, NPC and MSCN fused, every cell of the sweep; each store is copied "
-                   "first, nothing kept changes)")
+                   "--keep DIR` runs left, or a folder of them (b1, NPC and MSCN fused, every cell of a sweep; each "
+                   "store is copied first, nothing kept changes)")
     p.add_argument("--replace-seed", action="store_true",
                    help="remove the seed meta-data before the retrain: it learns from the decisions alone")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's default)")
@@ -236,16 +236,15 @@ def fused_markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> 
                          f"{'–' if gain is None else f'{gain:+.3f}'} | {fmt(st.get('fit_ceiling'))} | "
                          f"{fmt(st['cv_auroc'])} | {st['refit_seconds']:.2f} |")
     gains = step_gains(rows)
-    if (gains["seeds"] > 1).any():
-        lines += ["", f"Per cell over seeds: the gain (mean / minimum), the seeds that gained at least "
-                  f"+{LOOP_TARGET:.2f}, and the mean headroom (the fit ceiling minus the first fit's AUROC on the "
-                  "pairs not decided).", "",
-                  "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
-                  "|---|---|---|---|---|---|---|"]
-        for g in gains.to_dict("records"):
-            lines.append(f"| {g['set']} | {g['kind']} {g['ratio']} | {g['decided']} | {g['seeds']} | "
-                         f"{g['gain_mean']:+.3f} / {g['gain_min']:+.3f} | {g['met']} of {g['seeds']} | "
-                         f"{fmt(g['headroom'])} |")
+    if (gains["seeds"] > 1).any():      # the summary over seeds first, then every seed's row
+        lines[1:1] = ["", f"Per cell over seeds: the gain (mean / minimum), the seeds that gained at least "
+                      f"+{LOOP_TARGET:.2f}, and the mean headroom (the fit ceiling minus the first fit's AUROC on "
+                      "the pairs not decided).", "",
+                      "| set | noise | decided | seeds | gain (mean / min) | seeds ≥ target | headroom |",
+                      "|---|---|---|---|---|---|---|",
+                      *[f"| {g['set']} | {g['kind']} {g['ratio']} | {g['decided']} | {g['seeds']} | "
+                        f"{g['gain_mean']:+.3f} / {g['gain_min']:+.3f} | {g['met']} of {g['seeds']} | "
+                        f"{fmt(g['headroom'])} |" for g in gains.to_dict("records")], "", "Every seed:"]
     return "\n".join(lines)
 
 

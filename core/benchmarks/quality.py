@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    "(a new folder) instead of deleting it")
     p.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
                    help="train nothing: one table of every finished run in the folders earlier `--keep DIR` runs "
-                   "left (a sweep split across processes, gathered)")
+                   "left, or in a folder of them (a sweep split across processes, gathered)")
     add_output_options(p)
     p.set_defaults(handler=run, parser=p)
 
