@@ -102,7 +102,7 @@ def test_the_loop_runs_on_kept_sweep_cells_without_changing_them(capsys, concord
                  "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json", "--keep", str(kept)]) == 0
     quality = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     fused_row = next(r for r in quality["rows"] if r["method"] == "concord")
-    assert 0.5 <= fused_row["fit_ceiling"] <= 1.0     # the fused run's headroom, beside its AUROC
+    assert 0 <= fused_row["fit_ceiling"] <= 1         # the fused run's headroom, beside its AUROC
     assert next(r for r in quality["rows"] if r["method"] == "b1")["fit_ceiling"] is None
 
     assert main(["bench", "loop", "--cells", str(kept), "--decide", "3,6", "--order", "uncertain", "--no-docs",
@@ -112,7 +112,7 @@ def test_the_loop_runs_on_kept_sweep_cells_without_changing_them(capsys, concord
     assert (row["set"], row["kind"], row["ratio"], row["seed"]) == ("demo", "ncr", 0.4, 0)
     assert [s["decided"] for s in row["steps"]] == [3, 6]
     assert all(0 <= s["before"] <= 1 and 0 <= s["after"] <= 1 for s in row["steps"])
-    assert all(0.5 <= s["fit_ceiling"] <= 1.0 for s in row["steps"])   # on the pairs not decided
+    assert all(0 <= s["fit_ceiling"] <= 1 for s in row["steps"])       # on the pairs not decided
     assert [g["decided"] for g in out["gains"]] == [3, 6]
     assert main(["bench", "loop", "--cells", str(kept), "--epochs", "2", "--no-docs"]) == 1
     assert "--cells trains nothing: --epochs would be ignored; leave it out" in capsys.readouterr().err
