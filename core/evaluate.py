@@ -109,14 +109,20 @@ def _truth_values(frame, source: str) -> np.ndarray:
     return frame["decision"].isin(["reject", "fix"]).to_numpy()
 
 
+def measured_pairs(store, dataset_id: int, run_id: int | None = None):
+    """The pairs detection is measured on: the training split's, less the meta-data pairs (the methods learn
+    from those), with run `run_id`'s scores when given."""
+    frame = store.pairs_frame(dataset_id, run_id, split="train")
+    meta_pairs = set(store.meta_frame(dataset_id)["pair_id"].dropna().astype(int))
+    return frame[~frame["pair_id"].isin(meta_pairs)]
+
+
 def evaluate_run(store, run_id: int) -> dict[str, Any]:
     """A run's detection figures (now, under its current threshold and the current decisions) and the retrieval
     figures it recorded at the end of training. Keys always present, None where not computable."""
     run = store.run(run_id)
-    frame = store.pairs_frame(run.dataset_id, run_id, split="train")
-    meta = store.meta_frame(run.dataset_id)
-    meta_pairs = set(meta["pair_id"].dropna().astype(int))
-    frame = frame[~frame["pair_id"].isin(meta_pairs) & frame["clean_prob"].notna()]
+    frame = measured_pairs(store, run.dataset_id, run_id)
+    frame = frame[frame["clean_prob"].notna()]
     out: dict[str, Any] = {"run_id": run.id, "method": run.method, "state": run.state, "threshold": run.threshold,
                            "truth": None, "auroc": None, "auprc": None, "weight_auroc": None, "precision": None,
                            "recall": None, "f1": None, "flagged": int((frame["clean_prob"] < run.threshold).sum())}

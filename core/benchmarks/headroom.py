@@ -18,10 +18,11 @@ CEILING_FOLDS = 5
 
 def fit_ceiling(store, run_id: int, folds: int = CEILING_FOLDS) -> float | None:
     """Out-of-fold AUROC (noisy the positive class) of the fused classifier fitted on the ground truth of the
-    training pairs `evaluate_run` measures (meta-data pairs excluded); None for a run that is not a fused run,
+    pairs `evaluate_run` measures (`core.evaluate.measured_pairs`); None for a run that is not a fused run,
     whose signals are not cached, or without injected truth of both kinds."""
     from core.detect.fusion import cross_validated_auroc
     from core.detect.method import CACHE_FILE, METHOD
+    from core.evaluate import measured_pairs
     from core.methods import make_config
     run = store.run(run_id)
     path = artifacts.run_dir(run) / CACHE_FILE
@@ -29,9 +30,8 @@ def fit_ceiling(store, run_id: int, folds: int = CEILING_FOLDS) -> float | None:
         return None
     with np.load(path) as z:
         pair_ids, x = z["pair_ids"], z["x"]
-    frame = store.pairs_frame(run.dataset_id, split="train")
-    meta_pairs = set(store.meta_frame(run.dataset_id)["pair_id"].dropna().astype(int))
-    frame = frame[~frame["pair_id"].isin(meta_pairs) & frame["is_noisy"].notna()]
+    frame = measured_pairs(store, run.dataset_id)
+    frame = frame[frame["is_noisy"].notna()]
     rows = pd.Series(np.arange(len(pair_ids)), index=pair_ids).reindex(frame["pair_id"]).to_numpy()
     known = ~np.isnan(rows)
     matched = (~frame["is_noisy"].astype(bool).to_numpy()[known]).astype(np.int64)

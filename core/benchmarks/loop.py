@@ -133,11 +133,10 @@ def review_loop(store, dataset: str, method: str, decide: int, *, order: str = "
             "before": {k: before[k] for k in figures}, "after": {k: after[k] for k in figures}}
 
 
-def _auroc_on(frame: pd.DataFrame, clean_prob: pd.Series, exclude: set[int]) -> float | None:
+def _auroc_on(frame: pd.DataFrame, clean_prob: pd.Series) -> float | None:
     from core.evaluate import detection_metrics
-    keep = frame[~frame["pair_id"].isin(exclude)]
-    return detection_metrics(keep["is_noisy"].astype(bool).to_numpy(),
-                             clean_prob.reindex(keep["pair_id"]).to_numpy())["auroc"]
+    return detection_metrics(frame["is_noisy"].astype(bool).to_numpy(),
+                             clean_prob.reindex(frame["pair_id"]).to_numpy())["auroc"]
 
 
 def fused_loop(store, dataset: str, method: str, steps: list[int], *, order: str = "suspicious",
@@ -155,10 +154,9 @@ def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspici
     re-weighing of the run's signals could reach there)."""
     from core.benchmarks.headroom import fit_ceiling
     from core.detect.method import refit
+    from core.evaluate import measured_pairs
 
     dataset_id = store.run(run_id).dataset_id
-    truth = store.pairs_frame(dataset_id, split="train")[["pair_id", "is_noisy"]]
-    meta_pairs = set(store.meta_frame(dataset_id)["pair_id"].dropna().astype(int))
     first = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
     decided: set[int] = set()
     out_steps, kept, rejected = [], 0, 0
@@ -169,10 +167,10 @@ def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspici
         decided |= set(picks["pair_id"].astype(int))
         fused = refit(store, run_id)
         now = store.scores_frame(run_id, extras=False).set_index("pair_id")["clean_prob"]
-        exclude = decided | meta_pairs
+        rest = measured_pairs(store, dataset_id)      # decided pairs are meta-data now: not measured
         out_steps.append({"decided": len(decided), "kept": kept, "rejected": rejected,
-                          "before": _auroc_on(truth, first, exclude), "after": _auroc_on(truth, now, exclude),
-                          "fit_ceiling": fit_ceiling(store, run_id),     # decided pairs are meta-data now
+                          "before": _auroc_on(rest, first), "after": _auroc_on(rest, now),
+                          "fit_ceiling": fit_ceiling(store, run_id),
                           "cv_auroc": fused["cv_auroc"], "refit_seconds": fused["refit_seconds"]})
     return {"steps": out_steps}
 
