@@ -230,3 +230,88 @@ def test_the_noisy_split_cannot_be_the_trusted_one(fused_run) -> None:
     run_id = start_run(store, "demo", "concord", settings={"trusted_split": "train"})
     with pytest.raises(ConcordError, match="the 'train' split is the noisy one being cleaned"):
         execute_run(store, run_id, Progress())
+
+
+# ------------------------------------------------------------------------------------------- matched context
+def test_siblings_with_a_swapped_in_caption_standing_in_the_query_s_slot() -> None:
+    # image 0's pool captions are 0, 1, 2; c0 = c1 = (1, 0), c2 = (0, 1), c3 = (1, 1)/√2
+    caps = unit((1, 0), (1, 0), (0, 1), (1, 1))
+    pool = Pool.from_pairs(np.array([0, 0, 0]), np.array([0, 1, 2]), 1, 4)
+    agree, rank = sibling_terms(caps, pool, np.array([0, 0]), np.array([3, 2]), stand_in=np.array([2, 2]))
+    # caption 3 in caption 2's slot: its siblings are c0 and c1 only, each at cos 1/√2; c0 and c1 agree
+    # (1 + 1/√2) / 2 with theirs, more than c3 does: rank 0
+    assert agree[0] == pytest.approx(1 / np.sqrt(2)) and rank[0] == pytest.approx(0.0)
+    # a caption standing in its own slot is the plain case
+    plain = sibling_terms(caps, pool, np.array([0]), np.array([2]))
+    assert agree[1] == pytest.approx(plain[0][0]) and rank[1] == pytest.approx(plain[1][0])
+
+
+def test_each_context_is_cut_from_one_draw_of_swaps() -> None:
+    from core.detect.context import SwapDraw
+    pool = Pool.from_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), 2, 12)
+    draw = SwapDraw(pool, np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), near=np.array([4, 5, 6, -1]),
+                    random=np.array([8, 9, 10, 11]), draw=np.array([0.1, 0.6, 0.3, 0.2]),
+                    kind=np.array([0.2, 0.8, 0.6, 0.1]))
+    # rate 0.5: slots 0, 2 and 3 are drawn below it; share 0.5: slot 0 takes its near miss (kind 0.2), slot 2
+    # its random caption (kind 0.6), and slot 3 would take its near miss, but none was drawn: it stays
+    context = draw.at(0.5, 0.5)
+    assert context.pool.members.toarray()[0].nonzero()[0].tolist() == [1, 4]
+    assert context.pool.members.toarray()[1].nonzero()[0].tolist() == [3, 10]
+    assert context.stand_in(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 2, 3, 7])).tolist() == [4, 1, 10, 3, 7]
+    assert draw.at(0.0, 0.5).pool.members.toarray().tolist() == pool.members.toarray().tolist()
+    # a higher rate swaps a superset of the slots
+    assert draw.at(0.7, 0.0).pool.members.toarray()[0].nonzero()[0].tolist() == [8, 9]
+
+
+def _captioned_world(noise: float, seed: int = 0) -> tuple[np.ndarray, Pool, np.ndarray, np.ndarray, np.ndarray]:
+    """200 images of 5 captions each near the image's own direction; images 0-159 are the noisy split, whose
+    captions are swapped at random among themselves at rate `noise`; 160-199 are the clean trusted split."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(200, 32))
+    text = directions.repeat(5, axis=0) + 0.6 * rng.normal(size=(1000, 32))
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    image, caption = np.arange(1000) // 5, np.arange(1000)
+    swapped = rng.permutation(800)[:int(noise * 800)]
+    caption[swapped] = caption[np.roll(swapped, 1)]         # each moves to the next chosen pair's image
+    return text, Pool.from_pairs(image, caption, 200, 1000), np.arange(160, 200), image[:800], caption[:800]
+
+
+def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
+    from core.detect.context import matched_context
+    text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4)
+    context = matched_context(text, pool, trusted, noisy_image, noisy_caption, seed=1)
+    assert 0.3 <= context.rate <= 0.5
+    # the trusted pairs' sibling agreement in that context is the noisy split's, near enough
+    slots = pool.captions_of[trusted].tocoo()
+    image, caption = trusted[slots.row], slots.col
+    swapped_in = context.stand_in(image, caption)
+    ours = sibling_terms(text, context.pool, image, swapped_in)[0].mean()
+    theirs = sibling_terms(text, pool, noisy_image, noisy_caption)[0].mean()
+    assert ours == pytest.approx(theirs, abs=0.02)
+    # a clean noisy split: nothing is swapped
+    text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.0)
+    assert matched_context(text, pool, trusted, noisy_image, noisy_caption).rate == 0.0
+
+
+def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run) -> None:
+    from core import artifacts
+    from core.detect.method import CACHE_FILE, refit
+    store, b1, run_id = fused_run
+    run = store.run(run_id)
+    assert set(run.metrics["context"]) == {f"b1#{b1}", "text"}
+    assert all(0.0 <= c["rate"] <= 1.0 and 0.0 <= c["near_miss_share"] <= 1.0 for c in run.metrics["context"].values())
+    pairs = store.pairs_frame(run.dataset_id)
+    with np.load(artifacts.run_dir(run) / CACHE_FILE) as z:
+        names, x, x_fit, pair_ids = list(z["names"]), z["x"], z["x_fit"], z["pair_ids"]
+    split = pairs.set_index("pair_id").loc[pair_ids, "split"].to_numpy()
+    # only the trusted (val) images' sibling terms are in the swapped context; the noisy split's are as scored
+    assert np.array_equal(x_fit[split == "train"], x[split == "train"], equal_nan=True)
+    other = [j for j, n in enumerate(names) if "sibling" not in n]
+    assert np.array_equal(x_fit[:, other], x[:, other], equal_nan=True)
+    assert max(c["rate"] for c in run.metrics["context"].values()) > 0      # 40 % near misses: something swapped
+    assert not np.array_equal(x_fit[split == "val"], x[split == "val"], equal_nan=True)
+    # with no new decision, a refit learns from the same rows and so gives the run's own scores back
+    before = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    refit(store, run_id)
+    after = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    assert np.allclose(before.loc[pair_ids].to_numpy(), after.loc[pair_ids].to_numpy())

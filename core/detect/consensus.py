@@ -111,16 +111,23 @@ def _first_valid(ids: np.ndarray, sims: np.ndarray, valid: np.ndarray, k: int
 
 
 def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
-                  in_pool: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  in_pool: np.ndarray | None = None, stand_in: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(siblings, sibling_rank) of each query in the space of `text_emb` (normalised rows); NaN without siblings.
 
     The image's captions are its pool captions plus the query's; a caption's agreement is its mean cosine to
-    the others. The rank compares the query's agreement with each sibling's (ties count half). `in_pool`:
-    `pool.contains(q_image, q_caption)` when the caller has it already."""
+    the others. The rank compares the query's agreement with each sibling's (ties count half). `stand_in`: the
+    pool caption in the query's place, left out of its siblings (default the query's own caption; a pool whose
+    captions were swapped for foreign ones, `core.detect.context`, puts the swapped-in one there). `in_pool`:
+    `pool.contains(q_image, stand_in)` when the caller has it already."""
     q_image, q_caption = np.asarray(q_image), np.asarray(q_caption)
+    stand_in = q_caption if stand_in is None else np.asarray(stand_in)
     caps = pool.captions_of
-    in_pool = pool.contains(q_image, q_caption) if in_pool is None else in_pool
-    total = np.asarray(caps @ text_emb)[q_image] + np.where(in_pool, 0.0, 1.0)[:, None] * text_emb[q_caption]
+    in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
+    swapped = in_pool & (stand_in != q_caption)
+    total = (np.asarray(caps @ text_emb)[q_image]
+             + np.where(~in_pool | swapped, 1.0, 0.0)[:, None] * text_emb[q_caption]
+             - np.where(swapped, 1.0, 0.0)[:, None] * text_emb[stand_in])
     size = np.asarray(caps.sum(axis=1)).ravel()[q_image] + np.where(in_pool, 0, 1)
     others = size - 1
     agreement = np.full(len(q_image), np.nan)
@@ -130,7 +137,7 @@ def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_capti
     rows = caps[q_image]
     owner = np.repeat(np.arange(len(q_image)), np.diff(rows.indptr))
     sib = rows.indices.astype(np.int64)
-    keep = sib != q_caption[owner]
+    keep = sib != stand_in[owner]
     owner, sib = owner[keep], sib[keep]
     sib_agree = (np.einsum("nd,nd->n", text_emb[sib], total[owner]) - 1.0) / np.maximum(others[owner], 1)
     below = np.bincount(owner, weights=(sib_agree < agreement[owner]).astype(float), minlength=len(q_image))

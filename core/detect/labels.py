@@ -24,6 +24,7 @@ class Constructed:
     image_row: np.ndarray
     caption_row: np.ndarray
     near_miss: np.ndarray      # bool: drawn from the near misses, else at random
+    source: np.ndarray         # the positive (index into the positives given) each negative was made from
 
     def __len__(self) -> int:
         return len(self.image_row)
@@ -47,7 +48,7 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
     n = int(round(per_positive * len(pos_image)))
     if n == 0 or len(pos_image) == 0:
         z = np.zeros(0, np.int64)
-        return Constructed(z, z, np.zeros(0, bool))
+        return Constructed(z, z, np.zeros(0, bool), z)
     pick = rng.permutation(len(pos_image))[:n] if n <= len(pos_image) else rng.integers(0, len(pos_image), n)
     image, caption = np.asarray(pos_image)[pick], np.asarray(pos_caption)[pick]
     near = rng.random(n) < near_miss_share
@@ -71,4 +72,4 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
                 out[q] = c
                 break
     ok = out >= 0
-    return Constructed(image[ok], out[ok], near[ok])
+    return Constructed(image[ok], out[ok], near[ok], pick[ok])

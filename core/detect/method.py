@@ -21,9 +21,11 @@ import pandas as pd
 
 from core import artifacts
 from core.detect.explain import LOW_QUANTILE
+from core.detect.context import matched_context
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
-from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix, summary_signals
+from core.detect.signals import (caption_spaces, in_context, load_inputs, pair_view, pool_of, signal_matrix,
+                                 summary_signals)
 from core.errors import ConcordError
 from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
@@ -48,6 +50,10 @@ class ConcordConfig:
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
+    match_context: bool = setting(True, "before fitting, swap the trusted images' captions for foreign ones, in each "
+                                        "space at the rate and near-miss share where their sibling agreement is "
+                                        "distributed as the noisy split's (a clean split's siblings all agree; a "
+                                        "noisy split's do not)")
     trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
                                         "beside the meta-data ('' for none; never 'train')")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
@@ -108,16 +114,28 @@ class Concord:
         if positives.empty:
             raise ConcordError(NO_POSITIVES)
         text_space = inputs.text if inputs.text is not None else next(iter(inputs.spaces.values()))[1]
-        made = construct_negatives(inputs.image_rows(positives["image_id"].to_numpy()),
-                                   inputs.caption_rows(positives["caption_id"].to_numpy()), pool, text_space,
-                                   cfg.negatives_per_positive, cfg.near_miss_share, cfg.near_k, run.seed or 0)
+        pos_img, pos_cap = (inputs.image_rows(positives["image_id"].to_numpy()),
+                            inputs.caption_rows(positives["caption_id"].to_numpy()))
+        made = construct_negatives(pos_img, pos_cap, pool, text_space, cfg.negatives_per_positive,
+                                   cfg.near_miss_share, cfg.near_k, run.seed or 0)
         names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row)],
                                            cfg.k, cfg.tau)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
-        train = (pairs["split"] == "train").to_numpy()
+        train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
+        x_fit, matched = x, {}
+        if cfg.match_context:
+            clean_images = np.setdiff1d(pos_img, q_img[train])
+            contexts = {space: (emb, matched_context(emb, pool, clean_images, q_img[train], q_cap[train], cfg.near_k,
+                                                     run.seed or 0))
+                        for space, emb in caption_spaces(inputs).items()}
+            rows = np.flatnonzero(np.isin(q_img, clean_images))
+            x_fit = x.copy()
+            x_fit[rows] = in_context(names, x[rows], contexts, q_img[rows], q_cap[rows])
+            x_made = in_context(names, x_made, contexts, made.image_row, made.caption_row)
+            matched = {space: {"rate": c.rate, "near_miss_share": c.share} for space, (_, c) in contexts.items()}
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
-                                  x=x, x_made=x_made, trusted=trusted)
-        model, labelled = fit_on_meta(names, x, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
+                                  x=x, x_fit=x_fit, x_made=x_made, trusted=trusted)
+        model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
         summary.pop("similarity")        # the run's own `similarity` column already
@@ -128,7 +146,7 @@ class Concord:
         emb = artifacts.RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale, inputs.caption_ids, np.hstack(parts[1]) * scale)
         lows = {k: float(np.nanquantile(v[train], LOW_QUANTILE)) for k, v in summary.items()
                 if k != "sibling_count" and np.isfinite(v[train]).any()}
-        metrics = {"base_runs": [r.id for r in bases], "seconds": time.perf_counter() - t0,
+        metrics = {"base_runs": [r.id for r in bases], "seconds": time.perf_counter() - t0, "context": matched,
                    "fused": fused_metrics(model, labelled, store.last_decision_id(run.dataset_id)),
                    "signal_lows": lows}
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
@@ -147,7 +165,8 @@ def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
                 trusted: np.ndarray, cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
     """Fit the fused classifier on the meta entries that are dataset pairs (a person's label wins), the trusted
-    split's other pairs as positives, and the constructed negatives."""
+    split's other pairs as positives, and the constructed negatives. `x` holds every pair's signals as the
+    classifier learns from them (the trusted images' sibling terms in the matched context, `core.detect.context`)."""
     row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
     entries = meta[meta["pair_id"].notna()]
     rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
@@ -186,8 +205,9 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
     with np.load(path) as z:
         names, pair_ids, x, x_made, trusted = ([str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"],
                                                z["trusted"])
+        x_fit = z["x_fit"] if "x_fit" in z.files else x     # runs before the matched context cached none
     cfg = make_config(METHOD, run.config)
-    model, labelled = fit_on_meta(names, x, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
+    model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
                                   run.seed or 0)
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)

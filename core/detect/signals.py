@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.detect.consensus import Pool, Space, text_signals
+from core.detect.context import Context
 from core.index import normalise
 
 HELD_OUT_SPLIT = "test"
@@ -78,6 +79,27 @@ def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.n
     names = list(columns[0]) if columns else []
     return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q[0]), 0))
                    for cols, q in zip(columns, queries)]
+
+
+def caption_spaces(inputs: SignalInputs) -> dict[str, np.ndarray]:
+    """Every space's caption embeddings (the runs' and the text tower's): where the sibling terms are computed."""
+    captions = {space: caption_emb for space, (_, caption_emb) in inputs.spaces.items()}
+    if inputs.text is not None:
+        captions[TEXT_SPACE] = inputs.text
+    return captions
+
+
+def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context]],
+               q_image: np.ndarray, q_caption: np.ndarray) -> np.ndarray:
+    """`x` (the queries' signals) with each space's sibling terms computed in that space's swapped pool instead
+    (`contexts`: space -> (its caption embeddings, its matched context), `core.detect.context`); the other
+    signals do not depend on the image's own captions and stay."""
+    out = np.array(x, np.float64)
+    for space, (emb, context) in contexts.items():
+        agreement, rank = context.siblings(emb, q_image, q_caption)
+        out[:, names.index(f"{space}.siblings")] = agreement
+        out[:, names.index(f"{space}.sibling_rank")] = rank
+    return out
 
 
 def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
