@@ -67,3 +67,39 @@ def test_kept_stores_are_collected_into_one_table(capsys, concord_env, tmp_path)
     assert "no kept benchmark store" in capsys.readouterr().err
     assert main(["bench", "quality", "--collect", str(kept / "a"), "--dataset", "emoji", "--seeds", "3"]) == 1
     assert "--collect trains nothing: --dataset, --seeds would be ignored; leave them out" in capsys.readouterr().err
+
+
+def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, concord_env, tmp_path) -> None:
+    from core.store import Store
+    assert main(["demo", "--images", "20", "--noise", "0.4", "--seed", "1"]) == 0
+    kept = tmp_path / "kept"
+    assert main(["bench", "quality", "--kinds", "ncr", "--noise", "0.4", "--methods", "b1,concord", "--epochs", "1",
+                 "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json", "--keep", str(kept)]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    db = kept / "demo" / "bench.duckdb"
+    with Store.open(db, read_only=True) as store:
+        before = {r.id: r.method for r in store.runs()}
+
+    assert main(["bench", "quality", "--collect", str(kept), "--fuse-again", "--set", "concord.match_context=false",
+                 "--no-docs", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with Store.open(db, read_only=True) as store:
+        runs = {r.id: r for r in store.runs()}
+    (new,) = set(runs) - set(before)                       # one new run: the fused one, over the same b1 run
+    b1 = next(i for i, m in before.items() if m == "b1")
+    assert runs[new].method == "concord" and runs[new].metrics["base_runs"] == [b1]
+    assert runs[new].config["match_context"] is False and runs[new].metrics["context"] == {}
+    # one row per method still: b1's as it was, the fused one from the new run
+    assert [r["method"] for r in out["rows"]] == ["b1", "concord"]
+    strip = lambda r: {k: v for k, v in r.items() if k != "run_seconds"}  # noqa: E731
+    assert out["rows"][0] == strip(first[0])
+    # the loop on the kept cells takes the latest fused run only (decisions on two would mix)
+    assert main(["bench", "loop", "--cells", str(kept), "--decide", "3", "--no-docs", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]) == 1
+
+    assert main(["bench", "quality", "--collect", str(kept), "--fuse-again", "--set", "b1.batch_size=8"]) == 1
+    assert "--fuse-again trains only concord: --set b1.… would be ignored" in capsys.readouterr().err
+    assert main(["bench", "quality", "--fuse-again", "--no-docs"]) == 1
+    assert "--fuse-again goes with --collect DIR" in capsys.readouterr().err
+    with Store.open(db, read_only=True) as store:          # the refused commands ran nothing
+        assert len(store.runs()) == len(runs)

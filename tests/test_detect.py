@@ -197,7 +197,8 @@ def test_concord_refuses_without_trusted_pairs(store) -> None:
 def test_bench_consensus_measures_every_step(tmp_path) -> None:
     from core.benchmarks.consensus import markdown, measure
     figures = measure(1500, 5, 16, 20, tmp_path)
-    assert set(figures) == {"signals_one_space_s", "text_siblings_s", "concord_run_s", "refit_s", "labelled"}
+    assert set(figures) == {"signals_one_space_s", "text_siblings_s", "context_one_space_s", "concord_run_s",
+                            "refit_s", "labelled"}
     assert all(v > 0 for v in figures.values())
     assert figures["labelled"] == 50 + 20 + 50        # the seed positives, the decisions, one made per positive
     assert "| refit after the decisions (120 labelled rows" in markdown(figures, "cmd", 1500)
@@ -277,9 +278,9 @@ def _captioned_world(noise: float, seed: int = 0) -> tuple[np.ndarray, Pool, np.
 
 
 def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
-    from core.detect.context import matched_context
+    from core.detect.context import draw_swaps, matched_context
     text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4)
-    context = matched_context(text, pool, trusted, noisy_image, noisy_caption, seed=1)
+    context = matched_context(draw_swaps(pool, trusted, text, seed=1), text, noisy_image, noisy_caption)
     assert 0.3 <= context.rate <= 0.5
     # the trusted pairs' sibling agreement in that context is the noisy split's, near enough
     slots = pool.captions_of[trusted].tocoo()
@@ -290,7 +291,7 @@ def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
     assert ours == pytest.approx(theirs, abs=0.02)
     # a clean noisy split: nothing is swapped
     text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.0)
-    assert matched_context(text, pool, trusted, noisy_image, noisy_caption).rate == 0.0
+    assert matched_context(draw_swaps(pool, trusted, text), text, noisy_image, noisy_caption).rate == 0.0
 
 
 def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run) -> None:

@@ -176,11 +176,11 @@ def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspici
 
 
 def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[str, Any]]:
-    """`decide_and_refit` on every finished fused run of the stores `bench quality --keep` left, each store
-    copied first (the kept one is never changed): the loop on the product's fused run of b1, NPC and MSCN, for
-    every cell of a sweep, without training anything."""
+    """`decide_and_refit` on the latest finished fused run of each noisy copy in the stores `bench quality --keep`
+    left, each store copied first (the kept one is never changed): the loop on the product's fused run of b1, NPC
+    and MSCN, for every cell of a sweep, without training anything."""
     from core.benchmarks import kept_stores
-    from core.benchmarks.quality import cell_of
+    from core.benchmarks.quality import cell_of, latest_runs
     from core.detect.method import METHOD
     from core.store import Store
     rows = []
@@ -190,9 +190,9 @@ def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[s
                 if part.exists():
                     shutil.copy(part, Path(tmp) / part.name)
             with Store.open(Path(tmp) / db.name) as store:
-                for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
-                    cell = cell_of(store.dataset_by_id(run.dataset_id).name)
-                    if run.method != METHOD or cell is None:
+                for (name, method), run in latest_runs(store).items():
+                    cell = cell_of(name)
+                    if method != METHOD or cell is None:
                         continue
                     rows.append({"set": db.parent.name, "kind": cell[0], "ratio": cell[1], "seed": cell[2],
                                  "method": run.method, "seconds_per_run": None,

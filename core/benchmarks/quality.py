@@ -51,7 +51,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    "(a new folder) instead of deleting it")
     p.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
                    help="train nothing: one table of every finished run in the folders earlier `--keep DIR` runs "
-                   "left, or in a folder of them (a sweep split across processes, gathered)")
+                   "left, or in a folder of them (a sweep split across processes, gathered); each method's "
+                   "latest finished run per noisy copy")
+    p.add_argument("--fuse-again", action="store_true",
+                   help="with --collect: first a new concord run (its defaults and any --set concord.KEY=VALUE) "
+                   "on every kept noisy copy that has one, over the same base runs (no network trained), so a "
+                   "change to the fused score is measured on the very runs it fuses; the kept stores gain the run")
     add_output_options(p)
     p.set_defaults(handler=run, parser=p)
 
@@ -145,20 +150,45 @@ def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: 
         m: result.get(m) for m in METRICS}
 
 
+def latest_runs(store) -> dict[tuple[str, str], Any]:
+    """(dataset name, method) -> the latest finished run, in the order each pair first finished."""
+    latest: dict[tuple[str, str], Any] = {}
+    for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
+        latest[(store.dataset_by_id(run.dataset_id).name, run.method)] = run
+    return latest
+
+
 def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
     """The rows `run` would have made, read back from the stores `--keep` left: each folder holds one
-    `SET/bench.duckdb` per set; every finished run of a noisy copy (and of `clean`, the ceiling) is a row."""
+    `SET/bench.duckdb` per set; the latest finished run of each method on a noisy copy (and on `clean`, the
+    ceiling) is a row."""
     from core.store import Store
     rows = []
     for db in kept_stores(folders):
         with Store.open(db) as store:
-            for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
-                name = store.dataset_by_id(run.dataset_id).name
+            for (name, method), run in latest_runs(store).items():
                 cell = ("clean", 0.0, run.seed or 0) if name == "clean" else cell_of(name)
                 if cell is None:
                     continue
-                rows.append(result_row(store, db.parent.name, cell[0], cell[1], run.method, cell[2], run.id))
+                rows.append(result_row(store, db.parent.name, cell[0], cell[1], method, cell[2], run.id))
     return rows
+
+
+def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
+    """A new fused run (`settings` over its defaults) on every kept noisy copy that has one, over the same base
+    runs (the latest of each other method: no network is trained); returns how many ran."""
+    from core.store import Store
+    from core.training import execute_run, start_run
+    count = 0
+    for db in kept_stores(folders):
+        with Store.open(db) as store:
+            for (name, method), run in latest_runs(store).items():
+                if method != FUSED or cell_of(name) is None:
+                    continue
+                execute_run(store, start_run(store, name, FUSED, model=run.model, device=run.device or "auto",
+                                             seed=run.seed or 0, settings=settings), progress)
+                count += 1
+    return count
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, command: str, seconds: float,
@@ -180,15 +210,30 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, comma
 
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
+    from core.cli.train import parse_sets
+    from core.errors import ConcordError
     from core.models import DEFAULT_MODEL
     from core.noise import inject_noise_copy
     from core.training import execute_run, start_run
     model = args.model or DEFAULT_MODEL
+    if args.fuse_again and not args.collect:
+        raise ConcordError("--fuse-again goes with --collect DIR: it fuses the runs a sweep kept")
     if args.collect:
-        refuse_training_options(args, args.parser, TRAINING_DESTS, "--collect")
+        refuse_training_options(args, args.parser, [d for d in TRAINING_DESTS if not (args.fuse_again and d == "sets")],
+                                "--collect")
         t0 = time.perf_counter()
-        rows = sorted(collected_rows(args.collect), key=lambda r: (r["set"], r["kind"], r["ratio"], r["seed"]))
         command = "python -m core bench quality --collect " + " ".join(map(str, args.collect))
+        if args.fuse_again:
+            others = sorted({key.partition(".")[0] for key in parse_sets(args.sets)} - {FUSED})
+            if others:
+                raise ConcordError(f"--fuse-again trains only {FUSED}: --set {', '.join(others)}.… would be ignored")
+            progress, bar = cli_progress()
+            try:
+                fuse_again(args.collect, method_settings(args.sets, FUSED), progress)
+            finally:
+                bar.close()
+            command += " --fuse-again" + "".join(f" --set {s}" for s in args.sets)
+        rows = sorted(collected_rows(args.collect), key=lambda r: (r["set"], r["kind"], r["ratio"], r["seed"]))
         return report(args, rows, "quality: collected", command, time.perf_counter() - t0, model)
     ratios = [float(r) for r in args.noise.split(",") if r.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

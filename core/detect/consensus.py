@@ -125,10 +125,11 @@ def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_capti
     caps = pool.captions_of
     in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
     swapped = in_pool & (stand_in != q_caption)
-    total = (np.asarray(caps @ text_emb)[q_image]
+    images, of_query = np.unique(q_image, return_inverse=True)
+    total = (np.asarray(caps[images] @ text_emb)[of_query]
              + np.where(~in_pool | swapped, 1.0, 0.0)[:, None] * text_emb[q_caption]
              - np.where(swapped, 1.0, 0.0)[:, None] * text_emb[stand_in])
-    size = np.asarray(caps.sum(axis=1)).ravel()[q_image] + np.where(in_pool, 0, 1)
+    size = np.diff(caps.indptr)[q_image] + np.where(in_pool, 0, 1)
     others = size - 1
     agreement = np.full(len(q_image), np.nan)
     dots = np.einsum("nd,nd->n", text_emb[q_caption], total)

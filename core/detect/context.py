@@ -18,7 +18,7 @@ included, for trusted and noisy pairs alike.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from core.detect.consensus import Pool, sibling_terms
@@ -79,8 +79,10 @@ class Context:
 
 
 def draw_swaps(pool: Pool, images: np.ndarray, caption_emb: np.ndarray, near_k: int = 10, seed: int = 0) -> SwapDraw:
-    """A near-miss (nearest in `caption_emb`) and a random foreign caption, and two uniform draws, for each pool
-    caption of `images`."""
+    """A near-miss and a random foreign caption, and two uniform draws, for each pool caption of `images` (rows
+    into the pool). Near misses are among the `near_k` captions nearest in `caption_emb`: a space's own near
+    misses (each space gets its own draw; on the demo's development cells that cost less than near misses of
+    the text tower's space for every space, docs/benchmarks.md)."""
     captions_of = pool.captions_of[np.asarray(images, np.int64)]
     image = np.repeat(np.asarray(images, np.int64), np.diff(captions_of.indptr))
     caption = captions_of.indices.astype(np.int64)
@@ -100,37 +102,37 @@ SHARES = np.linspace(0.0, 1.0, 5)
 QUANTILES = np.linspace(0.01, 0.99, 99)
 
 
-def matched_context(caption_emb: np.ndarray, pool: Pool, trusted_images: np.ndarray, noisy_image: np.ndarray,
-                    noisy_caption: np.ndarray, near_k: int = 10, seed: int = 0) -> Context:
-    """The trusted images' context swapped so that their sibling agreement is distributed as the noisy pairs'.
+def matched_context(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray,
+                    noisy_caption: np.ndarray) -> Context:
+    """The trusted images' context, cut from `draw`, whose sibling agreement in one space is distributed as the
+    noisy pairs'.
 
     Args:
-        caption_emb: one space's normalised caption embeddings, rows as the pool's captions.
-        pool: the pool siblings and neighbours come from.
-        trusted_images: the images of the clean split whose captions are swapped (rows into the pool).
+        draw: the swaps of the trusted images' captions (`draw_swaps`, in the same space).
+        caption_emb: the space's normalised caption embeddings, rows as the pool's captions.
         noisy_image, noisy_caption: the pairs of the noisy split, whose sibling agreement is the target.
-        near_k: a near-miss swap is one of this many captions most similar to the swapped one.
-        seed: the draw's seed.
     The swap rate and the near-miss share are the grid point (`RATES` × `SHARES`) whose trusted images'
     captions' agreement (swapped-in ones included) is nearest the noisy pairs' in the 1-Wasserstein distance
     (the mean gap between their quantiles): a minimum-distance estimate of the noise the split carries, fitted
     on no label. Nothing is swapped when either has no siblings.
     """
-    draw = draw_swaps(pool, trusted_images, caption_emb, near_k, seed)
-    target = _quantiles(sibling_terms(caption_emb, pool, noisy_image, noisy_caption)[0])
+    target = _quantiles(sibling_terms(caption_emb, draw.pool, noisy_image, noisy_caption)[0])
+    # the search needs only the trusted images' captions: a pool of those alone is cut far faster
+    local = replace(draw, pool=Pool.from_pairs(draw.image, draw.caption, *draw.pool.members.shape))
 
-    def agreement(context: Context) -> np.ndarray | None:
+    def agreement(rate: float, share: float) -> np.ndarray | None:
         """The quantiles of the agreement of every caption of the trusted images, swapped-in ones included (as
         the noisy split's pairs are all its captions, mismatched ones included)."""
+        context = local.at(rate, share)
         captions = context.stand_in(draw.image, draw.caption)
         return _quantiles(sibling_terms(caption_emb, context.pool, draw.image, captions)[0])
 
-    if target is None or agreement(draw.at(0.0, 0.0)) is None:
+    if target is None or agreement(0.0, 0.0) is None:
         return draw.at(0.0, 0.0)
     best, best_gap = (0.0, 0.0), np.inf
     for share in SHARES:
         for rate in RATES:
-            gap = float(np.abs(agreement(draw.at(rate, share)) - target).mean())
+            gap = float(np.abs(agreement(rate, share) - target).mean())
             if gap < best_gap - 1e-12:
                 best, best_gap = (float(rate), float(share)), gap
     return draw.at(*best)

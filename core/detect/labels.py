@@ -55,8 +55,12 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
     caps_of = pool.captions_of
     candidates = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
     own_max = int(np.diff(caps_of.indptr).max(initial=0))
-    index = VectorIndex.build(text_emb[candidates], candidates)
-    found, _ = index.search(text_emb[caption], min(len(index), near_k + own_max + 1))
+    found = np.full((n, 0), -1, np.int64)
+    if near.any():                          # only the near misses need the nearest captions
+        index = VectorIndex.build(text_emb[candidates], candidates)
+        searched, _ = index.search(text_emb[caption[near]], min(len(index), near_k + own_max + 1))
+        found = np.full((n, searched.shape[1]), -1, np.int64)
+        found[near] = searched
     out = np.full(n, -1, np.int64)
     for q in range(n):
         own = set(caps_of.indices[caps_of.indptr[image[q]]:caps_of.indptr[image[q] + 1]].tolist()) | {int(caption[q])}

@@ -4,7 +4,8 @@ A concord run trains no network. It takes the dataset's finished runs (by defaul
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space and the sibling terms in the text tower's space, and
 fits the fused classifier (`core.detect.fusion`) on the meta-data plus constructed negatives
-(`core.detect.labels`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
+(`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
+(`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
 `weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
 
 The signal matrices are cached with the run, so `refit` (after a batch of decisions) only refits the
@@ -21,7 +22,7 @@ import pandas as pd
 
 from core import artifacts
 from core.detect.explain import LOW_QUANTILE
-from core.detect.context import matched_context
+from core.detect.context import draw_swaps, matched_context
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import (caption_spaces, in_context, load_inputs, pair_view, pool_of, signal_matrix,
@@ -125,8 +126,8 @@ class Concord:
         x_fit, matched = x, {}
         if cfg.match_context:
             clean_images = np.setdiff1d(pos_img, q_img[train])
-            contexts = {space: (emb, matched_context(emb, pool, clean_images, q_img[train], q_cap[train], cfg.near_k,
-                                                     run.seed or 0))
+            contexts = {space: (emb, matched_context(draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0),
+                                                     emb, q_img[train], q_cap[train]))
                         for space, emb in caption_spaces(inputs).items()}
             rows = np.flatnonzero(np.isin(q_img, clean_images))
             x_fit = x.copy()
