@@ -13,7 +13,7 @@ import streamlit as st
 from core import review
 from core.errors import ConcordError
 from core.thumbnails import image_uri
-from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, explain_pair, fused_summary
+from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, context_summary, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
 from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
 from pages.review_card import mount as review_card, pending_entries
@@ -206,7 +206,8 @@ def decide_on_queue(spec: review.QueueSpec, n: int, mode: str) -> None:
         st.session_state["review_opened"] = opened
     current = store.run(run.id)            # a refit since the page ran reorders the queue
     if current.method == FUSED and current.metrics.get("fused"):
-        st.caption(fused_summary(current.metrics["fused"]))
+        st.caption(" ".join(filter(None, [fused_summary(current.metrics["fused"]),
+                                          context_summary(current.metrics.get("context", {}))])))
     queue = review.build_queue(store, dataset.id, current, spec, reviewer=reviewer(), opened_at=opened[1],
                                limit=n if mode == "Bulk grid" else WINDOW + 1)   # one pair: the card's window
     if mode != "Bulk grid":

@@ -223,6 +223,20 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
                                     "(+1.20), text.siblings (+0.40); refitted 2×.")
 
 
+def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> None:
+    from core.detect.explain import context_summary
+    context = {"b1#1": {"rate": 0.4, "near_miss_share": 0.0}, "mscn#3": {"rate": 0.55, "near_miss_share": 0.25},
+               "text": {"rate": 0.45, "near_miss_share": 0.75}}
+    assert context_summary(context) == (
+        "Fitted in the training split's sibling context: the trusted images' captions swapped at 45% in the text "
+        "tower's space (75% of them near misses) and 40%–55% in the runs' spaces (how far an image's captions "
+        "disagree there: a rough estimate of its noise).")
+    assert context_summary({"b1#1": {"rate": 0.2, "near_miss_share": 0.5}}) == (
+        "Fitted in the training split's sibling context: the trusted images' captions swapped at 20% in the runs' "
+        "spaces (how far an image's captions disagree there: a rough estimate of its noise).")
+    assert context_summary({}) == ""          # match_context off
+
+
 def test_the_noisy_split_cannot_be_the_trusted_one(fused_run) -> None:
     from core.errors import ConcordError
     from core.progress import Progress

@@ -260,7 +260,8 @@ def test_fused_run_explains_its_flags_and_refits_as_you_review():
     line = shown(at)["flag"]
     assert line.startswith(("Flagged by:", "No single signal"))
     assert "sibling" in line or "matches another" in line or "nearest" in line or line.startswith("No single")
-    assert any("Fused classifier: cross-validated AUROC" in c.value for c in at.caption)
+    assert any("Fused classifier: cross-validated AUROC" in c.value and "sibling context" in c.value
+               for c in at.caption)
     first = shown_key(at)
     decide(at, "reject")
     assert get_store().run(fused).metrics["fused"].get("refits") is None      # one decision: not yet due

@@ -62,3 +62,23 @@ def fused_summary(fused: dict[str, Any], top: int = 3) -> str:
     carried = "; carried by " + ", ".join(f"{w['signal']} ({w['coef']:+.2f})" for w in weights) if weights else ""
     refits = f"; refitted {fused['refits']}×" if fused.get("refits") else ""
     return head + learnt + carried + refits + "."
+
+
+def context_summary(context: dict[str, dict[str, float]]) -> str:
+    """One line on the sibling context the trusted pairs were fitted in (`core.detect.context`; a run's
+    `metrics["context"]`: space -> rate and near-miss share); '' when none was fitted."""
+    if not context:
+        return ""
+    text = context.get("text")
+    runs = [c["rate"] for space, c in context.items() if space != "text"]
+    parts = []
+    if text is not None:
+        parts.append(f"{text['rate']:.0%} in the text tower's space "
+                     f"({text['near_miss_share']:.0%} of them near misses)")
+    if runs:
+        spread = f"{min(runs):.0%}" if min(runs) == max(runs) else f"{min(runs):.0%}–{max(runs):.0%}"
+        parts.append(f"{spread} in the runs' spaces")
+    return ("Fitted in the training split's sibling context: the trusted images' captions swapped at "
+            + " and ".join(parts)
+            + " (how far an image's captions disagree there: a rough estimate of its noise).")
+
