@@ -308,6 +308,17 @@ def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
     assert matched_context(draw_swaps(pool, trusted, text), text, noisy_image, noisy_caption).rate == 0.0
 
 
+def test_no_context_is_fitted_without_siblings_or_trusted_images() -> None:
+    from core.detect.context import draw_swaps, matched_context
+    text = unit((1, 0), (0, 1), (1, 1), (1, -1))
+    single = Pool.from_pairs(np.arange(4), np.arange(4), 4, 4)        # one caption an image: no siblings
+    context = matched_context(draw_swaps(single, np.array([3]), text), text, np.arange(3), np.arange(3))
+    assert context.rate == 0.0 and context.pool.members.toarray().tolist() == single.members.toarray().tolist()
+    pool = Pool.from_pairs(np.array([0, 0, 1, 1]), np.arange(4), 2, 4)
+    nobody = matched_context(draw_swaps(pool, np.array([], np.int64), text), text, np.array([0, 0]), np.array([0, 1]))
+    assert nobody.rate == 0.0 and len(nobody.swapped_keys) == 0     # no trusted image: nothing to swap
+
+
 def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run) -> None:
     from core import artifacts
     from core.detect.method import CACHE_FILE, refit
