@@ -229,11 +229,14 @@ def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> No
                "text": {"rate": 0.45, "near_miss_share": 0.75}}
     assert context_summary(context) == (
         "Fitted in the training split's sibling context: the trusted images' captions swapped at 45% in the text "
-        "tower's space (75% of them near misses) and 40%–55% in the runs' spaces (how far an image's captions "
-        "disagree there: a rough estimate of its noise).")
+        "tower's space (75% of them near misses) and 40%–55% in the runs' spaces: a rough estimate of the split's "
+        "noise.")
     assert context_summary({"b1#1": {"rate": 0.2, "near_miss_share": 0.5}}) == (
         "Fitted in the training split's sibling context: the trusted images' captions swapped at 20% in the runs' "
-        "spaces (how far an image's captions disagree there: a rough estimate of its noise).")
+        "spaces: a rough estimate of the split's noise.")
+    assert context_summary({"text": {"rate": 0.4, "near_miss_share": 0.0, "whole_images": True}}) == (
+        "Fitted in the training split's sibling context: the trusted images' captions swapped at 40% in the text "
+        "tower's space (whole images at a time): a rough estimate of the split's noise.")
     assert context_summary({}) == ""          # match_context off
 
 
@@ -266,7 +269,7 @@ def test_each_context_is_cut_from_one_draw_of_swaps() -> None:
     pool = Pool.from_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), 2, 12)
     draw = SwapDraw(pool, np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), near=np.array([4, 5, 6, -1]),
                     random=np.array([8, 9, 10, 11]), draw=np.array([0.1, 0.6, 0.3, 0.2]),
-                    kind=np.array([0.2, 0.8, 0.6, 0.1]))
+                    image_draw=np.array([0.4, 0.4, 0.9, 0.9]), kind=np.array([0.2, 0.8, 0.6, 0.1]))
     # rate 0.5: slots 0, 2 and 3 are drawn below it; share 0.5: slot 0 takes its near miss (kind 0.2), slot 2
     # its random caption (kind 0.6), and slot 3 would take its near miss, but none was drawn: it stays
     context = draw.at(0.5, 0.5)
@@ -276,17 +279,27 @@ def test_each_context_is_cut_from_one_draw_of_swaps() -> None:
     assert draw.at(0.0, 0.5).pool.members.toarray().tolist() == pool.members.toarray().tolist()
     # a higher rate swaps a superset of the slots
     assert draw.at(0.7, 0.0).pool.members.toarray()[0].nonzero()[0].tolist() == [8, 9]
+    # whole images: image 0 (drawn 0.4) has every caption swapped (slot 1 for its random one, kind 0.8), image 1
+    # (0.9) none
+    whole = draw.at(0.5, 0.5, whole=True)
+    assert whole.whole and [row.nonzero()[0].tolist() for row in whole.pool.members.toarray()] == [[4, 9], [2, 3]]
 
 
-def _captioned_world(noise: float, seed: int = 0) -> tuple[np.ndarray, Pool, np.ndarray, np.ndarray, np.ndarray]:
+def _captioned_world(noise: float, seed: int = 0, whole: bool = False
+                     ) -> tuple[np.ndarray, Pool, np.ndarray, np.ndarray, np.ndarray]:
     """200 images of 5 captions each near the image's own direction; images 0-159 are the noisy split, whose
-    captions are swapped at random among themselves at rate `noise`; 160-199 are the clean trusted split."""
+    captions are swapped at random among themselves at rate `noise` (`whole`: every caption of that share of
+    the images, as the `decl` kind); 160-199 are the clean trusted split."""
     rng = np.random.default_rng(seed)
     directions = rng.normal(size=(200, 32))
     text = directions.repeat(5, axis=0) + 0.6 * rng.normal(size=(1000, 32))
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     image, caption = np.arange(1000) // 5, np.arange(1000)
-    swapped = rng.permutation(800)[:int(noise * 800)]
+    if whole:
+        chosen = rng.permutation(160)[:int(noise * 160)]
+        swapped = rng.permutation((chosen[:, None] * 5 + np.arange(5)).ravel())
+    else:
+        swapped = rng.permutation(800)[:int(noise * 800)]
     caption[swapped] = caption[np.roll(swapped, 1)]         # each moves to the next chosen pair's image
     return text, Pool.from_pairs(image, caption, 200, 1000), np.arange(160, 200), image[:800], caption[:800]
 
@@ -295,7 +308,7 @@ def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
     from core.detect.context import draw_swaps, matched_context
     text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4)
     context = matched_context(draw_swaps(pool, trusted, text, seed=1), text, noisy_image, noisy_caption)
-    assert 0.3 <= context.rate <= 0.5
+    assert 0.3 <= context.rate <= 0.5 and not context.whole
     # the trusted pairs' sibling agreement in that context is the noisy split's, near enough
     slots = pool.captions_of[trusted].tocoo()
     image, caption = trusted[slots.row], slots.col
@@ -306,6 +319,26 @@ def test_the_matched_context_finds_the_noisy_split_s_swap_rate() -> None:
     # a clean noisy split: nothing is swapped
     text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.0)
     assert matched_context(draw_swaps(pool, trusted, text), text, noisy_image, noisy_caption).rate == 0.0
+
+
+def test_mismatches_an_image_at_a_time_are_told_apart_and_mirrored_in_the_labelled_contexts() -> None:
+    from core.detect.context import draw_swaps, labelled_contexts, matched_context
+    text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4, whole=True)
+    draw = draw_swaps(pool, trusted, text, seed=1)
+    context = matched_context(draw, text, noisy_image, noisy_caption)
+    assert context.whole and 0.3 <= context.rate <= 0.5 and context.share == 0.0
+    # a clean caption keeps its clean siblings; a constructed mismatch sits among foreign ones only
+    for_trusted, for_made = labelled_contexts(draw, context)
+    assert len(for_trusted.swapped_keys) == 0
+    assert for_made.whole and len(for_made.swapped_keys) == len(draw.image)
+    now, before = for_made.pool.members[trusted].toarray(), pool.members[trusted].toarray()
+    assert not (now.astype(bool) & before.astype(bool)).any()        # no trusted image keeps a caption of its own
+    # captions swapped one by one: both take the matched context itself
+    text, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4)
+    draw = draw_swaps(pool, trusted, text, seed=1)
+    one_by_one = matched_context(draw, text, noisy_image, noisy_caption)
+    assert not one_by_one.whole
+    assert labelled_contexts(draw, one_by_one) == (one_by_one, one_by_one)
 
 
 def test_no_context_is_fitted_without_siblings_or_trusted_images() -> None:

@@ -10,11 +10,14 @@ where the noise is heavy: fashion-mnist at 60 % random swaps, docs/benchmarks.md
 So the labelled pairs are given the noisy split's kind of context: each caption of a trusted image is swapped,
 with probability `rate`, for a foreign caption drawn as the constructed negatives are (`core.detect.labels`:
 a near miss or a random caption of another image), and the labelled pairs' sibling terms are computed in that
-swapped pool. The rate and the near-miss share are fitted without any label, in each space apart (a run's
-caption space was trained on the noisy pairs, so its siblings may agree more than the text tower's): they are
-the ones at which the agreement of the trusted images' captions is distributed as the noisy split's. Only
-sibling terms change: the neighbour terms already draw their neighbours from the whole pool, noisy pairs
-included, for trusted and noisy pairs alike.
+swapped pool. Where mismatches come a whole image at a time (the `decl` kind: every caption of an image
+replaced), a clean caption's siblings are all clean and a mismatched one's all foreign, so there the trusted
+pairs keep their context and the constructed negatives get their images wholly swapped (`labelled_contexts`).
+The rate, the near-miss share and which of the two the split looks like are fitted without any label, in each
+space apart (a run's caption space was trained on the noisy pairs, so its siblings may agree more than the
+text tower's): they are the ones at which the agreement of the trusted images' captions is distributed as the
+noisy split's. Only sibling terms change: the neighbour terms already draw their neighbours from the whole
+pool, noisy pairs included, for trusted and noisy pairs alike.
 """
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ from core.detect.labels import construct_negatives
 
 @dataclass(frozen=True)
 class SwapDraw:
-    """One random draw of swaps over the trusted images' pool captions, from which every (rate, near-miss share)
-    context is cut. The same draw serves every setting, so a higher rate swaps a superset of a lower rate's
-    captions and the fit's distance changes smoothly between neighbouring settings."""
+    """One random draw of swaps over the trusted images' pool captions, from which every (rate, near-miss share,
+    whole images or not) context is cut. The same draw serves every setting, so a higher rate swaps a superset
+    of a lower rate's captions and the fit's distance changes smoothly between neighbouring settings."""
 
     pool: Pool
     image: np.ndarray          # the slots: each trusted image's pool captions, as (image row, caption row)
@@ -36,13 +39,14 @@ class SwapDraw:
     near: np.ndarray           # a near-miss caption for each slot (-1: none could be drawn)
     random: np.ndarray         # a random foreign caption for each slot (-1: none could be drawn)
     draw: np.ndarray           # uniform in [0, 1): a slot is swapped at rate r when draw < r
+    image_draw: np.ndarray     # uniform in [0, 1), one per image: with whole images, all its slots at once
     kind: np.ndarray           # uniform in [0, 1): a swapped slot takes its near miss at share s when kind < s
 
-    def at(self, rate: float, share: float) -> "Context":
-        """The context with the slots drawn below `rate` swapped, for their near miss at near-miss share `share`
-        and for their random caption otherwise."""
+    def at(self, rate: float, share: float, whole: bool = False) -> "Context":
+        """The context with the slots (`whole`: every slot of the images) drawn below `rate` swapped, for their
+        near miss at near-miss share `share` and for their random caption otherwise."""
         foreign = np.where(self.kind < share, self.near, self.random)
-        swapped = (self.draw < rate) & (foreign >= 0)
+        swapped = ((self.image_draw if whole else self.draw) < rate) & (foreign >= 0)
         members = self.pool.members.tocoo()
         n_captions = members.shape[1]
         keys = self.image[swapped] * n_captions + self.caption[swapped]
@@ -50,7 +54,7 @@ class SwapDraw:
         pool = Pool.from_pairs(np.concatenate([members.row[kept], self.image[swapped]]),
                                np.concatenate([members.col[kept], foreign[swapped]]), *members.shape)
         order = np.argsort(keys)
-        return Context(pool, float(rate), float(share), keys[order], foreign[swapped][order])
+        return Context(pool, float(rate), float(share), whole, keys[order], foreign[swapped][order])
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,9 @@ class Context:
     """A swapped pool, and which caption stands in each swapped (image, caption) slot."""
 
     pool: Pool
-    rate: float                # the share of the trusted images' captions swapped
+    rate: float                # the share of the trusted images' captions (or, `whole`, images) swapped
     share: float               # the share of the swaps that are near misses
+    whole: bool                # whole images swapped (mismatches come an image at a time), else captions one by one
     swapped_keys: np.ndarray   # image row * n_captions + caption row of each swapped slot, sorted
     swapped_in: np.ndarray     # the foreign caption now in that slot
 
@@ -93,7 +98,9 @@ def draw_swaps(pool: Pool, images: np.ndarray, caption_emb: np.ndarray, near_k: 
         slot[made.source] = made.caption_row
         foreign.append(slot)
     rng = np.random.default_rng([seed, 8191])
-    return SwapDraw(pool, image, caption, foreign[0], foreign[1], rng.random(len(image)), rng.random(len(image)))
+    draw, kind = rng.random(len(image)), rng.random(len(image))
+    per_image = rng.random(len(images))[np.repeat(np.arange(len(images)), np.diff(captions_of.indptr))]
+    return SwapDraw(pool, image, caption, foreign[0], foreign[1], draw, per_image, kind)
 
 
 RATES = np.linspace(0.0, 1.0, 21)
@@ -111,31 +118,46 @@ def matched_context(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.nda
         draw: the swaps of the trusted images' captions (`draw_swaps`, in the same space).
         caption_emb: the space's normalised caption embeddings, rows as the pool's captions.
         noisy_image, noisy_caption: the pairs of the noisy split, whose sibling agreement is the target.
-    The swap rate and the near-miss share are the grid point (`RATES` × `SHARES`) whose trusted images'
-    captions' agreement (swapped-in ones included) is nearest the noisy pairs' in the 1-Wasserstein distance
-    (the mean gap between their quantiles): a minimum-distance estimate of the noise the split carries, fitted
-    on no label. Nothing is swapped when either has no siblings.
+    The swap rate, the near-miss share and whether captions are swapped one by one or whole images at once are
+    the grid point (`RATES` × `SHARES` one by one; `RATES` with random captions for whole images, whose near
+    misses would agree with each other as the image's own captions do) whose trusted images' captions'
+    agreement (swapped-in ones included) is nearest the noisy pairs' in the 1-Wasserstein distance (the mean
+    gap between their quantiles): a minimum-distance estimate of the noise the split carries, fitted on no
+    label. Nothing is swapped when either has no siblings. `labelled_contexts` gives the labelled pairs' contexts.
     """
     target = _quantiles(sibling_terms(caption_emb, draw.pool, noisy_image, noisy_caption)[0])
     # the search needs only the trusted images' captions: a pool of those alone is cut far faster
     local = replace(draw, pool=Pool.from_pairs(draw.image, draw.caption, *draw.pool.members.shape))
 
-    def agreement(rate: float, share: float) -> np.ndarray | None:
+    def agreement(rate: float, share: float, whole: bool) -> np.ndarray | None:
         """The quantiles of the agreement of every caption of the trusted images, swapped-in ones included (as
         the noisy split's pairs are all its captions, mismatched ones included)."""
-        context = local.at(rate, share)
+        context = local.at(rate, share, whole)
         captions = context.stand_in(draw.image, draw.caption)
         return _quantiles(sibling_terms(caption_emb, context.pool, draw.image, captions)[0])
 
-    if target is None or agreement(0.0, 0.0) is None:
+    if target is None or agreement(0.0, 0.0, False) is None:
         return draw.at(0.0, 0.0)
-    best, best_gap = (0.0, 0.0), np.inf
-    for share in SHARES:
-        for rate in RATES:
-            gap = float(np.abs(agreement(rate, share) - target).mean())
-            if gap < best_gap - 1e-12:
-                best, best_gap = (float(rate), float(share)), gap
+    best, best_gap = (0.0, 0.0, False), np.inf
+    for whole in (False, True):
+        for share in (SHARES if not whole else SHARES[:1]):
+            for rate in RATES:
+                gap = float(np.abs(agreement(rate, share, whole) - target).mean())
+                if gap < best_gap - 1e-12:
+                    best, best_gap = (float(rate), float(share), whole), gap
     return draw.at(*best)
+
+
+def labelled_contexts(draw: SwapDraw, context: Context) -> tuple[Context, Context]:
+    """The contexts (trusted pairs', constructed negatives') that mirror `context`'s noise on the noisy split.
+
+    Captions swapped one by one: a clean caption and a mismatched one alike sit among siblings swapped at the
+    rate, so both get `context`. Whole images swapped: a clean caption's siblings are all clean (its image was
+    not swapped), so the trusted pairs keep their own context; a mismatched caption's are all foreign, so the
+    constructed negatives get their images wholly swapped."""
+    if not context.whole:
+        return context, context
+    return draw.at(0.0, context.share), draw.at(1.0, context.share, whole=True)
 
 
 def _quantiles(agreement: np.ndarray) -> np.ndarray | None:

@@ -66,19 +66,19 @@ def fused_summary(fused: dict[str, Any], top: int = 3) -> str:
 
 def context_summary(context: dict[str, dict[str, float]]) -> str:
     """One line on the sibling context the trusted pairs were fitted in (`core.detect.context`; a run's
-    `metrics["context"]`: space -> rate and near-miss share); '' when none was fitted."""
+    `metrics["context"]`: space -> rate, near-miss share, whole images); '' when none was fitted."""
     if not context:
         return ""
     text = context.get("text")
     runs = [c["rate"] for space, c in context.items() if space != "text"]
     parts = []
     if text is not None:
-        parts.append(f"{text['rate']:.0%} in the text tower's space "
-                     f"({text['near_miss_share']:.0%} of them near misses)")
+        kind = ("whole images at a time" if text.get("whole_images")
+                else f"{text['near_miss_share']:.0%} of them near misses")
+        parts.append(f"{text['rate']:.0%} in the text tower's space ({kind})")
     if runs:
         spread = f"{min(runs):.0%}" if min(runs) == max(runs) else f"{min(runs):.0%}–{max(runs):.0%}"
         parts.append(f"{spread} in the runs' spaces")
     return ("Fitted in the training split's sibling context: the trusted images' captions swapped at "
-            + " and ".join(parts)
-            + " (how far an image's captions disagree there: a rough estimate of its noise).")
+            + " and ".join(parts) + ": a rough estimate of the split's noise.")
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from core import artifacts
 from core.detect.explain import LOW_QUANTILE
-from core.detect.context import draw_swaps, matched_context
+from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import (caption_spaces, in_context, load_inputs, pair_view, pool_of, signal_matrix,
@@ -126,14 +126,18 @@ class Concord:
         x_fit, matched = x, {}
         if cfg.match_context:
             clean_images = np.setdiff1d(pos_img, q_img[train])
-            contexts = {space: (emb, matched_context(draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0),
-                                                     emb, q_img[train], q_cap[train]))
-                        for space, emb in caption_spaces(inputs).items()}
+            for_trusted, for_made = {}, {}
+            for space, emb in caption_spaces(inputs).items():
+                draw = draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0)
+                context = matched_context(draw, emb, q_img[train], q_cap[train])
+                trusted_context, made_context = labelled_contexts(draw, context)
+                for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)
+                matched[space] = {"rate": context.rate, "near_miss_share": context.share,
+                                  "whole_images": context.whole}
             rows = np.flatnonzero(np.isin(q_img, clean_images))
             x_fit = x.copy()
-            x_fit[rows] = in_context(names, x[rows], contexts, q_img[rows], q_cap[rows])
-            x_made = in_context(names, x_made, contexts, made.image_row, made.caption_row)
-            matched = {space: {"rate": c.rate, "near_miss_share": c.share} for space, (_, c) in contexts.items()}
+            x_fit[rows] = in_context(names, x[rows], for_trusted, q_img[rows], q_cap[rows])
+            x_made = in_context(names, x_made, for_made, made.image_row, made.caption_row)
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
                                   x=x, x_fit=x_fit, x_made=x_made, trusted=trusted)
         model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
