@@ -24,8 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from core.detect.consensus import Pool, sibling_terms
 from core.detect.labels import construct_negatives
+
 
 @dataclass(frozen=True)
 class SwapDraw:

@@ -81,4 +81,3 @@ def context_summary(context: dict[str, dict[str, float]]) -> str:
         parts.append(f"{spread} in the runs' spaces")
     return ("Fitted in the training split's sibling context: the trusted images' captions swapped at "
             + " and ".join(parts) + ": a rough estimate of the split's noise.")
-

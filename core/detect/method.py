@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from core import artifacts
-from core.detect.explain import LOW_QUANTILE
 from core.detect.context import draw_swaps, labelled_contexts, matched_context
+from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
 from core.detect.signals import (caption_spaces, in_context, load_inputs, pair_view, pool_of, signal_matrix,
@@ -52,9 +52,9 @@ class ConcordConfig:
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
     match_context: bool = setting(True, "before fitting, swap the trusted images' captions for foreign ones, in each "
-                                        "space at the rate and near-miss share where their sibling agreement is "
-                                        "distributed as the noisy split's (a clean split's siblings all agree; a "
-                                        "noisy split's do not)")
+                                        "space at the rate, near-miss share and pattern (captions one by one or "
+                                        "whole images) where their sibling agreement is distributed as the noisy "
+                                        "split's (a clean split's siblings all agree; a noisy split's do not)")
     trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
                                         "beside the meta-data ('' for none; never 'train')")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
