@@ -374,3 +374,10 @@ def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run
     refit(store, run_id)
     after = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
     assert np.allclose(before.loc[pair_ids].to_numpy(), after.loc[pair_ids].to_numpy())
+    # a run cached before the matched context (no `x_fit`) still refits, on its signals as scored
+    with np.load(artifacts.run_dir(run) / CACHE_FILE) as z:
+        old = {k: z[k] for k in z.files if k != "x_fit"}
+    artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, **old)
+    assert refit(store, run_id)["labelled"]["positives"] > 0
+    moved = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    assert moved.between(0, 1).all() and not np.allclose(moved.loc[pair_ids].to_numpy(), after.loc[pair_ids].to_numpy())
