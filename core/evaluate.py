@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from core.thresholds import detection_at_threshold
 
@@ -109,7 +110,7 @@ def _truth_values(frame, source: str) -> np.ndarray:
     return frame["decision"].isin(["reject", "fix"]).to_numpy()
 
 
-def measured_pairs(store, dataset_id: int, run_id: int | None = None):
+def measured_pairs(store, dataset_id: int, run_id: int | None = None) -> pd.DataFrame:
     """The pairs detection is measured on: the training split's, less the meta-data pairs (the methods learn
     from those), with run `run_id`'s scores when given."""
     frame = store.pairs_frame(dataset_id, run_id, split="train")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import pandas as pd
 
@@ -23,6 +23,14 @@ _EPOCH_STAGE = re.compile(r"^epoch (\d+)/(\d+)$")
 TABLE_COLUMNS = {"run_id": "run", "method": "method", "model": "model", "regime": "regime", "state": "state",
                  "epochs": "epochs", "auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "flagged": "flagged",
                  "rsum": "rSum", "seconds": "time (s)", "created_at": "created"}
+
+
+def latest_of_each(runs: list, key: Callable[[Any], Hashable]) -> dict[Hashable, Any]:
+    """key -> the latest (highest id) of `runs` with that key, in the order each key first appeared by id."""
+    latest: dict[Hashable, Any] = {}
+    for run in sorted(runs, key=lambda r: r.id):
+        latest[key(run)] = run
+    return latest
 
 
 def run_row(run) -> dict:

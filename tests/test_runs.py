@@ -92,3 +92,13 @@ def test_resume_and_delete_rules(store, tmp_path: Path):
     artifacts.checkpoint_path(run).write_bytes(b"x")
     delete_run(store, run, live=False)
     assert store.runs() == [] and not (paths.cache_dir() / "runs" / run.cache_key).exists()
+
+
+def test_latest_of_each_keeps_the_highest_id_in_first_seen_order() -> None:
+    from types import SimpleNamespace
+
+    from core.runs import latest_of_each
+    runs = [SimpleNamespace(id=i, method=m) for i, m in [(4, "npc"), (1, "b1"), (3, "b1"), (2, "npc"), (5, "mscn")]]
+    latest = latest_of_each(runs, lambda r: r.method)
+    assert [(k, r.id) for k, r in latest.items()] == [("b1", 3), ("npc", 4), ("mscn", 5)]
+    assert latest_of_each([], lambda r: r.method) == {}

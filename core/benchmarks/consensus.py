@@ -80,9 +80,9 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         t0 = time.perf_counter()
         text_signals(text, pool, q_img, q_cap)
         out["text_siblings_s"] = time.perf_counter() - t0
-        train = (frame["split"] == "train").to_numpy()
-        trusted = np.unique(q_img[train])[::10]            # a tenth of the images stand for a clean split's
-        noisy = train & ~np.isin(q_img, trusted)
+        in_train = (frame["split"] == "train").to_numpy()
+        trusted = np.unique(q_img[in_train])[::10]         # a tenth of the images stand for a clean split's
+        noisy = in_train & ~np.isin(q_img, trusted)
         t0 = time.perf_counter()
         space = next(iter(inputs.spaces.values()))[1]
         matched_context(draw_swaps(pool, trusted, space), space, q_img[noisy], q_cap[noisy])

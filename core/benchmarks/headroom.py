@@ -16,10 +16,12 @@ from core import artifacts
 CEILING_FOLDS = 5
 
 
-def fit_ceiling(store, run_id: int, folds: int = CEILING_FOLDS) -> float | None:
+def fit_ceiling(store, run_id: int, folds: int = CEILING_FOLDS, measured: pd.DataFrame | None = None
+                ) -> float | None:
     """Out-of-fold AUROC (noisy the positive class) of the fused classifier fitted on the ground truth of the
-    pairs `evaluate_run` measures (`core.evaluate.measured_pairs`); None for a run that is not a fused run,
-    whose signals are not cached, or without injected truth of both kinds."""
+    pairs `evaluate_run` measures (`core.evaluate.measured_pairs`, or `measured` when the caller has read them);
+    None for a run that is not a fused run, whose signals are not cached, or without injected truth of both
+    kinds."""
     from core.detect.fusion import cross_validated_auroc
     from core.detect.method import CACHE_FILE, METHOD
     from core.evaluate import measured_pairs
@@ -30,7 +32,7 @@ def fit_ceiling(store, run_id: int, folds: int = CEILING_FOLDS) -> float | None:
         return None
     with np.load(path) as z:
         pair_ids, x = z["pair_ids"], z["x"]
-    frame = measured_pairs(store, run.dataset_id)
+    frame = measured_pairs(store, run.dataset_id) if measured is None else measured
     frame = frame[frame["is_noisy"].notna()]
     rows = pd.Series(np.arange(len(pair_ids)), index=pair_ids).reindex(frame["pair_id"]).to_numpy()
     known = ~np.isnan(rows)

@@ -170,7 +170,7 @@ def decide_and_refit(store, run_id: int, steps: list[int], order: str = "suspici
         rest = measured_pairs(store, dataset_id)      # decided pairs are meta-data now: not measured
         out_steps.append({"decided": len(decided), "kept": kept, "rejected": rejected,
                           "before": _auroc_on(rest, first), "after": _auroc_on(rest, now),
-                          "fit_ceiling": fit_ceiling(store, run_id),
+                          "fit_ceiling": fit_ceiling(store, run_id, measured=rest),
                           "cv_auroc": fused["cv_auroc"], "refit_seconds": fused["refit_seconds"]})
     return {"steps": out_steps}
 

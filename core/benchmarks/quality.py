@@ -152,10 +152,8 @@ def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: 
 
 def latest_runs(store) -> dict[tuple[str, str], Any]:
     """(dataset name, method) -> the latest finished run, in the order each pair first finished."""
-    latest: dict[tuple[str, str], Any] = {}
-    for run in sorted(store.runs(state="finished"), key=lambda r: r.id):
-        latest[(store.dataset_by_id(run.dataset_id).name, run.method)] = run
-    return latest
+    from core.runs import latest_of_each
+    return latest_of_each(store.runs(state="finished"), lambda r: (store.dataset_by_id(r.dataset_id).name, r.method))
 
 
 def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from core.detect.consensus import Pool, sibling_terms
 from core.detect.labels import construct_negatives
+from core.index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,19 @@ class Context:
         return sibling_terms(emb, self.pool, q_image, q_caption, stand_in=self.stand_in(q_image, q_caption))
 
 
-def draw_swaps(pool: Pool, images: np.ndarray, caption_emb: np.ndarray, near_k: int = 10, seed: int = 0) -> SwapDraw:
+def draw_swaps(pool: Pool, images: np.ndarray, caption_emb: np.ndarray, near_k: int = 10, seed: int = 0,
+               index: VectorIndex | None = None) -> SwapDraw:
     """A near-miss and a random foreign caption, and two uniform draws, for each pool caption of `images` (rows
     into the pool). Near misses are among the `near_k` captions nearest in `caption_emb`: a space's own near
     misses (each space gets its own draw; on the demo's development cells that cost less than near misses of
-    the text tower's space for every space, docs/benchmarks.md)."""
+    the text tower's space for every space, docs/benchmarks.md). `index`: the pool captions' index in that
+    space, when the caller has one."""
     captions_of = pool.captions_of[np.asarray(images, np.int64)]
     image = np.repeat(np.asarray(images, np.int64), np.diff(captions_of.indptr))
     caption = captions_of.indices.astype(np.int64)
     foreign = []
     for share in (1.0, 0.0):
-        made = construct_negatives(image, caption, pool, caption_emb, 1.0, share, near_k, seed + 1)
+        made = construct_negatives(image, caption, pool, caption_emb, 1.0, share, near_k, seed + 1, index)
         slot = np.full(len(image), -1, np.int64)
         slot[made.source] = made.caption_row
         foreign.append(slot)
@@ -138,12 +141,13 @@ def matched_context(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.nda
         captions = context.stand_in(draw.image, draw.caption)
         return _quantiles(sibling_terms(caption_emb, context.pool, draw.image, captions)[0])
 
-    if target is None or agreement(0.0, 0.0, False) is None:
+    unswapped = agreement(0.0, 0.0, False)
+    if target is None or unswapped is None:
         return draw.at(0.0, 0.0)
-    best, best_gap = (0.0, 0.0, False), np.inf
-    for whole in (False, True):
+    best, best_gap = (0.0, 0.0, False), float(np.abs(unswapped - target).mean())
+    for whole in (False, True):                  # rate 0 is the unswapped pool whatever the rest: measured once
         for share in (SHARES if not whole else SHARES[:1]):
-            for rate in RATES:
+            for rate in RATES[1:]:
                 gap = float(np.abs(agreement(rate, share, whole) - target).mean())
                 if gap < best_gap - 1e-12:
                     best, best_gap = (float(rate), float(share), whole), gap

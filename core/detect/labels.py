@@ -32,7 +32,7 @@ class Constructed:
 
 def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Pool, text_emb: np.ndarray,
                         per_positive: float = 1.0, near_miss_share: float = 0.5, near_k: int = 10,
-                        seed: int = 0) -> Constructed:
+                        seed: int = 0, index: VectorIndex | None = None) -> Constructed:
     """Negatives for the positives (image row, caption row): `per_positive` of them per positive on average.
 
     Args:
@@ -43,6 +43,7 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
         near_miss_share: the share of negatives that are near misses rather than random captions.
         near_k: a near miss is drawn from this many nearest candidates.
         seed: the draw's seed.
+        index: the pool captions' index in `text_emb`'s space, when the caller has built it (else built here).
     """
     rng = np.random.default_rng([seed, 4099])
     n = int(round(per_positive * len(pos_image)))
@@ -57,7 +58,8 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
     own_max = int(np.diff(caps_of.indptr).max(initial=0))
     found = np.full((n, 0), -1, np.int64)
     if near.any():                          # only the near misses need the nearest captions
-        index = VectorIndex.build(text_emb[candidates], candidates)
+        if index is None:
+            index = VectorIndex.build(text_emb[candidates], candidates)
         searched, _ = index.search(text_emb[caption[near]], min(len(index), near_k + own_max + 1))
         found = np.full((n, searched.shape[1]), -1, np.int64)
         found[near] = searched

@@ -25,12 +25,13 @@ from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import construct_negatives
-from core.detect.signals import (caption_spaces, in_context, load_inputs, pair_view, pool_of, signal_matrix,
-                                 summary_signals)
+from core.detect.signals import (caption_spaces, in_context, index_spaces, load_inputs, pair_view, pool_of,
+                                 signal_matrix, summary_signals)
 from core.errors import ConcordError
 from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
+from core.runs import latest_of_each
 
 METHOD = "concord"
 CACHE_FILE = "signals.npz"
@@ -84,9 +85,7 @@ class Concord:
             if missing:
                 raise ConcordError(f"base run(s) {', '.join(map(str, missing))} are not finished runs of this dataset")
             return [by_id[i] for i in wanted]
-        latest: dict[str, Any] = {}
-        for r in sorted(finished, key=lambda r: r.id):
-            latest[r.method] = r
+        latest = latest_of_each(finished, lambda r: r.method)
         if latest:
             return sorted(latest.values(), key=lambda r: r.id)
         from core.training import execute_run, start_run
@@ -119,8 +118,9 @@ class Concord:
                             inputs.caption_rows(positives["caption_id"].to_numpy()))
         made = construct_negatives(pos_img, pos_cap, pool, text_space, cfg.negatives_per_positive,
                                    cfg.near_miss_share, cfg.near_k, run.seed or 0)
+        indexed = index_spaces(inputs, pool)
         names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row)],
-                                           cfg.k, cfg.tau)
+                                           cfg.k, cfg.tau, indexed)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         x_fit, matched = x, {}
@@ -128,7 +128,8 @@ class Concord:
             clean_images = np.setdiff1d(pos_img, q_img[train])
             for_trusted, for_made = {}, {}
             for space, emb in caption_spaces(inputs).items():
-                draw = draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0)
+                draw = draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0,
+                                  indexed[space].caption_index if space in indexed else None)
                 context = matched_context(draw, emb, q_img[train], q_cap[train])
                 trusted_context, made_context = labelled_contexts(draw, context)
                 for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)

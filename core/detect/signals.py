@@ -62,15 +62,21 @@ def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
                            len(inputs.image_ids), len(inputs.caption_ids))
 
 
+def index_spaces(inputs: SignalInputs, pool: Pool) -> dict[str, Space]:
+    """Each run space indexed over the pool, once for everything that searches it."""
+    return {space: Space.build(image_emb, caption_emb, pool)
+            for space, (image_emb, caption_emb) in inputs.spaces.items()}
+
+
 def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
-                  tau: float) -> tuple[list[str], list[np.ndarray]]:
+                  tau: float, indexed: dict[str, Space] | None = None) -> tuple[list[str], list[np.ndarray]]:
     """(names, one (n, s) matrix per query set) of every signal of each query (image rows, caption rows into
-    the inputs' ids). Each space is indexed once for all the query sets."""
+    the inputs' ids). Each space is indexed once for all the query sets (`indexed`: by `index_spaces` when the
+    caller searches them too)."""
     columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
-    for space, (image_emb, caption_emb) in inputs.spaces.items():
-        indexed = Space.build(image_emb, caption_emb, pool)
+    for space, indexed_space in (indexed or index_spaces(inputs, pool)).items():
         for cols, (q_image, q_caption) in zip(columns, queries):
-            for s, v in indexed.signals(q_image, q_caption, k, tau).items():
+            for s, v in indexed_space.signals(q_image, q_caption, k, tau).items():
                 cols[f"{space}.{s}"] = v
     if inputs.text is not None:
         for cols, (q_image, q_caption) in zip(columns, queries):
