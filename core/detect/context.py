@@ -50,6 +50,9 @@ class SwapDraw:
         near miss at near-miss share `share` and for their random caption otherwise."""
         foreign = np.where(self.kind < share, self.near, self.random)
         swapped = ((self.image_draw if whole else self.draw) < rate) & (foreign >= 0)
+        if not swapped.any():                     # the pool as it is (rate 0, the trusted pairs' whole-image case)
+            none = np.zeros(0, np.int64)
+            return Context(self.pool, float(rate), float(share), whole, none, none)
         members = self.pool.members.tocoo()
         n_captions = members.shape[1]
         keys = self.image[swapped] * n_captions + self.caption[swapped]

@@ -30,6 +30,16 @@ class Constructed:
         return len(self.image_row)
 
 
+def _pool_captions(pool: Pool) -> np.ndarray:
+    return np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+
+
+def caption_index(pool: Pool, caption_emb: np.ndarray) -> VectorIndex:
+    """The pool's captions indexed in `caption_emb`'s space (normalised rows): where near misses are searched."""
+    candidates = _pool_captions(pool)
+    return VectorIndex.build(caption_emb[candidates], candidates)
+
+
 def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Pool, text_emb: np.ndarray,
                         per_positive: float = 1.0, near_miss_share: float = 0.5, near_k: int = 10,
                         seed: int = 0, index: VectorIndex | None = None) -> Constructed:
@@ -54,12 +64,12 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
     image, caption = np.asarray(pos_image)[pick], np.asarray(pos_caption)[pick]
     near = rng.random(n) < near_miss_share
     caps_of = pool.captions_of
-    candidates = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+    candidates = _pool_captions(pool)
     own_max = int(np.diff(caps_of.indptr).max(initial=0))
     found = np.full((n, 0), -1, np.int64)
     if near.any():                          # only the near misses need the nearest captions
         if index is None:
-            index = VectorIndex.build(text_emb[candidates], candidates)
+            index = caption_index(pool, text_emb)
         searched, _ = index.search(text_emb[caption[near]], min(len(index), near_k + own_max + 1))
         found = np.full((n, searched.shape[1]), -1, np.int64)
         found[near] = searched

@@ -24,10 +24,12 @@ from core import artifacts
 from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
-from core.detect.labels import construct_negatives
-from core.detect.signals import (caption_spaces, in_context, index_spaces, load_inputs, pair_view, pool_of,
-                                 signal_matrix, summary_signals)
+from core.detect.consensus import Pool
+from core.detect.labels import Constructed, caption_index, construct_negatives
+from core.detect.signals import (TEXT_SPACE, caption_spaces, in_context, index_spaces, load_inputs,
+                                 pair_view, pool_of, signal_matrix, summary_signals)
 from core.errors import ConcordError
+from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
@@ -113,32 +115,24 @@ class Concord:
                               & positives["caption_id"].isin(inputs.caption_ids)]   # a typed fix has no embedding
         if positives.empty:
             raise ConcordError(NO_POSITIVES)
-        text_space = inputs.text if inputs.text is not None else next(iter(inputs.spaces.values()))[1]
         pos_img, pos_cap = (inputs.image_rows(positives["image_id"].to_numpy()),
                             inputs.caption_rows(positives["caption_id"].to_numpy()))
-        made = construct_negatives(pos_img, pos_cap, pool, text_space, cfg.negatives_per_positive,
-                                   cfg.near_miss_share, cfg.near_k, run.seed or 0)
         indexed = index_spaces(inputs, pool)
+        captions = caption_spaces(inputs)
+        indexes = {space: (indexed[space].caption_index if space in indexed else caption_index(pool, emb))
+                   for space, emb in captions.items()}
+        near_space = TEXT_SPACE if TEXT_SPACE in captions else next(iter(captions))   # near misses: the text tower's
+        made = construct_negatives(pos_img, pos_cap, pool, captions[near_space], cfg.negatives_per_positive,
+                                   cfg.near_miss_share, cfg.near_k, run.seed or 0, indexes[near_space])
         names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row)],
                                            cfg.k, cfg.tau, indexed)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         x_fit, matched = x, {}
         if cfg.match_context:
-            clean_images = np.setdiff1d(pos_img, q_img[train])
-            for_trusted, for_made = {}, {}
-            for space, emb in caption_spaces(inputs).items():
-                draw = draw_swaps(pool, clean_images, emb, cfg.near_k, run.seed or 0,
-                                  indexed[space].caption_index if space in indexed else None)
-                context = matched_context(draw, emb, q_img[train], q_cap[train])
-                trusted_context, made_context = labelled_contexts(draw, context)
-                for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)
-                matched[space] = {"rate": context.rate, "near_miss_share": context.share,
-                                  "whole_images": context.whole}
-            rows = np.flatnonzero(np.isin(q_img, clean_images))
-            x_fit = x.copy()
-            x_fit[rows] = in_context(names, x[rows], for_trusted, q_img[rows], q_cap[rows])
-            x_made = in_context(names, x_made, for_made, made.image_row, made.caption_row)
+            x_fit, x_made, matched = labelled_in_context(
+                captions, pool, indexes, names, x, x_made, made, q_img, q_cap,
+                clean_images=np.setdiff1d(pos_img, q_img[train]), train=train, near_k=cfg.near_k, seed=run.seed or 0)
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
                                   x=x, x_fit=x_fit, x_made=x_made, trusted=trusted)
         model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
@@ -156,6 +150,37 @@ class Concord:
                    "fused": fused_metrics(model, labelled, store.last_decision_id(run.dataset_id)),
                    "signal_lows": lows}
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
+
+
+def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: dict[str, VectorIndex], names: list[str],
+                        x: np.ndarray, x_made: np.ndarray, made: Constructed, q_img: np.ndarray, q_cap: np.ndarray,
+                        *, clean_images: np.ndarray, train: np.ndarray, near_k: int, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, Any]]]:
+    """The labelled pairs' signals as the classifier learns from them, each space's sibling terms taken in the
+    context matched to the noisy split's (`core.detect.context`): (every pair's signals with the clean images'
+    pairs in context, the constructed negatives' in context, the fitted context per space).
+
+    Args:
+        captions: each space's normalised caption embeddings (`core.detect.signals.caption_spaces`).
+        pool: the pool the signals were computed over.
+        indexes: each space's index of the pool captions (where its near misses are searched).
+        names, x: the signal names and every pair's signals (rows as `q_img` / `q_cap`, the pairs' rows).
+        x_made, made: the constructed negatives' signals and the negatives themselves.
+        clean_images: the trusted images, none of them in the noisy split: their captions are swapped.
+        train: which pairs are the noisy split's, whose sibling agreement is matched.
+        near_k, seed: the swaps' near misses and draw (as the constructed negatives').
+    """
+    for_trusted, for_made, fitted = {}, {}, {}
+    for space, emb in captions.items():
+        draw = draw_swaps(pool, clean_images, emb, near_k, seed, indexes[space])
+        context = matched_context(draw, emb, q_img[train], q_cap[train])
+        trusted_context, made_context = labelled_contexts(draw, context)
+        for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)
+        fitted[space] = {"rate": context.rate, "near_miss_share": context.share, "whole_images": context.whole}
+    rows = np.flatnonzero(np.isin(q_img, clean_images))
+    x_fit = x.copy()
+    x_fit[rows] = in_context(names, x[rows], for_trusted, q_img[rows], q_cap[rows])
+    return x_fit, in_context(names, x_made, for_made, made.image_row, made.caption_row), fitted
 
 
 def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.ndarray:
