@@ -198,10 +198,12 @@ def test_bench_consensus_measures_every_step(tmp_path) -> None:
     from core.benchmarks.consensus import markdown, measure
     figures = measure(1500, 5, 16, 20, tmp_path)
     assert set(figures) == {"signals_one_space_s", "text_siblings_s", "context_one_space_s", "concord_run_s",
-                            "refit_s", "labelled"}
+                            "context_spaces", "refit_s", "labelled"}
     assert all(v > 0 for v in figures.values())
-    assert figures["labelled"] == 50 + 20 + 50        # the seed positives, the decisions, one made per positive
-    assert "| refit after the decisions (120 labelled rows" in markdown(figures, "cmd", 1500)
+    assert figures["context_spaces"] == 1              # the run fitted the trusted pairs' context in its one space
+    assert figures["labelled"] == 150 + 20 + 150       # the `val` pairs (30 images), the decisions, one made per positive
+    text = markdown(figures, "cmd", 1500)
+    assert "| refit after the decisions (320 labelled rows" in text and "matched context in 1 space(s)" in text
 
 
 def test_review_line_names_the_signals_that_flag_the_pair() -> None:

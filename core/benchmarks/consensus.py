@@ -1,12 +1,14 @@
 """`bench consensus`: what the fused score costs at scale — the consensus signals, a whole `concord` run, and the
 refit after a batch of decisions.
 
-On a synthetic store of `--pairs` pairs (`--captions-per-image` each, as `bench review` makes them) with a stand-in
-finished run (clustered random embeddings), in a temporary folder: the signals of every pair in that run's space
-(`space_signals`: faiss searches, siblings, neighbours, margins), the text-space sibling terms over random
-384-d caption features, a whole `concord` run over the stand-in (without text signals: encoding 100k captions
-is the embedding step's cost, `bench embed`), and `--decisions` decisions followed by a refit (classifier fit,
-prediction and the store's update of every pair's clean_prob). Figures are seconds, measured once each.
+On a synthetic store of `--pairs` pairs (`--captions-per-image` each, as `bench review` makes them; a tenth of the
+images in a clean `val` split) with a stand-in finished run (clustered random embeddings), in a temporary folder:
+the signals of every pair in that run's space (`space_signals`: faiss searches, siblings, neighbours, margins), the
+text-space sibling terms over random 384-d caption features, the `val` images' context matched to the train
+split's in that space (`core.detect.context`), a whole `concord` run over the stand-in with the `val` pairs
+trusted (all of the above but the text signals: encoding 100k captions is the embedding step's cost, `bench
+embed`), and `--decisions` decisions followed by a refit (classifier fit, prediction and the store's update of
+every pair's clean_prob). Figures are seconds, measured once each.
 """
 from __future__ import annotations
 
@@ -17,12 +19,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 from core.benchmarks import add_output_options, write_section
 
@@ -38,20 +36,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
-def fused_run(store, dataset: str, base: int) -> tuple[int, pd.DataFrame]:
-    """A `concord` run (not started) over finished run `base` of `dataset`, without text signals, after seeding
-    the meta-data with 2 % of the train pairs (at least 50) as trusted positives; returns (run id, seeded pairs)."""
-    from core.detect.signals import pair_view
+def fused_run(store, dataset: str, base: int) -> int:
+    """A `concord` run (not started) over finished run `base` of `dataset`, without text signals, whose trusted
+    pairs are the `val` split's (so it fits their matched context too); returns its id."""
     from core.training import start_run
-
-    ds = store.dataset(dataset).id
-    frame = pair_view(store.pairs_frame(ds))
-    train = frame[frame["split"] == "train"]
-    seed = train.sample(min(len(train), max(50, len(train) // 50)), random_state=0)
-    store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
-    run_id = start_run(store, dataset, "concord", settings={"base_runs": str(base), "text_signals": False,
-                                                          "trusted_split": "", "refit_every": 0})
-    return run_id, seed
+    return start_run(store, dataset, "concord", meta_split="none",
+                     settings={"base_runs": str(base), "text_signals": False, "trusted_split": "val",
+                               "refit_every": 0})
 
 
 def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
@@ -66,7 +57,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
 
     out: dict[str, float] = {}
     with _temporary_home(folder), Store.open() as store:
-        ds = synthetic_dataset(store, folder / "synthetic", pairs, per_image)
+        ds = synthetic_dataset(store, folder / "synthetic", pairs, per_image, val=True)
         base = stand_in_run(store, ds, dim)
         frame = pair_view(store.pairs_frame(ds))
         inputs = load_inputs(store, ds, [store.run(base)], frame, None)
@@ -80,20 +71,19 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         t0 = time.perf_counter()
         text_signals(text, pool, q_img, q_cap)
         out["text_siblings_s"] = time.perf_counter() - t0
-        in_train = (frame["split"] == "train").to_numpy()
-        trusted = np.unique(q_img[in_train])[::10]         # a tenth of the images stand for a clean split's
-        noisy = in_train & ~np.isin(q_img, trusted)
+        train = (frame["split"] == "train").to_numpy()
+        trusted = np.unique(q_img[(frame["split"] == "val").to_numpy()])     # a tenth of the images
         t0 = time.perf_counter()
         space = next(iter(inputs.spaces.values()))[1]
-        matched_context(draw_swaps(pool, trusted, space), space, q_img[noisy], q_cap[noisy])
+        matched_context(draw_swaps(pool, trusted, space), space, q_img[train], q_cap[train])
         out["context_one_space_s"] = time.perf_counter() - t0
 
-        fused, seed = fused_run(store, "synthetic", base)
-        train = frame[frame["split"] == "train"]
+        fused = fused_run(store, "synthetic", base)
         t0 = time.perf_counter()
         execute_run(store, fused, Progress())
         out["concord_run_s"] = time.perf_counter() - t0
-        picked = train[~train["pair_id"].isin(seed["pair_id"])].head(decisions)["pair_id"].tolist()
+        out["context_spaces"] = float(len(store.run(fused).metrics["context"]))
+        picked = frame.loc[train, "pair_id"].head(decisions).tolist()
         store.decide(ds, picked[::2], "reject", "bench")
         store.decide(ds, picked[1::2], "keep", "bench")
         t0 = time.perf_counter()
@@ -110,11 +100,10 @@ def markdown(f: dict[str, float], command: str, pairs: int) -> str:
         "", "| step | seconds |", "|---|---|",
         f"| consensus signals of every pair, one run's space | {f['signals_one_space_s']:.1f} |",
         f"| sibling terms in a 384-d text space | {f['text_siblings_s']:.1f} |",
-        f"| the swaps of a tenth of the images' captions, and their context matched, in one space (a fused run "
-        f"does it in each) | "
-        f"{f['context_one_space_s']:.1f} |",
-        f"| a whole `concord` run over one base run (signals, constructed negatives, fit, scores written) | "
-        f"{f['concord_run_s']:.1f} |",
+        f"| the swaps of the `val` images' captions (a tenth), and their context matched, in one space (a fused "
+        f"run does it in each) | {f['context_one_space_s']:.1f} |",
+        f"| a whole `concord` run over one base run (signals, constructed negatives, the trusted pairs' matched "
+        f"context in {int(f['context_spaces'])} space(s), fit, scores written) | {f['concord_run_s']:.1f} |",
         f"| refit after the decisions ({int(f['labelled']):,} labelled rows; fit, predict, store update) | "
         f"{f['refit_s']:.2f} |"])
 

@@ -93,8 +93,9 @@ def stand_in_run(store, dataset_id: int, dim: int, seed: int = 0) -> int:
     return run_id
 
 
-def synthetic_dataset(store, folder: Path, pairs: int, per_image: int) -> int:
-    """`pairs` pairs over distinct 16×16 PNGs, `per_image` captions each; returns the dataset id."""
+def synthetic_dataset(store, folder: Path, pairs: int, per_image: int, val: bool = False) -> int:
+    """`pairs` pairs over distinct 16×16 PNGs, `per_image` captions each, every tenth image's in `test` (and
+    with `val`, every tenth from the second on in `val`, a clean split); returns the dataset id."""
     from PIL import Image
 
     from core.hashing import file_hash
@@ -107,7 +108,7 @@ def synthetic_dataset(store, folder: Path, pairs: int, per_image: int) -> int:
         digest, size = file_hash(path), path.stat().st_size
         for c in range(min(per_image, pairs - i * per_image)):
             rows.append((f"img/{i}.png", digest, 16, 16, size, f"photo {i}.{c}: a thing of kind {(i * 7 + c) % 997}",
-                         "test" if i % 10 == 0 else "train", f"{i}-{c}"))
+                         "test" if i % 10 == 0 else "val" if val and i % 10 == 1 else "train", f"{i}-{c}"))
     records = pd.DataFrame(rows, columns=["image_path", "image_hash", "width", "height", "nbytes", "caption",
                                           "split", "key"])
     return store.write_dataset("synthetic", folder, "csv", records)["dataset_id"]
