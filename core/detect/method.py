@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from core import artifacts
+from core.detect.consensus import Pool
 from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
-from core.detect.consensus import Pool
 from core.detect.labels import Constructed, caption_index, construct_negatives
 from core.detect.signals import (TEXT_SPACE, caption_spaces, in_context, index_spaces, load_inputs,
                                  pair_view, pool_of, signal_matrix, summary_signals)
