@@ -380,9 +380,21 @@ class _Index:
     def add(self, scene: Scene) -> int:
         idx = len(self.scenes)
         self.scenes.append(scene)
-        for key in {(g.shape, g.colour) for g in scene.groups} | {(g.shape, None) for g in scene.groups}:
+        for key in self._keys(scene):
             self.by_key.setdefault(key, []).append(idx)
         return idx
+
+    def replace(self, idx: int, scene: Scene) -> None:
+        """Scene `idx` becomes `scene`."""
+        for key in self._keys(self.scenes[idx]):
+            self.by_key[key].remove(idx)
+        self.scenes[idx] = scene
+        for key in self._keys(scene):
+            self.by_key.setdefault(key, []).append(idx)
+
+    @staticmethod
+    def _keys(scene: Scene) -> set[tuple[str, str | None]]:
+        return {(g.shape, g.colour) for g in scene.groups} | {(g.shape, None) for g in scene.groups}
 
     def fits(self, claim: Claim) -> Iterator[int]:
         first = claim.groups[0]
@@ -407,6 +419,33 @@ def _captions_for(idx: int, index: _Index, rng: random.Random, n: int,
             continue
         out.append((text, claim))
     return out if len(out) == n else None
+
+
+REDRAWS = 100
+"""How many new scenes a scene that cannot be captioned may be given in its place before the demo gives up."""
+
+
+def _captioned(idx: int, cluster: list[int], index: _Index, rng: random.Random, n: int, used: set[str],
+               taken: set, items: list[DemoItem]) -> list[tuple[str, Claim]]:
+    """`n` captions of scene `idx` (`_captions_for`). A scene can have too few captions true of it alone (its only
+    group is part of another scene with the same background, so only a caption that counts the objects tells them
+    apart): it is then replaced by a new one, a near miss of the other scene of its cluster where it has one, that
+    no caption written so far is true of, until it can be captioned. Only then does the rng draw more, so a demo
+    that needed no new scene is unchanged."""
+    captions = _captions_for(idx, index, rng, n, used)
+    mate = next((index.scenes[m] for m in cluster if m != idx), None)
+    redraws = 0
+    while captions is None:
+        redraws += 1
+        if redraws > REDRAWS:
+            raise RuntimeError(f"demo scene {idx} could not be given {n} distinct captions")
+        scene = near_miss(mate, rng, taken) if mate is not None else random_scene(rng)
+        if scene is None or scene.signature in taken or any(c.holds(scene) for it in items for c in it.claims):
+            continue
+        taken.add(scene.signature)
+        index.replace(idx, scene)
+        captions = _captions_for(idx, index, rng, n, used)
+    return captions
 
 
 def generate(config: DemoConfig = DemoConfig(), progress: Progress | None = None) -> list[DemoItem]:
@@ -444,9 +483,7 @@ def generate(config: DemoConfig = DemoConfig(), progress: Progress | None = None
     items: list[DemoItem] = []
     for split, members in plan:
         for idx in members:
-            captions = _captions_for(idx, index, rng, config.captions, used)
-            if captions is None:
-                raise RuntimeError(f"demo scene {idx} could not be given {config.captions} distinct captions")
+            captions = _captioned(idx, members, index, rng, config.captions, used, taken, items)
             texts = tuple(t for t, _ in captions)
             used.update(texts)
             items.append(DemoItem(idx, split, index.scenes[idx], texts, tuple(c for _, c in captions)))

@@ -58,6 +58,26 @@ def test_every_caption_is_true_of_its_own_scene_only():
             assert [o.index for o in items if claim.holds(o.scene)] == [item.index], text
 
 
+def test_a_scene_that_cannot_be_captioned_alone_is_drawn_anew(monkeypatch):
+    """600 images, seed 26: a scene whose only group is part of another scene with the same background has
+    fewer than 5 captions true of it alone (only counting the objects tells them apart). It used to stop the
+    demo; it is now replaced by a new scene (a near miss of its cluster's other scene), and the demo keeps every
+    property: unique scenes and captions, each caption true of its own scene only, a near-miss sibling each."""
+    config = DemoConfig(images=600, seed=26)
+    with monkeypatch.context() as m:
+        m.setattr("core.demo.REDRAWS", 0)
+        with pytest.raises(RuntimeError, match="could not be given 5 distinct captions"):
+            generate(config)
+    items = generate(config)
+    assert len(items) == 600 and len({it.scene.signature for it in items}) == 600
+    assert len({t for it in items for t in it.captions}) == 3000
+    for item in items:
+        for text, claim in zip(item.captions, item.claims):
+            assert [o.index for o in items if claim.holds(o.scene)] == [item.index], text
+        near = {m.signature for m in _mutations(item.scene)}
+        assert any(o.scene.signature in near for o in items if o.split == item.split and o is not item)
+
+
 def test_caption_candidates_are_true_of_their_scene():
     rng = random.Random(0)
     for item in generate(SMALL)[:10]:
