@@ -61,6 +61,13 @@ def test_an_image_unlike_the_other_images_of_its_caption_scores_lower() -> None:
     got = s["caption_images"]
     assert got[[0, 1, 3]] == pytest.approx([1 / np.sqrt(2), 0.0, 2 / np.sqrt(5)], abs=1e-6)
     assert np.isnan(got[2])
+    # constructed mismatches stand for captions moved to image 3: caption 0 moved from image 2 leaves images 0 + 1
+    # = (2, 0): cos 1; caption 1 moved from image 1, its only one, has no other image left (a swap of a caption no
+    # other image shares); a `moved_from` of −1 or of an image that does not hold the caption leaves all of them
+    moved = space_signals(images, captions, pool, np.array([3, 3, 3, 3]), np.array([0, 1, 0, 0]), k=1, tau=0.0,
+                          moved_from=np.array([2, 1, -1, 3]))["caption_images"]
+    assert moved[[0, 2, 3]] == pytest.approx([1.0, 2 / np.sqrt(5), 2 / np.sqrt(5)], abs=1e-6)
+    assert np.isnan(moved[1])
 
 
 def test_neighbour_weights_fall_with_distance() -> None:
@@ -101,6 +108,7 @@ def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> Non
     made = construct_negatives(img[:30], cap[:30], pool, text, per_positive=2.0, near_miss_share=0.5, near_k=3)
     assert len(made) == 60 and 10 < made.near_miss.sum() < 50
     assert not pool.contains(made.image_row, made.caption_row).any()
+    assert (made.moved_from == made.caption_row // per).all()     # each caption's one image, which a swap leaves
 
 
 # ------------------------------------------------------------------------------------------- on a tiny demo

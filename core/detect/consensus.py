@@ -15,6 +15,8 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
   (text space; the image's own captions left out), weighted by exp(−tau · (1 − cos(caption, neighbour))).
 - `caption_images`: the image against the caption's other images (the same caption text paired with other
   images of the pool: templated or repeated captions), their normalised mean; NaN where the caption has none.
+  A query that stands for a caption moved from another image (a constructed mismatch) leaves that image out,
+  as a real swap takes the caption from it.
 - `siblings`: mean cosine of the caption to the image's other captions; `sibling_rank`: its place among
   them when each caption of the image is scored by the same agreement (0 = agrees least, 1 = most).
   NaN where the image has no other caption.
@@ -177,8 +179,8 @@ class Space:
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
                    centroids(pool.captions_of, cap), image_sum, normalise(image_sum))
 
-    def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0
-                ) -> dict[str, np.ndarray]:
+    def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0,
+                moved_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Every signal of `SIGNALS` for each query (image row, caption row); see `space_signals`."""
         q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
         if len(q_image) == 0:
@@ -214,10 +216,15 @@ class Space:
         agree = _row_dots(img[q_image], self.image_centroid, np.maximum(c_rows, 0))
         out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
 
-        # the caption's other images: its pool images' sum without the query's own image
+        # the caption's other images: its pool images' sum without the query's own image (nor the one it moved from)
         in_pool = pool.contains(q_image, q_caption)
         others = self.image_sum[q_caption] - np.where(in_pool, 1.0, 0.0)[:, None] * img[q_image]
         n_others = np.diff(pool.images_of.indptr)[q_caption] - in_pool
+        if moved_from is not None:
+            moved_from = np.asarray(moved_from, np.int64)
+            moved = (moved_from != q_image) & pool.contains(moved_from, q_caption)
+            others = others - np.where(moved, 1.0, 0.0)[:, None] * img[np.maximum(moved_from, 0)]
+            n_others = n_others - moved
         norm = np.linalg.norm(others, axis=1)
         dots = np.einsum("nd,nd->n", img[q_image], others)
         out["caption_images"] = np.full(len(q_image), np.nan)
@@ -236,7 +243,8 @@ def _row_dots(queries: np.ndarray, table: np.ndarray, rows: np.ndarray) -> np.nd
 
 
 def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_image: np.ndarray,
-                  q_caption: np.ndarray, k: int = 10, tau: float = 5.0) -> dict[str, np.ndarray]:
+                  q_caption: np.ndarray, k: int = 10, tau: float = 5.0,
+                  moved_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every signal of `SIGNALS` for each query (image row, caption row) in one space.
 
     Args:
@@ -245,8 +253,10 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
         q_image, q_caption: the queries, rows into `image_emb` / `caption_emb`.
         k: neighbours per query (LEMoN's k).
         tau: how fast a neighbour's weight falls with its distance (0: all neighbours count alike).
+        moved_from: for queries that stand for a caption moved from another image (constructed mismatches), that
+            image's row (−1: none); it is not among the caption's other images (`caption_images`).
     """
-    return Space.build(image_emb, caption_emb, pool).signals(q_image, q_caption, k, tau)
+    return Space.build(image_emb, caption_emb, pool).signals(q_image, q_caption, k, tau, moved_from)
 
 
 def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray

@@ -5,7 +5,11 @@ negatives) and Fix decisions (the new pair positive, the old one negative), so e
 classifier through it. Before anyone has rejected anything there are no negatives, so, as MSCN draws random
 meta negatives, each positive's image is also paired with captions of other images that are none of its own:
 a random one, or (`near_miss_share` of them) one of the `near_k` captions most similar to the positive's own,
-as the hard noise of methods.md §4 is made, because real mismatches are often near misses.
+as the hard noise of methods.md §4 is made, because real mismatches are often near misses. A constructed
+mismatch stands for its caption moved to the positive's image: the image it was taken from is recorded
+(`moved_from`), so the signals leave it out of the caption's other images as a real swap does (else every
+constructed mismatch of a caption no other image shares would carry a `caption_images` term that no real pair
+of such a set has, and the classifier would learn that instead).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class Constructed:
     caption_row: np.ndarray
     near_miss: np.ndarray      # bool: drawn from the near misses, else at random
     source: np.ndarray         # the positive (index into the positives given) each negative was made from
+    moved_from: np.ndarray     # the pool image the caption is taken from (its first), as a real swap takes it
 
     def __len__(self) -> int:
         return len(self.image_row)
@@ -59,7 +64,7 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
     n = int(round(per_positive * len(pos_image)))
     if n == 0 or len(pos_image) == 0:
         z = np.zeros(0, np.int64)
-        return Constructed(z, z, np.zeros(0, bool), z)
+        return Constructed(z, z, np.zeros(0, bool), z, z)
     pick = rng.permutation(len(pos_image))[:n] if n <= len(pos_image) else rng.integers(0, len(pos_image), n)
     image, caption = np.asarray(pos_image)[pick], np.asarray(pos_caption)[pick]
     near = rng.random(n) < near_miss_share
@@ -88,4 +93,5 @@ def construct_negatives(pos_image: np.ndarray, pos_caption: np.ndarray, pool: Po
                 out[q] = c
                 break
     ok = out >= 0
-    return Constructed(image[ok], out[ok], near[ok], pick[ok])
+    taken_from = pool.images_of.indices[pool.images_of.indptr[out[ok]]].astype(np.int64)
+    return Constructed(image[ok], out[ok], near[ok], pick[ok], taken_from)

@@ -124,8 +124,8 @@ class Concord:
         near_space = TEXT_SPACE if TEXT_SPACE in captions else next(iter(captions))   # near misses: the text tower's
         made = construct_negatives(pos_img, pos_cap, pool, captions[near_space], cfg.negatives_per_positive,
                                    cfg.near_miss_share, cfg.near_k, run.seed or 0, indexes[near_space])
-        names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row)],
-                                           cfg.k, cfg.tau, indexed)
+        names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row,
+                                                                          made.moved_from)], cfg.k, cfg.tau, indexed)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         x_fit, matched = x, {}

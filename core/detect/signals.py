@@ -68,18 +68,19 @@ def index_spaces(inputs: SignalInputs, pool: Pool) -> dict[str, Space]:
             for space, (image_emb, caption_emb) in inputs.spaces.items()}
 
 
-def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
+def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.ndarray, ...]], k: int,
                   tau: float, indexed: dict[str, Space] | None = None) -> tuple[list[str], list[np.ndarray]]:
-    """(names, one (n, s) matrix per query set) of every signal of each query (image rows, caption rows into
-    the inputs' ids). Each space is indexed once for all the query sets (`indexed`: by `index_spaces` when the
-    caller searches them too)."""
+    """(names, one (n, s) matrix per query set) of every signal of each query: (image rows, caption rows) into
+    the inputs' ids, and for constructed mismatches the image rows their captions were moved from (`Space.signals`).
+    Each space is indexed once for all the query sets (`indexed`: by `index_spaces` when the caller searches them
+    too)."""
     columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
     for space, indexed_space in (indexed or index_spaces(inputs, pool)).items():
-        for cols, (q_image, q_caption) in zip(columns, queries):
-            for s, v in indexed_space.signals(q_image, q_caption, k, tau).items():
+        for cols, (q_image, q_caption, *moved_from) in zip(columns, queries):
+            for s, v in indexed_space.signals(q_image, q_caption, k, tau, *moved_from).items():
                 cols[f"{space}.{s}"] = v
     if inputs.text is not None:
-        for cols, (q_image, q_caption) in zip(columns, queries):
+        for cols, (q_image, q_caption, *_) in zip(columns, queries):
             for s, v in text_signals(inputs.text, pool, q_image, q_caption).items():
                 cols[f"{TEXT_SPACE}.{s}"] = v
     names = list(columns[0]) if columns else []
