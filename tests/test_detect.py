@@ -97,6 +97,26 @@ def test_fused_classifier_on_a_separable_case() -> None:
         fit_fused(x, np.ones(40), ["useful", "noise"])
 
 
+def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:
+    from core.detect.signals import space_groups
+    names = ["b1#1.similarity", "b1#1.siblings", "npc#2.similarity", "text.siblings"]
+    assert space_groups(names) == [[0, 1, 3], [2, 3]]          # each run space with the text tower's columns
+    assert space_groups(["b1#1.similarity", "text.siblings"]) is None     # one space: one classifier anyway
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 0], 30)
+    x = np.where(y == 1, 0.5, -0.5)[:, None] + rng.normal(size=(60, 4))
+    groups = space_groups(names)
+    model = fit_fused(x, y, names, c=0.5, groups=groups)
+    members = [fit_fused(x[:, g], y, [names[j] for j in g], c=0.5, cv=False) for g in groups]
+    # one linear model: the members' logits averaged, each coefficient the mean over the groups (0 where absent)
+    assert model.logit(x) == pytest.approx(np.mean([m.logit(x[:, g]) for m, g in zip(members, groups)], axis=0))
+    assert model.coef == pytest.approx([members[0].coef[0] / 2, members[0].coef[1] / 2, members[1].coef[0] / 2,
+                                        (members[0].coef[2] + members[1].coef[1]) / 2])
+    assert 0.5 < model.cv_auroc <= 1.0
+    joint = fit_fused(x, y, names, c=0.5)
+    assert not np.allclose(joint.coef, model.coef)              # not the joint fit
+
+
 def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> None:
     rng = np.random.default_rng(1)
     n_img, per = 30, 3

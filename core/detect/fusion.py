@@ -4,11 +4,15 @@ Pure functions: a signal matrix and labels in, a `FusedModel` out; the model tur
 clean probability. It is a standardised L2-regularised logistic regression (scikit-learn), whose output is a
 calibrated probability on the pairs it was fitted on, whose coefficients say which signals carry it, and which
 refits in milliseconds on a few thousand labelled pairs. Missing signals (NaN: an image with one caption has no
-siblings) are filled with the labelled pairs' median, so they pull neither way.
+siblings) are filled with the labelled pairs' median, so they pull neither way. With column *groups* (the signals
+of each embedding space) one regression is fitted per group and their logits are averaged, which is again one
+linear model over the standardised signals: the labelled pairs then weigh signals within a group, never one
+group against another.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -68,19 +72,20 @@ def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def cross_validated_auroc(x: np.ndarray, y: np.ndarray, c: float = 0.1, seed: int = 0,
-                          folds: int = CV_FOLDS) -> float | None:
+                          folds: int = CV_FOLDS, groups: Sequence[Sequence[int]] | None = None) -> float | None:
     """AUROC (positive class: mismatched) of out-of-fold predictions; None with fewer than `folds` of a class."""
     y = np.asarray(y, np.int64)
     if min(int(y.sum()), int((1 - y).sum())) < folds:
         return None
     out = np.empty(len(y))
     for fit_on, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        out[held] = fit_fused(x[fit_on], y[fit_on], names=None, c=c, seed=seed, cv=False).clean_prob(x[held])
+        model = fit_fused(x[fit_on], y[fit_on], names=None, c=c, seed=seed, cv=False, groups=groups)
+        out[held] = model.clean_prob(x[held])
     return float(roc_auc_score(1 - y, -out))
 
 
 def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] | None, c: float = 0.1,
-              seed: int = 0, cv: bool = True) -> FusedModel:
+              seed: int = 0, cv: bool = True, groups: Sequence[Sequence[int]] | None = None) -> FusedModel:
     """Fit the fused classifier.
 
     Args:
@@ -90,6 +95,8 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         c: inverse L2 regularisation strength (scikit-learn's C); small keeps the weights even.
         seed: of the solver and of the cross-validation folds.
         cv: also measure the cross-validated AUROC (`FusedModel.cv_auroc`).
+        groups: column indices of groups fitted apart, their logits averaged (a column may be in several; one
+            not in any gets no weight); None: one regression over every column.
     Classes are weighted to balance, so the posterior does not lean to the larger class of labels.
     """
     x = np.asarray(x, np.float64)
@@ -99,7 +106,13 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     if len(np.unique(y)) < 2:
         raise ValueError("the fused classifier needs matched and mismatched labelled pairs")
     filled, fill, mean, scale = _prepare(x)
-    model = _logistic(c, seed).fit((filled - mean) / scale, y)
+    z = (filled - mean) / scale
+    coef, intercept = np.zeros(x.shape[1]), 0.0
+    column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
+    for cols in column_groups:
+        model = _logistic(c, seed).fit(z[:, cols], y)
+        coef[cols] += model.coef_.ravel() / len(column_groups)
+        intercept += float(model.intercept_[0]) / len(column_groups)
     names = tuple(names) if names is not None else tuple(f"s{i}" for i in range(x.shape[1]))
-    return FusedModel(names, fill, mean, scale, model.coef_.ravel().astype(np.float64), float(model.intercept_[0]),
-                      cross_validated_auroc(x, y, c, seed) if cv else None)
+    return FusedModel(names, fill, mean, scale, coef, intercept,
+                      cross_validated_auroc(x, y, c, seed, groups=groups) if cv else None)

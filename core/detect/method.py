@@ -3,8 +3,8 @@
 A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space and the sibling terms in the text tower's space, and
-fits the fused classifier (`core.detect.fusion`) on the meta-data plus constructed negatives
-(`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
+fits the fused classifier (`core.detect.fusion`; one per run's space, averaged) on the meta-data plus constructed
+negatives (`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
 (`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
 `weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
 
@@ -27,7 +27,7 @@ from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
 from core.detect.signals import (TEXT_SPACE, caption_spaces, in_context, index_spaces, load_inputs,
-                                 pair_view, pool_of, signal_matrix, summary_signals)
+                                 pair_view, pool_of, signal_matrix, space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
@@ -60,6 +60,10 @@ class ConcordConfig:
                                         "split's (a clean split's siblings all agree; a noisy split's do not)")
     trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
                                         "beside the meta-data ('' for none; never 'train')")
+    per_space: bool = setting(True, "one classifier per base run's space (each with the text tower's sibling terms), "
+                                    "their logits averaged, instead of one over every space: the labelled pairs come "
+                                    "from a clean split no network trained on, so they cannot tell which network's "
+                                    "signals carry over to the pairs it trained on")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
@@ -211,7 +215,7 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
         raise ConcordError(NO_POSITIVES)
     counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
               "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
-    return fit_fused(xs, ys, names, cfg.c, seed), counts
+    return fit_fused(xs, ys, names, cfg.c, seed, groups=space_groups(names) if cfg.per_space else None), counts
 
 
 def fused_metrics(model: FusedModel, labelled: dict[str, int], decision_id: int) -> dict[str, Any]:

@@ -96,6 +96,17 @@ def caption_spaces(inputs: SignalInputs) -> dict[str, np.ndarray]:
     return captions
 
 
+def space_groups(names: list[str]) -> list[list[int]] | None:
+    """The signal columns of each run space, each with the text space's (`core.detect.fusion.fit_fused`'s groups:
+    one classifier per network); None with fewer than two run spaces, where that is one classifier anyway."""
+    spaces: dict[str, list[int]] = {}
+    text = []
+    for j, name in enumerate(names):
+        space = name.partition(".")[0]
+        (text if space == TEXT_SPACE else spaces.setdefault(space, [])).append(j)
+    return [cols + text for cols in spaces.values()] if len(spaces) > 1 else None
+
+
 def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context]],
                q_image: np.ndarray, q_caption: np.ndarray) -> np.ndarray:
     """`x` (the queries' signals) with each space's sibling terms computed in that space's swapped pool instead
