@@ -37,11 +37,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def fused_run(store, dataset: str, base: int) -> int:
-    """A `concord` run (not started) over finished run `base` of `dataset`, without text signals, whose trusted
-    pairs are the `val` split's (so it fits their matched context too); returns its id."""
+    """A `concord` run (not started) over finished run `base` of `dataset`, without text signals, trusting the
+    dataset's `val` split where it has one (so it fits their matched context too), else 2 % of its train pairs (at
+    least 50) seeded into the meta-data as trusted positives; returns its id."""
+    from core.detect.signals import pair_view
     from core.training import start_run
+
+    ds = store.dataset(dataset).id
+    frame = pair_view(store.pairs_frame(ds))
+    has_val = bool((frame["split"] == "val").any())
+    if not has_val:
+        train = frame[frame["split"] == "train"]
+        seed = train.sample(min(len(train), max(50, len(train) // 50)), random_state=0)
+        store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
     return start_run(store, dataset, "concord", meta_split="none",
-                     settings={"base_runs": str(base), "text_signals": False, "trusted_split": "val",
+                     settings={"base_runs": str(base), "text_signals": False, "trusted_split": "val" if has_val else "",
                                "refit_every": 0})
 
 

@@ -152,7 +152,7 @@ def step_scoring(folder: Path, n: int, args: argparse.Namespace, state: dict) ->
     from core.progress import Progress
     from core.training import execute_run
     with _store() as store:
-        run_id, _ = fused_run(store, DATASET, state["base_run"])
+        run_id = fused_run(store, DATASET, state["base_run"])
         t0 = time.perf_counter()
         execute_run(store, run_id, Progress())
         return {"seconds": time.perf_counter() - t0, "run_id": run_id}

@@ -100,7 +100,7 @@ def space_groups(names: list[str]) -> list[list[int]] | None:
     """The signal columns of each run space, each with the text space's (`core.detect.fusion.fit_fused`'s groups:
     one classifier per network); None with fewer than two run spaces, where that is one classifier anyway."""
     spaces: dict[str, list[int]] = {}
-    text = []
+    text: list[int] = []
     for j, name in enumerate(names):
         space = name.partition(".")[0]
         (text if space == TEXT_SPACE else spaces.setdefault(space, [])).append(j)
