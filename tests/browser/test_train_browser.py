@@ -74,10 +74,11 @@ def test_start_reload_cancel_resume_finish(server_factory, open_app):
     app.wait_until(lambda: epoch_reached(app) > before, RUN_TIMEOUT, "the run to progress after a reload")
     app.click("Cancel", key="train_cancel")
     app.wait_until(lambda: run_state(app) == "cancelled", RUN_TIMEOUT, "the run to be cancelled")
-    assert "is cancelled: Resume continues it" in app.text()
+    # the store says cancelled a moment before the job has wound down; the live panel follows within a tick
+    app.wait_until(lambda: "is cancelled: Resume continues it" in app.text(), PAGE_TIMEOUT, "the Resume hint")
     app.click("Resume", key="train_resume")
     app.wait_until(lambda: run_state(app) == "finished", RUN_TIMEOUT, "the resumed run to finish")
-    assert "Run 1 finished." in app.text()
+    app.wait_until(lambda: "Run 1 finished." in app.text(), PAGE_TIMEOUT, "the finished message")
     table = app.main.get_by_test_id("stDataFrame").last
     table.wait_for()
     server.stop()
