@@ -180,7 +180,7 @@ def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[s
     left, each store copied first (the kept one is never changed): the loop on the product's fused run of b1, NPC
     and MSCN, for every cell of a sweep, without training anything."""
     from core.benchmarks import kept_stores
-    from core.benchmarks.quality import cell_of, latest_runs
+    from core.benchmarks.quality import kept_runs
     from core.detect.method import METHOD
     from core.store import Store
     rows = []
@@ -190,13 +190,9 @@ def kept_loops(folders: list[Path], steps: list[int], order: str) -> list[dict[s
                 if part.exists():
                     shutil.copy(part, Path(tmp) / part.name)
             with Store.open(Path(tmp) / db.name) as store:
-                for (name, method), run in latest_runs(store).items():
-                    cell = cell_of(name)
-                    if method != METHOD or cell is None:
-                        continue
-                    rows.append({"set": db.parent.name, "kind": cell[0], "ratio": cell[1], "seed": cell[2],
-                                 "method": run.method, "seconds_per_run": None,
-                                 **decide_and_refit(store, run.id, steps, order)})
+                rows += [{"set": db.parent.name, "kind": k.kind, "ratio": k.ratio, "seed": k.seed, "method": k.method,
+                          "seconds_per_run": None, **decide_and_refit(store, k.run.id, steps, order)}
+                         for k in kept_runs(store) if k.method == METHOD]
     return rows
 
 

@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -150,10 +150,29 @@ def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: 
         m: result.get(m) for m in METRICS}
 
 
-def latest_runs(store) -> dict[tuple[str, str], Any]:
-    """(dataset name, method) -> the latest finished run, in the order each pair first finished."""
+class KeptRun(NamedTuple):
+    """The latest finished run of one method on one cell's copy in a kept store."""
+
+    dataset: str        # the copy's name in the store (`cell_name`, or `clean`)
+    kind: str
+    ratio: float
+    seed: int
+    method: str
+    run: Any
+
+
+def kept_runs(store, clean: bool = False) -> list[KeptRun]:
+    """The latest finished run of each (noisy copy, method) in `store`, in the order each first finished; with
+    `clean`, also the runs on the clean data (the ceiling, as kind `clean` at ratio 0)."""
     from core.runs import latest_of_each
-    return latest_of_each(store.runs(state="finished"), lambda r: (store.dataset_by_id(r.dataset_id).name, r.method))
+    latest = latest_of_each(store.runs(state="finished"),
+                            lambda r: (store.dataset_by_id(r.dataset_id).name, r.method))
+    kept = []
+    for (name, method), run in latest.items():
+        cell = ("clean", 0.0, run.seed or 0) if clean and name == "clean" else cell_of(name)
+        if cell is not None:
+            kept.append(KeptRun(name, *cell, method, run))
+    return kept
 
 
 def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
@@ -164,11 +183,8 @@ def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for db in kept_stores(folders):
         with Store.open(db) as store:
-            for (name, method), run in latest_runs(store).items():
-                cell = ("clean", 0.0, run.seed or 0) if name == "clean" else cell_of(name)
-                if cell is None:
-                    continue
-                rows.append(result_row(store, db.parent.name, cell[0], cell[1], method, cell[2], run.id))
+            rows += [result_row(store, db.parent.name, k.kind, k.ratio, k.method, k.seed, k.run.id)
+                     for k in kept_runs(store, clean=True)]
     return rows
 
 
@@ -180,12 +196,12 @@ def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
     count = 0
     for db in kept_stores(folders):
         with Store.open(db) as store:
-            for (name, method), run in latest_runs(store).items():
-                if method != FUSED or cell_of(name) is None:
-                    continue
-                execute_run(store, start_run(store, name, FUSED, model=run.model, device=run.device or "auto",
-                                             seed=run.seed or 0, settings=settings), progress)
-                count += 1
+            for k in kept_runs(store):
+                if k.method == FUSED:
+                    execute_run(store, start_run(store, k.dataset, FUSED, model=k.run.model,
+                                                 device=k.run.device or "auto", seed=k.run.seed or 0, settings=settings),
+                                progress)
+                    count += 1
     return count
 
 
