@@ -60,7 +60,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
     from core.detect.consensus import text_signals
     from core.detect.context import draw_swaps, matched_context
     from core.detect.method import refit
-    from core.detect.signals import load_inputs, pair_view, pool_of, signal_matrix
+    from core.detect.signals import Query, load_inputs, pair_view, pool_of, signal_matrix
     from core.progress import Progress
     from core.store import Store
     from core.training import execute_run
@@ -75,7 +75,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         q_img = inputs.image_rows(frame["image_id"].to_numpy())
         q_cap = inputs.caption_rows(frame["caption_id"].to_numpy())
         t0 = time.perf_counter()
-        signal_matrix(inputs, pool, [(q_img, q_cap)], k=10, tau=5.0)
+        signal_matrix(inputs, pool, [Query(q_img, q_cap)], k=10, tau=5.0)
         out["signals_one_space_s"] = time.perf_counter() - t0
         text = np.random.default_rng(0).normal(size=(len(inputs.caption_ids), 384)).astype(np.float32)
         t0 = time.perf_counter()

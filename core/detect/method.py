@@ -26,7 +26,7 @@ from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
-from core.detect.signals import (TEXT_SPACE, caption_spaces, in_context, index_spaces, load_inputs,
+from core.detect.signals import (TEXT_SPACE, Query, caption_spaces, in_context, index_spaces, load_inputs,
                                  pair_view, pool_of, signal_matrix, space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
@@ -128,8 +128,9 @@ class Concord:
         near_space = TEXT_SPACE if TEXT_SPACE in captions else next(iter(captions))   # near misses: the text tower's
         made = construct_negatives(pos_img, pos_cap, pool, captions[near_space], cfg.negatives_per_positive,
                                    cfg.near_miss_share, cfg.near_k, run.seed or 0, indexes[near_space])
-        names, (x, x_made) = signal_matrix(inputs, pool, [(q_img, q_cap), (made.image_row, made.caption_row,
-                                                                          made.moved_from)], cfg.k, cfg.tau, indexed)
+        names, (x, x_made) = signal_matrix(
+            inputs, pool, [Query(q_img, q_cap), Query(made.image_row, made.caption_row, made.moved_from)],
+            cfg.k, cfg.tau, indexed)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         x_fit, matched = x, {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,23 +68,29 @@ def index_spaces(inputs: SignalInputs, pool: Pool) -> dict[str, Space]:
             for space, (image_emb, caption_emb) in inputs.spaces.items()}
 
 
-def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[tuple[np.ndarray, ...]], k: int,
-                  tau: float, indexed: dict[str, Space] | None = None) -> tuple[list[str], list[np.ndarray]]:
-    """(names, one (n, s) matrix per query set) of every signal of each query: (image rows, caption rows) into
-    the inputs' ids, and for constructed mismatches the image rows their captions were moved from (`Space.signals`).
-    Each space is indexed once for all the query sets (`indexed`: by `index_spaces` when the caller searches them
-    too)."""
+class Query(NamedTuple):
+    """A set of pairs to compute signals for, as rows into the inputs' image and caption ids."""
+
+    image: np.ndarray
+    caption: np.ndarray
+    moved_from: np.ndarray | None = None   # constructed mismatches: the image their caption left (`Space.signals`)
+
+
+def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[Query], k: int, tau: float,
+                  indexed: dict[str, Space] | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """(names, one (n, s) matrix per query set) of every signal of each query's pairs. Each space is indexed
+    once for all the query sets (`indexed`: by `index_spaces` when the caller searches them too)."""
     columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
     for space, indexed_space in (indexed or index_spaces(inputs, pool)).items():
-        for cols, (q_image, q_caption, *moved_from) in zip(columns, queries):
-            for s, v in indexed_space.signals(q_image, q_caption, k, tau, *moved_from).items():
+        for cols, q in zip(columns, queries):
+            for s, v in indexed_space.signals(q.image, q.caption, k, tau, q.moved_from).items():
                 cols[f"{space}.{s}"] = v
     if inputs.text is not None:
-        for cols, (q_image, q_caption, *_) in zip(columns, queries):
-            for s, v in text_signals(inputs.text, pool, q_image, q_caption).items():
+        for cols, q in zip(columns, queries):
+            for s, v in text_signals(inputs.text, pool, q.image, q.caption).items():
                 cols[f"{TEXT_SPACE}.{s}"] = v
     names = list(columns[0]) if columns else []
-    return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q[0]), 0))
+    return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q.image), 0))
                    for cols, q in zip(columns, queries)]
 
 
