@@ -1,4 +1,5 @@
-"""First start (headless): the noisy demo and a default-method run in the background, once per process."""
+"""First start (headless): the noisy demo, a default-method run and a concord run over it in the background, once
+per process."""
 from __future__ import annotations
 
 import threading
@@ -29,7 +30,7 @@ def first_start_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_inject_hard_noise_and_use_the_default_method():
     plan = FirstStart()
-    assert (plan.name, plan.method, plan.epochs) == ("demo", None, None)  # None: the default method, b1
+    assert (plan.name, plan.method, plan.epochs, plan.fuse) == ("demo", None, None, True)  # None: the default, b1
     assert (plan.demo.noise, plan.demo.noise_kind, plan.demo.images) == (0.2, "hard", GenerateOptions().images)
     # the method's default epochs on a GPU; a short run on the CPU, so the pages fill within minutes
     assert (plan.run_epochs(cuda=True), plan.run_epochs(cuda=False)) == (None, 2)
@@ -58,13 +59,15 @@ def test_creates_the_noisy_demo_and_scores_it_once(store, manager):
     assert store.dataset_names() == ["demo"]
     summary = store.list_datasets()[0]
     assert summary["noisy"] == int(0.2 * summary["splits"]["train"]) > 0
-    run = store.runs()[0]
+    fused, run = store.runs()              # newest first: the concord run queued behind the first run
     assert (job.result, run.method, run.config["epochs"]) == (run.id, "b1", 1)
-    manager.wait(manager.latest(f"run:{run.id}").id, 30)
-    assert store.run(run.id).state == "finished"
+    assert (fused.id, fused.method, fused.config["base_runs"]) == (run.id + 1, "concord", "latest")
+    first, fusing = (manager.wait(manager.latest(f"run:{r.id}").id, 30) for r in (run, fused))
+    assert store.run(run.id).state == store.run(fused.id).state == "finished"
+    assert fusing.started >= first.finished                  # one device queue: the fusion starts once b1 is done
     # later reruns and sessions of this process get the same job back and start nothing more
     assert first_start(store, manager, plan) is job
-    assert len(store.runs()) == 1 and [j.key for j in manager.jobs()] == [JOB_KEY, f"run:{run.id}"]
+    assert len(store.runs()) == 2 and [j.key for j in manager.jobs()] == [JOB_KEY, f"run:{run.id}", f"run:{fused.id}"]
 
 
 def test_off_when_disabled_or_when_a_dataset_exists(store, manager, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
