@@ -33,6 +33,7 @@ from typing import Any
 
 import core
 from core.errors import ConcordError
+from core.jobs import pid_alive
 from core.progress import Progress
 from core.store import Dataset, ExportSnapshot, Run, Store
 
@@ -260,16 +261,6 @@ def _manifest(plan: ExportPlan, files: list[str], counts: dict[str, int]) -> dic
 
 
 # ------------------------------------------------------------------------------------------ atomicity
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_exports(parent_dir: str | Path) -> list[Path]:
     """Remove the temporary folders in `parent_dir` left by exports whose process is gone; returns them."""
     parent = Path(parent_dir)
@@ -278,7 +269,7 @@ def clean_stale_exports(parent_dir: str | Path) -> list[Path]:
         return removed
     for entry in parent.iterdir():
         m = _TEMP.match(entry.name)
-        if m and entry.is_dir() and not _pid_alive(int(m.group(2))):
+        if m and entry.is_dir() and not pid_alive(int(m.group(2))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

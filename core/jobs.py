@@ -98,7 +98,8 @@ def progress_record(progress: Progress) -> dict[str, Any]:
     return record
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (a run's owner, an export's writer)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +122,7 @@ def mark_interrupted(store: Store, stale_after: float = STALE_AFTER_SECONDS, *, 
     for run in store.runs(state="running") + store.runs(state="queued"):
         if run.id in live_runs:
             continue
-        gone = run.owner_host == host and run.owner_pid is not None and not _pid_alive(run.owner_pid)
+        gone = run.owner_host == host and run.owner_pid is not None and not pid_alive(run.owner_pid)
         stale = run.state == "running" and (run.heartbeat is None or now - run.heartbeat > stale_after)
         if gone or stale:
             store.update_run(run.id, state="interrupted")

@@ -393,7 +393,3 @@ def undo(store: Store, dataset_id: int, reviewer: str) -> str:
     d = store.decision_summary(reverted)
     return f"Undid {d['action']} of pair {d['key']}"
 
-
-def run_label(run: Run) -> str:
-    """How a run is named in a picker."""
-    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f}"

@@ -59,6 +59,13 @@ def run_label(run) -> str:
     return f"#{run.id} · {run.method} · {run.state}"
 
 
+def scored_run_label(run) -> str:
+    """`run 3 · b1 · concord-tiny · threshold 0.50 · 2026-12-06 10:52`: a finished run in the Explore and Review
+    pickers."""
+    when = run.finished_at.strftime("%Y-%m-%d %H:%M") if run.finished_at else ""
+    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f} · {when}"
+
+
 def check_resumable(run) -> None:
     """ConcordError unless the run can be resumed (cancelled, interrupted, failed, or queued with no job)."""
     if run.state not in RESUMABLE_STATES:

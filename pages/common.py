@@ -12,8 +12,8 @@ import streamlit as st
 from core.errors import ConcordError
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
-from core.runs import overall_fraction, progress_text
-from core.store import Dataset, Store
+from core.runs import overall_fraction, progress_text, scored_run_label
+from core.store import Dataset, Run, Store
 
 JOBS_REFRESH_SECONDS = 2.0
 SHELL_KEY, SHELL_TRIES_KEY, SHELL_TRIES = "_app_shell", "_app_shell_tries", 3
@@ -122,6 +122,19 @@ def current_dataset() -> Dataset | None:
         st.info("No dataset yet. Create the demo or import one on the **Datasets** page.")
         return None
     return get_store().dataset(name)
+
+
+def finished_run(store: Store, dataset: Dataset, key: str, empty: str) -> Run:
+    """The finished run chosen in the page's `Run` picker (the newest first); with none, `empty` is shown and the
+    page stops."""
+    runs = store.runs(dataset.id, state="finished")
+    if not runs:
+        st.info(empty)
+        st.stop()
+    by_id = {r.id: r for r in runs}
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = runs[0].id
+    return by_id[st.selectbox("Run", list(by_id), format_func=lambda i: scored_run_label(by_id[i]), key=key)]
 
 
 def reviewer() -> str:

@@ -8,14 +8,9 @@ from core.explore import (CATEGORIES, TABLE_ROWS, MapSettings, add_extra, colour
                           projection_job_key, run_frame, run_frame_version, selected_pairs, selection_table,
                           threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
-from pages.common import current_dataset, get_store, job_manager, through_app
+from pages.common import current_dataset, finished_run, get_store, job_manager, through_app
 
 LAYOUTS = ("UMAP", "PCA")
-
-
-def run_label(run) -> str:
-    when = run.finished_at.strftime("%Y-%m-%d %H:%M") if run.finished_at else ""
-    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f} · {when}"
 
 
 def percent(value: float | None) -> str:
@@ -156,14 +151,8 @@ dataset = current_dataset()
 if dataset is None:
     st.stop()
 store = get_store()
-runs = store.runs(dataset.id, state="finished")
-if not runs:
-    st.info(f"No finished run for {dataset.name!r} yet. Score its pairs on the **Train** page first.")
-    st.stop()
-by_id = {r.id: r for r in runs}
-if st.session_state.get("explore_run") not in by_id:
-    st.session_state["explore_run"] = runs[0].id
-run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]), key="explore_run")]
+run = finished_run(store, dataset, "explore_run",
+                   f"No finished run for {dataset.name!r} yet. Score its pairs on the **Train** page first.")
 unavailable = store.extras_unavailable(run.id)     # e.g. an attached set whose shards folder was moved away
 if unavailable is not None:
     st.info(unavailable)

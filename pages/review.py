@@ -15,7 +15,7 @@ from core.errors import ConcordError
 from core.thumbnails import image_uri
 from core.detect.explain import NO_FLAG_FUSED, NO_FLAG_TERMS, context_summary, explain_pair, fused_summary
 from core.detect.method import METHOD as FUSED, submit_refit_if_due
-from pages.common import current_dataset, get_store, job_manager, reviewer, through_app
+from pages.common import current_dataset, finished_run, get_store, job_manager, reviewer, through_app
 from pages.review_card import mount as review_card, pending_entries
 
 K_SUGGESTIONS = 5
@@ -168,20 +168,13 @@ dataset = current_dataset()
 if dataset is None:
     st.stop()
 store = get_store()
-runs = store.runs(dataset.id, state="finished")
-if not runs:
-    st.info("No finished run for this dataset yet: score its pairs on the Train page, then review them here.")
-    st.stop()
+run = finished_run(store, dataset, "review_run",
+                   "No finished run for this dataset yet: score its pairs on the Train page, then review them here.")
 
 incoming = st.session_state.pop("review_set", None)   # a review set sent from Explore
 if incoming is not None:
     st.session_state["review_order"] = "set"
     st.session_state["review_set_id"] = int(incoming)
-
-by_id = {r.id: r for r in runs}
-if st.session_state.get("review_run") not in by_id:
-    st.session_state["review_run"] = runs[0].id
-run = by_id[st.selectbox("Run", list(by_id), format_func=lambda i: review.run_label(by_id[i]), key="review_run")]
 try:
     spec = queue_controls(store.review_sets(dataset.id), store.split_names(dataset.id))
 except ConcordError as exc:
