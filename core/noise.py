@@ -131,6 +131,13 @@ def _result(n: int, pos: np.ndarray, src: np.ndarray) -> NoiseResult:
     return NoiseResult(source, noisy)
 
 
+def _draw(items: np.ndarray, ratio: float, seed: int) -> tuple[int, np.random.Generator, np.ndarray]:
+    """How many of `items` to corrupt (⌊ratio·len⌋), the generator drawing them, and `items` in a random order
+    (the first `want` are chosen, the rest are spares)."""
+    rng = np.random.default_rng(seed)
+    return int(np.floor(ratio * len(items))), rng, rng.permutation(items)
+
+
 def _derange_with_replacement(image: np.ndarray, text: np.ndarray, pos: np.ndarray, spare: list[int],
                               rng: np.random.Generator,
                               replace: Callable[[np.ndarray, list[int], list[int]], np.ndarray],
@@ -156,12 +163,9 @@ def ncr_noise(image: np.ndarray, text: np.ndarray, ratio: float, seed: int,
               eligible: np.ndarray | None = None) -> NoiseResult:
     """NCR-style noise: exactly ⌊ratio·N⌋ random eligible pairs get another image's caption."""
     image, text, mask = _check_inputs(image, text, ratio, eligible)
-    candidates = np.flatnonzero(mask)
-    want = int(np.floor(ratio * len(candidates)))
+    want, rng, order = _draw(np.flatnonzero(mask), ratio, seed)
     if want == 0:
         return _result(len(image), np.array([], dtype=np.int64), np.array([], dtype=np.int64))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(candidates)
     pos, spare = np.sort(order[:want]), [int(p) for p in order[want:]]
 
     def replace(current: np.ndarray, stuck: list[int], pool: list[int]) -> np.ndarray:
@@ -180,12 +184,9 @@ def decl_noise(image: np.ndarray, text: np.ndarray, ratio: float, seed: int,
                eligible: np.ndarray | None = None) -> NoiseResult:
     """DECL-style noise: ⌊ratio·M⌋ random eligible images have all their captions permuted among them."""
     image, text, mask = _check_inputs(image, text, ratio, eligible)
-    images = np.unique(image[mask])
-    want = int(np.floor(ratio * len(images)))
+    want, rng, order = _draw(np.unique(image[mask]), ratio, seed)
     if want == 0:
         return _result(len(image), np.array([], dtype=np.int64), np.array([], dtype=np.int64))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(images)
     chosen_images = set(order[:want].tolist())
     spare = [int(i) for i in order[want:]]
 
@@ -243,12 +244,9 @@ def hard_noise(image: np.ndarray, text: np.ndarray, features: np.ndarray, ratio:
         raise ValueError("features needs one row per text id")
     if k < 1:
         raise ConcordError(f"hard noise needs k >= 1, got {k}")
-    candidates = np.flatnonzero(mask)
-    want = int(np.floor(ratio * len(candidates)))
+    want, rng, order = _draw(np.flatnonzero(mask), ratio, seed)
     if want == 0:
         return _result(len(image), np.array([], dtype=np.int64), np.array([], dtype=np.int64))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(candidates)
     chosen, spare = set(order[:want].tolist()), [int(p) for p in order[want:]]
     n_texts = int(text.max()) + 1
     frame = pd.DataFrame({"image": image, "text": text}).drop_duplicates()
