@@ -1,14 +1,12 @@
 """The app shell: every page renders with no dataset and says so (the empty state)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.page_resources import fresh_page_resources
+from tests.page_resources import APP, fresh_page_resources, open_page
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/datasets.py", "pages/train.py", "pages/explore.py", "pages/review.py", "pages/metadata.py",
          "pages/export.py"]
 
@@ -23,11 +21,7 @@ def no_first_start(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_has_an_empty_state(page: str) -> None:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(page)
     texts = " ".join(e.value for e in [*at.info, *at.markdown, *at.caption] if isinstance(e.value, str))
     assert "No dataset yet" in texts
 

@@ -2,7 +2,6 @@
 import with the CLI's messages, delete with a confirmation naming what goes."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,9 +9,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from pages.common import get_store
-from tests.page_resources import fresh_page_resources
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from tests.page_resources import fresh_page_resources, open_page
 
 
 @pytest.fixture(autouse=True)
@@ -23,12 +20,7 @@ def fresh_store(monkeypatch: pytest.MonkeyPatch):
 
 
 def datasets_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("pages/datasets.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/datasets.py", 120)
 
 
 def table(at: AppTest) -> pd.DataFrame:

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
-from tests.page_resources import fresh_page_resources
+from tests.page_resources import fresh_page_resources, open_page
 from tests.test_export import decide_three, make_dataset
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +19,7 @@ def fresh_store(monkeypatch: pytest.MonkeyPatch):
 
 
 def export_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("pages/export.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/export.py")
 
 
 def test_empty_state():
