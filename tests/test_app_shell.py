@@ -1,7 +1,6 @@
 """The app shell: every page renders with no dataset and says so (the empty state)."""
 from __future__ import annotations
 
-
 import pytest
 from streamlit.testing.v1 import AppTest
 

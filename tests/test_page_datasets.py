@@ -2,7 +2,6 @@
 import with the CLI's messages, delete with a confirmation naming what goes."""
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 from PIL import Image
