@@ -33,6 +33,15 @@ def latest_of_each(runs: list, key: Callable[[Any], Hashable]) -> dict[Hashable,
     return latest
 
 
+def unfused_runs(runs: list) -> list:
+    """The finished trained runs (oldest first) newer than the dataset's latest scorer run that is not failed or
+    cancelled (`concord`, which fuses the latest run of each method when it runs): what a new fused run would add."""
+    fused = [r.id for r in runs if METHODS[r.method].scorer and r.state not in ("failed", "cancelled")]
+    newest = max(fused, default=0)
+    return sorted((r for r in runs if r.state == "finished" and not METHODS[r.method].scorer and r.id > newest),
+                  key=lambda r: r.id)
+
+
 def run_row(run) -> dict:
     """A run as the CLI and the pages list it."""
     det = run.metrics.get("detection") or {}

@@ -3,6 +3,7 @@ cancel, resume or delete it, and compare the dataset's runs."""
 import streamlit as st
 import torch
 
+from core.detect.method import METHOD as FUSED
 from core.errors import ConcordError
 from core.jobs import run_key
 from core.methods import METHODS, Setting, settings
@@ -10,7 +11,7 @@ from core.models import DEFAULT_MODEL, model_info
 from core.progress import format_eta
 from core.runs import (RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
                        number_step, overall_eta, overall_fraction, progress_text, regime_choices, run_label,
-                       runs_table, split_settings)
+                       runs_table, split_settings, unfused_runs)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
 from pages.common import current_dataset, get_store, job_manager, settle_runs, submit_new_run, through_app
 
@@ -137,6 +138,11 @@ def run_panel(store, dataset) -> None:
             else:
                 del st.session_state["train_run"]
                 st.rerun()
+    unfused = unfused_runs(runs)
+    if unfused:
+        st.info(f"{', '.join(f'#{r.id} ({r.method})' for r in unfused)} not fused yet: a **{FUSED}** run scores every "
+                "pair from the latest run of each method in seconds, trains nothing, and refits as you review; on "
+                "the benchmarks it ranks mismatches above the best single method.")
     st.dataframe(runs_table(runs), hide_index=True, column_config={
         "AUROC": st.column_config.NumberColumn(format="%.3f"), "AUPRC": st.column_config.NumberColumn(format="%.3f"),
         "F1": st.column_config.NumberColumn(format="%.3f"), "rSum": st.column_config.NumberColumn(format="%.1f"),

@@ -115,6 +115,11 @@ def test_start_runs_to_finished_and_into_the_table(dataset):
     assert row["time (s)"] >= 0
     # the loss curve and the epoch metrics of the finished run stay on the page
     assert len(at.dataframe) == 2 and list(at.dataframe[0].value["epoch"]) == [1, 2]
+    # a finished run no concord run has fused yet: the page points to the fusion
+    assert f"#{run.id} (b1) not fused yet: a **concord** run" in texts(at)
+    store = get_store()
+    store.update_run(store.create_run(store.dataset("ds").id, "concord", "concord-tiny", config={}), state="running")
+    assert "not fused yet" not in texts(at.run())
 
 
 def test_a_failing_run_shows_its_error_and_can_be_resumed(dataset):

@@ -102,3 +102,21 @@ def test_latest_of_each_keeps_the_highest_id_in_first_seen_order() -> None:
     latest = latest_of_each(runs, lambda r: r.method)
     assert [(k, r.id) for k, r in latest.items()] == [("b1", 3), ("npc", 4), ("mscn", 5)]
     assert latest_of_each([], lambda r: r.method) == {}
+
+
+def test_unfused_runs_are_the_finished_trained_runs_after_the_latest_fusion() -> None:
+    from types import SimpleNamespace
+
+    from core.runs import unfused_runs
+
+    def runs(*rows):
+        return [SimpleNamespace(id=i, method=m, state=s) for i, m, s in reversed(rows)]   # newest first, as stored
+    assert unfused_runs([]) == []
+    trained = runs((1, "b1", "finished"), (2, "npc", "failed"), (3, "mscn", "finished"), (4, "npc", "running"))
+    assert [r.id for r in unfused_runs(trained)] == [1, 3]              # neither failed nor unfinished runs count
+    fused = runs((1, "b1", "finished"), (2, "concord", "finished"), (3, "mscn", "finished"))
+    assert [r.id for r in unfused_runs(fused)] == [3]
+    # a queued or running fusion will take them in; a failed or cancelled one did not
+    assert unfused_runs(runs((1, "b1", "finished"), (2, "concord", "queued"))) == []
+    assert [r.id for r in unfused_runs(runs((1, "b1", "finished"), (2, "concord", "failed")))] == [1]
+    assert unfused_runs(runs((1, "b1", "finished"), (2, "concord", "finished"))) == []
