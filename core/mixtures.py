@@ -54,6 +54,12 @@ def fit_gmm(x: np.ndarray, max_iter: int = 10, tol: float = 1e-2, reg_covar: flo
     return GMMFit(gmm.means_.ravel()[order], gmm.covariances_.ravel()[order], gmm.weights_[order])
 
 
+def ashman_d(fit: GMMFit) -> float:
+    """Ashman's D of a fitted two-component mixture: the distance between its means in units of their pooled
+    spread, |μ1 − μ0|·√2 / √(σ0² + σ1²); above 2 the two modes are clearly apart, 0 when they coincide."""
+    return float(abs(fit.means[1] - fit.means[0]) * np.sqrt(2.0) / np.sqrt(fit.variances.sum()))
+
+
 def minmax(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Scale `x` to [0, 1] by the min and max of `reference` (default `x`), clipped; all-equal → zeros."""
     x = np.asarray(x, np.float64)

@@ -98,10 +98,11 @@ def test_fused_classifier_on_a_separable_case() -> None:
 
 
 def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:
-    from core.detect.signals import space_groups
+    from core.detect.signals import run_spaces, space_groups
     names = ["b1#1.similarity", "b1#1.siblings", "npc#2.similarity", "text.siblings"]
     assert space_groups(names) == [[0, 1, 3], [2, 3]]          # each run space with the text tower's columns
     assert space_groups(["b1#1.similarity", "text.siblings"]) is None     # one space: one classifier anyway
+    assert run_spaces(["text.siblings", "npc#2.similarity", "b1#1.similarity", "npc#2.siblings"]) == ["npc#2", "b1#1"]
     rng = np.random.default_rng(1)
     y = np.repeat([1, 0], 30)
     x = np.where(y == 1, 0.5, -0.5)[:, None] + rng.normal(size=(60, 4))
@@ -115,6 +116,51 @@ def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:
     assert 0.5 < model.cv_auroc <= 1.0
     joint = fit_fused(x, y, names, c=0.5)
     assert not np.allclose(joint.coef, model.coef)              # not the joint fit
+
+
+def test_group_weights_by_hand() -> None:
+    from core.detect.fusion import group_multipliers, group_weights
+    two_modes = np.repeat([-1.0, 1.0], 50)
+    # the same split at three times the spread: equal Ashman's D, so equal weights; the mean spread is 2, so the
+    # multipliers 0.5·2/1 and 0.5·2/3 bring both logits to the same scale (1·A + 1/3·3A = 2A)
+    logits = np.array([two_modes, 3 * two_modes])
+    weights = group_weights(logits)
+    assert weights == pytest.approx([0.5, 0.5]) and group_multipliers(weights, logits) == pytest.approx([1.0, 1 / 3])
+    # two clean modes (standardised: ±1, the mixture's floor variance 5e-4 each: D = 2·√2/√1e-3 = √8000) against
+    # two modes of unequal mass and spread
+    from core.mixtures import ashman_d, fit_gmm
+    assert ashman_d(fit_gmm(two_modes, max_iter=100)) == pytest.approx(np.sqrt(8000))
+    other = np.r_[np.full(80, -1.0), np.linspace(2.0, 4.0, 20)]
+    weights = group_weights(np.array([two_modes, other]))
+    d_other = ashman_d(fit_gmm(other / other.std(), max_iter=100))
+    assert weights == pytest.approx([np.sqrt(8000), d_other] / (np.sqrt(8000) + d_other)) and d_other < np.sqrt(8000)
+    assert group_weights(np.ones((2, 10))) == pytest.approx([0.5, 0.5])     # nothing splits: equal weights
+
+
+def test_fused_classifier_weighs_the_spaces_by_how_well_they_split_the_scored_pairs() -> None:
+    from core.detect.fusion import cross_validated_auroc, group_multipliers, group_weights
+    from core.detect.signals import space_groups
+    names = ["b1#1.similarity", "b1#1.siblings", "npc#2.similarity", "text.siblings"]
+    groups = space_groups(names)
+    rng = np.random.default_rng(2)
+    y = np.repeat([1, 0], 30)
+    x = np.where(y == 1, 0.5, -0.5)[:, None] + rng.normal(size=(60, 4))
+    # the scored pairs (no labels): b1's signals fall into two modes, NPC's and the text tower's into one
+    modes = np.repeat([2.0, -2.0], 100)
+    scored = np.column_stack([modes + rng.normal(0, 0.3, 200), modes + rng.normal(0, 0.3, 200),
+                              rng.normal(size=200), rng.normal(size=200)])
+    model = fit_fused(x, y, names, c=0.5, groups=groups, scored=scored)
+    members = [fit_fused(x[:, g], y, [names[j] for j in g], c=0.5, cv=False) for g in groups]
+    logits = np.array([m.logit(scored[:, g]) for m, g in zip(members, groups)])
+    weights = group_weights(logits)
+    assert model.group_weights == pytest.approx(weights) and sum(model.group_weights) == pytest.approx(1.0)
+    assert weights[0] > 2 * weights[1]                          # the space that splits the pairs carries the score
+    # still one linear model: the members' logits times their multipliers
+    assert model.logit(scored) == pytest.approx(group_multipliers(weights, logits) @ logits)
+    # the cross-validation's folds keep the whole fit's weights
+    assert model.cv_auroc == cross_validated_auroc(x, y, 0.5, groups=groups, scored=scored, weights=weights)
+    assert fit_fused(x, y, names, c=0.5, groups=groups).group_weights == pytest.approx([0.5, 0.5])
+    assert fit_fused(x, y, names, c=0.5, scored=scored).group_weights is None       # no groups: nothing to weigh
 
 
 def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> None:
@@ -251,6 +297,8 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "
                                     "mismatched pairs plus 80 constructed mismatches; carried by b1#1.caption_margin "
                                     "(+1.20), text.siblings (+0.40); refitted 2×.")
+    spaced = fused | {"space_weights": {"b1#1": 0.25, "mscn#3": 0.75}, "refits": 0}
+    assert fused_summary(spaced).endswith("text.siblings (+0.40); networks weighed b1#1 0.25, mscn#3 0.75.")
 
 
 def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.mixtures import BetaMixture, beta_moments, fit_beta_mixture, fit_gmm, loss_split_clean_prob, minmax
+from core.mixtures import (BetaMixture, GMMFit, ashman_d, beta_moments, fit_beta_mixture, fit_gmm,
+                           loss_split_clean_prob, minmax)
 
 
 def test_gmm_recovers_known_means() -> None:
@@ -67,3 +68,10 @@ def test_beta_moments_match_hand_computation() -> None:
     # mean 0.5, variance 0.05 → common = 0.25/0.05 − 1 = 4 → α = β = 2
     x = np.array([0.5 - np.sqrt(0.05), 0.5 + np.sqrt(0.05)])
     assert beta_moments(x) == pytest.approx((2.0, 2.0))
+
+
+def test_ashman_d_by_hand() -> None:
+    # |6 - 0|·√2 / √(1 + 1) = 6; |2.5 - 1|·√2 / √(0.5 + 4) = 1.5·√2 / √4.5 = 1; coinciding means: 0
+    assert ashman_d(GMMFit(np.array([0.0, 6.0]), np.array([1.0, 1.0]), np.array([0.5, 0.5]))) == pytest.approx(6.0)
+    assert ashman_d(GMMFit(np.array([1.0, 2.5]), np.array([0.5, 4.0]), np.array([0.3, 0.7]))) == pytest.approx(1.0)
+    assert ashman_d(GMMFit(np.array([2.0, 2.0]), np.array([1.0, 3.0]), np.array([0.5, 0.5]))) == 0.0

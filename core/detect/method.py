@@ -27,7 +27,7 @@ from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
 from core.detect.signals import (TEXT_SPACE, Query, caption_spaces, in_context, index_spaces, load_inputs,
-                                 pair_view, pool_of, signal_matrix, space_groups, summary_signals)
+                                 pair_view, pool_of, run_spaces, signal_matrix, space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
@@ -64,6 +64,9 @@ class ConcordConfig:
                                     "their logits averaged, instead of one over every space: the labelled pairs come "
                                     "from a clean split no network trained on, so they cannot tell which network's "
                                     "signals carry over to the pairs it trained on")
+    weigh_spaces: bool = setting(True, "with per_space, weigh each space's classifier by how well its logit splits "
+                                       "every pair into two modes (Ashman's D of a two-component mixture; no label "
+                                       "used) instead of equally: a network that fitted the noise splits them less")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
@@ -140,7 +143,7 @@ class Concord:
                 clean_images=np.setdiff1d(pos_img, q_img[train]), train=train, near_k=cfg.near_k, seed=run.seed or 0)
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
                                   x=x, x_fit=x_fit, x_made=x_made, trusted=trusted)
-        model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0)
+        model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0, x)
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
         summary.pop("similarity")        # the run's own `similarity` column already
@@ -199,10 +202,12 @@ def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.
 
 
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,
-                trusted: np.ndarray, cfg: ConcordConfig, seed: int) -> tuple[FusedModel, dict[str, int]]:
+                trusted: np.ndarray, cfg: ConcordConfig, seed: int, scored: np.ndarray
+                ) -> tuple[FusedModel, dict[str, int]]:
     """Fit the fused classifier on the meta entries that are dataset pairs (a person's label wins), the trusted
     split's other pairs as positives, and the constructed negatives. `x` holds every pair's signals as the
-    classifier learns from them (the trusted images' sibling terms in the matched context, `core.detect.context`)."""
+    classifier learns from them (the trusted images' sibling terms in the matched context, `core.detect.context`),
+    `scored` as they are scored (what `weigh_spaces` weighs the spaces on)."""
     row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
     entries = meta[meta["pair_id"].notna()]
     rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
@@ -216,12 +221,14 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
         raise ConcordError(NO_POSITIVES)
     counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
               "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
-    return fit_fused(xs, ys, names, cfg.c, seed, groups=space_groups(names) if cfg.per_space else None), counts
+    return fit_fused(xs, ys, names, cfg.c, seed, groups=space_groups(names) if cfg.per_space else None,
+                     scored=scored if cfg.weigh_spaces else None), counts
 
 
 def fused_metrics(model: FusedModel, labelled: dict[str, int], decision_id: int) -> dict[str, Any]:
     """What the run records of its classifier: CV AUROC, the signals' weights, what it learnt from."""
-    return {"cv_auroc": model.cv_auroc, "weights": model.weights(), "labelled": labelled,
+    spaces = None if model.group_weights is None else dict(zip(run_spaces(model.names), model.group_weights))
+    return {"cv_auroc": model.cv_auroc, "weights": model.weights(), "labelled": labelled, "space_weights": spaces,
             "decision_id": int(decision_id)}
 
 
@@ -244,7 +251,7 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
         x_fit = z["x_fit"] if "x_fit" in z.files else x     # runs before the matched context cached none
     cfg = make_config(METHOD, run.config)
     model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
-                                  run.seed or 0)
+                                  run.seed or 0, x)
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)
     fused = fused_metrics(model, labelled, store.last_decision_id(run.dataset_id))

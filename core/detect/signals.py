@@ -102,15 +102,19 @@ def caption_spaces(inputs: SignalInputs) -> dict[str, np.ndarray]:
     return captions
 
 
+def run_spaces(names: Sequence[str]) -> list[str]:
+    """The run spaces among signal names (`space.signal`), in order of appearance (the text tower's is not one)."""
+    return list(dict.fromkeys(n.partition(".")[0] for n in names if n.partition(".")[0] != TEXT_SPACE))
+
+
 def space_groups(names: list[str]) -> list[list[int]] | None:
-    """The signal columns of each run space, each with the text space's (`core.detect.fusion.fit_fused`'s groups:
-    one classifier per network); None with fewer than two run spaces, where that is one classifier anyway."""
-    spaces: dict[str, list[int]] = {}
-    text: list[int] = []
-    for j, name in enumerate(names):
-        space = name.partition(".")[0]
-        (text if space == TEXT_SPACE else spaces.setdefault(space, [])).append(j)
-    return [cols + text for cols in spaces.values()] if len(spaces) > 1 else None
+    """The signal columns of each run space (in `run_spaces` order), each with the text space's
+    (`core.detect.fusion.fit_fused`'s groups: one classifier per network); None with fewer than two run spaces,
+    where that is one classifier anyway."""
+    space_of = [n.partition(".")[0] for n in names]
+    text = [j for j, space in enumerate(space_of) if space == TEXT_SPACE]
+    spaces = run_spaces(names)
+    return [[j for j, sp in enumerate(space_of) if sp == space] + text for space in spaces] if len(spaces) > 1 else None
 
 
 def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context]],
