@@ -33,13 +33,17 @@ def latest_of_each(runs: list, key: Callable[[Any], Hashable]) -> dict[Hashable,
     return latest
 
 
+def _scorer(run) -> bool:
+    spec = METHODS.get(run.method)
+    return spec is not None and spec.scorer
+
+
 def unfused_runs(runs: list) -> list:
     """The finished trained runs (oldest first) newer than the dataset's latest scorer run that is not failed or
     cancelled (`concord`, which fuses the latest run of each method when it runs): what a new fused run would add."""
-    fused = [r.id for r in runs if METHODS[r.method].scorer and r.state not in ("failed", "cancelled")]
+    fused = [r.id for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
     newest = max(fused, default=0)
-    return sorted((r for r in runs if r.state == "finished" and not METHODS[r.method].scorer and r.id > newest),
-                  key=lambda r: r.id)
+    return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest), key=lambda r: r.id)
 
 
 def run_row(run) -> dict:
@@ -50,7 +54,8 @@ def run_row(run) -> dict:
     if run.started_at and run.finished_at:
         seconds = (run.finished_at - run.started_at).total_seconds()
     return {"run_id": run.id, "method": run.method, "model": run.model, "regime": run.regime, "seed": run.seed,
-            "state": run.state, "threshold": run.threshold, "epochs": run.config.get("epochs"),
+            "state": run.state, "threshold": run.threshold,
+            "epochs": None if _scorer(run) else run.config.get("epochs"),   # a scorer trains nothing itself
             "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
             "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
             "created_at": run.created_at.isoformat(timespec="seconds"),

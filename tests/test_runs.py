@@ -22,7 +22,10 @@ def test_runs_table_lists_headline_figures(store, tmp_path: Path):
     store.update_run(done, state="finished", metrics={"detection": {"auroc": 0.9, "auprc": 0.8, "f1": 0.7,
                                                                     "flagged": 4}, "retrieval": {"rsum": 300.5}})
     waiting = store.create_run(ds, "npc", "concord-tiny", config={"epochs": 1})
+    fused = store.create_run(ds, "concord", "concord-tiny", config={"epochs": 8})   # epochs of a b1 it may train
     frame = runs_table(store.runs(ds)).set_index("run")
+    assert pd.isna(frame.loc[fused, "epochs"])                   # a scorer trains nothing itself: no epochs shown
+    frame = frame.drop(index=fused)
     assert list(frame.index) == [waiting, done]
     row = frame.loc[done]
     assert (row["method"], row["state"], row["epochs"], row["AUROC"], row["AUPRC"], row["F1"], row["flagged"],
