@@ -108,7 +108,7 @@ def test_keys_faster_than_the_server_show_the_next_pairs_at_once(server_factory,
         assert shown(app) != seen[-1] and f"{DONE[key]} pair {seen[-1]}" in app.text()
     app.wait_until(lambda: saved(app), what="the three decisions stored")
     app.wait_idle()
-    assert "2 decided · 1 skipped" in app.text()
+    app.wait_until(lambda: "2 decided · 1 skipped" in app.text(), what="the queue's count after the three keys")
     server.stop()
     with Store.open() as s:
         log = s.decisions_frame(fab.dataset_id)
