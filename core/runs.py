@@ -33,6 +33,10 @@ def latest_of_each(runs: list, key: Callable[[Any], Hashable]) -> dict[Hashable,
     return latest
 
 
+FUSING_METHOD = next(name for name, s in METHODS.items() if s.scorer)
+"""The method that fuses the finished runs (`concord`), named from its spec so a page need not load its engine."""
+
+
 def _scorer(run) -> bool:
     spec = METHODS.get(run.method)
     return spec is not None and spec.scorer

@@ -3,15 +3,14 @@ cancel, resume or delete it, and compare the dataset's runs."""
 import streamlit as st
 import torch
 
-from core.detect.method import METHOD as FUSED
 from core.errors import ConcordError
 from core.jobs import run_key
 from core.methods import METHODS, Setting, settings
 from core.models import DEFAULT_MODEL, model_info
 from core.progress import format_eta
-from core.runs import (RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
-                       number_step, overall_eta, overall_fraction, progress_text, regime_choices, run_label,
-                       runs_table, split_settings, unfused_runs)
+from core.runs import (FUSING_METHOD, RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame,
+                       method_choices, number_step, overall_eta, overall_fraction, progress_text, regime_choices,
+                       run_label, runs_table, split_settings, unfused_runs)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
 from pages.common import current_dataset, get_store, job_manager, settle_runs, submit_new_run, through_app
 
@@ -140,7 +139,7 @@ def run_panel(store, dataset) -> None:
                 st.rerun()
     unfused = unfused_runs(runs)
     if unfused:
-        st.info(f"{', '.join(f'#{r.id} ({r.method})' for r in unfused)} not fused yet: a **{FUSED}** run scores every "
+        st.info(f"{', '.join(f'#{r.id} ({r.method})' for r in unfused)} not fused yet: a **{FUSING_METHOD}** run scores every "
                 "pair from the latest run of each method in seconds, trains nothing, and refits as you review; on "
                 "the benchmarks it ranks mismatches above the best single method.")
     st.dataframe(runs_table(runs), hide_index=True, column_config={

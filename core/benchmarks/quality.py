@@ -198,9 +198,9 @@ def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
         with Store.open(db) as store:
             for k in kept_runs(store):
                 if k.method == FUSED:
-                    execute_run(store, start_run(store, k.dataset, FUSED, model=k.run.model,
-                                                 device=k.run.device or "auto", seed=k.run.seed or 0, settings=settings),
-                                progress)
+                    fused = start_run(store, k.dataset, FUSED, model=k.run.model, device=k.run.device or "auto",
+                                      seed=k.run.seed or 0, settings=settings)
+                    execute_run(store, fused, progress)
                     count += 1
     return count
 
