@@ -43,6 +43,7 @@ def test_box_selection_lists_exactly_the_pairs_inside(server_factory, open_app, 
 
     server = server_factory(env={"CONCORD_CACHE": str(cache)})
     app = open_app(server).nav("Explore")
+    app.timeout = 120.0   # "Review these" opens the Review page, whose first load imports the scorers' engine
     app.wait_text("UMAP map of all 40 pairs")
     assert "Nothing selected" in app.text()
     drag_box(app, (1.5, 4.5), (0.5, 2.5))
