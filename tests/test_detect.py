@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from core.detect.consensus import Pool, sibling_terms, space_signals
-from core.detect.fusion import fit_fused
+from core.detect.fusion import Weighing, fit_fused
 from core.detect.labels import construct_negatives
 
 
@@ -149,18 +150,67 @@ def test_fused_classifier_weighs_the_spaces_by_how_well_they_split_the_scored_pa
     modes = np.repeat([2.0, -2.0], 100)
     scored = np.column_stack([modes + rng.normal(0, 0.3, 200), modes + rng.normal(0, 0.3, 200),
                               rng.normal(size=200), rng.normal(size=200)])
-    model = fit_fused(x, y, names, c=0.5, groups=groups, scored=scored)
+    model = fit_fused(x, y, names, c=0.5, groups=groups, scored=scored, nonnegative=False)
     members = [fit_fused(x[:, g], y, [names[j] for j in g], c=0.5, cv=False) for g in groups]
     logits = np.array([m.logit(scored[:, g]) for m, g in zip(members, groups)])
     weights = group_weights(logits)
     assert model.group_weights == pytest.approx(weights) and sum(model.group_weights) == pytest.approx(1.0)
     assert weights[0] > 2 * weights[1]                          # the space that splits the pairs carries the score
+    assert model.fit_weights is None                            # one fit: nothing to weigh it against
     # still one linear model: the members' logits times their multipliers
     assert model.logit(scored) == pytest.approx(group_multipliers(weights, logits) @ logits)
     # the cross-validation's folds keep the whole fit's weights
-    assert model.cv_auroc == cross_validated_auroc(x, y, 0.5, groups=groups, scored=scored, weights=weights)
+    kept = Weighing(np.array([weights]), np.ones(1))
+    assert model.cv_auroc == cross_validated_auroc(x, y, 0.5, groups=groups, scored=scored, nonnegative=False,
+                                                   weighing=kept)
     assert fit_fused(x, y, names, c=0.5, groups=groups).group_weights == pytest.approx([0.5, 0.5])
+    averaged = fit_fused(x, y, names, c=0.5, groups=groups, scored=scored, weigh_groups=False, nonnegative=False)
+    assert averaged.group_weights == pytest.approx([0.5, 0.5])
+    assert averaged.logit(scored) == pytest.approx(logits.mean(axis=0))
     assert fit_fused(x, y, names, c=0.5, scored=scored).group_weights is None       # no groups: nothing to weigh
+
+
+def test_the_non_negative_fit_is_scikit_learn_s_with_the_wrong_signed_signal_held_at_zero() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from core.detect.fusion import nonnegative_logistic
+    rng = np.random.default_rng(3)
+    y = np.repeat([1, 0], [70, 30])                             # unbalanced: the classes are weighted to balance
+    signal = np.where(y == 1, 0.6, -0.6)
+    z = np.column_stack([signal + rng.normal(size=100), signal + rng.normal(size=100)])
+    reference = LogisticRegression(C=0.3, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(z, y)
+    assert (reference.coef_ > 0).all()                          # all positive: the bound is never reached
+    coef, intercept = nonnegative_logistic(z, y, 0.3)
+    assert coef == pytest.approx(reference.coef_.ravel(), abs=1e-4)
+    assert intercept == pytest.approx(reference.intercept_[0], abs=1e-4)
+    wrong = np.column_stack([z, -signal + rng.normal(size=100)])   # a third signal lower on matched pairs
+    coef, intercept = nonnegative_logistic(wrong, y, 0.3)
+    assert coef[2] == 0.0 and (coef >= 0).all()
+    assert coef[:2] == pytest.approx(reference.coef_.ravel(), abs=1e-4)     # held at 0: the fit without it
+    assert intercept == pytest.approx(reference.intercept_[0], abs=1e-4)
+
+
+def test_the_non_negative_fit_counts_more_where_the_labelled_pairs_teach_a_sign_the_scored_pairs_do_not_follow(
+        ) -> None:
+    from core.detect.fusion import _prepare, group_multipliers, group_weights, nonnegative_logistic
+    rng = np.random.default_rng(4)
+    y = np.repeat([1, 0], 40)
+    a = np.where(y == 1, 0.5, -0.5) + rng.normal(size=80)
+    x = np.column_stack([a, -a + rng.normal(0, 0.3, 80)])        # labelled: b runs against the label
+    modes = np.repeat([2.0, -2.0], 150)                         # scored: both signals higher on the matched mode
+    scored = modes[:, None] + rng.normal(0, 0.5, (300, 2))
+    model = fit_fused(x, y, ["a", "b"], c=0.5, scored=scored)
+    unconstrained = fit_fused(x, y, ["a", "b"], c=0.5, cv=False)
+    assert unconstrained.coef[1] < 0 < unconstrained.coef[0]
+    _, _, mean, scale = _prepare(x)
+    coef, intercept = nonnegative_logistic((x - mean) / scale, y, 0.5)
+    assert coef[1] == 0.0 < coef[0]
+    logits = np.array([unconstrained.logit(scored), ((scored - mean) / scale) @ coef + intercept])
+    weights = group_weights(logits)
+    assert model.fit_weights == pytest.approx(weights) and weights[1] > 2 * weights[0]
+    assert model.logit(scored) == pytest.approx(group_multipliers(weights, logits) @ logits)   # one linear model
+    matched = modes > 0
+    assert roc_auc_score(~matched, -model.logit(scored)) > roc_auc_score(~matched, -unconstrained.logit(scored)) + 0.1
+    assert model.group_weights is None                          # one group: no spaces to weigh
 
 
 def test_constructed_negatives_never_pair_an_image_with_its_own_caption() -> None:
@@ -200,6 +250,8 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     fused = run.metrics["fused"]
     assert fused["labelled"]["positives"] > 0 and fused["labelled"]["constructed"] == fused["labelled"]["positives"]
     assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings"}
+    assert set(fused["fit_weights"]) == {"unconstrained", "nonnegative"}          # the two fits, weighed
+    assert sum(fused["fit_weights"].values()) == pytest.approx(1.0) and fused["space_weights"] is None   # one space
     scores = store.scores_frame(run_id)
     assert len(scores) == len(store.pairs_frame(run.dataset_id))
     assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
@@ -299,6 +351,9 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
                                     "(+1.20), text.siblings (+0.40); refitted 2×.")
     spaced = fused | {"space_weights": {"b1#1": 0.25, "mscn#3": 0.75}, "refits": 0}
     assert fused_summary(spaced).endswith("text.siblings (+0.40); networks weighed b1#1 0.25, mscn#3 0.75.")
+    signed = spaced | {"fit_weights": {"unconstrained": 0.4, "nonnegative": 0.6}}
+    assert fused_summary(signed).endswith("networks weighed b1#1 0.25, mscn#3 0.75; the fit with every weight ≥ 0 "
+                                          "counts 0.60.")
 
 
 def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> None:

@@ -52,7 +52,7 @@ def explain_pair(extras: dict[str, float], lows: dict[str, float], none: str = N
 
 def fused_summary(fused: dict[str, Any], top: int = 3) -> str:
     """One line on the classifier: its cross-validated AUROC, what it learnt from, the signals that carry it, how
-    much each network's space counts."""
+    much each network's space and the non-negative fit count."""
     lab = fused.get("labelled", {})
     cv = fused.get("cv_auroc")
     head = (f"Fused classifier: cross-validated AUROC {cv:.3f}" if cv is not None else
@@ -63,8 +63,10 @@ def fused_summary(fused: dict[str, Any], top: int = 3) -> str:
     carried = "; carried by " + ", ".join(f"{w['signal']} ({w['coef']:+.2f})" for w in weights) if weights else ""
     spaces = fused.get("space_weights") or {}
     weighed = "; networks weighed " + ", ".join(f"{s} {w:.2f}" for s, w in spaces.items()) if spaces else ""
+    signs = fused.get("fit_weights") or {}
+    signed = f"; the fit with every weight ≥ 0 counts {signs['nonnegative']:.2f}" if signs else ""
     refits = f"; refitted {fused['refits']}×" if fused.get("refits") else ""
-    return head + learnt + carried + weighed + refits + "."
+    return head + learnt + carried + weighed + signed + refits + "."
 
 
 def context_summary(context: dict[str, dict[str, float]]) -> str:

@@ -9,7 +9,9 @@ of each embedding space) one regression is fitted per group and their logits are
 linear model over the standardised signals: the labelled pairs then weigh signals within a group, never one
 group against another. Given the *scored* pairs' signals (unlabelled), the groups' standardised logits are weighted
 instead by how well each splits those pairs into two modes (`group_weights`), the premise of NCR's loss split: no
-label is used for it.
+label is used for it. With `nonnegative`, a second fit keeps every coefficient ≥ 0 (every signal is higher when a
+pair looks matched), and the two fused logits are weighed against each other the same way: where the labelled
+pairs teach signs the scored pairs do not follow, the constrained fit splits those pairs better and counts more.
 """
 from __future__ import annotations
 
@@ -17,15 +19,28 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from core.mixtures import ashman_d, fit_gmm
 
 CV_FOLDS = 5
 MIXTURE_ROWS = 5_000
-"""At most this many scored pairs' logits fit each group's mixture (`group_weights`): a tenth of a second."""
+"""At most this many scored pairs (evenly spaced rows: the same ones on every refit) weigh the groups and the fits:
+their mixtures and spreads take a tenth of a second."""
+
+
+@dataclass(frozen=True)
+class Weighing:
+    """How a fused logit weighs what it combines, from the scored pairs (`group_weights`): each fit's column
+    groups, then the fits (the unconstrained one and, with `nonnegative`, the one whose coefficients are ≥ 0)."""
+
+    groups: np.ndarray   # (fits, groups), each row summing to 1
+    fits: np.ndarray     # (fits,), summing to 1
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,8 @@ class FusedModel:
     coef: np.ndarray
     intercept: float
     cv_auroc: float | None      # cross-validated AUROC on the labelled pairs (None: too few of a class)
-    group_weights: tuple[float, ...] | None = None   # each column group's weight (`group_weights`; None: no groups)
+    group_weights: tuple[float, ...] | None = None   # each column group's weight, over the fits (None: no groups)
+    fit_weights: tuple[float, float] | None = None   # the unconstrained and the non-negative fit's (None: one fit)
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
@@ -68,6 +84,29 @@ def _logistic(c: float, seed: int) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
 
 
+def nonnegative_logistic(z: np.ndarray, y: np.ndarray, c: float, start: tuple[np.ndarray, float] | None = None
+                         ) -> tuple[np.ndarray, float]:
+    """(coefficients, intercept) of scikit-learn's class-balanced L2 logistic regression (½‖β‖² + C·Σ wᵢ·log(1 +
+    e^(−mᵢ)), balanced wᵢ) with every coefficient bounded at 0 from below (L-BFGS-B): the same fit as
+    `LogisticRegression(C=c, class_weight="balanced")` wherever that one's coefficients are all positive.
+    `start`: where the solver starts (e.g. the unconstrained fit; negative coefficients are raised to 0)."""
+    z, y = np.asarray(z, np.float64), np.asarray(y, np.int64)
+    w = np.where(y == 1, len(y) / (2.0 * y.sum()), len(y) / (2.0 * (len(y) - y.sum())))
+    sign = 2.0 * y - 1.0
+
+    def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
+        beta, b = p[:-1], p[-1]
+        margin = sign * (z @ beta + b)
+        g = -c * w * sign * expit(-margin)
+        return 0.5 * beta @ beta + c * float(w @ np.logaddexp(0.0, -margin)), np.r_[beta + z.T @ g, g.sum()]
+
+    p0 = np.zeros(z.shape[1] + 1) if start is None else np.r_[np.maximum(start[0], 0.0), start[1]]
+    fit = minimize(objective, p0, jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None)] * z.shape[1] + [(None, None)],
+                   options={"maxiter": 2000, "ftol": 1e-10, "gtol": 1e-6})
+    return fit.x[:-1], float(fit.x[-1])
+
+
 def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     fill = np.nanmedian(np.where(np.isnan(x).all(axis=0), 0.0, x), axis=0) if len(x) else np.zeros(x.shape[1])
     fill = np.where(np.isnan(fill), 0.0, fill)
@@ -83,8 +122,8 @@ def group_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
     two-component mixture fitted to the standardised logit: how far apart the matched and the mismatched mode
     are), normalised to sum to 1; equal weights where no group splits the pairs."""
     logits = np.asarray(logits, np.float64)
-    if logits.shape[1] > MIXTURE_ROWS:           # evenly spaced rows: the same subset on every refit
-        logits = logits[:, np.linspace(0, logits.shape[1] - 1, MIXTURE_ROWS).astype(np.int64)]
+    if len(logits) == 1:
+        return np.ones(1)
     d = np.array([ashman_d(fit_gmm(row / _spread(row), max_iter=100, seed=seed)) for row in logits])
     return d / d.sum() if d.sum() > 0 else np.full(len(logits), 1.0 / len(logits))
 
@@ -102,24 +141,53 @@ def _spread(row: np.ndarray) -> float:
     return s if s > 0 else 1.0
 
 
+def _combine(coefs: np.ndarray, intercepts: np.ndarray, z_scored: np.ndarray, weights: np.ndarray | None,
+             seed: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """One linear model (coef, intercept, weights) from several (rows of `coefs`, `intercepts`): their logits over
+    the standardised scored pairs weighed by `weights` (None: by `group_weights`), times `group_multipliers`."""
+    logits = (z_scored @ coefs.T + intercepts).T
+    weights = group_weights(logits, seed) if weights is None else np.asarray(weights, np.float64)
+    multipliers = group_multipliers(weights, logits)
+    return multipliers @ coefs, float(multipliers @ intercepts), weights
+
+
+def _fit_groups(z: np.ndarray, y: np.ndarray, groups: list[np.ndarray], c: float, seed: int,
+                start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One regression per column group: (groups × columns) coefficients, 0 outside the group, and intercepts.
+    With `start` (the unconstrained fit's), the non-negative one (`nonnegative_logistic`), started there."""
+    coefs = np.zeros((len(groups), z.shape[1]))
+    intercepts = np.zeros(len(groups))
+    for i, cols in enumerate(groups):
+        if start is not None:
+            coefs[i, cols], intercepts[i] = nonnegative_logistic(z[:, cols], y, c, (start[0][i, cols], start[1][i]))
+        else:
+            model = _logistic(c, seed).fit(z[:, cols], y)
+            coefs[i, cols], intercepts[i] = model.coef_.ravel(), float(model.intercept_[0])
+    return coefs, intercepts
+
+
 def cross_validated_auroc(x: np.ndarray, y: np.ndarray, c: float = 0.1, seed: int = 0,
                           folds: int = CV_FOLDS, groups: Sequence[Sequence[int]] | None = None,
-                          scored: np.ndarray | None = None, weights: np.ndarray | None = None) -> float | None:
-    """AUROC (positive class: mismatched) of out-of-fold predictions; None with fewer than `folds` of a class."""
+                          scored: np.ndarray | None = None, weigh_groups: bool = True, nonnegative: bool = True,
+                          weighing: Weighing | None = None) -> float | None:
+    """AUROC (positive class: mismatched) of out-of-fold predictions (`fit_fused`'s arguments); None with fewer
+    than `folds` of a class."""
     y = np.asarray(y, np.int64)
     if min(int(y.sum()), int((1 - y).sum())) < folds:
         return None
     out = np.empty(len(y))
     for fit_on, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         model = fit_fused(x[fit_on], y[fit_on], names=None, c=c, seed=seed, cv=False, groups=groups, scored=scored,
-                          weights=weights)
+                          weigh_groups=weigh_groups, nonnegative=nonnegative, weighing=weighing)
         out[held] = model.clean_prob(x[held])
     return float(roc_auc_score(1 - y, -out))
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")    # its (n, ≤30) products: 2 BLAS threads made the fit 6× slower
 def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] | None, c: float = 0.1,
               seed: int = 0, cv: bool = True, groups: Sequence[Sequence[int]] | None = None,
-              scored: np.ndarray | None = None, weights: np.ndarray | None = None) -> FusedModel:
+              scored: np.ndarray | None = None, weigh_groups: bool = True, nonnegative: bool = True,
+              weighing: Weighing | None = None) -> FusedModel:
     """Fit the fused classifier.
 
     Args:
@@ -129,12 +197,15 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         c: inverse L2 regularisation strength (scikit-learn's C); small keeps the weights even.
         seed: of the solver and of the cross-validation folds.
         cv: also measure the cross-validated AUROC (`FusedModel.cv_auroc`).
-        groups: column indices of groups fitted apart, their logits averaged (a column may be in several; one
+        groups: column indices of groups fitted apart, their logits combined (a column may be in several; one
             not in any gets no weight); None: one regression over every column.
-        scored: (m, s) signals of the pairs to be scored (unlabelled, NaN where missing): with `groups`, the
-            groups' logits are weighted by `group_weights` over them; None: averaged.
-        weights: the groups' weights, fixed (the cross-validation's folds take the whole fit's); None: from
-            `scored`.
+        scored: (m, s) signals of the pairs to be scored (unlabelled, NaN where missing; at most `MIXTURE_ROWS`
+            evenly spaced rows are used): what the groups and the fits are weighed on. None: the groups' logits
+            averaged, one fit.
+        weigh_groups: with `scored`, weigh the groups by `group_weights`; False: average them.
+        nonnegative: with `scored`, also fit with every coefficient ≥ 0 (`nonnegative_logistic`) and weigh the
+            unconstrained and the non-negative fused logit by `group_weights`.
+        weighing: the weights, fixed (the cross-validation's folds take the whole fit's); None: from `scored`.
     Classes are weighted to balance, so the posterior does not lean to the larger class of labels.
     """
     x = np.asarray(x, np.float64)
@@ -146,21 +217,28 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     filled, fill, mean, scale = _prepare(x)
     z = (filled - mean) / scale
     column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
-    coefs = np.zeros((len(column_groups), x.shape[1]))
-    intercepts = np.zeros(len(column_groups))
-    for i, cols in enumerate(column_groups):
-        model = _logistic(c, seed).fit(z[:, cols], y)
-        coefs[i, cols], intercepts[i] = model.coef_.ravel(), float(model.intercept_[0])
     equal = np.full(len(column_groups), 1.0 / len(column_groups))
-    multipliers = equal
-    if groups is not None and scored is not None and len(scored):
+    weigh = scored is not None and len(scored) > 0
+    fits = [_fit_groups(z, y, column_groups, c, seed)]
+    if weigh and nonnegative:
+        fits.append(_fit_groups(z, y, column_groups, c, seed, start=fits[0]))
+    if not weigh:
+        coef, intercept, weighing = equal @ fits[0][0], float(equal @ fits[0][1]), None
+    else:
+        scored = np.asarray(scored, np.float64)
+        if len(scored) > MIXTURE_ROWS:
+            scored = scored[np.linspace(0, len(scored) - 1, MIXTURE_ROWS).astype(np.int64)]
         z_scored = (np.where(np.isnan(scored), fill, scored) - mean) / scale
-        logits = (z_scored @ coefs.T + intercepts).T
-        weights = group_weights(logits, seed) if weights is None else np.asarray(weights, np.float64)
-        multipliers = group_multipliers(weights, logits)
-    elif groups is not None:
-        weights = equal
+        per_fit = [_combine(coefs, intercepts, z_scored, None if weighing is None else weighing.groups[k], seed)
+                   if weigh_groups else (equal @ coefs, float(equal @ intercepts), equal)
+                   for k, (coefs, intercepts) in enumerate(fits)]
+        coef, intercept, fit_w = _combine(np.array([p[0] for p in per_fit]), np.array([p[1] for p in per_fit]),
+                                          z_scored, None if weighing is None else weighing.fits, seed)
+        weighing = Weighing(np.array([p[2] for p in per_fit]), fit_w)
     names = tuple(names) if names is not None else tuple(f"s{i}" for i in range(x.shape[1]))
-    return FusedModel(names, fill, mean, scale, multipliers @ coefs, float(multipliers @ intercepts),
-                      cross_validated_auroc(x, y, c, seed, groups=groups, scored=scored, weights=weights) if cv
-                      else None, None if groups is None else tuple(float(w) for w in weights))
+    cv_auroc = (cross_validated_auroc(x, y, c, seed, groups=groups, scored=scored, weigh_groups=weigh_groups,
+                                      nonnegative=nonnegative, weighing=weighing) if cv else None)
+    shown = equal if weighing is None else weighing.fits @ weighing.groups
+    return FusedModel(names, fill, mean, scale, coef, intercept, cv_auroc,
+                      None if groups is None else tuple(float(w) for w in shown),
+                      None if weighing is None or len(weighing.fits) < 2 else tuple(float(w) for w in weighing.fits))

@@ -3,8 +3,9 @@
 A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space and the sibling terms in the text tower's space, and
-fits the fused classifier (`core.detect.fusion`; one per run's space, averaged) on the meta-data plus constructed
-negatives (`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
+fits the fused classifier (`core.detect.fusion`: one per run's space, weighed by how well each splits the pairs,
+and the same with every weight ≥ 0, weighed against it) on the meta-data plus constructed negatives
+(`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
 (`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
 `weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
 
@@ -26,8 +27,9 @@ from core.detect.context import draw_swaps, labelled_contexts, matched_context
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
-from core.detect.signals import (TEXT_SPACE, Query, caption_spaces, in_context, index_spaces, load_inputs,
-                                 pair_view, pool_of, run_spaces, signal_matrix, space_groups, summary_signals)
+from core.detect.signals import (HELD_OUT_SPLIT, TEXT_SPACE, Query, caption_spaces, in_context, index_spaces,
+                                 load_inputs, pair_view, pool_of, run_spaces, signal_matrix, space_groups,
+                                 summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
@@ -67,6 +69,11 @@ class ConcordConfig:
     weigh_spaces: bool = setting(True, "with per_space, weigh each space's classifier by how well its logit splits "
                                        "every pair into two modes (Ashman's D of a two-component mixture; no label "
                                        "used) instead of equally: a network that fitted the noise splits them less")
+    nonnegative: bool = setting(True, "also fit each classifier with every weight ≥ 0 (every signal is higher when "
+                                      "a pair looks matched) and weigh that fused score against the unconstrained "
+                                      "one by how well each splits every pair into two modes: where the labelled "
+                                      "pairs teach signs the noisy pairs do not follow (heavy noise swaps most "
+                                      "trusted captions' context), the constrained fit splits them better")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
@@ -136,14 +143,15 @@ class Concord:
             cfg.k, cfg.tau, indexed)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
+        weighed = (pairs["split"] != HELD_OUT_SPLIT).to_numpy()    # what the spaces and fits are weighed on
         x_fit, matched = x, {}
         if cfg.match_context:
             x_fit, x_made, matched = labelled_in_context(
                 captions, pool, indexes, names, x, x_made, made, q_img, q_cap,
                 clean_images=np.setdiff1d(pos_img, q_img[train]), train=train, near_k=cfg.near_k, seed=run.seed or 0)
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
-                                  x=x, x_fit=x_fit, x_made=x_made, trusted=trusted)
-        model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0, x)
+                                  x=x, x_fit=x_fit, x_made=x_made, trusted=trusted, weighed=weighed)
+        model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, meta, trusted, cfg, run.seed or 0, x[weighed])
         clean = model.clean_prob(x)
         summary = summary_signals(names, x)
         summary.pop("similarity")        # the run's own `similarity` column already
@@ -207,7 +215,8 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
     """Fit the fused classifier on the meta entries that are dataset pairs (a person's label wins), the trusted
     split's other pairs as positives, and the constructed negatives. `x` holds every pair's signals as the
     classifier learns from them (the trusted images' sibling terms in the matched context, `core.detect.context`),
-    `scored` as they are scored (what `weigh_spaces` weighs the spaces on)."""
+    `scored` the signals of the pairs outside the held-out split as they are scored (what `weigh_spaces` and
+    `nonnegative` weigh on: unlabelled, and never the `test` split's)."""
     row_of = pd.Series(np.arange(len(pair_ids)), index=pair_ids)
     entries = meta[meta["pair_id"].notna()]
     rows = row_of.reindex(entries["pair_id"].astype(np.int64)).to_numpy()
@@ -222,14 +231,15 @@ def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: n
     counts = {"positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum()),
               "constructed": int(len(x_made)), "not_pairs": int((~known).sum() + meta["pair_id"].isna().sum())}
     return fit_fused(xs, ys, names, cfg.c, seed, groups=space_groups(names) if cfg.per_space else None,
-                     scored=scored if cfg.weigh_spaces else None), counts
+                     scored=scored, weigh_groups=cfg.weigh_spaces, nonnegative=cfg.nonnegative), counts
 
 
 def fused_metrics(model: FusedModel, labelled: dict[str, int], decision_id: int) -> dict[str, Any]:
     """What the run records of its classifier: CV AUROC, the signals' weights, what it learnt from."""
     spaces = None if model.group_weights is None else dict(zip(run_spaces(model.names), model.group_weights))
+    signs = None if model.fit_weights is None else dict(zip(("unconstrained", "nonnegative"), model.fit_weights))
     return {"cv_auroc": model.cv_auroc, "weights": model.weights(), "labelled": labelled, "space_weights": spaces,
-            "decision_id": int(decision_id)}
+            "fit_weights": signs, "decision_id": int(decision_id)}
 
 
 def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any]:
@@ -249,9 +259,10 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
         names, pair_ids, x, x_made, trusted = ([str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"],
                                                z["trusted"])
         x_fit = z["x_fit"] if "x_fit" in z.files else x     # runs before the matched context cached none
+        weighed = z["weighed"] if "weighed" in z.files else np.ones(len(x), bool)   # nor, before, which to weigh on
     cfg = make_config(METHOD, run.config)
     model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
-                                  run.seed or 0, x)
+                                  run.seed or 0, x[weighed])
     clean = model.clean_prob(x)
     store.update_clean_prob(run_id, pair_ids, clean, clean)
     fused = fused_metrics(model, labelled, store.last_decision_id(run.dataset_id))
