@@ -54,7 +54,8 @@ class FusedModel:
     coef: np.ndarray
     intercept: float
     cv_auroc: float | None      # cross-validated AUROC on the labelled pairs (None: too few of a class)
-    group_weights: tuple[float, ...] | None = None   # each column group's weight, over the fits (None: no groups)
+    group_weights: tuple[float, ...] | None = None   # each column group's weight, summed over the fits by theirs
+                                                     # (None: no groups)
     fit_weights: tuple[float, float] | None = None   # the unconstrained and the non-negative fit's (None: one fit)
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
@@ -120,7 +121,7 @@ def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def group_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
     """Each group's weight from its logit over the scored pairs ((g, n), unlabelled): its Ashman's D (a
     two-component mixture fitted to the standardised logit: how far apart the matched and the mismatched mode
-    are), normalised to sum to 1; equal weights where no group splits the pairs."""
+    are), normalised to sum to 1; equal weights where no group splits the pairs; 1 for a single group."""
     logits = np.asarray(logits, np.float64)
     if len(logits) == 1:
         return np.ones(1)
@@ -152,14 +153,16 @@ def _combine(coefs: np.ndarray, intercepts: np.ndarray, z_scored: np.ndarray, we
 
 
 def _fit_groups(z: np.ndarray, y: np.ndarray, groups: list[np.ndarray], c: float, seed: int,
-                start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                nonnegative_from: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One regression per column group: (groups × columns) coefficients, 0 outside the group, and intercepts.
-    With `start` (the unconstrained fit's), the non-negative one (`nonnegative_logistic`), started there."""
+    `nonnegative_from`: the unconstrained fit's; fit the non-negative one instead (`nonnegative_logistic`),
+    started there."""
     coefs = np.zeros((len(groups), z.shape[1]))
     intercepts = np.zeros(len(groups))
     for i, cols in enumerate(groups):
-        if start is not None:
-            coefs[i, cols], intercepts[i] = nonnegative_logistic(z[:, cols], y, c, (start[0][i, cols], start[1][i]))
+        if nonnegative_from is not None:
+            start = (nonnegative_from[0][i, cols], nonnegative_from[1][i])
+            coefs[i, cols], intercepts[i] = nonnegative_logistic(z[:, cols], y, c, start)
         else:
             model = _logistic(c, seed).fit(z[:, cols], y)
             coefs[i, cols], intercepts[i] = model.coef_.ravel(), float(model.intercept_[0])
@@ -221,7 +224,7 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     weigh = scored is not None and len(scored) > 0
     fits = [_fit_groups(z, y, column_groups, c, seed)]
     if weigh and nonnegative:
-        fits.append(_fit_groups(z, y, column_groups, c, seed, start=fits[0]))
+        fits.append(_fit_groups(z, y, column_groups, c, seed, nonnegative_from=fits[0]))
     if not weigh:
         coef, intercept, weighing = equal @ fits[0][0], float(equal @ fits[0][1]), None
     else:
