@@ -305,6 +305,24 @@ def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch)
     assert np.allclose(result.clean_prob[train], truth.loc[pair_ids[train], "clean_prob"].to_numpy())
 
 
+def test_a_refit_weighs_on_the_pairs_outside_the_test_split_whatever_its_cache_holds(fused_run) -> None:
+    from core import artifacts
+    from core.detect.method import CACHE_FILE, refit
+    store, _, run_id = fused_run
+    path = artifacts.run_dir(store.run(run_id)) / CACHE_FILE
+    with np.load(path) as z:
+        cached = {k: z[k] for k in z.files}
+    split = store.pairs_frame(store.run(run_id).dataset_id).set_index("pair_id")["split"]
+    assert (cached["weighed"] == (split.reindex(cached["pair_ids"]) != "test").to_numpy()).all()
+    assert not cached["weighed"].all()                                   # the test split's pairs are left out
+    refit(store, run_id)
+    with_mask = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    np.savez(path, **{k: v for k, v in cached.items() if k != "weighed"})   # a run cached before the mask
+    refit(store, run_id)
+    without = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
+    assert np.allclose(with_mask.to_numpy(), without.reindex(with_mask.index).to_numpy())
+
+
 def test_concord_refuses_without_trusted_pairs(store) -> None:
     from core.errors import ConcordError
     from core.generated import GenerateOptions, create_generated

@@ -259,7 +259,10 @@ def refit(store, run_id: int, progress: Progress | None = None) -> dict[str, Any
         names, pair_ids, x, x_made, trusted = ([str(n) for n in z["names"]], z["pair_ids"], z["x"], z["x_made"],
                                                z["trusted"])
         x_fit = z["x_fit"] if "x_fit" in z.files else x     # runs before the matched context cached none
-        weighed = z["weighed"] if "weighed" in z.files else np.ones(len(x), bool)   # nor, before, which to weigh on
+        weighed = z["weighed"] if "weighed" in z.files else None
+    if weighed is None:     # runs before this cached none: the pairs outside the held-out split, from the store
+        split = pair_view(store.pairs_frame(run.dataset_id)).set_index("pair_id")["split"].reindex(pair_ids)
+        weighed = (split != HELD_OUT_SPLIT).to_numpy()
     cfg = make_config(METHOD, run.config)
     model, labelled = fit_on_meta(names, x_fit, x_made, pair_ids, store.meta_frame(run.dataset_id), trusted, cfg,
                                   run.seed or 0, x[weighed])
