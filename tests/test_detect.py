@@ -189,6 +189,30 @@ def test_the_non_negative_fit_is_scikit_learn_s_with_the_wrong_signed_signal_hel
     assert intercept == pytest.approx(reference.intercept_[0], abs=1e-4)
 
 
+def test_the_fit_runs_blas_on_one_thread_and_concurrent_fits_restore_the_count(monkeypatch) -> None:
+    import threading
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from core.detect import fusion
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    seen: list[list[int]] = []
+    prepare = fusion._prepare
+    monkeypatch.setattr(fusion, "_prepare", lambda x: (seen.append(blas_threads()), prepare(x))[1])
+    rng = np.random.default_rng(5)
+    y = np.repeat([1, 0], 30)
+    x = np.where(y == 1, 0.5, -0.5)[:, None] + rng.normal(size=(60, 3))
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        fit_fused(x, y, None, scored=x)
+        assert len(seen) == 6 and all(n == [1] * len(before) for n in seen)   # the fit and its 5 folds: one thread
+        fits = [threading.Thread(target=fit_fused, args=(x, y, None), kwargs={"scored": x}) for _ in range(4)]
+        for t in fits:
+            t.start()
+        for t in fits:
+            t.join()
+        assert blas_threads() == before                          # fits that overlapped leave the count as found
+
+
 def test_the_non_negative_fit_counts_more_where_the_labelled_pairs_teach_a_sign_the_scored_pairs_do_not_follow(
         ) -> None:
     from core.detect.fusion import _prepare, group_multipliers, group_weights, nonnegative_logistic

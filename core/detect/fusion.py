@@ -15,8 +15,10 @@ pairs teach signs the scored pairs do not follow, the constrained fit splits tho
 """
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 from scipy.optimize import minimize
@@ -29,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from core.mixtures import ashman_d, fit_gmm
 
 CV_FOLDS = 5
+_T = TypeVar("_T")
 MIXTURE_ROWS = 5_000
 """At most this many scored pairs (evenly spaced rows: the same ones on every refit) weigh the groups and the fits:
 their mixtures and spreads take a tenth of a second."""
@@ -186,7 +189,21 @@ def cross_validated_auroc(x: np.ndarray, y: np.ndarray, c: float = 0.1, seed: in
     return float(roc_auc_score(1 - y, -out))
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")    # its (n, ≤30) products: 2 BLAS threads made the fit 6× slower
+def _one_blas_thread(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """`fn` with numpy's and scipy's BLAS on one thread (threadpoolctl; torch's own threads are not touched): the
+    fit's (n, ≤ 30) products and L-BFGS-B's small vector steps ran six times slower on two threads. The limit is
+    process-wide, so fits take turns under a re-entrant lock (the cross-validation's folds nest) and each restores
+    the thread count it found."""
+    lock = threading.RLock()
+
+    @functools.wraps(fn)
+    def limited(*args, **kwargs) -> _T:
+        with lock, threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return limited
+
+
+@_one_blas_thread
 def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] | None, c: float = 0.1,
               seed: int = 0, cv: bool = True, groups: Sequence[Sequence[int]] | None = None,
               scored: np.ndarray | None = None, weigh_groups: bool = True, nonnegative: bool = True,
