@@ -57,9 +57,10 @@ def run_row(run) -> dict:
     seconds = None
     if run.started_at and run.finished_at:
         seconds = (run.finished_at - run.started_at).total_seconds()
-    return {"run_id": run.id, "method": run.method, "model": run.model, "regime": run.regime, "seed": run.seed,
-            "state": run.state, "threshold": run.threshold,
-            "epochs": None if _scorer(run) else run.config.get("epochs"),   # a scorer trains nothing itself
+    scorer = _scorer(run)       # a scorer trains nothing itself: no regime, no epochs
+    return {"run_id": run.id, "method": run.method, "model": run.model, "regime": None if scorer else run.regime,
+            "seed": run.seed, "state": run.state, "threshold": run.threshold,
+            "epochs": None if scorer else run.config.get("epochs"),
             "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
             "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
             "created_at": run.created_at.isoformat(timespec="seconds"),

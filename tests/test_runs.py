@@ -24,7 +24,8 @@ def test_runs_table_lists_headline_figures(store, tmp_path: Path):
     waiting = store.create_run(ds, "npc", "concord-tiny", config={"epochs": 1})
     fused = store.create_run(ds, "concord", "concord-tiny", config={"epochs": 8})   # epochs of a b1 it may train
     frame = runs_table(store.runs(ds)).set_index("run")
-    assert pd.isna(frame.loc[fused, "epochs"])                   # a scorer trains nothing itself: no epochs shown
+    assert pd.isna(frame.loc[fused, "epochs"]) and pd.isna(frame.loc[fused, "regime"])   # a scorer trains nothing
+    assert frame.loc[done, "regime"] == "finetune"
     frame = frame.drop(index=fused)
     assert list(frame.index) == [waiting, done]
     row = frame.loc[done]
