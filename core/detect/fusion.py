@@ -191,9 +191,9 @@ def cross_validated_auroc(x: np.ndarray, y: np.ndarray, c: float = 0.1, seed: in
 
 def _one_blas_thread(fn: Callable[..., _T]) -> Callable[..., _T]:
     """`fn` with numpy's and scipy's BLAS on one thread (threadpoolctl; torch's own threads are not touched): the
-    fit's (n, ≤ 30) products and L-BFGS-B's small vector steps ran six times slower on two threads. The limit is
-    process-wide, so fits take turns under a re-entrant lock (the cross-validation's folds nest) and each restores
-    the thread count it found."""
+    fit's (n, ≤ 30) products and L-BFGS-B's small vector steps ran two to six times slower on two threads (the
+    more beside torch's busy threads). The limit is process-wide, so fits take turns under a re-entrant lock (the
+    cross-validation's folds nest) and each restores the thread count it found."""
     lock = threading.RLock()
 
     @functools.wraps(fn)
