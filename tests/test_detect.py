@@ -205,13 +205,23 @@ def test_the_fit_runs_blas_on_one_thread_and_concurrent_fits_restore_the_count(m
         before = blas_threads()
         fit_fused(x, y, None, scored=x)
         assert len(seen) == 6 and all(n == [1] * len(before) for n in seen)   # the fit and its 5 folds: one thread
-        fits = [threading.Thread(target=fit_fused, args=(x, y, None), kwargs={"scored": x}) for _ in range(4)]
-        for t in fits:
-            t.start()
-        for t in fits:
-            t.join()
-        assert blas_threads() == before                          # fits that overlapped leave the count as found
+    # Threads, outside the main thread's limit: while a thread is inside one, threadpoolctl keeps that thread in
+    # control of OpenBLAS's process-wide pool and skips every other thread's limit.
+    before, failed = blas_threads(), []
+    seen.clear()
 
+    def fit() -> None:
+        try:
+            fit_fused(x, y, None, scored=x)
+        except BaseException as error:          # a thread's exception would otherwise only warn
+            failed.append(error)
+    fits = [threading.Thread(target=fit) for _ in range(4)]
+    for t in fits:
+        t.start()
+    for t in fits:
+        t.join()
+    assert not failed and len(seen) == 4 * 6 and all(n == [1] * len(before) for n in seen)   # one at a time
+    assert blas_threads() == before                              # fits that overlapped leave the count as found
 
 def test_the_non_negative_fit_counts_more_where_the_labelled_pairs_teach_a_sign_the_scored_pairs_do_not_follow(
         ) -> None:
@@ -345,6 +355,16 @@ def test_a_refit_weighs_on_the_pairs_outside_the_test_split_whatever_its_cache_h
     refit(store, run_id)
     without = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
     assert np.allclose(with_mask.to_numpy(), without.reindex(with_mask.index).to_numpy())
+    test = ~cached["weighed"]
+    shuffled = cached["x"].copy()
+    rng = np.random.default_rng(3)
+    shuffled[test] = -rng.permuted(shuffled[test], axis=0) + rng.normal(size=shuffled[test].shape)  # other values
+    np.savez(path, **{**cached, "x": shuffled})
+    refit(store, run_id)
+    moved = store.scores_frame(run_id).set_index("pair_id")["clean_prob"].reindex(with_mask.index)
+    outside = ~with_mask.index.isin(cached["pair_ids"][test])
+    assert np.allclose(moved[outside].to_numpy(), with_mask[outside].to_numpy())   # they weigh nothing
+    assert not np.allclose(moved[~outside].to_numpy(), with_mask[~outside].to_numpy())
 
 
 def test_concord_refuses_without_trusted_pairs(store) -> None:

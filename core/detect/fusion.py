@@ -93,7 +93,9 @@ def nonnegative_logistic(z: np.ndarray, y: np.ndarray, c: float, start: tuple[np
     """(coefficients, intercept) of scikit-learn's class-balanced L2 logistic regression (½‖β‖² + C·Σ wᵢ·log(1 +
     e^(−mᵢ)), balanced wᵢ) with every coefficient bounded at 0 from below (L-BFGS-B): the same fit as
     `LogisticRegression(C=c, class_weight="balanced")` wherever that one's coefficients are all positive.
-    `start`: where the solver starts (e.g. the unconstrained fit; negative coefficients are raised to 0)."""
+    `start`: where the solver starts (e.g. the unconstrained fit; negative coefficients are raised to 0). Where the
+    solver stops short of its tolerances (iterations, line search) its last point is returned: the lowest objective
+    it reached."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.int64)
     w = np.where(y == 1, len(y) / (2.0 * y.sum()), len(y) / (2.0 * (len(y) - y.sum())))
     sign = 2.0 * y - 1.0
@@ -192,8 +194,10 @@ def cross_validated_auroc(x: np.ndarray, y: np.ndarray, c: float = 0.1, seed: in
 def _one_blas_thread(fn: Callable[..., _T]) -> Callable[..., _T]:
     """`fn` with numpy's and scipy's BLAS on one thread (threadpoolctl; torch's own threads are not touched): the
     fit's (n, ≤ 30) products and L-BFGS-B's small vector steps ran two to six times slower on two threads (the
-    more beside torch's busy threads). The limit is process-wide, so fits take turns under a re-entrant lock (the
-    cross-validation's folds nest) and each restores the thread count it found."""
+    more beside torch's busy threads). OpenBLAS's pool is process-wide and threadpoolctl lets one thread at a time
+    limit it (the others' limits are skipped while it holds them), so fits take turns under a re-entrant lock (the
+    cross-validation's folds nest) and each restores the thread count it found. A limit that other code holds in
+    another thread meanwhile leaves the fit on the threads it found: slower, the same result."""
     lock = threading.RLock()
 
     @functools.wraps(fn)
@@ -225,7 +229,9 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         weigh_groups: with `scored`, weigh the groups by `group_weights`; False: average them.
         nonnegative: with `scored`, also fit with every coefficient ≥ 0 (`nonnegative_logistic`) and weigh the
             unconstrained and the non-negative fused logit by `group_weights`.
-        weighing: the weights, fixed (the cross-validation's folds take the whole fit's); None: from `scored`.
+        weighing: the weights, fixed (the cross-validation's folds take the whole fit's: weighing uses no label,
+            but the whole fit's classifiers saw the held-out fold's, so the CV AUROC may lean a little high);
+            None: from `scored`.
     Classes are weighted to balance, so the posterior does not lean to the larger class of labels.
     """
     x = np.asarray(x, np.float64)
