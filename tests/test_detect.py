@@ -536,6 +536,28 @@ def test_mismatches_an_image_at_a_time_are_told_apart_and_mirrored_in_the_labell
     assert labelled_contexts(draw, one_by_one) == (one_by_one, one_by_one)
 
 
+def test_the_kind_of_swap_is_decided_once_over_every_space() -> None:
+    from core.detect.context import context_at, context_fits, draw_swaps, swapped_whole
+    # (grid point, distance) per kind: three spaces find captions swapped one by one nearer, by 0.02 each; one
+    # (a text tower that barely tells them apart) finds whole images nearer by 0.01: the split's kind wins
+    one = {False: ((0.6, 0.25, False), 0.03), True: ((0.85, 0.0, True), 0.05)}
+    text = {False: ((0.7, 0.0, False), 0.04), True: ((0.85, 0.0, True), 0.03)}
+    assert swapped_whole([one, one, one, text]) is False        # 0.03 × 3 + 0.04 = 0.13 < 0.05 × 3 + 0.03
+    assert swapped_whole([text]) is True                        # alone, a space takes its own nearer kind
+    assert swapped_whole([one, text, text, text]) is True       # 0.05 + 0.03 × 3 = 0.14 < 0.15: summed
+    assert swapped_whole([{}, text]) is True and swapped_whole([{}]) is False   # spaces with no siblings abstain
+    tie = {False: ((0.5, 0.0, False), 0.02), True: ((0.5, 0.0, True), 0.02)}
+    assert swapped_whole([tie]) is False                        # a tie: one by one, as a single space decides
+    # on a real draw: the kind forced either way cuts that kind's grid point
+    world, pool, trusted, noisy_image, noisy_caption = _captioned_world(0.4)
+    draw = draw_swaps(pool, trusted, world, seed=1)
+    fits = context_fits(draw, world, noisy_image, noisy_caption)
+    assert fits[False][1] < fits[True][1] and not swapped_whole([fits])
+    forced = context_at(draw, fits, True)
+    assert forced.whole and (forced.rate, forced.share) == fits[True][0][:2]
+    assert context_at(draw, {}, True).rate == 0.0                # nothing fitted: nothing swapped
+
+
 def test_no_context_is_fitted_without_siblings_or_trusted_images() -> None:
     from core.detect.context import draw_swaps, matched_context
     text = unit((1, 0), (0, 1), (1, 1), (1, -1))
@@ -554,6 +576,7 @@ def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run
     run = store.run(run_id)
     assert set(run.metrics["context"]) == {f"b1#{b1}", "text"}
     assert all(0.0 <= c["rate"] <= 1.0 and 0.0 <= c["near_miss_share"] <= 1.0 for c in run.metrics["context"].values())
+    assert len({c["whole_images"] for c in run.metrics["context"].values()}) == 1    # one kind for every space
     pairs = store.pairs_frame(run.dataset_id)
     with np.load(artifacts.run_dir(run) / CACHE_FILE) as z:
         names, x, x_fit, pair_ids = list(z["names"]), z["x"], z["x_fit"], z["pair_ids"]

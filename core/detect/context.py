@@ -13,11 +13,12 @@ a near miss or a random caption of another image), and the labelled pairs' sibli
 swapped pool. Where mismatches come a whole image at a time (the `decl` kind: every caption of an image
 replaced), a clean caption's siblings are all clean and a mismatched one's all foreign, so there the trusted
 pairs keep their context and the constructed negatives get their images wholly swapped (`labelled_contexts`).
-The rate, the near-miss share and which of the two the split looks like are fitted without any label, in each
-space apart (a run's caption space was trained on the noisy pairs, so its siblings may agree more than the
-text tower's): they are the ones at which the agreement of the trusted images' captions is distributed as the
-noisy split's. Only sibling terms change: the neighbour terms already draw their neighbours from the whole
-pool, noisy pairs included, for trusted and noisy pairs alike.
+The rate and the near-miss share are fitted without any label, in each space apart (a run's caption space was
+trained on the noisy pairs, so its siblings may agree more than the text tower's): they are the ones at which the
+agreement of the trusted images' captions is distributed as the noisy split's. Which of the two kinds the split
+carries is its noise, not a space's, so a concord run decides it once over every space (`swapped_whole`). Only
+sibling terms change: the neighbour terms already draw their neighbours from the whole pool, noisy pairs included,
+for trusted and noisy pairs alike.
 """
 from __future__ import annotations
 
@@ -117,44 +118,68 @@ SHARES = np.linspace(0.0, 1.0, 5)
 QUANTILES = np.linspace(0.01, 0.99, 99)
 
 
-def matched_context(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray,
-                    noisy_caption: np.ndarray) -> Context:
-    """The trusted images' context, cut from `draw`, whose sibling agreement in one space is distributed as the
-    noisy pairs'.
+def context_fits(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray, noisy_caption: np.ndarray
+                 ) -> dict[bool, tuple[tuple[float, float, bool], float]]:
+    """For each kind of swap (False: captions one by one; True: whole images), the grid point whose trusted
+    images' sibling agreement in one space is distributed nearest the noisy pairs', and that distance.
 
     Args:
         draw: the swaps of the trusted images' captions (`draw_swaps`, in the same space).
         caption_emb: the space's normalised caption embeddings, rows as the pool's captions.
         noisy_image, noisy_caption: the pairs of the noisy split, whose sibling agreement is the target.
-    The swap rate, the near-miss share and whether captions are swapped one by one or whole images at once are
-    the grid point (`RATES` × `SHARES` one by one; `RATES` with random captions for whole images, whose near
-    misses would agree with each other as the image's own captions do) whose trusted images' captions'
-    agreement (swapped-in ones included) is nearest the noisy pairs' in the 1-Wasserstein distance (the mean
-    gap between their quantiles): a minimum-distance estimate of the noise the split carries, fitted on no
-    label. Nothing is swapped when either has no siblings. `labelled_contexts` gives the labelled pairs' contexts.
+    Grid points: `RATES` × `SHARES` one by one; `RATES` with random captions for whole images, whose near misses
+    would agree with each other as the image's own captions do. The distance is the 1-Wasserstein one (the mean
+    gap between the quantiles) over every caption of the trusted images, swapped-in ones included (as the noisy
+    split's pairs are all its captions, mismatched ones included): a minimum-distance estimate of the noise the
+    split carries, fitted on no label. The unswapped pool (rate 0) is a candidate of both kinds, as (0, 0, False).
+    Empty when either has no siblings.
     """
     target = _quantiles(sibling_terms(caption_emb, draw.pool, noisy_image, noisy_caption)[0])
     # the search needs only the trusted images' captions: a pool of those alone is cut far faster
     local = replace(draw, pool=Pool.from_pairs(draw.image, draw.caption, *draw.pool.members.shape))
 
     def agreement(rate: float, share: float, whole: bool) -> np.ndarray | None:
-        """The quantiles of the agreement of every caption of the trusted images, swapped-in ones included (as
-        the noisy split's pairs are all its captions, mismatched ones included)."""
         context = local.at(rate, share, whole)
         captions = context.stand_in(draw.image, draw.caption)
         return _quantiles(sibling_terms(caption_emb, context.pool, draw.image, captions)[0])
 
     unswapped = agreement(0.0, 0.0, False)
     if target is None or unswapped is None:
-        return draw.at(0.0, 0.0)
-    best, best_gap = (0.0, 0.0, False), float(np.abs(unswapped - target).mean())
+        return {}
+    fits = {}
     for whole in (False, True):                  # rate 0 is the unswapped pool whatever the rest: measured once
+        best, best_gap = (0.0, 0.0, False), float(np.abs(unswapped - target).mean())
         for share in (SHARES if not whole else SHARES[:1]):
             for rate in RATES[1:]:
                 gap = float(np.abs(agreement(rate, share, whole) - target).mean())
                 if gap < best_gap - 1e-12:
                     best, best_gap = (float(rate), float(share), whole), gap
-    return draw.at(*best)
+        fits[whole] = (best, best_gap)
+    return fits
+
+
+def swapped_whole(fits: list[dict[bool, tuple[tuple[float, float, bool], float]]]) -> bool:
+    """Whether mismatches come a whole image at a time, decided once for every space (`context_fits` of each): the
+    kind whose distances, summed over the spaces, are the smaller. It is the split's noise, not a space's; a
+    space alone can take the wrong kind where its sibling agreement barely tells them apart (the text tower's on
+    fashion-mnist at 70 % random swaps, docs/benchmarks.md). Where every space takes the same kind, that one."""
+    fits = [f for f in fits if f]
+    return bool(fits) and sum(f[True][1] for f in fits) < sum(f[False][1] for f in fits) - 1e-12
+
+
+def context_at(draw: SwapDraw, fits: dict[bool, tuple[tuple[float, float, bool], float]], whole: bool) -> Context:
+    """The trusted images' context, cut from `draw`, at the grid point `context_fits` found for the kind `whole`
+    (nothing swapped where it found none)."""
+    return draw.at(*fits[whole][0]) if fits else draw.at(0.0, 0.0)
+
+
+def matched_context(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray,
+                    noisy_caption: np.ndarray) -> Context:
+    """The trusted images' context in one space, of the kind and grid point whose sibling agreement is distributed
+    nearest the noisy pairs' (`context_fits`; a concord run decides the kind over every space, `swapped_whole`).
+    `labelled_contexts` gives the labelled pairs' contexts."""
+    fits = context_fits(draw, caption_emb, noisy_image, noisy_caption)
+    return context_at(draw, fits, swapped_whole([fits]))
 
 
 def labelled_contexts(draw: SwapDraw, context: Context) -> tuple[Context, Context]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import artifacts
 from core.detect.consensus import Pool
-from core.detect.context import draw_swaps, labelled_contexts, matched_context
+from core.detect.context import context_at, context_fits, draw_swaps, labelled_contexts, swapped_whole
 from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
@@ -173,8 +173,9 @@ def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: di
                         *, clean_images: np.ndarray, train: np.ndarray, near_k: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, Any]]]:
     """The labelled pairs' signals as the classifier learns from them, each space's sibling terms taken in the
-    context matched to the noisy split's (`core.detect.context`): (every pair's signals with the clean images'
-    pairs in context, the constructed negatives' in context, the fitted context per space).
+    context matched to the noisy split's (`core.detect.context`; whether mismatches come a whole image at a time
+    decided once over every space): (every pair's signals with the clean images' pairs in context, the
+    constructed negatives' in context, the fitted context per space).
 
     Args:
         captions: each space's normalised caption embeddings (`core.detect.signals.caption_spaces`).
@@ -187,10 +188,13 @@ def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: di
         near_k, seed: the swaps' near misses and draw (as the constructed negatives').
     """
     for_trusted, for_made, fitted = {}, {}, {}
+    draws = {space: draw_swaps(pool, clean_images, emb, near_k, seed, indexes[space])
+             for space, emb in captions.items()}
+    fits = {space: context_fits(draws[space], emb, q_img[train], q_cap[train]) for space, emb in captions.items()}
+    whole = swapped_whole(list(fits.values()))
     for space, emb in captions.items():
-        draw = draw_swaps(pool, clean_images, emb, near_k, seed, indexes[space])
-        context = matched_context(draw, emb, q_img[train], q_cap[train])
-        trusted_context, made_context = labelled_contexts(draw, context)
+        context = context_at(draws[space], fits[space], whole)
+        trusted_context, made_context = labelled_contexts(draws[space], context)
         for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)
         fitted[space] = {"rate": context.rate, "near_miss_share": context.share, "whole_images": context.whole}
     rows = np.flatnonzero(np.isin(q_img, clean_images))
