@@ -116,10 +116,12 @@ RATES = np.linspace(0.0, 1.0, 21)
 SHARES = np.linspace(0.0, 1.0, 5)
 """The settings the context is fitted over: the swap rate in steps of 0.05, the near-miss share in quarters."""
 QUANTILES = np.linspace(0.01, 0.99, 99)
+KindFits = dict[bool, tuple[tuple[float, float, bool], float]]
+"""`context_fits`' answer: for each kind of swap (whole images or not), its best grid point and distance."""
 
 
-def context_fits(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray, noisy_caption: np.ndarray
-                 ) -> dict[bool, tuple[tuple[float, float, bool], float]]:
+def context_fits(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarray,
+                 noisy_caption: np.ndarray) -> KindFits:
     """For each kind of swap (False: captions one by one; True: whole images), the grid point whose trusted
     images' sibling agreement in one space is distributed nearest the noisy pairs', and that distance.
 
@@ -158,7 +160,7 @@ def context_fits(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarra
     return fits
 
 
-def swapped_whole(fits: list[dict[bool, tuple[tuple[float, float, bool], float]]]) -> bool:
+def swapped_whole(fits: list[KindFits]) -> bool:
     """Whether mismatches come a whole image at a time, decided once for every space (`context_fits` of each): the
     kind whose distances, summed over the spaces, are the smaller. It is the split's noise, not a space's; a
     space alone can take the wrong kind where its sibling agreement barely tells them apart (the text tower's on
@@ -167,7 +169,7 @@ def swapped_whole(fits: list[dict[bool, tuple[tuple[float, float, bool], float]]
     return bool(fits) and sum(f[True][1] for f in fits) < sum(f[False][1] for f in fits) - 1e-12
 
 
-def context_at(draw: SwapDraw, fits: dict[bool, tuple[tuple[float, float, bool], float]], whole: bool) -> Context:
+def context_at(draw: SwapDraw, fits: KindFits, whole: bool) -> Context:
     """The trusted images' context, cut from `draw`, at the grid point `context_fits` found for the kind `whole`
     (nothing swapped where it found none)."""
     return draw.at(*fits[whole][0]) if fits else draw.at(0.0, 0.0)
