@@ -170,6 +170,21 @@ def test_fused_classifier_weighs_the_spaces_by_how_well_they_split_the_scored_pa
     assert fit_fused(x, y, names, c=0.5, scored=scored).group_weights is None       # no groups: nothing to weigh
 
 
+def test_the_unconstrained_fit_counts_as_far_as_it_ranks_the_pairs_like_the_non_negative_one() -> None:
+    from core.detect.fusion import fit_weights
+    constrained = np.repeat([-1.0, 1.0], 100)     # two clean modes: D = √8000 (see the test above)
+    assert fit_weights(np.array([constrained, constrained])) == pytest.approx([0.5, 0.5])
+    assert fit_weights(np.array([2 * constrained, constrained])) == pytest.approx([0.5, 0.5])   # scale-free
+    assert fit_weights(np.array([-constrained, constrained])) == pytest.approx([0.0, 1.0])      # reversed: none
+    # the same two modes, a quarter of each flipped: they agree on 150 of 200 pairs, correlation (150 − 50) / 200
+    reordered = constrained.copy()
+    reordered[:25], reordered[100:125] = 1.0, -1.0
+    assert np.corrcoef(reordered, constrained)[0, 1] == pytest.approx(0.5)
+    assert fit_weights(np.array([reordered, constrained])) == pytest.approx([1 / 3, 2 / 3])   # 0.5·D : D
+    assert fit_weights(np.array([np.ones(200), constrained])) == pytest.approx([0.0, 1.0])    # constant: none
+    assert fit_weights(np.array([constrained])) == pytest.approx([1.0])
+
+
 def test_the_non_negative_fit_is_scikit_learn_s_with_the_wrong_signed_signal_held_at_zero() -> None:
     from sklearn.linear_model import LogisticRegression
     from core.detect.fusion import nonnegative_logistic
@@ -225,7 +240,7 @@ def test_the_fit_runs_blas_on_one_thread_and_concurrent_fits_restore_the_count(m
 
 def test_the_non_negative_fit_counts_more_where_the_labelled_pairs_teach_a_sign_the_scored_pairs_do_not_follow(
         ) -> None:
-    from core.detect.fusion import _prepare, group_multipliers, group_weights, nonnegative_logistic
+    from core.detect.fusion import _prepare, fit_weights, group_multipliers, nonnegative_logistic
     rng = np.random.default_rng(4)
     y = np.repeat([1, 0], 40)
     a = np.where(y == 1, 0.5, -0.5) + rng.normal(size=80)
@@ -239,8 +254,10 @@ def test_the_non_negative_fit_counts_more_where_the_labelled_pairs_teach_a_sign_
     coef, intercept = nonnegative_logistic((x - mean) / scale, y, 0.5)
     assert coef[1] == 0.0 < coef[0]
     logits = np.array([unconstrained.logit(scored), ((scored - mean) / scale) @ coef + intercept])
-    weights = group_weights(logits)
-    assert model.fit_weights == pytest.approx(weights) and weights[1] > 2 * weights[0]
+    weights = fit_weights(logits)
+    # the unconstrained fit ranks the scored pairs against the constrained one: it counts for nothing
+    assert np.corrcoef(logits)[0, 1] < 0 and weights == pytest.approx([0.0, 1.0])
+    assert model.fit_weights == pytest.approx(weights)
     assert model.logit(scored) == pytest.approx(group_multipliers(weights, logits) @ logits)   # one linear model
     matched = modes > 0
     assert roc_auc_score(~matched, -model.logit(scored)) > roc_auc_score(~matched, -unconstrained.logit(scored)) + 0.1

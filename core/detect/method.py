@@ -71,9 +71,10 @@ class ConcordConfig:
                                        "used) instead of equally: a network that fitted the noise splits them less")
     nonnegative: bool = setting(True, "also fit each classifier with every weight ≥ 0 (every signal is higher when "
                                       "a pair looks matched) and weigh that fused score against the unconstrained "
-                                      "one by how well each splits every pair into two modes: where the labelled "
-                                      "pairs teach signs the noisy pairs do not follow (heavy noise swaps most "
-                                      "trusted captions' context), the constrained fit splits them better")
+                                      "one by how well each splits every pair into two modes, the unconstrained "
+                                      "one also by how closely it ranks them like the constrained one: where the "
+                                      "labelled pairs teach signs the noisy pairs do not follow (heavy noise swaps "
+                                      "most trusted captions' context), the constrained fit counts more")
     c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
     refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
 
