@@ -182,6 +182,13 @@ def test_the_unconstrained_fit_counts_as_far_as_it_ranks_the_pairs_like_the_non_
     assert np.corrcoef(reordered, constrained)[0, 1] == pytest.approx(0.5)
     assert fit_weights(np.array([reordered, constrained])) == pytest.approx([1 / 3, 2 / 3])   # 0.5·D : D
     assert fit_weights(np.array([np.ones(200), constrained])) == pytest.approx([0.0, 1.0])    # constant: none
+    # modes of unequal spread: the unconstrained fit's D (a mixture fitted to it) times the correlation, against √8000
+    from core.mixtures import ashman_d, fit_gmm
+    spread_out = np.r_[np.full(100, -1.0), np.linspace(2.0, 4.0, 100)]
+    d, rho = ashman_d(fit_gmm(spread_out / spread_out.std(), max_iter=100)), np.corrcoef(spread_out, constrained)[0, 1]
+    assert 0.8 < rho < 1 and d < np.sqrt(8000)
+    assert fit_weights(np.array([spread_out, constrained])) == pytest.approx(
+        [d * rho / (d * rho + np.sqrt(8000)), np.sqrt(8000) / (d * rho + np.sqrt(8000))])
     assert fit_weights(np.array([constrained])) == pytest.approx([1.0])
 
 
