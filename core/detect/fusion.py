@@ -131,7 +131,7 @@ def group_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
     logits = np.asarray(logits, np.float64)
     if len(logits) == 1:
         return np.ones(1)
-    return _normalised(_ashman_ds(logits, seed))
+    return _normalised(np.array([ashman_d(fit_gmm(row / _spread(row), max_iter=100, seed=seed)) for row in logits]))
 
 
 def fit_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -142,15 +142,11 @@ def fit_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
     the labelled pairs taught reorder the scored pairs (fashion-mnist at 85 % random swaps: 0.65, 0.09), it counts
     for less. One logit: 1."""
     logits = np.asarray(logits, np.float64)
+    weights = group_weights(logits, seed)
     if len(logits) == 1:
-        return np.ones(1)
+        return weights
     agreement = float(np.corrcoef(logits)[0, 1]) if (logits.std(axis=1) > 0).all() else 0.0
-    return _normalised(_ashman_ds(logits, seed) * [max(agreement, 0.0), 1.0])
-
-
-def _ashman_ds(logits: np.ndarray, seed: int) -> np.ndarray:
-    """Each row's Ashman's D: a two-component mixture fitted to the standardised row."""
-    return np.array([ashman_d(fit_gmm(row / _spread(row), max_iter=100, seed=seed)) for row in logits])
+    return _normalised(weights * [max(agreement, 0.0), 1.0])
 
 
 def _normalised(d: np.ndarray) -> np.ndarray:
