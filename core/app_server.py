@@ -150,7 +150,10 @@ class AppPage:
         calm = 0
         while calm < 2:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"app still busy: script state {app.get_attribute('data-test-script-state')}")
+                raise TimeoutError(f"app still busy at {self.page.url}: script state "
+                                   f"{app.get_attribute('data-test-script-state')}, connection "
+                                   f"{app.get_attribute('data-test-connection-state')}, main area "
+                                   f"{'drawn' if self._rendered() else 'empty'}")
             state = app.get_attribute("data-test-script-state")
             conn = app.get_attribute("data-test-connection-state")
             calm = calm + 1 if state == "notRunning" and conn == "CONNECTED" and self._rendered() else 0
