@@ -277,6 +277,18 @@ def image_pixels(store, dataset_id: int, size: int, progress: Progress | None = 
     return Features(images["image_id"].to_numpy(np.int64), _pixel_cache(size).read(images["hash"].tolist()))
 
 
+def image_pixel_batches(store, dataset_id: int, size: int, batch_size: int = 4096, progress: Progress | None = None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image ids, uint8 pixels) of every image of the dataset, `batch_size` at a time (bounded memory): the
+    pixels `image_pixels` gives, decoded once and cached."""
+    _ensure_pixels(store, dataset_id, size, 256, progress or Progress())
+    images = store.images_frame(dataset_id)
+    cache = _pixel_cache(size)
+    for start in range(0, len(images), batch_size):
+        part = images.iloc[start:start + batch_size]
+        yield part["image_id"].to_numpy(np.int64), cache.read(part["hash"].tolist())
+
+
 def _ensure_image_features(store, dataset_id: int, model: _Model, batch_size: int,
                            progress: Progress) -> tuple[dict[str, int], int]:
     """Compute and cache the image features not cached yet; returns the counts and how many images had to be

@@ -307,14 +307,15 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert run.state == "finished" and run.metrics["base_runs"] == [b1]
     fused = run.metrics["fused"]
     assert fused["labelled"]["positives"] > 0 and fused["labelled"]["constructed"] == fused["labelled"]["positives"]
-    assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings"}
+    assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings",
+                                                       "pixels.image_neighbours", "pixels.caption_neighbours"}
     assert set(fused["fit_weights"]) == {"unconstrained", "nonnegative"}          # the two fits, weighed
     assert sum(fused["fit_weights"].values()) == pytest.approx(1.0) and fused["space_weights"] is None   # one space
     scores = store.scores_frame(run_id)
     assert len(scores) == len(store.pairs_frame(run.dataset_id))
     assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
-    assert {"caption_margin", "image_neighbours", "siblings", "text_siblings",
-            "sibling_count"} <= set(scores.columns)
+    assert {"caption_margin", "image_neighbours", "siblings", "text_siblings", "pixels_image_neighbours",
+            "pixels_caption_neighbours", "pixels_caption_images", "sibling_count"} <= set(scores.columns)
     assert evaluate_run(store, run_id)["auroc"] is not None
 
     # decide 5 training pairs by the truth: the refit is due, learns from them, and rewrites clean_prob
@@ -409,8 +410,9 @@ def test_concord_refuses_without_trusted_pairs(store) -> None:
 def test_bench_consensus_measures_every_step(tmp_path) -> None:
     from core.benchmarks.consensus import markdown, measure
     figures = measure(1500, 5, 16, 20, tmp_path)
-    assert set(figures) == {"signals_one_space_s", "text_siblings_s", "context_one_space_s", "concord_run_s",
-                            "context_spaces", "refit_s", "labelled"}
+    assert set(figures) == {"signals_one_space_s", "text_siblings_s", "pixels_decoded_s", "pixel_features_s",
+                            "pixel_signals_s", "context_one_space_s", "concord_run_s", "context_spaces", "refit_s",
+                            "labelled"}
     assert all(v > 0 for v in figures.values())
     assert figures["context_spaces"] == 1              # the run fitted the trusted pairs' context in its one space
     assert figures["labelled"] == 150 + 20 + 150       # the `val` pairs (30 images), the decisions, one made per positive
@@ -430,6 +432,10 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
                                         "look different.")
     calm = pair | {"siblings": 0.4, "caption_margin": 0.0, "caption_images": 0.9}
     assert explain_pair(calm, lows) == "No single signal flags this pair; only their combination in the fused score."
+    # the pixel space's terms have lines of their own
+    pixel_lows = lows | {"pixels_image_neighbours": 0.1, "pixels_caption_images": 0.2}
+    assert explain_pair(calm | {"pixels_image_neighbours": 0.05, "pixels_caption_images": 0.3}, pixel_lows) == (
+        "Flagged by: the captions of the images that look most like it, pixel for pixel, say otherwise.")
     fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
              "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "

@@ -4,7 +4,9 @@ refit after a batch of decisions.
 On a synthetic store of `--pairs` pairs (`--captions-per-image` each, as `bench review` makes them; a tenth of the
 images in a clean `val` split) with a stand-in finished run (clustered random embeddings), in a temporary folder:
 the signals of every pair in that run's space (`space_signals`: faiss searches, siblings, neighbours, margins), the
-text-space sibling terms over random 384-d caption features, the `val` images' context matched to the train
+text-space sibling terms over random 384-d caption features, the pixel space (`core.detect.pixels`: the images
+decoded at 64 px into the pixel cache, then read back, reduced and projected as a run does once a training run
+has cached them; its neighbour terms beside the same caption features), the `val` images' context matched to the train
 split's in that space (`core.detect.context`), a whole `concord` run over the stand-in with the `val` pairs
 trusted (all of the above but the text signals: encoding 100k captions is the embedding step's cost, `bench
 embed`), and `--decisions` decisions followed by a refit (classifier fit, prediction and the store's update of
@@ -57,7 +59,8 @@ def fused_run(store, dataset: str, base: int) -> int:
 
 def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
     from core.benchmarks.review import _temporary_home, stand_in_run, synthetic_dataset
-    from core.detect.consensus import text_signals
+    from core.detect.consensus import Space, text_signals
+    from core.detect.pixels import dataset_pixel_features
     from core.detect.context import draw_swaps, matched_context
     from core.detect.method import refit
     from core.detect.signals import Query, load_inputs, pair_view, pool_of, signal_matrix
@@ -81,6 +84,15 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         t0 = time.perf_counter()
         text_signals(text, pool, q_img, q_cap)
         out["text_siblings_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dataset_pixel_features(store, ds, inputs.image_ids)
+        out["pixels_decoded_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pixels = dataset_pixel_features(store, ds, inputs.image_ids)
+        out["pixel_features_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Space.build(pixels, text, pool, joint=False).signals(q_img, q_cap)
+        out["pixel_signals_s"] = time.perf_counter() - t0
         train = (frame["split"] == "train").to_numpy()
         trusted = np.unique(q_img[(frame["split"] == "val").to_numpy()])     # a tenth of the images
         t0 = time.perf_counter()
@@ -110,6 +122,11 @@ def markdown(f: dict[str, float], command: str, pairs: int) -> str:
         "", "| step | seconds |", "|---|---|",
         f"| consensus signals of every pair, one run's space | {f['signals_one_space_s']:.1f} |",
         f"| sibling terms in a 384-d text space | {f['text_siblings_s']:.1f} |",
+        f"| the pixel space's features, images decoded at 64 px first (once; a training run caches them) | "
+        f"{f['pixels_decoded_s']:.1f} |",
+        f"| the pixel space's features from the pixel cache (16×16 block means, 64 principal components) | "
+        f"{f['pixel_features_s']:.1f} |",
+        f"| neighbour terms in the pixel space (beside the 384-d text space) | {f['pixel_signals_s']:.1f} |",
         f"| the swaps of the `val` images' captions (a tenth), and their context matched, in one space (a fused "
         f"run does it in each) | {f['context_one_space_s']:.1f} |",
         f"| a whole `concord` run over one base run (signals, constructed negatives, the trusted pairs' matched "

@@ -30,7 +30,8 @@ from core.benchmarks.projection import _records, _timed
 from core.benchmarks.review import _temporary_home
 
 EXTRAS = ("caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
-          "sibling_rank", "text_siblings", "text_sibling_rank", "sibling_count")  # what a concord run writes
+          "sibling_rank", "text_siblings", "text_sibling_rank", "pixels_image_neighbours", "pixels_caption_neighbours",
+          "pixels_caption_images", "sibling_count")  # what a concord run writes
 LASSO_VERTICES = 200
 
 

@@ -23,6 +23,10 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
 
 A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
 caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
+
+A space need not embed both modalities in one space: where images and captions come from separate encoders (the
+pixel space, `core.detect.pixels`: raw pixels and the text tower's features), only the same-modality terms exist,
+`NEIGHBOUR_SIGNALS`.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from core.index import VectorIndex, normalise
 
 SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images",
            "siblings", "sibling_rank")
+NEIGHBOUR_SIGNALS = ("image_neighbours", "caption_neighbours", "caption_images")
+"""The signals that compare images only with images and captions only with captions (a space that is not joint)."""
 
 
 @dataclass(frozen=True)
@@ -167,43 +173,37 @@ class Space:
     caption_centroid: np.ndarray       # per image: its pool captions' normalised mean
     image_sum: np.ndarray              # per caption: the sum of its pool images
     image_centroid: np.ndarray         # per caption: its pool images' normalised mean
+    joint: bool = True                 # images and captions in one space (else only `NEIGHBOUR_SIGNALS`)
 
     @classmethod
     def build(cls, image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool,
-              exact_below: int = BATCH_EXACT_BELOW) -> "Space":
+              exact_below: int = BATCH_EXACT_BELOW, joint: bool = True) -> "Space":
         img, cap = normalise(image_emb), normalise(caption_emb)
         pool_images = np.flatnonzero(np.diff(pool.captions_of.indptr) > 0)
         pool_captions = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
         image_sum = np.asarray(pool.images_of @ img, np.float32)
         return cls(img, cap, pool, VectorIndex.build(img[pool_images], pool_images, exact_below),
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
-                   centroids(pool.captions_of, cap), image_sum, normalise(image_sum))
+                   centroids(pool.captions_of, cap), image_sum, normalise(image_sum), joint)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The signals this space gives."""
+        return SIGNALS if self.joint else NEIGHBOUR_SIGNALS
 
     def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0,
                 moved_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Every signal of `SIGNALS` for each query (image row, caption row); see `space_signals`."""
+        """Every signal of `names` for each query (image row, caption row); see `space_signals`."""
         q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
         if len(q_image) == 0:
-            return {s: np.zeros(0) for s in SIGNALS}
+            return {s: np.zeros(0) for s in self.names}
         img, cap, pool = self.img, self.cap, self.pool
         out: dict[str, np.ndarray] = {}
-        sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption]).astype(np.float64)
-        out["similarity"] = sim
-
         u_img, img_inv = np.unique(q_image, return_inverse=True)
         u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
         max_own = int(np.diff(pool.captions_of.indptr).max(initial=0))
-
-        # cross-modal margins
-        # the caption's best image other than the query's own: the best two, and the second where the first is it
-        ids2, sims2 = self.image_index.search(cap[u_cap], min(len(self.image_index), 2))
-        first_is_own = ids2[cap_inv, 0] == q_image
-        other_best = np.where(first_is_own, sims2[cap_inv, -1] if sims2.shape[1] > 1 else -np.inf,
-                              sims2[cap_inv, 0])
-        out["caption_margin"] = np.where(np.isfinite(other_best), sim - other_best, np.nan)
-        _, s_c, v_c = _search_excluding(self.caption_index, img[u_img], 1, None, max_own + 1, pool, u_img)
-        best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
-        out["image_margin"] = sim - best_caption[img_inv]
+        if self.joint:
+            out.update(self._cross_modal(q_image, q_caption, u_img, img_inv, u_cap, cap_inv, max_own))
 
         # LEMoN: neighbours in the same modality
         n_img, n_sim, n_valid = _search_excluding(self.image_index, img[u_img], k, u_img, 1)
@@ -230,8 +230,24 @@ class Space:
         out["caption_images"] = np.full(len(q_image), np.nan)
         np.divide(dots, norm, out=out["caption_images"], where=(n_others > 0) & (norm > 1e-6))
 
-        out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption, in_pool)
-        return out
+        if self.joint:
+            out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption, in_pool)
+        return {s: out[s] for s in self.names}
+
+    def _cross_modal(self, q_image: np.ndarray, q_caption: np.ndarray, u_img: np.ndarray, img_inv: np.ndarray,
+                     u_cap: np.ndarray, cap_inv: np.ndarray, max_own: int) -> dict[str, np.ndarray]:
+        """similarity, caption_margin and image_margin of each query (a joint space's)."""
+        img, cap, pool = self.img, self.cap, self.pool
+        sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption]).astype(np.float64)
+        # the caption's best image other than the query's own: the best two, and the second where the first is it
+        ids2, sims2 = self.image_index.search(cap[u_cap], min(len(self.image_index), 2))
+        first_is_own = ids2[cap_inv, 0] == q_image
+        other_best = np.where(first_is_own, sims2[cap_inv, -1] if sims2.shape[1] > 1 else -np.inf,
+                              sims2[cap_inv, 0])
+        _, s_c, v_c = _search_excluding(self.caption_index, img[u_img], 1, None, max_own + 1, pool, u_img)
+        best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
+        return {"similarity": sim, "caption_margin": np.where(np.isfinite(other_best), sim - other_best, np.nan),
+                "image_margin": sim - best_caption[img_inv]}
 
 
 def _row_dots(queries: np.ndarray, table: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -17,6 +17,9 @@ PHRASES = {
     "image_neighbours": "the captions of the image's nearest images say otherwise",
     "caption_neighbours": "the images of the caption's nearest captions look different",
     "caption_images": "the caption's other images look different",
+    "pixels_image_neighbours": "the captions of the images that look most like it, pixel for pixel, say otherwise",
+    "pixels_caption_neighbours": "the images of the caption's nearest captions look different, pixel for pixel",
+    "pixels_caption_images": "the caption's other images look different, pixel for pixel",
 }
 SIBLING_SIGNALS = ("siblings", "text_siblings")
 

@@ -1,7 +1,9 @@
 """The per-pair signals of a dataset under its finished runs: one column per (space, consensus signal).
 
 A *space* is a finished run's embeddings (b0/b1/NPC/MSCN all store one vector per image and caption); the
-text tower's own cached caption features add a text-only space for the sibling terms. Everything is indexed by
+text tower's own cached caption features add a text-only space for the sibling terms, and beside the images' raw
+pixels a pixel space for the neighbour terms (`core.detect.pixels`). Those two are *shared*: no network trains
+them, and every network's classifier reads them (`space_groups`). Everything is indexed by
 rows of `SignalInputs.image_ids` / `caption_ids`, so the same code scores dataset pairs and the negatives the
 fused classifier constructs. Only pair ids, image ids, caption ids and splits reach this module: no ground truth
 (`is_noisy`, original captions) and nothing of the `test` split's pairs (they are scored, never pooled).
@@ -21,6 +23,8 @@ from core.index import normalise
 
 HELD_OUT_SPLIT = "test"
 TEXT_SPACE = "text"
+PIXEL_SPACE = "pixels"
+SHARED_SPACES = (TEXT_SPACE, PIXEL_SPACE)
 PAIR_COLUMNS = ("pair_id", "image_id", "caption_id", "split")
 """The only columns of the store's pairs frame that the signals read."""
 
@@ -33,6 +37,7 @@ class SignalInputs:
     caption_ids: np.ndarray                           # sorted store caption ids
     spaces: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (image_emb, caption_emb), rows as the ids
     text: np.ndarray | None                           # the text tower's caption features, rows as caption_ids
+    pixels: np.ndarray | None = None                  # the images' pixel features, rows as image_ids (with text)
 
     def image_rows(self, ids: np.ndarray) -> np.ndarray:
         return _rows(self.image_ids, ids, "image")
@@ -63,9 +68,13 @@ def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
 
 
 def index_spaces(inputs: SignalInputs, pool: Pool) -> dict[str, Space]:
-    """Each run space indexed over the pool, once for everything that searches it."""
-    return {space: Space.build(image_emb, caption_emb, pool)
-            for space, (image_emb, caption_emb) in inputs.spaces.items()}
+    """Each run space, and the pixel space where the inputs have one, indexed over the pool, once for everything
+    that searches it."""
+    spaces = {space: Space.build(image_emb, caption_emb, pool)
+              for space, (image_emb, caption_emb) in inputs.spaces.items()}
+    if inputs.pixels is not None and inputs.pixels.shape[1] and inputs.text is not None:   # identical images: none
+        spaces[PIXEL_SPACE] = Space.build(inputs.pixels, inputs.text, pool, joint=False)
+    return spaces
 
 
 class Query(NamedTuple):
@@ -103,18 +112,19 @@ def caption_spaces(inputs: SignalInputs) -> dict[str, np.ndarray]:
 
 
 def run_spaces(names: Sequence[str]) -> list[str]:
-    """The run spaces among signal names (`space.signal`), in order of appearance (the text tower's is not one)."""
-    return list(dict.fromkeys(n.partition(".")[0] for n in names if n.partition(".")[0] != TEXT_SPACE))
+    """The run spaces among signal names (`space.signal`), in order of appearance (the shared ones are not)."""
+    return list(dict.fromkeys(n.partition(".")[0] for n in names if n.partition(".")[0] not in SHARED_SPACES))
 
 
 def space_groups(names: list[str]) -> list[list[int]] | None:
-    """The signal columns of each run space (in `run_spaces` order), each with the text space's
+    """The signal columns of each run space (in `run_spaces` order), each with the shared spaces'
     (`core.detect.fusion.fit_fused`'s groups: one classifier per network); None with fewer than two run spaces,
     where that is one classifier anyway."""
     space_of = [n.partition(".")[0] for n in names]
-    text = [j for j, space in enumerate(space_of) if space == TEXT_SPACE]
+    shared = [j for j, space in enumerate(space_of) if space in SHARED_SPACES]
     spaces = run_spaces(names)
-    return [[j for j, sp in enumerate(space_of) if sp == space] + text for space in spaces] if len(spaces) > 1 else None
+    return ([[j for j, sp in enumerate(space_of) if sp == space] + shared for space in spaces]
+            if len(spaces) > 1 else None)
 
 
 def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context]],
@@ -131,12 +141,12 @@ def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.nda
 
 
 def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """One column per signal kind (the mean over the run spaces; the text space's apart), for the map and
-    the Review line."""
+    """One column per signal kind (the mean over the run spaces; each shared space's apart, e.g.
+    `text_siblings`, `pixels_caption_images`), for the map and the Review line."""
     kinds: dict[str, list[int]] = {}
     for j, name in enumerate(names):
         space, _, signal = name.partition(".")
-        key = f"{TEXT_SPACE}_{signal}" if space == TEXT_SPACE else signal
+        key = f"{space}_{signal}" if space in SHARED_SPACES else signal
         kinds.setdefault(key, []).append(j)
     with warnings.catch_warnings():       # a pair missing a signal in every space stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -145,8 +155,9 @@ def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_model: str | None,
-                device: str = "auto") -> SignalInputs:
-    """The spaces of `runs` (their cached embeddings) and, with `text_model`, its cached caption features."""
+                device: str = "auto", pixels: bool = False) -> SignalInputs:
+    """The spaces of `runs` (their cached embeddings), with `text_model` its cached caption features, and with
+    `pixels` too the images' pixel features (`core.detect.pixels`)."""
     from core import artifacts
     image_ids = np.unique(pairs["image_id"].to_numpy(np.int64))
     caption_ids = np.unique(pairs["caption_id"].to_numpy(np.int64))
@@ -158,4 +169,8 @@ def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_mo
     if text_model is not None:
         from core.features import text_features
         text = normalise(text_features(store, dataset_id, text_model, device).rows(caption_ids))
-    return SignalInputs(image_ids, caption_ids, spaces, text)
+    pixel = None
+    if pixels and text is not None:
+        from core.detect.pixels import dataset_pixel_features
+        pixel = dataset_pixel_features(store, dataset_id, image_ids)
+    return SignalInputs(image_ids, caption_ids, spaces, text, pixel)

@@ -1,0 +1,84 @@
+"""The pixel space (`core.detect.pixels`): block means and principal components by hand, and the neighbour terms
+of a space whose images and captions come from separate encoders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.detect.consensus import NEIGHBOUR_SIGNALS, Pool, Space
+from core.detect.pixels import block_means, pixel_features, principal_components
+from core.detect.signals import SignalInputs, index_spaces, run_spaces, signal_matrix, space_groups, Query
+
+
+def test_block_means_average_each_block_of_the_centred_crop() -> None:
+    # one 5×5 grey image, values 0..24 row by row; a 2×2 grid crops the centred 4×4 (rows/cols 0..3) into 2×2 blocks
+    img = np.arange(25, dtype=np.uint8).reshape(1, 5, 5, 1)
+    assert (block_means(img, grid=2)[0] * 255).tolist() == pytest.approx([3.0, 5.0, 13.0, 15.0])
+    # colour is kept per channel: a red left half and a blue right half
+    rgb = np.zeros((1, 2, 2, 3), np.uint8)
+    rgb[0, :, 0, 0], rgb[0, :, 1, 2] = 255, 255
+    assert block_means(rgb, grid=2)[0].tolist() == [1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="smaller than a 16×16 grid"):
+        block_means(np.zeros((1, 8, 8, 3), np.uint8), grid=16)
+
+
+def test_principal_components_by_hand() -> None:
+    # three points on the diagonal: centred (-1, -1), (0, 0), (1, 1); the first component is the diagonal, the
+    # projections -√2, 0, √2 (standard deviation √2), whitened -1, 0, 1; the second component carries nothing
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    z = principal_components(x, dims=1, whiten=False)
+    assert z.shape == (3, 1) and np.abs(z[:, 0]) == pytest.approx([np.sqrt(2), 0.0, np.sqrt(2)], abs=1e-6)
+    assert z[0, 0] == pytest.approx(-z[2, 0])
+    assert np.abs(principal_components(x, dims=64)[:, 0]) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
+    assert principal_components(x, dims=64).shape == (3, 1)
+    # two components of unequal spread: whitened, both count alike
+    y = np.array([[-3.0, 0.0], [3.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    assert np.abs(principal_components(y, whiten=False)).max(axis=0) == pytest.approx([3.0, 1.0], abs=1e-6)
+    w = principal_components(y)
+    assert w.std(axis=0, ddof=1) == pytest.approx([1.0, 1.0], abs=1e-6)
+    # unit rows once normalised (a zero row stays zero)
+    f = pixel_features(x, dims=64)
+    assert np.linalg.norm(f, axis=1) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
+    # fitted on a sample of the rows: the same line (the sample's mean may shift the origin, not the distances)
+    big = np.repeat(x, 10, axis=0)
+    z = principal_components(big, dims=1, sample=6, seed=1, whiten=False)[::10, 0]
+    assert np.abs(np.diff(z)) == pytest.approx([np.sqrt(2), np.sqrt(2)], abs=1e-5)
+
+
+def test_a_space_of_two_encoders_gives_the_neighbour_terms_only() -> None:
+    # pixels (2-d): images 0 and 1 look alike, image 2 does not. Captions (3-d, another encoder): image 1's caption
+    # is x; image 0 carries x' (cos 0.8 to x) and y (⊥ x); image 2 carries z
+    pixels = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]])
+    captions = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    pool = Pool.from_pairs(np.array([1, 0, 0, 2]), np.array([0, 1, 2, 3]), 3, 4)
+    space = Space.build(pixels, captions, pool, joint=False)
+    s = space.signals(np.array([0, 0]), np.array([1, 2]), k=1, tau=0.0)
+    assert tuple(s) == NEIGHBOUR_SIGNALS == space.names
+    # image 0's look-alike is image 1, whose caption is x: cos(x', x) = 0.8, cos(y, x) = 0: y's pair scores lower
+    assert s["image_neighbours"] == pytest.approx([0.8, 0.0])
+    # x''s nearest other caption (not image 0's) is x, of image 1: cos(pixels 0, pixels 1) = 0.96
+    assert s["caption_neighbours"][0] == pytest.approx(0.96)
+    assert np.isnan(s["caption_images"]).all()                # no caption has another image
+
+
+def test_the_pixel_space_is_shared_by_every_network_s_classifier() -> None:
+    rng = np.random.default_rng(0)
+    n_img, n_cap = 12, 24
+    img_ids, cap_ids = np.arange(n_img), np.arange(n_cap)
+    run = (rng.normal(size=(n_img, 4)), rng.normal(size=(n_cap, 4)))
+    inputs = SignalInputs(img_ids, cap_ids, {"b1#1": run, "mscn#2": run}, rng.normal(size=(n_cap, 6)),
+                          rng.normal(size=(n_img, 3)))
+    pool = Pool.from_pairs(cap_ids // 2, cap_ids, n_img, n_cap)
+    assert list(index_spaces(inputs, pool)) == ["b1#1", "mscn#2", "pixels"]
+    names, (x,) = signal_matrix(inputs, pool, [Query(cap_ids // 2, cap_ids)], k=2, tau=5.0)
+    assert [n for n in names if n.startswith("pixels.")] == [f"pixels.{s}" for s in NEIGHBOUR_SIGNALS]
+    assert run_spaces(names) == ["b1#1", "mscn#2"]
+    shared = [j for j, n in enumerate(names) if n.split(".")[0] in ("pixels", "text")]
+    assert len(shared) == 5 and all(set(shared) <= set(g) for g in space_groups(names))
+    # without the text tower's features there are no captions for the pixel space
+    no_text = SignalInputs(img_ids, cap_ids, {"b1#1": run}, None, rng.normal(size=(n_img, 3)))
+    assert list(index_spaces(no_text, pool)) == ["b1#1"]
+    # images that are all alike have no principal component: no pixel space either
+    alike = principal_components(np.ones((n_img, 5)))
+    assert alike.shape == (n_img, 0)
+    assert list(index_spaces(SignalInputs(img_ids, cap_ids, {"b1#1": run}, inputs.text, alike), pool)) == ["b1#1"]
