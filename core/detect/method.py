@@ -3,8 +3,9 @@
 A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space, the sibling terms in the text tower's space and the
-neighbour terms in the pixel space (`core.detect.pixels`), and fits the fused classifier (`core.detect.fusion`: one per run's space, weighed by how well each splits the pairs,
-and the same with every weight ≥ 0, weighed against it) on the meta-data plus constructed negatives
+neighbour terms in the pixel space (`core.detect.pixels`), and fits the fused classifier (`core.detect.fusion`:
+one per run's space, weighed by how well each splits the pairs, and the same with every weight ≥ 0, weighed
+against it) on the meta-data plus constructed negatives
 (`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
 (`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
 `weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
@@ -54,9 +55,9 @@ class ConcordConfig:
     tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less")
     text_signals: bool = setting(True, "also the sibling terms in the text tower's own feature space")
     pixel_signals: bool = setting(True, "also the neighbour terms in the pixel space: images as their raw pixels "
-                                        "(averaged over a 16×16 grid, 64 principal components), captions as the "
-                                        "text tower's features. No network trains it, so it cannot fit the noise "
-                                        "the runs train on (needs text_signals)")
+                                        "(averaged over a 16×16 grid, 64 whitened principal components), captions "
+                                        "as the text tower's features. No network trains it, so it cannot fit the "
+                                        "noise the runs train on (needs text_signals)")
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")

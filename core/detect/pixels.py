@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.index import normalise
+from core.progress import Progress
 
 PIXEL_SIZE = 64
 """The resolution the pixels are read at: the offline model's input size, which its training caches already."""
@@ -64,7 +65,8 @@ def pixel_features(means: np.ndarray, dims: int = DIMS, seed: int = 0) -> np.nda
     return normalise(principal_components(means, dims, seed=seed))
 
 
-def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, progress=None) -> np.ndarray:
+def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, progress: Progress | None = None
+                           ) -> np.ndarray:
     """`pixel_features` of the dataset's images `image_ids` (rows in that order), read at `PIXEL_SIZE` from the
     pixel cache (decoding what it lacks) a batch at a time."""
     from core.features import image_pixel_batches
