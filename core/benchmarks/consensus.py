@@ -4,7 +4,9 @@ refit after a batch of decisions.
 On a synthetic store of `--pairs` pairs (`--captions-per-image` each, as `bench review` makes them; a tenth of the
 images in a clean `val` split) with a stand-in finished run (clustered random embeddings), in a temporary folder:
 the signals of every pair in that run's space (`space_signals`: faiss searches, siblings, neighbours, margins), the
-text-space sibling terms over random 384-d caption features, the pixel space (`core.detect.pixels`: the images
+text-space sibling terms over 384-d stand-in caption features (the run's caption embeddings through a random
+projection: clustered as a text tower's are, where random vectors would leave an IVF index nothing to prune), the
+pixel space (`core.detect.pixels`: the images
 decoded at 64 px into the pixel cache, then read back, reduced and projected as a run does once a training run
 has cached them; its neighbour terms beside the same caption features), the `val` images' context matched to the train
 split's in that space (`core.detect.context`), a whole `concord` run over the stand-in with the `val` pairs
@@ -64,6 +66,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
     from core.detect.context import draw_swaps, matched_context
     from core.detect.method import refit
     from core.detect.signals import Query, load_inputs, pair_view, pool_of, signal_matrix
+    from core.index import normalise
     from core.progress import Progress
     from core.store import Store
     from core.training import execute_run
@@ -80,7 +83,8 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         t0 = time.perf_counter()
         signal_matrix(inputs, pool, [Query(q_img, q_cap)], k=10, tau=5.0)
         out["signals_one_space_s"] = time.perf_counter() - t0
-        text = np.random.default_rng(0).normal(size=(len(inputs.caption_ids), 384)).astype(np.float32)
+        run_captions = next(iter(inputs.spaces.values()))[1]
+        text = normalise(run_captions @ np.random.default_rng(0).normal(size=(run_captions.shape[1], 384)))
         t0 = time.perf_counter()
         text_signals(text, pool, q_img, q_cap)
         out["text_siblings_s"] = time.perf_counter() - t0
