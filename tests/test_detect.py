@@ -339,7 +339,9 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
 
 
 def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch) -> None:
-    """Poison the ground-truth columns and the test split's pairs: the training pairs' scores do not move."""
+    """Poison the ground-truth columns and the test split's pairs (their captions, and their images' pixels): the
+    training pairs' scores do not move."""
+    import core.features
     from core.methods import make_config
     from core.detect.method import Concord
     from core.progress import Progress
@@ -349,6 +351,15 @@ def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch)
     truth = store.scores_frame(run_id).set_index("pair_id")
     real = Store.pairs_frame
     rng = np.random.default_rng(7)
+    test_images = real(store, run.dataset_id).query("split == 'test'")["image_id"].unique()
+    real_pixels = core.features.image_pixel_batches
+
+    def noisy_pixels(*args, **kwargs):
+        for ids, pixels in real_pixels(*args, **kwargs):
+            pixels = pixels.copy()
+            pixels[np.isin(ids, test_images)] = rng.integers(0, 256, pixels[np.isin(ids, test_images)].shape)
+            yield ids, pixels
+    monkeypatch.setattr(core.features, "image_pixel_batches", noisy_pixels)
 
     def poisoned(self, dataset_id, *args, **kwargs) -> pd.DataFrame:
         frame = real(self, dataset_id, *args, **kwargs).copy()

@@ -39,6 +39,11 @@ def test_principal_components_by_hand() -> None:
     # unit rows once normalised (a zero row stays zero)
     f = pixel_features(x, dims=64)
     assert np.linalg.norm(f, axis=1) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
+    # fitted on some rows only (a run's: the images outside the held-out split): a row left out does not shape the
+    # components, it is only projected on them
+    out = np.vstack([x, [[5.0, -5.0]]])
+    z = principal_components(out, dims=1, whiten=False, fit_rows=np.array([0, 1, 2]))
+    assert np.abs(z[:, 0]) == pytest.approx([np.sqrt(2), 0.0, np.sqrt(2), 0.0], abs=1e-6)
     # fitted on a sample of the rows: the same line (the sample's mean may shift the origin, not the distances)
     big = np.repeat(x, 10, axis=0)
     z = principal_components(big, dims=1, sample=6, seed=1, whiten=False)[::10, 0]

@@ -7,7 +7,8 @@ against the captions of the images that look most like the pair's, the image aga
 nearest captions, and the image against the caption's other images.
 
 An image's features: its pixels averaged over a `GRID` × `GRID` grid of blocks (colour kept), centred, projected
-on their first `DIMS` principal components (fitted on at most `PCA_SAMPLE` images, seeded), each scaled to unit
+on their first `DIMS` principal components (fitted on at most `PCA_SAMPLE` images outside the held-out split,
+seeded), each scaled to unit
 variance (whitened: the overall brightness and background, which carry most of the variance, count no more than
 the components that tell shapes apart), L2-normalised. Whitening was chosen on the demo's development cells (fused
 AUROC −0.0005 on their mean against −0.0029 unwhitened; a 8 × 8 or 32 × 32 grid or 16 components: −0.0027 to
@@ -47,11 +48,14 @@ def block_means(pixels: np.ndarray, grid: int = GRID) -> np.ndarray:
 
 
 def principal_components(x: np.ndarray, dims: int = DIMS, sample: int = PCA_SAMPLE, seed: int = 0,
-                         whiten: bool = True) -> np.ndarray:
+                         whiten: bool = True, fit_rows: np.ndarray | None = None) -> np.ndarray:
     """`x` centred and projected on its first `dims` principal components (fewer where `x` has fewer rows or
-    columns, or the rest carry no variance), fitted on `sample` rows drawn with `seed`, with `whiten` each divided
-    by its standard deviation over those rows; (n, dims) float32."""
-    rows = np.random.default_rng(seed).choice(len(x), sample, replace=False) if len(x) > sample else slice(None)
+    columns, or the rest carry no variance), fitted on at most `sample` of the rows `fit_rows` (default: every
+    row) drawn with `seed`, with `whiten` each divided by its standard deviation over those rows; (n, dims)
+    float32."""
+    rows = np.arange(len(x)) if fit_rows is None else np.asarray(fit_rows, np.int64)
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
     fit = np.asarray(x[rows], np.float64)
     mean = fit.mean(axis=0)
     _, singular, vt = np.linalg.svd(fit - mean, full_matrices=False)
@@ -60,15 +64,18 @@ def principal_components(x: np.ndarray, dims: int = DIMS, sample: int = PCA_SAMP
     return ((x - mean) @ (vt[:keep].T / scale)).astype(np.float32)
 
 
-def pixel_features(means: np.ndarray, dims: int = DIMS, seed: int = 0) -> np.ndarray:
-    """(n, ≤ dims) L2-normalised features of images given as their `block_means`: see the module docstring."""
-    return normalise(principal_components(means, dims, seed=seed))
+def pixel_features(means: np.ndarray, dims: int = DIMS, seed: int = 0, fit_rows: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """(n, ≤ dims) L2-normalised features of images given as their `block_means`, the components fitted on the
+    rows `fit_rows` (default: every row): see the module docstring."""
+    return normalise(principal_components(means, dims, seed=seed, fit_rows=fit_rows))
 
 
-def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, progress: Progress | None = None
-                           ) -> np.ndarray:
+def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, fit_ids: np.ndarray | None = None,
+                           progress: Progress | None = None) -> np.ndarray:
     """`pixel_features` of the dataset's images `image_ids` (rows in that order), read at `PIXEL_SIZE` from the
-    pixel cache (decoding what it lacks) a batch at a time."""
+    pixel cache (decoding what it lacks) a batch at a time; the components fitted on the images `fit_ids` among
+    them (default: all; a run passes those of the pairs outside the held-out split, so no test image shapes them)."""
     from core.features import image_pixel_batches
     ids, means = [], []
     for batch_ids, pixels in image_pixel_batches(store, dataset_id, PIXEL_SIZE, progress=progress):
@@ -79,4 +86,5 @@ def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, progre
     pos = order[np.minimum(np.searchsorted(known, image_ids, sorter=order), len(known) - 1)]
     if len(image_ids) and (known[pos] != image_ids).any():
         raise KeyError("no pixels for an image of the pairs")
-    return pixel_features(x[pos])
+    fit_rows = None if fit_ids is None else np.flatnonzero(np.isin(image_ids, fit_ids))
+    return pixel_features(x[pos], fit_rows=fit_rows)

@@ -157,7 +157,8 @@ def summary_signals(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
 def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_model: str | None,
                 device: str = "auto", pixels: bool = False) -> SignalInputs:
     """The spaces of `runs` (their cached embeddings), with `text_model` its cached caption features, and with
-    `pixels` too the images' pixel features (`core.detect.pixels`)."""
+    `pixels` too the images' pixel features (`core.detect.pixels`, its components fitted on the images outside the
+    held-out split)."""
     from core import artifacts
     image_ids = np.unique(pairs["image_id"].to_numpy(np.int64))
     caption_ids = np.unique(pairs["caption_id"].to_numpy(np.int64))
@@ -172,5 +173,6 @@ def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_mo
     pixel = None
     if pixels and text is not None:
         from core.detect.pixels import dataset_pixel_features
-        pixel = dataset_pixel_features(store, dataset_id, image_ids)
+        pooled = pairs.loc[pairs["split"] != HELD_OUT_SPLIT, "image_id"].to_numpy(np.int64)
+        pixel = dataset_pixel_features(store, dataset_id, image_ids, fit_ids=pooled)
     return SignalInputs(image_ids, caption_ids, spaces, text, pixel)
