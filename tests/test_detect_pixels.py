@@ -41,7 +41,7 @@ def test_principal_components_by_hand() -> None:
     assert np.linalg.norm(f, axis=1) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
     # fitted on some rows only (a run's: the images outside the held-out split): a row left out does not shape the
     # components, it is only projected on them
-    out = np.vstack([x, [[5.0, -5.0]]])
+    out = np.vstack([x, [[-4.0, 6.0]]])      # centred on the fitted rows' mean (1, 1): (-5, 5), across the line
     z = principal_components(out, dims=1, whiten=False, fit_rows=np.array([0, 1, 2]))
     assert np.abs(z[:, 0]) == pytest.approx([np.sqrt(2), 0.0, np.sqrt(2), 0.0], abs=1e-6)
     # fitted on a sample of the rows: the same line (the sample's mean may shift the origin, not the distances)
