@@ -98,6 +98,19 @@ def test_fused_classifier_on_a_separable_case() -> None:
         fit_fused(x, np.ones(40), ["useful", "noise"])
 
 
+def test_a_signal_constant_on_the_labelled_pairs_is_not_scaled_up() -> None:
+    # column 1 is 0.3 on every labelled pair but for float noise (spread 1e-9); where it varies on the scored pairs,
+    # standardising by that spread would make logits of millions
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 50)
+    x = np.column_stack([y + rng.normal(0, 0.5, 100), 0.3 + rng.normal(0, 1e-9, 100)])
+    model = fit_fused(x, y, ["s", "flat"], cv=False)
+    assert model.scale[1] == 1.0
+    scored = np.column_stack([np.linspace(-1, 2, 20), np.linspace(-1, 1, 20)])
+    assert np.abs(model.logit(scored)).max() < 20
+    assert np.all(np.diff(model.clean_prob(scored)) > 0)       # still ranked by the signal that says something
+
+
 def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:
     from core.detect.signals import run_spaces, space_groups
     names = ["b1#1.similarity", "b1#1.siblings", "npc#2.similarity", "text.siblings"]

@@ -72,7 +72,7 @@ class FusedModel:
 
     def clean_prob(self, x: np.ndarray) -> np.ndarray:
         """Probability that each row's pair is matched."""
-        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+        return expit(self.logit(x))
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Each signal's share of each row's logit (coef × standardised value): negative pushes towards
@@ -114,13 +114,18 @@ def nonnegative_logistic(z: np.ndarray, y: np.ndarray, c: float, start: tuple[np
     return fit.x[:-1], float(fit.x[-1])
 
 
+CONSTANT_BELOW = 1e-6
+"""A signal whose spread over the labelled pairs is below this is constant there (float noise): it is not scaled
+up, or the pairs where it does vary would get logits of millions."""
+
+
 def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     fill = np.nanmedian(np.where(np.isnan(x).all(axis=0), 0.0, x), axis=0) if len(x) else np.zeros(x.shape[1])
     fill = np.where(np.isnan(fill), 0.0, fill)
     filled = np.where(np.isnan(x), fill, x)
     mean = filled.mean(axis=0)
     scale = filled.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = np.where(scale > CONSTANT_BELOW, scale, 1.0)
     return filled, fill, mean, scale
 
 
