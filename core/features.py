@@ -272,21 +272,20 @@ def _ensure_pixels(store, dataset_id: int, size: int, batch_size: int, progress:
 def image_pixels(store, dataset_id: int, size: int, progress: Progress | None = None) -> Features:
     """Every image of the dataset decoded once, RGB, shorter side resized to `size` and centre-cropped (as
     open_clip's preprocessing): uint8 (n, size, size, 3), cached per image hash and size."""
-    _ensure_pixels(store, dataset_id, size, 256, progress or Progress())
-    images = store.images_frame(dataset_id)
-    return Features(images["image_id"].to_numpy(np.int64), _pixel_cache(size).read(images["hash"].tolist()))
+    return next(image_pixel_batches(store, dataset_id, size, None, progress))
 
 
-def image_pixel_batches(store, dataset_id: int, size: int, batch_size: int = 4096, progress: Progress | None = None
-                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(image ids, uint8 pixels) of every image of the dataset, `batch_size` at a time (bounded memory): the
-    pixels `image_pixels` gives, decoded once and cached."""
+def image_pixel_batches(store, dataset_id: int, size: int, batch_size: int | None = 4096,
+                        progress: Progress | None = None) -> Iterator[Features]:
+    """The pixels `image_pixels` gives, `batch_size` images at a time (bounded memory; None: all in one batch, and
+    one batch even for no image)."""
     _ensure_pixels(store, dataset_id, size, 256, progress or Progress())
     images = store.images_frame(dataset_id)
     cache = _pixel_cache(size)
-    for start in range(0, len(images), batch_size):
-        part = images.iloc[start:start + batch_size]
-        yield part["image_id"].to_numpy(np.int64), cache.read(part["hash"].tolist())
+    step = batch_size or max(len(images), 1)
+    for start in range(0, max(len(images), 1), step):
+        part = images.iloc[start:start + step]
+        yield Features(part["image_id"].to_numpy(np.int64), cache.read(part["hash"].tolist()))
 
 
 def _ensure_image_features(store, dataset_id: int, model: _Model, batch_size: int,

@@ -368,10 +368,10 @@ def test_no_ground_truth_or_test_pair_reaches_the_scorer(fused_run, monkeypatch)
     real_pixels = core.features.image_pixel_batches
 
     def noisy_pixels(*args, **kwargs):
-        for ids, pixels in real_pixels(*args, **kwargs):
-            pixels = pixels.copy()
-            pixels[np.isin(ids, test_images)] = rng.integers(0, 256, pixels[np.isin(ids, test_images)].shape)
-            yield ids, pixels
+        for batch in real_pixels(*args, **kwargs):
+            pixels, test = batch.values.copy(), np.isin(batch.ids, test_images)
+            pixels[test] = rng.integers(0, 256, pixels[test].shape)
+            yield core.features.Features(batch.ids, pixels)
     monkeypatch.setattr(core.features, "image_pixel_batches", noisy_pixels)
 
     def poisoned(self, dataset_id, *args, **kwargs) -> pd.DataFrame:

@@ -76,15 +76,9 @@ def dataset_pixel_features(store, dataset_id: int, image_ids: np.ndarray, fit_id
     """`pixel_features` of the dataset's images `image_ids` (rows in that order), read at `PIXEL_SIZE` from the
     pixel cache (decoding what it lacks) a batch at a time; the components fitted on the images `fit_ids` among
     them (default: all; a run passes those of the pairs outside the held-out split, so no test image shapes them)."""
-    from core.features import image_pixel_batches
-    ids, means = [], []
-    for batch_ids, pixels in image_pixel_batches(store, dataset_id, PIXEL_SIZE, progress=progress):
-        ids.append(batch_ids)
-        means.append(block_means(pixels))
-    known, x = np.concatenate(ids), np.vstack(means)
-    order = np.argsort(known, kind="stable")
-    pos = order[np.minimum(np.searchsorted(known, image_ids, sorter=order), len(known) - 1)]
-    if len(image_ids) and (known[pos] != image_ids).any():
-        raise KeyError("no pixels for an image of the pairs")
+    from core.features import Features, image_pixel_batches
+    batches = [Features(b.ids, block_means(b.values))
+               for b in image_pixel_batches(store, dataset_id, PIXEL_SIZE, progress=progress)]
+    means = Features(np.concatenate([b.ids for b in batches]), np.vstack([b.values for b in batches])).rows(image_ids)
     fit_rows = None if fit_ids is None else np.flatnonzero(np.isin(image_ids, fit_ids))
-    return pixel_features(x[pos], fit_rows=fit_rows)
+    return pixel_features(means, fit_rows=fit_rows)
