@@ -328,7 +328,8 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert len(scores) == len(store.pairs_frame(run.dataset_id))
     assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
     assert {"caption_margin", "image_neighbours", "siblings", "text_siblings", "pixels_image_neighbours",
-            "pixels_caption_neighbours", "pixels_caption_images", "sibling_count"} <= set(scores.columns)
+            "pixels_caption_neighbours", "pixels_caption_images", "look_alikes", "read_alikes",
+            "sibling_count"} <= set(scores.columns)
     assert evaluate_run(store, run_id)["auroc"] is not None
 
     # decide 5 training pairs by the truth: the refit is due, learns from them, and rewrites clean_prob
@@ -435,8 +436,8 @@ def test_bench_consensus_measures_every_step(tmp_path) -> None:
     from core.benchmarks.consensus import markdown, measure
     figures = measure(1500, 5, 16, 20, tmp_path)
     assert set(figures) == {"signals_one_space_s", "text_siblings_s", "pixels_decoded_s", "pixel_features_s",
-                            "pixel_signals_s", "context_one_space_s", "concord_run_s", "context_spaces", "refit_s",
-                            "labelled"}
+                            "pixel_signals_s", "look_alikes_one_space_s", "context_one_space_s", "concord_run_s",
+                            "context_spaces", "refit_s", "labelled"}
     assert all(v > 0 for v in figures.values())
     assert figures["context_spaces"] == 1              # the run fitted the trusted pairs' context in its one space
     assert figures["labelled"] == 150 + 20 + 150       # the `val` pairs (30 images), the decisions, one made per positive

@@ -1,11 +1,11 @@
-"""The pixel space (`core.detect.pixels`): block means and principal components by hand, and the neighbour terms
-of a space whose images and captions come from separate encoders."""
+"""The pixel space (`core.detect.pixels`): block means and principal components by hand, the neighbour terms
+of a space whose images and captions come from separate encoders, and a run's look-alike terms over its neighbours."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.detect.consensus import NEIGHBOUR_SIGNALS, Pool, Space
+from core.detect.consensus import LOOK_ALIKE_SIGNALS, NEIGHBOUR_SIGNALS, Pool, Space, look_alike_signals
 from core.detect.pixels import block_means, pixel_features, principal_components
 from core.detect.signals import SignalInputs, index_spaces, run_spaces, signal_matrix, space_groups, Query
 
@@ -66,6 +66,35 @@ def test_a_space_of_two_encoders_gives_the_neighbour_terms_only() -> None:
     assert np.isnan(s["caption_images"]).all()                # no caption has another image
 
 
+def test_a_run_s_look_alike_terms_score_the_pair_s_neighbours_not_the_pair() -> None:
+    # pixels: images 0 and 1 look alike (cos 0.96), image 2 does not. Text features: image 1's caption is x, image
+    # 0 carries x' (cos 0.8 to x) and y (⊥ x), image 2 carries z (cos 0.6 to y). The run (2-d) scores both of
+    # image 0's pairs matched, y included (a memorised mismatch): cos(img0, x') = 1.0, cos(img0, y) = 0.96
+    pixels = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]])
+    text = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.6, 0.8]])
+    run_img = np.array([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])
+    run_cap = np.array([[0.0, 1.0], [0.6, 0.8], [0.8, 0.6], [1.0, 0.0]])
+    pool = Pool.from_pairs(np.array([1, 0, 0, 2]), np.array([0, 1, 2, 3]), 3, 4)
+    same, run = Space.build(pixels, text, pool, joint=False), Space.build(run_img, run_cap, pool)
+    q_img, q_cap = np.array([0, 0]), np.array([1, 2])
+    assert run.signals(q_img, q_cap)["similarity"] == pytest.approx([1.0, 0.96])
+    s = look_alike_signals(run, same.neighbours(q_img, q_cap, k=1), q_img, q_cap, tau=0.0)
+    assert tuple(s) == LOOK_ALIKE_SIGNALS
+    # image 0's look-alike is image 1: the run's cos(x', img1) = 0.8, cos(y, img1) = 0.6
+    assert s["look_alikes"] == pytest.approx([0.8, 0.6])
+    # the captions that read most like each (image 0's own left out): x for x' (0.8 > 0.36), z for y (0.6 > 0);
+    # the run's cos(img0, x) = 0.8, cos(img0, z) = 0.6
+    assert s["read_alikes"] == pytest.approx([0.8, 0.6])
+    # k = 2: both other images, weighted by exp(-tau (1 - cos)) in the pixel space: 0.96 -> e^-0.2, 0 -> e^-5
+    two = look_alike_signals(run, same.neighbours(q_img, q_cap, k=2), q_img, q_cap, tau=5.0)["look_alikes"]
+    w = np.exp([-0.2, -5.0])
+    assert two == pytest.approx([(0.8 * w[0] + 0.6 * w[1]) / w.sum(), (0.6 * w[0] + 0.8 * w[1]) / w.sum()])
+    # the pixel space's own terms read the same searches, given or not
+    given = same.signals(q_img, q_cap, k=1, neighbours=same.neighbours(q_img, q_cap, k=1))
+    for name, values in same.signals(q_img, q_cap, k=1).items():
+        np.testing.assert_array_equal(given[name], values)
+
+
 def test_the_pixel_space_is_shared_by_every_network_s_classifier() -> None:
     rng = np.random.default_rng(0)
     n_img, n_cap = 12, 24
@@ -80,6 +109,14 @@ def test_the_pixel_space_is_shared_by_every_network_s_classifier() -> None:
     assert run_spaces(names) == ["b1#1", "mscn#2"]
     shared = [j for j, n in enumerate(names) if n.split(".")[0] in ("pixels", "text")]
     assert len(shared) == 5 and all(set(shared) <= set(g) for g in space_groups(names))
+    # each network's look-alike terms are its own (in its group only)
+    for space, group in zip(run_spaces(names), space_groups(names)):
+        look = [names.index(f"{space}.{s}") for s in LOOK_ALIKE_SIGNALS]
+        assert set(look) <= set(group) and not any(set(look) & set(g) for g in space_groups(names) if g != group)
+    without, (x_without,) = signal_matrix(inputs, pool, [Query(cap_ids // 2, cap_ids)], k=2, tau=5.0,
+                                          look_alikes=False)
+    assert without == [n for n in names if n.split(".")[1] not in LOOK_ALIKE_SIGNALS]
+    assert np.array_equal(x_without, x[:, [names.index(n) for n in without]], equal_nan=True)
     # without the text tower's features there are no captions for the pixel space
     no_text = SignalInputs(img_ids, cap_ids, {"b1#1": run}, None, rng.normal(size=(n_img, 3)))
     assert list(index_spaces(no_text, pool)) == ["b1#1"]

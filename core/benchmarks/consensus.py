@@ -8,7 +8,8 @@ text-space sibling terms over 384-d stand-in caption features (the run's caption
 projection: clustered as a text tower's are, where random vectors would leave an IVF index nothing to prune), the
 pixel space (`core.detect.pixels`: the images
 decoded at 64 px into the pixel cache, then read back, reduced and projected as a run does once a training run
-has cached them; its neighbour terms beside the same caption features), the `val` images' context matched to the train
+has cached them; its neighbour terms beside the same caption features, and the run's look-alike terms over those
+neighbours, `look_alike_signals`), the `val` images' context matched to the train
 split's in that space (`core.detect.context`), a whole `concord` run over the stand-in with the `val` pairs
 trusted (all of the above but the text signals: encoding 100k captions is the embedding step's cost, `bench
 embed`), and `--decisions` decisions followed by a refit (classifier fit, prediction and the store's update of
@@ -61,7 +62,7 @@ def fused_run(store, dataset: str, base: int) -> int:
 
 def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
     from core.benchmarks.review import _temporary_home, stand_in_run, synthetic_dataset
-    from core.detect.consensus import Space, text_signals
+    from core.detect.consensus import Space, look_alike_signals, text_signals
     from core.detect.pixels import dataset_pixel_features
     from core.detect.context import draw_swaps, matched_context
     from core.detect.method import refit
@@ -95,8 +96,14 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         pixels = dataset_pixel_features(store, ds, inputs.image_ids)
         out["pixel_features_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        Space.build(pixels, text, pool, joint=False).signals(q_img, q_cap)
+        pixel_space = Space.build(pixels, text, pool, joint=False)
+        neighbours = pixel_space.neighbours(q_img, q_cap)
+        pixel_space.signals(q_img, q_cap, neighbours=neighbours)
         out["pixel_signals_s"] = time.perf_counter() - t0
+        run_space = Space.build(*next(iter(inputs.spaces.values())), pool)
+        t0 = time.perf_counter()
+        look_alike_signals(run_space, neighbours, q_img, q_cap)
+        out["look_alikes_one_space_s"] = time.perf_counter() - t0
         train = (frame["split"] == "train").to_numpy()
         trusted = np.unique(q_img[(frame["split"] == "val").to_numpy()])     # a tenth of the images
         t0 = time.perf_counter()
@@ -131,6 +138,8 @@ def markdown(f: dict[str, float], command: str, pairs: int) -> str:
         f"| the pixel space's features from the pixel cache (16×16 block means, 64 principal components) | "
         f"{f['pixel_features_s']:.1f} |",
         f"| neighbour terms in the pixel space (beside the 384-d text space) | {f['pixel_signals_s']:.1f} |",
+        f"| look-alike terms of one run's space over the pixel space's neighbours | "
+        f"{f['look_alikes_one_space_s']:.1f} |",
         f"| the swaps of the `val` images' captions (a tenth), and their context matched, in one space (a fused "
         f"run does it in each) | {f['context_one_space_s']:.1f} |",
         f"| a whole `concord` run over one base run (signals, constructed negatives, the trusted pairs' matched "

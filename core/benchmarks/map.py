@@ -31,7 +31,7 @@ from core.benchmarks.review import _temporary_home
 
 EXTRAS = ("caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
           "sibling_rank", "text_siblings", "text_sibling_rank", "pixels_image_neighbours", "pixels_caption_neighbours",
-          "pixels_caption_images", "sibling_count")  # what a concord run writes
+          "pixels_caption_images", "look_alikes", "read_alikes", "sibling_count")  # what a concord run writes
 LASSO_VERTICES = 200
 
 

@@ -24,6 +24,13 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
 A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
 caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
 
+Two terms join two spaces (`look_alike_signals`): a run's joint space scores, and a space no network trained
+(the pixel space) finds the neighbours, so memorising a pair does not raise them:
+- `look_alikes`: the caption against the images that look most like the pair's image (the run's cosine, k nearest
+  other images of the other space, weighted by their cosine there);
+- `read_alikes`: the image against the captions that read most like the pair's caption (the image's own captions
+  left out), likewise.
+
 A space need not embed both modalities in one space: where images and captions come from separate encoders (the
 pixel space, `core.detect.pixels`: raw pixels and the text tower's features), only the same-modality terms exist,
 `NEIGHBOUR_SIGNALS`.
@@ -42,6 +49,8 @@ SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "
            "siblings", "sibling_rank")
 NEIGHBOUR_SIGNALS = ("image_neighbours", "caption_neighbours", "caption_images")
 """The signals that compare images only with images and captions only with captions (a space that is not joint)."""
+LOOK_ALIKE_SIGNALS = ("look_alikes", "read_alikes")
+"""A joint space's cosine over another space's neighbours (`look_alike_signals`)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,20 @@ BATCH_EXACT_BELOW = 4096
 
 
 @dataclass(frozen=True)
+class Neighbours:
+    """Each query's nearest pool images to its image and pool captions to its caption in one space (`Space.neighbours`):
+    rows into the space's images / captions, their cosines, and which are real (a pool smaller than k leaves some
+    empty)."""
+
+    images: np.ndarray          # (n, k) image rows
+    image_sims: np.ndarray
+    image_valid: np.ndarray
+    captions: np.ndarray        # (n, k) caption rows, none of them one of the query image's own captions
+    caption_sims: np.ndarray
+    caption_valid: np.ndarray
+
+
+@dataclass(frozen=True)
 class Space:
     """One embedding space over a pool, indexed once for any number of query sets (`signals`)."""
 
@@ -191,30 +214,42 @@ class Space:
         """The signals this space gives."""
         return SIGNALS if self.joint else NEIGHBOUR_SIGNALS
 
+    def neighbours(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10) -> Neighbours:
+        """Each query's k nearest other pool images to its image and k nearest pool captions to its caption,
+        none of them the image's own captions (the searches every neighbour term of the queries shares)."""
+        q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+        u_img, img_inv = np.unique(q_image, return_inverse=True)
+        u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+        max_own = int(np.diff(self.pool.captions_of.indptr).max(initial=0))
+        n_img, n_sim, n_valid = _search_excluding(self.image_index, self.img[u_img], k, u_img, 1)
+        c_ids, c_sim, c_valid = _search_excluding(self.caption_index, self.cap[u_cap], k + max_own, u_cap, 1)
+        c_ids, c_sim, c_valid = c_ids[cap_inv], c_sim[cap_inv], c_valid[cap_inv]
+        valid_q = c_valid & ~self.pool.contains(np.broadcast_to(q_image[:, None], c_ids.shape), c_ids)
+        return Neighbours(np.maximum(n_img, 0)[img_inv], n_sim[img_inv], n_valid[img_inv],
+                          *_first_valid(np.maximum(c_ids, 0), c_sim, valid_q, k))
+
     def signals(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10, tau: float = 5.0,
-                moved_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Every signal of `names` for each query (image row, caption row); see `space_signals`."""
+                moved_from: np.ndarray | None = None, neighbours: Neighbours | None = None
+                ) -> dict[str, np.ndarray]:
+        """Every signal of `names` for each query (image row, caption row); see `space_signals`. `neighbours`:
+        the queries' `neighbours(q_image, q_caption, k)` where the caller has them already."""
         q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
         if len(q_image) == 0:
             return {s: np.zeros(0) for s in self.names}
         img, cap, pool = self.img, self.cap, self.pool
         out: dict[str, np.ndarray] = {}
-        u_img, img_inv = np.unique(q_image, return_inverse=True)
-        u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
-        max_own = int(np.diff(pool.captions_of.indptr).max(initial=0))
         if self.joint:
+            u_img, img_inv = np.unique(q_image, return_inverse=True)
+            u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+            max_own = int(np.diff(pool.captions_of.indptr).max(initial=0))
             out.update(self._cross_modal(q_image, q_caption, u_img, img_inv, u_cap, cap_inv, max_own))
 
         # LEMoN: neighbours in the same modality
-        n_img, n_sim, n_valid = _search_excluding(self.image_index, img[u_img], k, u_img, 1)
-        agree = _row_dots(cap[q_caption], self.caption_centroid, np.maximum(n_img, 0)[img_inv])
-        out["image_neighbours"] = _weighted_mean(agree, n_sim[img_inv], n_valid[img_inv], tau)
-        c_ids, c_sim, c_valid = _search_excluding(self.caption_index, cap[u_cap], k + max_own, u_cap, 1)
-        c_ids, c_sim, c_valid = c_ids[cap_inv], c_sim[cap_inv], c_valid[cap_inv]
-        valid_q = c_valid & ~pool.contains(np.broadcast_to(q_image[:, None], c_ids.shape), c_ids)
-        c_rows, c_s, c_v = _first_valid(c_ids, c_sim, valid_q, k)
-        agree = _row_dots(img[q_image], self.image_centroid, np.maximum(c_rows, 0))
-        out["caption_neighbours"] = _weighted_mean(agree, c_s, c_v, tau)
+        nb = self.neighbours(q_image, q_caption, k) if neighbours is None else neighbours
+        agree = _row_dots(cap[q_caption], self.caption_centroid, nb.images)
+        out["image_neighbours"] = _weighted_mean(agree, nb.image_sims, nb.image_valid, tau)
+        agree = _row_dots(img[q_image], self.image_centroid, nb.captions)
+        out["caption_neighbours"] = _weighted_mean(agree, nb.caption_sims, nb.caption_valid, tau)
 
         # the caption's other images: its pool images' sum without the query's own image (nor the one it moved from)
         in_pool = pool.contains(q_image, q_caption)
@@ -248,6 +283,21 @@ class Space:
         best_caption = np.where(v_c[:, 0], s_c[:, 0], np.nan)
         return {"similarity": sim, "caption_margin": np.where(np.isfinite(other_best), sim - other_best, np.nan),
                 "image_margin": sim - best_caption[img_inv]}
+
+
+def look_alike_signals(run: Space, neighbours: Neighbours, q_image: np.ndarray, q_caption: np.ndarray,
+                       tau: float = 5.0) -> dict[str, np.ndarray]:
+    """`LOOK_ALIKE_SIGNALS` of each query (image row, caption row): a run's own cross-modal cosine, taken not with
+    the pair's image or caption but with their neighbours in a space no network trained (`neighbours`, e.g. the
+    pixel space's), each weighted by exp(−tau · (1 − cosine)) in that space. A run that memorised a mismatched pair
+    scores the pair itself high, but not its caption with the other images that look like its image."""
+    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    if len(q_image) == 0:
+        return {s: np.zeros(0) for s in LOOK_ALIKE_SIGNALS}
+    look = _row_dots(run.cap[q_caption], run.img, neighbours.images)
+    read = _row_dots(run.img[q_image], run.cap, neighbours.captions)
+    return {"look_alikes": _weighted_mean(look, neighbours.image_sims, neighbours.image_valid, tau),
+            "read_alikes": _weighted_mean(read, neighbours.caption_sims, neighbours.caption_valid, tau)}
 
 
 def _row_dots(queries: np.ndarray, table: np.ndarray, rows: np.ndarray) -> np.ndarray:

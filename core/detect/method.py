@@ -58,6 +58,10 @@ class ConcordConfig:
                                         "(averaged over a 16×16 grid, 64 whitened principal components), captions "
                                         "as the text tower's features. No network trains it, so it cannot fit the "
                                         "noise the runs train on (needs text_signals)")
+    look_alikes: bool = setting(True, "also each run's own image–caption cosine taken over the pixel space's "
+                                      "neighbours: the caption against the images that look most like the pair's, "
+                                      "the image against the captions that read most like the pair's. Memorising "
+                                      "a mismatched pair does not raise them (needs pixel_signals)")
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
@@ -146,7 +150,7 @@ class Concord:
                                    cfg.near_miss_share, cfg.near_k, run.seed or 0, indexes[near_space])
         names, (x, x_made) = signal_matrix(
             inputs, pool, [Query(q_img, q_cap), Query(made.image_row, made.caption_row, made.moved_from)],
-            cfg.k, cfg.tau, indexed)
+            cfg.k, cfg.tau, indexed, cfg.look_alikes)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         weighed = (pairs["split"] != HELD_OUT_SPLIT).to_numpy()    # what the spaces and fits are weighed on

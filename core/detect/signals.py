@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from core.detect.consensus import Pool, Space, text_signals
+from core.detect.consensus import Pool, Space, look_alike_signals, text_signals
 from core.detect.context import Context
 from core.index import normalise
 
@@ -86,14 +86,24 @@ class Query(NamedTuple):
 
 
 def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[Query], k: int, tau: float,
-                  indexed: dict[str, Space] | None = None) -> tuple[list[str], list[np.ndarray]]:
+                  indexed: dict[str, Space] | None = None, look_alikes: bool = True
+                  ) -> tuple[list[str], list[np.ndarray]]:
     """(names, one (n, s) matrix per query set) of every signal of each query's pairs. Each space is indexed
-    once for all the query sets (`indexed`: by `index_spaces` when the caller searches them too)."""
+    once for all the query sets (`indexed`: by `index_spaces` when the caller searches them too). With
+    `look_alikes` and a pixel space, each run space also gets its cosine over the pixel space's neighbours
+    (`core.detect.consensus.look_alike_signals`), from the same searches as the pixel space's own terms."""
     columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
-    for space, indexed_space in (indexed or index_spaces(inputs, pool)).items():
-        for cols, q in zip(columns, queries):
-            for s, v in indexed_space.signals(q.image, q.caption, k, tau, q.moved_from).items():
+    indexed = indexed or index_spaces(inputs, pool)
+    pixel_neighbours = ([indexed[PIXEL_SPACE].neighbours(q.image, q.caption, k) for q in queries]
+                        if PIXEL_SPACE in indexed else [None] * len(queries))
+    for space, indexed_space in indexed.items():
+        for cols, q, nb in zip(columns, queries, pixel_neighbours):
+            for s, v in indexed_space.signals(q.image, q.caption, k, tau, q.moved_from,
+                                              nb if space == PIXEL_SPACE else None).items():
                 cols[f"{space}.{s}"] = v
+            if look_alikes and nb is not None and space not in SHARED_SPACES:
+                for s, v in look_alike_signals(indexed_space, nb, q.image, q.caption, tau).items():
+                    cols[f"{space}.{s}"] = v
     if inputs.text is not None:
         for cols, q in zip(columns, queries):
             for s, v in text_signals(inputs.text, pool, q.image, q.caption).items():
