@@ -51,6 +51,30 @@ def test_a_pair_whose_image_neighbours_captions_disagree_scores_lower() -> None:
     assert s["siblings"] == pytest.approx([0.0, 0.0], abs=1e-6)      # float32 embeddings
 
 
+def test_neighbours_are_searched_among_the_noisy_split_s_pairs() -> None:
+    from core.detect.consensus import Space
+    from core.detect.signals import SignalInputs, pool_of, searched_pool
+    # images 10 and 13 (val) carry the same caption x; image 11 (train) looks a little less like 10 and carries y
+    pairs = pd.DataFrame({"pair_id": [1, 2, 3, 4], "image_id": [10, 11, 12, 13], "caption_id": [20, 21, 22, 23],
+                          "split": ["val", "train", "train", "val"]})
+    inputs = SignalInputs(np.array([10, 11, 12, 13]), np.array([20, 21, 22, 23]), {}, None)
+    images = unit((1, 0, 0), (0.96, 0.28, 0), (0, 0, 1), (0.99, 0.141, 0))
+    captions = unit((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0))
+    pool = pool_of(pairs, inputs)
+    q = np.array([0]), np.array([0])                                   # image 10 with its caption x
+    # among every pool pair, image 10's nearest other image is 13, whose caption is x: agreement 1
+    everywhere = Space.build(images, captions, pool)
+    assert everywhere.signals(*q, k=1, tau=0.0)["image_neighbours"] == pytest.approx([1.0])
+    # among the train pairs only, it is image 11, whose caption y is ⊥ x: agreement 0, as a train pair would meet
+    noisy = Space.build(images, captions, pool, searched=searched_pool(pairs, inputs))
+    assert noisy.signals(*q, k=1, tau=0.0)["image_neighbours"] == pytest.approx([0.0], abs=1e-6)
+    assert len(noisy.image_index) == 2 and len(everywhere.image_index) == 4
+    # what the pool pairs (each image's captions) is unchanged; a dataset without a train split searches it all
+    assert np.array_equal(noisy.caption_centroid, everywhere.caption_centroid)
+    no_train = pairs.assign(split="val")
+    assert (searched_pool(no_train, inputs).members != pool_of(no_train, inputs).members).nnz == 0
+
+
 def test_an_image_unlike_the_other_images_of_its_caption_scores_lower() -> None:
     # caption 0 is paired with images 0, 1 = (1, 0) and image 2 = (0, 1); caption 1 only with image 1
     images = unit((1, 0), (1, 0), (0, 1), (1, 0))

@@ -200,10 +200,13 @@ class Space:
 
     @classmethod
     def build(cls, image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool,
-              exact_below: int = BATCH_EXACT_BELOW, joint: bool = True) -> "Space":
+              exact_below: int = BATCH_EXACT_BELOW, joint: bool = True, searched: Pool | None = None) -> "Space":
+        """The space over `pool`; its indexes hold the images and captions of `searched`'s pairs (default the
+        pool's): what neighbours, margins and near misses are searched among."""
         img, cap = normalise(image_emb), normalise(caption_emb)
-        pool_images = np.flatnonzero(np.diff(pool.captions_of.indptr) > 0)
-        pool_captions = np.flatnonzero(np.diff(pool.images_of.indptr) > 0)
+        searched = pool if searched is None else searched
+        pool_images = np.flatnonzero(np.diff(searched.captions_of.indptr) > 0)
+        pool_captions = np.flatnonzero(np.diff(searched.images_of.indptr) > 0)
         image_sum = np.asarray(pool.images_of @ img, np.float32)
         return cls(img, cap, pool, VectorIndex.build(img[pool_images], pool_images, exact_below),
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),

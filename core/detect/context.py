@@ -17,8 +17,8 @@ The rate and the near-miss share are fitted without any label, in each space apa
 trained on the noisy pairs, so its siblings may agree more than the text tower's): they are the ones at which the
 agreement of the trusted images' captions is distributed as the noisy split's. Which of the two kinds the split
 carries is its noise, not a space's, so a concord run decides it once over every space (`swapped_whole`). Only
-sibling terms change: the neighbour terms already draw their neighbours from the whole pool, noisy pairs included,
-for trusted and noisy pairs alike.
+sibling terms change: the neighbour terms draw their neighbours from the noisy split's pairs
+(`core.detect.signals.searched_pool`), for trusted and noisy pairs alike.
 """
 from __future__ import annotations
 

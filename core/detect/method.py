@@ -2,8 +2,9 @@
 
 A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
-(`core.detect.consensus`) in each run's embedding space, the sibling terms in the text tower's space and the
-neighbour terms in the pixel space (`core.detect.pixels`), and fits the fused classifier (`core.detect.fusion`:
+(`core.detect.consensus`) in each run's embedding space, the sibling terms in the text tower's space, the
+neighbour terms in the pixel space (`core.detect.pixels`) and each run's look-alike terms over the pixel space's
+neighbours, and fits the fused classifier (`core.detect.fusion`:
 one per run's space, weighed by how well each splits the pairs, and the same with every weight ≥ 0, weighed
 against it) on the meta-data plus constructed negatives
 (`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
@@ -29,8 +30,8 @@ from core.detect.explain import LOW_QUANTILE
 from core.detect.fusion import FusedModel, fit_fused
 from core.detect.labels import Constructed, caption_index, construct_negatives
 from core.detect.signals import (HELD_OUT_SPLIT, TEXT_SPACE, Query, caption_spaces, in_context, index_spaces,
-                                 load_inputs, pair_view, pool_of, run_spaces, signal_matrix, space_groups,
-                                 summary_signals)
+                                 load_inputs, pair_view, pool_of, run_spaces, searched_pool, signal_matrix,
+                                 space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
@@ -141,7 +142,7 @@ class Concord:
             raise ConcordError(NO_POSITIVES)
         pos_img, pos_cap = (inputs.image_rows(positives["image_id"].to_numpy()),
                             inputs.caption_rows(positives["caption_id"].to_numpy()))
-        indexed = index_spaces(inputs, pool)
+        indexed = index_spaces(inputs, pool, searched_pool(pairs, inputs))
         captions = caption_spaces(inputs)
         indexes = {space: (indexed[space].caption_index if space in indexed else caption_index(pool, emb))
                    for space, emb in captions.items()}

@@ -3,7 +3,8 @@
 A *space* is a finished run's embeddings (b0/b1/NPC/MSCN all store one vector per image and caption); the
 text tower's own cached caption features add a text-only space for the sibling terms, and beside the images' raw
 pixels a pixel space for the neighbour terms (`core.detect.pixels`). Those two are *shared*: no network trains
-them, and every network's classifier reads them (`space_groups`). Everything is indexed by
+them, and every network's classifier reads them (`space_groups`); each run space also scores, with its own
+cosine, the pixel space's neighbours of every pair (`look_alikes`, `read_alikes`: its columns). Everything is indexed by
 rows of `SignalInputs.image_ids` / `caption_ids`, so the same code scores dataset pairs and the negatives the
 fused classifier constructs. Only pair ids, image ids, caption ids and splits reach this module: no ground truth
 (`is_noisy`, original captions) and nothing of the `test` split's pairs (they are scored, never pooled).
@@ -20,6 +21,7 @@ import pandas as pd
 from core.detect.consensus import Pool, Space, look_alike_signals, text_signals
 from core.detect.context import Context
 from core.index import normalise
+from core.meta_seed import TRAIN_SPLIT
 
 HELD_OUT_SPLIT = "test"
 TEXT_SPACE = "text"
@@ -61,19 +63,32 @@ def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
     """The pool siblings and neighbours come from: every pair outside the held-out `test` split."""
-    kept = pairs[pairs["split"] != HELD_OUT_SPLIT]
-    return Pool.from_pairs(inputs.image_rows(kept["image_id"].to_numpy()),
-                           inputs.caption_rows(kept["caption_id"].to_numpy()),
+    return _pool(pairs[pairs["split"] != HELD_OUT_SPLIT], inputs)
+
+
+def searched_pool(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
+    """The pairs whose images and captions neighbours are searched among: the noisy split's (every pool pair where
+    the dataset has none). So a trusted pair from a clean split meets neighbours as noisy as a training pair's: a
+    clean split's pairs would otherwise find each other (the demo keeps each scene's near-miss sibling in its own
+    split) and teach the classifier that neighbours agree more than they do among the pairs it scores."""
+    noisy = pairs[pairs["split"] == TRAIN_SPLIT]
+    return _pool(noisy, inputs) if len(noisy) else pool_of(pairs, inputs)
+
+
+def _pool(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
+    return Pool.from_pairs(inputs.image_rows(pairs["image_id"].to_numpy()),
+                           inputs.caption_rows(pairs["caption_id"].to_numpy()),
                            len(inputs.image_ids), len(inputs.caption_ids))
 
 
-def index_spaces(inputs: SignalInputs, pool: Pool) -> dict[str, Space]:
-    """Each run space, and the pixel space where the inputs have one, indexed over the pool, once for everything
-    that searches it."""
-    spaces = {space: Space.build(image_emb, caption_emb, pool)
+def index_spaces(inputs: SignalInputs, pool: Pool, searched: Pool | None = None) -> dict[str, Space]:
+    """Each run space, and the pixel space where the inputs have one, over the pool, its neighbours searched among
+    `searched`'s images and captions (default the pool's; `searched_pool`), indexed once for everything that
+    searches it."""
+    spaces = {space: Space.build(image_emb, caption_emb, pool, searched=searched)
               for space, (image_emb, caption_emb) in inputs.spaces.items()}
     if inputs.pixels is not None and inputs.pixels.shape[1] and inputs.text is not None:   # identical images: none
-        spaces[PIXEL_SPACE] = Space.build(inputs.pixels, inputs.text, pool, joint=False)
+        spaces[PIXEL_SPACE] = Space.build(inputs.pixels, inputs.text, pool, joint=False, searched=searched)
     return spaces
 
 
