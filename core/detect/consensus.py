@@ -172,9 +172,9 @@ BATCH_EXACT_BELOW = 4096
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Each query's nearest pool images to its image and pool captions to its caption in one space (`Space.neighbours`):
-    rows into the space's images / captions, their cosines, and which are real (a pool smaller than k leaves some
-    empty)."""
+    """Each query's nearest indexed images to its image and indexed captions to its caption in one space
+    (`Space.neighbours`): rows into the space's images / captions, their cosines, and which are real (an index
+    smaller than k leaves some empty)."""
 
     images: np.ndarray          # (n, k) image rows
     image_sims: np.ndarray
@@ -218,8 +218,9 @@ class Space:
         return SIGNALS if self.joint else NEIGHBOUR_SIGNALS
 
     def neighbours(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10) -> Neighbours:
-        """Each query's k nearest other pool images to its image and k nearest pool captions to its caption,
-        none of them the image's own captions (the searches every neighbour term of the queries shares)."""
+        """Each query's k nearest other images to its image and k nearest captions to its caption among those the
+        space indexes (`build`'s `searched`), none of them the image's own captions: the searches every neighbour
+        term of the queries shares."""
         q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
         u_img, img_inv = np.unique(q_image, return_inverse=True)
         u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
