@@ -485,6 +485,10 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     pixel_lows = lows | {"pixels_image_neighbours": 0.1, "pixels_caption_images": 0.2}
     assert explain_pair(calm | {"pixels_image_neighbours": 0.05, "pixels_caption_images": 0.3}, pixel_lows) == (
         "Flagged by: the captions of the images that look most like it, pixel for pixel, say otherwise.")
+    # and so have a run's look-alike terms (the mean over the networks, as the map shows it)
+    look_lows = lows | {"look_alikes": 0.3, "read_alikes": 0.3}
+    assert explain_pair(calm | {"look_alikes": 0.1, "read_alikes": 0.35}, look_lows) == (
+        "Flagged by: the caption fits poorly the images that look most like this one.")
     fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
              "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "
