@@ -61,9 +61,14 @@ def pair_view(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs.loc[:, list(PAIR_COLUMNS)].reset_index(drop=True)
 
 
+def pooled(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs outside the held-out `test` split: what siblings and neighbours come from."""
+    return pairs[pairs["split"] != HELD_OUT_SPLIT]
+
+
 def pool_of(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
-    """The pool siblings and neighbours come from: every pair outside the held-out `test` split."""
-    return _pool(pairs[pairs["split"] != HELD_OUT_SPLIT], inputs)
+    """The pool siblings and neighbours come from (`pooled`)."""
+    return _pool(pooled(pairs), inputs)
 
 
 def searched_pool(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
@@ -198,6 +203,6 @@ def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_mo
     pixel = None
     if pixels and text is not None:
         from core.detect.pixels import dataset_pixel_features
-        pooled = pairs.loc[pairs["split"] != HELD_OUT_SPLIT, "image_id"].to_numpy(np.int64)
-        pixel = dataset_pixel_features(store, dataset_id, image_ids, fit_ids=pooled)
+        pixel = dataset_pixel_features(store, dataset_id, image_ids,
+                                       fit_ids=pooled(pairs)["image_id"].to_numpy(np.int64))
     return SignalInputs(image_ids, caption_ids, spaces, text, pixel)
