@@ -345,6 +345,7 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     fused = run.metrics["fused"]
     assert fused["labelled"]["positives"] > 0 and fused["labelled"]["constructed"] == fused["labelled"]["positives"]
     assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings",
+                                                       f"b1#{b1}.sibling_margin", "text.sibling_margin",
                                                        "pixels.image_neighbours", "pixels.caption_neighbours"}
     assert set(fused["fit_weights"]) == {"unconstrained", "nonnegative"}          # the two fits, weighed
     assert sum(fused["fit_weights"].values()) == pytest.approx(1.0) and fused["space_weights"] is None   # one space
@@ -352,8 +353,8 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert len(scores) == len(store.pairs_frame(run.dataset_id))
     assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
     assert {"caption_margin", "image_neighbours", "siblings", "text_siblings", "pixels_image_neighbours",
-            "pixels_caption_neighbours", "pixels_caption_images", "look_alikes", "read_alikes",
-            "sibling_count"} <= set(scores.columns)
+            "pixels_caption_neighbours", "pixels_caption_images", "look_alikes", "read_alikes", "sibling_margin",
+            "text_sibling_margin", "sibling_count"} <= set(scores.columns)
     assert evaluate_run(store, run_id)["auroc"] is not None
 
     # decide 5 training pairs by the truth: the refit is due, learns from them, and rewrites clean_prob
@@ -489,6 +490,10 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     look_lows = lows | {"look_alikes": 0.3, "read_alikes": 0.3}
     assert explain_pair(calm | {"look_alikes": 0.1, "read_alikes": 0.35}, look_lows) == (
         "Flagged by: the caption fits poorly the images that look most like this one.")
+    # a caption that agrees more with another image's captions: one line, whichever space's margin flags it
+    margin_lows = lows | {"sibling_margin": 0.0, "text_sibling_margin": 0.0}
+    assert explain_pair(calm | {"sibling_margin": 0.1, "text_sibling_margin": -0.2}, margin_lows) == (
+        "Flagged by: the caption agrees more with another image's captions than with its own image's.")
     fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
              "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "

@@ -108,7 +108,7 @@ def test_the_pixel_space_is_shared_by_every_network_s_classifier() -> None:
     assert [n for n in names if n.startswith("pixels.")] == [f"pixels.{s}" for s in NEIGHBOUR_SIGNALS]
     assert run_spaces(names) == ["b1#1", "mscn#2"]
     shared = [j for j, n in enumerate(names) if n.split(".")[0] in ("pixels", "text")]
-    assert len(shared) == 5 and all(set(shared) <= set(g) for g in space_groups(names))
+    assert len(shared) == 6 and all(set(shared) <= set(g) for g in space_groups(names))   # 3 pixel + 3 text terms
     # each network's look-alike terms are its own (in its group only)
     for space, group in zip(run_spaces(names), space_groups(names)):
         look = [names.index(f"{space}.{s}") for s in LOOK_ALIKE_SIGNALS]

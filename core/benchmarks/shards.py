@@ -95,6 +95,7 @@ def _terms(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     out |= {name: rng.normal(0.3, 0.1, n) for name in ("image_neighbours", "caption_neighbours", "caption_images",
                                                         "siblings")}
     out["sibling_rank"] = rng.integers(0, 2, n).astype(np.float64)
+    out["sibling_margin"] = rng.normal(0.05, 0.1, n)
     return out
 
 

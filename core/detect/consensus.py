@@ -20,6 +20,9 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
 - `siblings`: mean cosine of the caption to the image's other captions; `sibling_rank`: its place among
   them when each caption of the image is scored by the same agreement (0 = agrees least, 1 = most).
   NaN where the image has no other caption.
+- `sibling_margin`: `siblings` minus the caption's highest agreement with another image's captions (`other_agreement`:
+  the images the space searches, the caption itself left out of each). A caption moved to the wrong image, a near
+  miss above all, agrees with its new siblings almost as a true one does, but better with those it was taken from.
 
 A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
 caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
@@ -46,7 +49,7 @@ from scipy import sparse
 from core.index import VectorIndex, normalise
 
 SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images",
-           "siblings", "sibling_rank")
+           "siblings", "sibling_rank", "sibling_margin")
 NEIGHBOUR_SIGNALS = ("image_neighbours", "caption_neighbours", "caption_images")
 """The signals that compare images only with images and captions only with captions (a space that is not joint)."""
 LOOK_ALIKE_SIGNALS = ("look_alikes", "read_alikes")
@@ -197,12 +200,16 @@ class Space:
     image_sum: np.ndarray              # per caption: the sum of its pool images
     image_centroid: np.ndarray         # per caption: its pool images' normalised mean
     joint: bool = True                 # images and captions in one space (else only `NEIGHBOUR_SIGNALS`)
+    searched: Pool | None = None       # the pairs the indexes hold (`build`; None: the pool's)
+    margins: bool = True               # a joint space also gives `sibling_margin`
 
     @classmethod
     def build(cls, image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool,
-              exact_below: int = BATCH_EXACT_BELOW, joint: bool = True, searched: Pool | None = None) -> "Space":
+              exact_below: int = BATCH_EXACT_BELOW, joint: bool = True, searched: Pool | None = None,
+              margins: bool = True) -> "Space":
         """The space over `pool`; its indexes hold the images and captions of `searched`'s pairs (default the
-        pool's): what neighbours, margins and near misses are searched among."""
+        pool's): what neighbours, margins and near misses are searched among (`sibling_margin`'s other images
+        too). `margins`: a joint space gives `sibling_margin` (False: the signals before it)."""
         img, cap = normalise(image_emb), normalise(caption_emb)
         searched = pool if searched is None else searched
         pool_images = np.flatnonzero(np.diff(searched.captions_of.indptr) > 0)
@@ -210,12 +217,14 @@ class Space:
         image_sum = np.asarray(pool.images_of @ img, np.float32)
         return cls(img, cap, pool, VectorIndex.build(img[pool_images], pool_images, exact_below),
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
-                   centroids(pool.captions_of, cap), image_sum, normalise(image_sum), joint)
+                   centroids(pool.captions_of, cap), image_sum, normalise(image_sum), joint, searched, margins)
 
     @property
     def names(self) -> tuple[str, ...]:
         """The signals this space gives."""
-        return SIGNALS if self.joint else NEIGHBOUR_SIGNALS
+        if not self.joint:
+            return NEIGHBOUR_SIGNALS
+        return SIGNALS if self.margins else tuple(s for s in SIGNALS if s != "sibling_margin")
 
     def neighbours(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10) -> Neighbours:
         """Each query's k nearest other images to its image and k nearest captions to its caption among those the
@@ -271,6 +280,9 @@ class Space:
 
         if self.joint:
             out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption, in_pool)
+            if self.margins:
+                out["sibling_margin"] = sibling_margin(out["siblings"],
+                                                       other_agreement(cap, self.searched or pool, q_image, q_caption))
         return {s: out[s] for s in self.names}
 
     def _cross_modal(self, q_image: np.ndarray, q_caption: np.ndarray, u_img: np.ndarray, img_inv: np.ndarray,
@@ -329,10 +341,58 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
     return Space.build(image_emb, caption_emb, pool).signals(q_image, q_caption, k, tau, moved_from)
 
 
-def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray
-                 ) -> dict[str, np.ndarray]:
+OTHER_CANDIDATES = 10
+"""Other images a caption's `other_agreement` is taken over: those whose captions' centroid is nearest it."""
+
+
+def other_agreement(caption_emb: np.ndarray, searched: Pool, q_image: np.ndarray, q_caption: np.ndarray,
+                    candidates: int = OTHER_CANDIDATES) -> np.ndarray:
+    """Each query caption's highest agreement (`sibling_terms`' mean cosine) with another image's captions: the
+    images `searched` pairs, other than the query's, the caption itself left out of each. The
+    candidates are the `candidates` images whose caption centroid is nearest the caption (faiss), rescored by mean
+    cosine. −inf where no candidate has a caption besides it.
+
+    A caption moved to the wrong image agrees with the captions it was taken from as a sibling would: with those
+    of the image it came from, or of one like it."""
+    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    out = np.full(len(q_image), -np.inf)
+    caps = searched.captions_of
+    images = np.flatnonzero(np.diff(caps.indptr) > 0)
+    if len(images) == 0 or len(q_image) == 0:
+        return out
+    sums = np.asarray(caps[images] @ caption_emb, np.float32)
+    counts = np.diff(caps.indptr)[images]
+    u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+    found, _ = VectorIndex.build(sums, np.arange(len(images)), BATCH_EXACT_BELOW).search(
+        caption_emb[u_cap], min(len(images), candidates + 1))
+    dots = _row_dots(caption_emb[u_cap], sums, np.maximum(found, 0))[cap_inv]
+    found = found[cap_inv]
+    for j in range(found.shape[1]):
+        image = images[np.maximum(found[:, j], 0)]
+        member = searched.contains(image, q_caption)
+        others = counts[np.maximum(found[:, j], 0)] - member
+        mean = np.full(len(q_image), -np.inf)
+        np.divide(dots[:, j] - member, others, out=mean, where=(found[:, j] >= 0) & (others > 0) & (image != q_image))
+        np.maximum(out, mean, out=out)
+    return out
+
+
+def sibling_margin(siblings: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """`siblings` minus `other_agreement`: how much more the caption agrees with its own image's other captions
+    than with any other image's. NaN where either is missing."""
+    ok = np.isfinite(siblings) & np.isfinite(other)
+    return np.where(ok, np.where(ok, siblings, 0.0) - np.where(ok, other, 0.0), np.nan)
+
+
+def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
+                 searched: Pool | None = None, margins: bool = True) -> dict[str, np.ndarray]:
     """The signals a text-only space (e.g. the pretrained text tower's features, no images) can give: the
-    sibling terms of each query."""
-    siblings, rank = sibling_terms(normalise(text_emb), pool, np.asarray(q_image, np.int64),
-                                   np.asarray(q_caption, np.int64))
-    return {"siblings": siblings, "sibling_rank": rank}
+    sibling terms of each query, and with `margins` its `sibling_margin` (other images: `searched`'s, default
+    the pool's)."""
+    emb = normalise(text_emb)
+    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    siblings, rank = sibling_terms(emb, pool, q_image, q_caption)
+    out = {"siblings": siblings, "sibling_rank": rank}
+    if margins:
+        out["sibling_margin"] = sibling_margin(siblings, other_agreement(emb, searched or pool, q_image, q_caption))
+    return out

@@ -24,6 +24,8 @@ PHRASES = {
     "read_alikes": "the image fits poorly the captions that read most like this one",
 }
 SIBLING_SIGNALS = ("siblings", "text_siblings")
+MARGIN_SIGNALS = ("sibling_margin", "text_sibling_margin")
+MARGIN_PHRASE = "the caption agrees more with another image's captions than with its own image's"
 
 
 def _low(value: float | None, low: float | None) -> bool:
@@ -39,6 +41,8 @@ def flagging_signals(extras: dict[str, float], lows: dict[str, float]) -> list[s
         if extras.get("sibling_rank") == 0.0 and n > 1:
             phrase += f" (the least of {n + 1})"
         out.append(phrase)
+    if any(_low(extras.get(s), lows.get(s)) for s in MARGIN_SIGNALS):
+        out.append(MARGIN_PHRASE)
     out += [text for signal, text in PHRASES.items() if _low(extras.get(signal), lows.get(signal))]
     return out
 

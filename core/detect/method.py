@@ -63,6 +63,10 @@ class ConcordConfig:
                                       "neighbours: the caption against the images that look most like the pair's, "
                                       "the image against the captions that read most like the pair's. Memorising "
                                       "a mismatched pair does not raise them (needs pixel_signals)")
+    sibling_margins: bool = setting(True, "also each space's sibling margin: how much more a caption agrees with its "
+                                          "own image's other captions than with those of any other image of the "
+                                          "noisy split (a near miss agrees as well with the captions it was taken "
+                                          "from)")
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
@@ -142,7 +146,8 @@ class Concord:
             raise ConcordError(NO_POSITIVES)
         pos_img, pos_cap = (inputs.image_rows(positives["image_id"].to_numpy()),
                             inputs.caption_rows(positives["caption_id"].to_numpy()))
-        indexed = index_spaces(inputs, pool, searched_pool(pairs, inputs))
+        searched = searched_pool(pairs, inputs)
+        indexed = index_spaces(inputs, pool, searched, cfg.sibling_margins)
         captions = caption_spaces(inputs)
         indexes = {space: (indexed[space].caption_index if space in indexed else caption_index(pool, emb))
                    for space, emb in captions.items()}
@@ -151,7 +156,7 @@ class Concord:
                                    cfg.near_miss_share, cfg.near_k, run.seed or 0, indexes[near_space])
         names, (x, x_made) = signal_matrix(
             inputs, pool, [Query(q_img, q_cap), Query(made.image_row, made.caption_row, made.moved_from)],
-            cfg.k, cfg.tau, indexed, cfg.look_alikes)
+            cfg.k, cfg.tau, indexed, cfg.look_alikes, searched, cfg.sibling_margins)
         pair_ids = pairs["pair_id"].to_numpy(np.int64)
         train = (pairs["split"] == TRAIN_SPLIT).to_numpy()
         weighed = (pairs["split"] != HELD_OUT_SPLIT).to_numpy()    # what the spaces and fits are weighed on

@@ -86,11 +86,12 @@ def _pool(pairs: pd.DataFrame, inputs: SignalInputs) -> Pool:
                            len(inputs.image_ids), len(inputs.caption_ids))
 
 
-def index_spaces(inputs: SignalInputs, pool: Pool, searched: Pool | None = None) -> dict[str, Space]:
+def index_spaces(inputs: SignalInputs, pool: Pool, searched: Pool | None = None, margins: bool = True
+                 ) -> dict[str, Space]:
     """Each run space, and the pixel space where the inputs have one, over the pool, its neighbours searched among
     `searched`'s images and captions (default the pool's; `searched_pool`), indexed once for everything that
-    searches it."""
-    spaces = {space: Space.build(image_emb, caption_emb, pool, searched=searched)
+    searches it; with `margins`, the run spaces give `sibling_margin` too."""
+    spaces = {space: Space.build(image_emb, caption_emb, pool, searched=searched, margins=margins)
               for space, (image_emb, caption_emb) in inputs.spaces.items()}
     if inputs.pixels is not None and inputs.pixels.shape[1] and inputs.text is not None:   # identical images: none
         spaces[PIXEL_SPACE] = Space.build(inputs.pixels, inputs.text, pool, joint=False, searched=searched)
@@ -106,14 +107,16 @@ class Query(NamedTuple):
 
 
 def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[Query], k: int, tau: float,
-                  indexed: dict[str, Space] | None = None, look_alikes: bool = True
-                  ) -> tuple[list[str], list[np.ndarray]]:
+                  indexed: dict[str, Space] | None = None, look_alikes: bool = True,
+                  searched: Pool | None = None, margins: bool = True) -> tuple[list[str], list[np.ndarray]]:
     """(names, one (n, s) matrix per query set) of every signal of each query's pairs. Each space is indexed
-    once for all the query sets (`indexed`: by `index_spaces` when the caller searches them too). With
+    once for all the query sets (`indexed`: by `index_spaces` when the caller searches them too, else here over
+    `searched`, default the pool). With `margins`, the text tower's space gives `sibling_margin` too, its other
+    images among `searched`'s (the run spaces as `indexed` was built). With
     `look_alikes` and a pixel space, each run space also gets its cosine over the pixel space's neighbours
     (`core.detect.consensus.look_alike_signals`), from the same searches as the pixel space's own terms."""
     columns: list[dict[str, np.ndarray]] = [{} for _ in queries]
-    indexed = indexed or index_spaces(inputs, pool)
+    indexed = indexed or index_spaces(inputs, pool, searched, margins)
     pixel_neighbours = ([indexed[PIXEL_SPACE].neighbours(q.image, q.caption, k) for q in queries]
                         if PIXEL_SPACE in indexed else [None] * len(queries))
     for space, indexed_space in indexed.items():
@@ -126,7 +129,7 @@ def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[Query], k:
                     cols[f"{space}.{s}"] = v
     if inputs.text is not None:
         for cols, q in zip(columns, queries):
-            for s, v in text_signals(inputs.text, pool, q.image, q.caption).items():
+            for s, v in text_signals(inputs.text, pool, q.image, q.caption, searched, margins).items():
                 cols[f"{TEXT_SPACE}.{s}"] = v
     names = list(columns[0]) if columns else []
     return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q.image), 0))
@@ -161,10 +164,14 @@ def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.nda
                q_image: np.ndarray, q_caption: np.ndarray) -> np.ndarray:
     """`x` (the queries' signals) with each space's sibling terms computed in that space's swapped pool instead
     (`contexts`: space -> (its caption embeddings, its matched context), `core.detect.context`); the other
-    signals do not depend on the image's own captions and stay."""
+    signals do not depend on the image's own captions and stay. A sibling margin moves with the siblings: its
+    other images' part comes from the noisy split, which no context swaps."""
     out = np.array(x, np.float64)
     for space, (emb, context) in contexts.items():
         agreement, rank = context.siblings(emb, q_image, q_caption)
+        if f"{space}.sibling_margin" in names:
+            j = names.index(f"{space}.sibling_margin")
+            out[:, j] += agreement - out[:, names.index(f"{space}.siblings")]
         out[:, names.index(f"{space}.siblings")] = agreement
         out[:, names.index(f"{space}.sibling_rank")] = rank
     return out
