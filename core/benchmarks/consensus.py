@@ -90,7 +90,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         (space_name, (_, run_captions)), = inputs.spaces.items()
         text = normalise(run_captions @ np.random.default_rng(0).normal(size=(run_captions.shape[1], 384)))
         t0 = time.perf_counter()
-        text_signals(text, pool, q_img, q_cap)
+        text_signals(text, pool, q_img, q_cap, searched)
         out["text_siblings_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         dataset_pixel_features(store, ds, inputs.image_ids)
@@ -132,8 +132,9 @@ def markdown(f: dict[str, float], command: str, pairs: int) -> str:
     return "\n".join([
         f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; {pairs:,} pairs, seconds, once each).",
         "", "| step | seconds |", "|---|---|",
-        f"| consensus signals of every pair, one run's space | {f['signals_one_space_s']:.1f} |",
-        f"| sibling terms in a 384-d text space | {f['text_siblings_s']:.1f} |",
+        f"| consensus signals of every pair (sibling margin included), one run's space | "
+        f"{f['signals_one_space_s']:.1f} |",
+        f"| sibling terms and sibling margin in a 384-d text space | {f['text_siblings_s']:.1f} |",
         f"| the pixel space's features, images decoded at 64 px first (once; a training run caches them) | "
         f"{f['pixels_decoded_s']:.1f} |",
         f"| the pixel space's features from the pixel cache (16×16 block means, 64 principal components) | "
