@@ -42,8 +42,8 @@ def test_a_joint_space_gives_the_margin_over_the_images_it_searches() -> None:
     space = Space.build(images, CAPTIONS, POOL, searched=TRAIN)
     s = space.signals(Q_IMAGE, Q_CAPTION, k=1)
     assert "sibling_margin" in space.names
-    np.testing.assert_allclose(s["sibling_margin"], s["siblings"] - other_agreement(CAPTIONS, TRAIN, Q_IMAGE, Q_CAPTION),
-                               atol=1e-6)
+    other = other_agreement(CAPTIONS, TRAIN, Q_IMAGE, Q_CAPTION)
+    np.testing.assert_allclose(s["sibling_margin"], s["siblings"] - other, atol=1e-6)
     plain = Space.build(images, CAPTIONS, POOL, searched=TRAIN, margins=False)
     assert "sibling_margin" not in plain.names and set(plain.signals(Q_IMAGE, Q_CAPTION, k=1)) == set(plain.names)
     assert "sibling_margin" not in Space.build(images, CAPTIONS, POOL, joint=False).names
