@@ -1,11 +1,11 @@
 """The sibling margin: how much more a caption agrees with its own image's other captions than with any other
-image's (`core.detect.consensus.other_agreement`, `sibling_margin`), by hand, in a space, and in a matched context."""
+image's (`core.detect.consensus.CaptionSets`, `sibling_margin`), by hand, in a space, and in a matched context."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.detect.consensus import Pool, Space, other_agreement, sibling_terms, text_signals
+from core.detect.consensus import CaptionSets, Pool, Space, sibling_terms, text_signals
 from core.detect.context import Context
 from core.detect.signals import in_context
 
@@ -21,20 +21,24 @@ Q_CAPTION = np.array([0, 4, 1, 5, 6, 6])
 
 
 def test_other_agreement_and_the_margin_by_hand() -> None:
-    other = other_agreement(CAPTIONS, TRAIN, Q_IMAGE, Q_CAPTION)
+    other = CaptionSets.build(CAPTIONS, TRAIN).other_agreement(Q_IMAGE, Q_CAPTION)
     # c0 against image 1's captions (0 + 0 + 0.6) / 3 and image 3's (0): 0.2. c4 against image 0's: (0.6 + 0.6) / 2.
     # c1 moved to image 2: image 0's captions without c1 itself, {c0}: 1. c5 (val image 2): image 3's c6, cos 1
     # (image 2 is not searched). c6 on its own image 3: images 0 and 1, 0. c6 moved to image 2: image 3 without c6
     # has no caption left, so it is no candidate: 0
     assert other == pytest.approx([0.2, 0.6, 1.0, 1.0, 0.0, 0.0], abs=1e-6)
-    s = text_signals(CAPTIONS, POOL, Q_IMAGE, Q_CAPTION, searched=TRAIN)
+    s = text_signals(CAPTIONS, POOL, Q_IMAGE, Q_CAPTION, CaptionSets.build(CAPTIONS, TRAIN))
     # siblings: c0 with c1 1; c4 with c2, c3 0.8; c1 among image 2's {c5, c7} 0; c5 with c7 1; image 3 none; c6
     # among {c5, c7} 1. The margin is the difference; NaN where the image has no other caption
     assert s["siblings"] == pytest.approx([1.0, 0.8, 0.0, 1.0, np.nan, 1.0], abs=1e-6, nan_ok=True)
     assert s["sibling_margin"] == pytest.approx([0.8, 0.2, -1.0, 0.0, np.nan, 1.0], abs=1e-6, nan_ok=True)
     # over the whole pool, val image 2 (c5, c7) is one of c6's other images
-    assert other_agreement(CAPTIONS, POOL, Q_IMAGE[4:5], Q_CAPTION[4:5]) == pytest.approx([1.0])
-    assert set(text_signals(CAPTIONS, POOL, Q_IMAGE, Q_CAPTION, margins=False)) == {"siblings", "sibling_rank"}
+    assert CaptionSets.build(CAPTIONS, POOL).other_agreement(Q_IMAGE[4:5], Q_CAPTION[4:5]) == pytest.approx([1.0])
+    assert set(text_signals(CAPTIONS, POOL, Q_IMAGE, Q_CAPTION)) == {"siblings", "sibling_rank"}
+    # no image to compare with: −inf, and so no margin
+    nothing = CaptionSets.build(CAPTIONS, Pool.from_pairs(np.zeros(0, int), np.zeros(0, int), 4, 8))
+    assert np.isneginf(nothing.other_agreement(Q_IMAGE, Q_CAPTION)).all()
+    assert np.isnan(text_signals(CAPTIONS, POOL, Q_IMAGE, Q_CAPTION, nothing)["sibling_margin"]).all()
 
 
 def test_a_joint_space_gives_the_margin_over_the_images_it_searches() -> None:
@@ -42,7 +46,7 @@ def test_a_joint_space_gives_the_margin_over_the_images_it_searches() -> None:
     space = Space.build(images, CAPTIONS, POOL, searched=TRAIN)
     s = space.signals(Q_IMAGE, Q_CAPTION, k=1)
     assert "sibling_margin" in space.names
-    other = other_agreement(CAPTIONS, TRAIN, Q_IMAGE, Q_CAPTION)
+    other = CaptionSets.build(CAPTIONS, TRAIN).other_agreement(Q_IMAGE, Q_CAPTION)
     np.testing.assert_allclose(s["sibling_margin"], s["siblings"] - other, atol=1e-6)
     plain = Space.build(images, CAPTIONS, POOL, searched=TRAIN, margins=False)
     assert "sibling_margin" not in plain.names and set(plain.signals(Q_IMAGE, Q_CAPTION, k=1)) == set(plain.names)
@@ -56,7 +60,7 @@ def test_in_a_swapped_context_the_margin_moves_with_the_siblings() -> None:
     context = Context(swapped, 0.5, 0.0, False, np.array([2 * 8 + 7]), np.array([4]))
     names = ["text.siblings", "text.sibling_rank", "text.sibling_margin"]
     q_image, q_caption = np.array([2]), np.array([5])
-    s = text_signals(CAPTIONS, POOL, q_image, q_caption, searched=TRAIN)
+    s = text_signals(CAPTIONS, POOL, q_image, q_caption, CaptionSets.build(CAPTIONS, TRAIN))
     x = np.column_stack([s[n.partition(".")[2]] for n in names])
     out = in_context(names, x, {"text": (CAPTIONS, context)}, q_image, q_caption)
     assert x[0] == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)

@@ -62,7 +62,7 @@ def fused_run(store, dataset: str, base: int) -> int:
 
 def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) -> dict[str, float]:
     from core.benchmarks.review import _temporary_home, stand_in_run, synthetic_dataset
-    from core.detect.consensus import Space, look_alike_signals, text_signals
+    from core.detect.consensus import CaptionSets, Space, look_alike_signals, text_signals
     from core.detect.pixels import dataset_pixel_features
     from core.detect.context import draw_swaps, matched_context
     from core.detect.method import refit
@@ -90,7 +90,7 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
         (space_name, (_, run_captions)), = inputs.spaces.items()
         text = normalise(run_captions @ np.random.default_rng(0).normal(size=(run_captions.shape[1], 384)))
         t0 = time.perf_counter()
-        text_signals(text, pool, q_img, q_cap, searched)
+        text_signals(text, pool, q_img, q_cap, CaptionSets.build(text, searched))
         out["text_siblings_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         dataset_pixel_features(store, ds, inputs.image_ids)

@@ -20,9 +20,10 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
 - `siblings`: mean cosine of the caption to the image's other captions; `sibling_rank`: its place among
   them when each caption of the image is scored by the same agreement (0 = agrees least, 1 = most).
   NaN where the image has no other caption.
-- `sibling_margin`: `siblings` minus the caption's highest agreement with another image's captions (`other_agreement`:
-  the images the space searches, the caption itself left out of each). A caption moved to the wrong image, a near
-  miss above all, agrees with its new siblings almost as a true one does, but better with those it was taken from.
+- `sibling_margin`: `siblings` minus the caption's highest agreement with another image's captions
+  (`CaptionSets.other_agreement`: the images the space searches, the caption itself left out of each). A caption
+  moved to the wrong image, a near miss above all, agrees with its new siblings almost as a true one does, but
+  better with those it was taken from.
 
 A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
 caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
@@ -219,6 +220,11 @@ class Space:
                    VectorIndex.build(cap[pool_captions], pool_captions, exact_below),
                    centroids(pool.captions_of, cap), image_sum, normalise(image_sum), joint, searched, margins)
 
+    @functools.cached_property
+    def caption_sets(self) -> "CaptionSets":
+        """Each searched image's captions in this space (`sibling_margin`'s other images), built on first use."""
+        return CaptionSets.build(self.cap, self.searched or self.pool)
+
     @property
     def names(self) -> tuple[str, ...]:
         """The signals this space gives."""
@@ -281,8 +287,8 @@ class Space:
         if self.joint:
             out["siblings"], out["sibling_rank"] = sibling_terms(cap, pool, q_image, q_caption, in_pool)
             if self.margins:
-                out["sibling_margin"] = sibling_margin(out["siblings"],
-                                                       other_agreement(cap, self.searched or pool, q_image, q_caption))
+                out["sibling_margin"] = sibling_margin(out["siblings"], self.caption_sets.other_agreement(q_image,
+                                                                                                         q_caption))
         return {s: out[s] for s in self.names}
 
     def _cross_modal(self, q_image: np.ndarray, q_caption: np.ndarray, u_img: np.ndarray, img_inv: np.ndarray,
@@ -342,57 +348,77 @@ def space_signals(image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool, q_
 
 
 OTHER_CANDIDATES = 10
-"""Other images a caption's `other_agreement` is taken over: those whose captions' centroid is nearest it."""
+"""How many other images a caption's agreement is taken over (`CaptionSets.other_agreement`): those whose captions'
+centroid is nearest it."""
 
 
-def other_agreement(caption_emb: np.ndarray, searched: Pool, q_image: np.ndarray, q_caption: np.ndarray,
-                    candidates: int = OTHER_CANDIDATES) -> np.ndarray:
-    """Each query caption's highest agreement (`sibling_terms`' mean cosine) with another image's captions: the
-    images `searched` pairs, other than the query's, the caption itself left out of each. The
-    candidates are the `candidates` images whose caption centroid is nearest the caption (faiss), rescored by mean
-    cosine. −inf where no candidate has a caption besides it.
+@dataclass(frozen=True)
+class CaptionSets:
+    """The captions of each image a space searches, summed in one caption space and indexed (faiss) by their
+    centroid: what a caption's agreement with other images' captions is taken over (`other_agreement`). Built once
+    per space for every query set."""
 
-    A caption moved to the wrong image agrees with the captions it was taken from as a sibling would: with those
-    of the image it came from, or of one like it."""
-    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
-    out = np.full(len(q_image), -np.inf)
-    caps = searched.captions_of
-    images = np.flatnonzero(np.diff(caps.indptr) > 0)
-    if len(images) == 0 or len(q_image) == 0:
+    caption_emb: np.ndarray    # normalised caption embeddings, one row per caption
+    searched: Pool
+    images: np.ndarray         # the image rows that have captions in `searched`
+    sums: np.ndarray           # (len(images), d): each one's caption embeddings summed
+    counts: np.ndarray         # each one's caption count
+    index: VectorIndex | None  # the sums (as centroids), ids positions into `images`; None without images
+
+    @classmethod
+    def build(cls, caption_emb: np.ndarray, searched: Pool) -> "CaptionSets":
+        """The caption sets of `searched`'s images in the space of `caption_emb` (normalised here)."""
+        emb = normalise(caption_emb)
+        caps = searched.captions_of
+        images = np.flatnonzero(np.diff(caps.indptr) > 0)
+        sums = np.asarray(caps[images] @ emb, np.float32)
+        index = VectorIndex.build(sums, np.arange(len(images)), BATCH_EXACT_BELOW) if len(images) else None
+        return cls(emb, searched, images, sums, np.diff(caps.indptr)[images], index)
+
+    def other_agreement(self, q_image: np.ndarray, q_caption: np.ndarray,
+                        candidates: int = OTHER_CANDIDATES) -> np.ndarray:
+        """Each query caption's highest agreement (`sibling_terms`' mean cosine) with another image's captions:
+        the searched images other than the query's, the caption itself left out of each. The candidates are the
+        `candidates` images whose caption centroid is nearest the caption, rescored by mean cosine. −inf where no
+        candidate has a caption besides it.
+
+        A caption moved to the wrong image agrees with the captions it was taken from as a sibling would: with
+        those of the image it came from, or of one like it."""
+        q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+        out = np.full(len(q_image), -np.inf)
+        if self.index is None or len(q_image) == 0:
+            return out
+        u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
+        found, _ = self.index.search(self.caption_emb[u_cap], min(len(self.images), candidates + 1))
+        dots = _row_dots(self.caption_emb[u_cap], self.sums, np.maximum(found, 0))[cap_inv]
+        found = found[cap_inv]
+        for j in range(found.shape[1]):
+            at = np.maximum(found[:, j], 0)
+            image = self.images[at]
+            member = self.searched.contains(image, q_caption)
+            others = self.counts[at] - member
+            mean = np.full(len(q_image), -np.inf)
+            np.divide(dots[:, j] - member, others, out=mean,
+                      where=(found[:, j] >= 0) & (others > 0) & (image != q_image))
+            np.maximum(out, mean, out=out)
         return out
-    sums = np.asarray(caps[images] @ caption_emb, np.float32)
-    counts = np.diff(caps.indptr)[images]
-    u_cap, cap_inv = np.unique(q_caption, return_inverse=True)
-    found, _ = VectorIndex.build(sums, np.arange(len(images)), BATCH_EXACT_BELOW).search(
-        caption_emb[u_cap], min(len(images), candidates + 1))
-    dots = _row_dots(caption_emb[u_cap], sums, np.maximum(found, 0))[cap_inv]
-    found = found[cap_inv]
-    for j in range(found.shape[1]):
-        image = images[np.maximum(found[:, j], 0)]
-        member = searched.contains(image, q_caption)
-        others = counts[np.maximum(found[:, j], 0)] - member
-        mean = np.full(len(q_image), -np.inf)
-        np.divide(dots[:, j] - member, others, out=mean, where=(found[:, j] >= 0) & (others > 0) & (image != q_image))
-        np.maximum(out, mean, out=out)
-    return out
 
 
 def sibling_margin(siblings: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """`siblings` minus `other_agreement`: how much more the caption agrees with its own image's other captions
-    than with any other image's. NaN where either is missing."""
+    """`siblings` minus `CaptionSets.other_agreement`: how much more the caption agrees with its own image's other
+    captions than with any other image's. NaN where either is missing."""
     ok = np.isfinite(siblings) & np.isfinite(other)
     return np.where(ok, np.where(ok, siblings, 0.0) - np.where(ok, other, 0.0), np.nan)
 
 
 def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
-                 searched: Pool | None = None, margins: bool = True) -> dict[str, np.ndarray]:
+                 sets: CaptionSets | None = None) -> dict[str, np.ndarray]:
     """The signals a text-only space (e.g. the pretrained text tower's features, no images) can give: the
-    sibling terms of each query, and with `margins` its `sibling_margin` (other images: `searched`'s, default
-    the pool's)."""
-    emb = normalise(text_emb)
+    sibling terms of each query, and with `sets` (`CaptionSets` of the same space, built once for every query
+    set) its `sibling_margin`."""
     q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
-    siblings, rank = sibling_terms(emb, pool, q_image, q_caption)
+    siblings, rank = sibling_terms(normalise(text_emb), pool, q_image, q_caption)
     out = {"siblings": siblings, "sibling_rank": rank}
-    if margins:
-        out["sibling_margin"] = sibling_margin(siblings, other_agreement(emb, searched or pool, q_image, q_caption))
+    if sets is not None:
+        out["sibling_margin"] = sibling_margin(siblings, sets.other_agreement(q_image, q_caption))
     return out

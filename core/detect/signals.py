@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from core.detect.consensus import Pool, Space, look_alike_signals, text_signals
+from core.detect.consensus import CaptionSets, Pool, Space, look_alike_signals, text_signals
 from core.detect.context import Context
 from core.index import normalise
 from core.meta_seed import TRAIN_SPLIT
@@ -128,8 +128,9 @@ def signal_matrix(inputs: SignalInputs, pool: Pool, queries: Sequence[Query], k:
                 for s, v in look_alike_signals(indexed_space, nb, q.image, q.caption, tau).items():
                     cols[f"{space}.{s}"] = v
     if inputs.text is not None:
+        sets = CaptionSets.build(inputs.text, searched or pool) if margins else None
         for cols, q in zip(columns, queries):
-            for s, v in text_signals(inputs.text, pool, q.image, q.caption, searched, margins).items():
+            for s, v in text_signals(inputs.text, pool, q.image, q.caption, sets).items():
                 cols[f"{TEXT_SPACE}.{s}"] = v
     names = list(columns[0]) if columns else []
     return names, [np.column_stack([cols[n] for n in names]) if names else np.zeros((len(q.image), 0))
