@@ -2,13 +2,13 @@
 
 A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
 when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
-(`core.detect.consensus`) in each run's embedding space, the sibling terms in the text tower's space, the
+(`core.detect.consensus`) in each run's embedding space, the sibling terms and margin in the text tower's space, the
 neighbour terms in the pixel space (`core.detect.pixels`) and each run's look-alike terms over the pixel space's
 neighbours, and fits the fused classifier (`core.detect.fusion`:
 one per run's space, weighed by how well each splits the pairs, and the same with every weight ≥ 0, weighed
 against it) on the meta-data plus constructed negatives
-(`core.detect.labels`), the trusted images' sibling terms taken in a context matched to the noisy split's
-(`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
+(`core.detect.labels`), the trusted images' sibling terms (and margins) taken in a context matched to the noisy
+split's (`core.detect.context`). Its `clean_prob` is the classifier's; `similarity` the mean cosine of the spaces;
 `weight` the clean probability too; extras the per-kind signals, for the map and the Review line.
 
 The signal matrices are cached with the run, so `refit` (after a batch of decisions) only refits the
