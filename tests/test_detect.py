@@ -346,6 +346,7 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert fused["labelled"]["positives"] > 0 and fused["labelled"]["constructed"] == fused["labelled"]["positives"]
     assert {w["signal"] for w in fused["weights"]} >= {f"b1#{b1}.similarity", f"b1#{b1}.siblings", "text.siblings",
                                                        f"b1#{b1}.sibling_margin", "text.sibling_margin",
+                                                       f"b1#{b1}.similarity_margin",
                                                        "pixels.image_neighbours", "pixels.caption_neighbours"}
     assert set(fused["fit_weights"]) == {"unconstrained", "nonnegative"}          # the two fits, weighed
     assert sum(fused["fit_weights"].values()) == pytest.approx(1.0) and fused["space_weights"] is None   # one space
@@ -354,7 +355,7 @@ def test_concord_fuses_the_finished_runs_and_refits_from_decisions(fused_run) ->
     assert scores["clean_prob"].between(0, 1).all() and np.allclose(scores["weight"], scores["clean_prob"])
     assert {"caption_margin", "image_neighbours", "siblings", "text_siblings", "pixels_image_neighbours",
             "pixels_caption_neighbours", "pixels_caption_images", "look_alikes", "read_alikes", "sibling_margin",
-            "text_sibling_margin", "sibling_count"} <= set(scores.columns)
+            "text_sibling_margin", "similarity_margin", "sibling_count"} <= set(scores.columns)
     assert evaluate_run(store, run_id)["auroc"] is not None
 
     # decide 5 training pairs by the truth: the refit is due, learns from them, and rewrites clean_prob
@@ -494,6 +495,8 @@ def test_review_line_names_the_signals_that_flag_the_pair() -> None:
     margin_lows = lows | {"sibling_margin": 0.0, "text_sibling_margin": 0.0}
     assert explain_pair(calm | {"sibling_margin": 0.1, "text_sibling_margin": -0.2}, margin_lows) == (
         "Flagged by: the caption agrees more with another image's captions than with its own image's.")
+    assert explain_pair(calm | {"similarity_margin": -0.3}, lows | {"similarity_margin": -0.1}) == (
+        "Flagged by: the image matches its other captions better than this one.")
     fused = {"cv_auroc": 0.912, "labelled": {"positives": 80, "negatives": 3, "constructed": 80}, "refits": 2,
              "weights": [{"signal": "b1#1.caption_margin", "coef": 1.2}, {"signal": "text.siblings", "coef": 0.4}]}
     assert fused_summary(fused) == ("Fused classifier: cross-validated AUROC 0.912 on 80 trusted matched and 3 "
@@ -669,9 +672,10 @@ def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run
     with np.load(artifacts.run_dir(run) / CACHE_FILE) as z:
         names, x, x_fit, pair_ids = list(z["names"]), z["x"], z["x_fit"], z["pair_ids"]
     split = pairs.set_index("pair_id").loc[pair_ids, "split"].to_numpy()
-    # only the trusted (val) images' sibling terms are in the swapped context; the noisy split's are as scored
+    # only the trusted (val) images' sibling terms and similarity margins are in the swapped context; the noisy split's
+    # are as scored
     assert np.array_equal(x_fit[split == "train"], x[split == "train"], equal_nan=True)
-    other = [j for j, n in enumerate(names) if "sibling" not in n]
+    other = [j for j, n in enumerate(names) if "sibling" not in n and not n.endswith(".similarity_margin")]
     assert np.array_equal(x_fit[:, other], x[:, other], equal_nan=True)
     assert max(c["rate"] for c in run.metrics["context"].values()) > 0      # 40 % near misses: something swapped
     assert not np.array_equal(x_fit[split == "val"], x[split == "val"], equal_nan=True)

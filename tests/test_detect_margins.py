@@ -1,11 +1,13 @@
-"""The sibling margin: how much more a caption agrees with its own image's other captions than with any other
-image's (`core.detect.consensus.CaptionSets`, `sibling_margin`), by hand, in a space, and in a matched context."""
+"""The margins over a pair's siblings: how much more a caption agrees with its own image's other captions than with
+any other image's (`core.detect.consensus.CaptionSets`, `sibling_margin`), and how much better the image matches it
+than its other captions (`similarity_margin`), by hand, in a space, and in a matched context."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.detect.consensus import CaptionSets, Pool, Space, sibling_terms, text_signals
+from core.detect.consensus import (MARGIN_SIGNALS, CaptionSets, Pool, Space, sibling_terms, similarity_margin,
+                                   text_signals)
 from core.detect.context import Context
 from core.detect.signals import in_context
 
@@ -48,9 +50,21 @@ def test_a_joint_space_gives_the_margin_over_the_images_it_searches() -> None:
     assert "sibling_margin" in space.names
     other = CaptionSets.build(CAPTIONS, TRAIN).other_agreement(Q_IMAGE, Q_CAPTION)
     np.testing.assert_allclose(s["sibling_margin"], s["siblings"] - other, atol=1e-6)
+    np.testing.assert_allclose(s["similarity_margin"], similarity_margin(space.img, space.cap, POOL, Q_IMAGE,
+                                                                         Q_CAPTION), atol=1e-6)
     plain = Space.build(images, CAPTIONS, POOL, searched=TRAIN, margins=False)
-    assert "sibling_margin" not in plain.names and set(plain.signals(Q_IMAGE, Q_CAPTION, k=1)) == set(plain.names)
-    assert "sibling_margin" not in Space.build(images, CAPTIONS, POOL, joint=False).names
+    assert not set(MARGIN_SIGNALS) & set(plain.names)
+    assert set(plain.signals(Q_IMAGE, Q_CAPTION, k=1)) == set(plain.names)
+    assert not set(MARGIN_SIGNALS) & set(Space.build(images, CAPTIONS, POOL, joint=False).names)
+
+
+def test_similarity_margin_by_hand() -> None:
+    images = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1)], np.float32)
+    q_image, q_caption = np.array([1, 1, 0, 3]), np.array([4, 2, 4, 6])
+    # image 1 with c4: cos 0.8 against its other captions c2, c3 (1, 1): -0.2; with c2: 1 against c3, c4 (1, 0.8):
+    # +0.1; c4 moved to image 0: 0.6 against c0, c1 (1, 1): -0.4; image 3's only caption: none to compare with
+    out = similarity_margin(images, CAPTIONS, POOL, q_image, q_caption)
+    assert out == pytest.approx([-0.2, 0.1, -0.4, np.nan], abs=1e-6, nan_ok=True)
 
 
 def test_in_a_swapped_context_the_margin_moves_with_the_siblings() -> None:
@@ -62,7 +76,13 @@ def test_in_a_swapped_context_the_margin_moves_with_the_siblings() -> None:
     q_image, q_caption = np.array([2]), np.array([5])
     s = text_signals(CAPTIONS, POOL, q_image, q_caption, CaptionSets.build(CAPTIONS, TRAIN))
     x = np.column_stack([s[n.partition(".")[2]] for n in names])
-    out = in_context(names, x, {"text": (CAPTIONS, context)}, q_image, q_caption)
+    out = in_context(names, x, {"text": (CAPTIONS, context, None)}, q_image, q_caption)
     assert x[0] == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
     assert out[0, [0, 2]] == pytest.approx([0.0, -1.0], abs=1e-6)
     assert out[0, 0] == pytest.approx(sibling_terms(CAPTIONS, swapped, q_image, q_caption)[0][0], abs=1e-6)
+    # image 2 = (0, 0, 1) matches c5 and c7 alike (margin 0); in the context its other caption is c4 (cos 0): 1
+    image = np.array([(0, 0, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0)], np.float32)
+    names = ["b1#1.siblings", "b1#1.sibling_rank", "b1#1.similarity_margin"]
+    x = np.array([[1.0, 0.5, float(similarity_margin(image, CAPTIONS, POOL, q_image, q_caption)[0])]])
+    out = in_context(names, x, {"b1#1": (CAPTIONS, context, image)}, q_image, q_caption)
+    assert x[0, 2] == pytest.approx(0.0) and out[0, 2] == pytest.approx(1.0)

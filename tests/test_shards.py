@@ -115,7 +115,7 @@ def test_local_scores_are_the_runs_own_and_complete(env: Source, tmp_path: Path)
     assert img.shape == (50, 256) and np.allclose(np.einsum("nd,nd->n", img, cap), shard["similarity"], atol=1e-5)
     terms = consensus_terms(shard["image_hash"].to_numpy(), shard["caption_hash"].to_numpy(), img, cap, 10)
     assert set(terms) == {"caption_margin", "image_margin", "image_neighbours", "caption_neighbours",
-                          "caption_images", "siblings", "sibling_rank", "sibling_margin"}
+                          "caption_images", "siblings", "sibling_rank", "sibling_margin", "similarity_margin"}
     for name, values in terms.items():
         np.testing.assert_allclose(shard[name].to_numpy(), values, equal_nan=True)
 
@@ -231,7 +231,7 @@ def test_attach_reviews_decides_and_exports(env: Source, tmp_path: Path) -> None
 
 
 TERMS = ["caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
-         "sibling_rank", "sibling_margin"]
+         "sibling_rank", "sibling_margin", "similarity_margin"]
 
 
 def score_in_two_passes(env: Source, out: Path) -> pd.DataFrame:
@@ -293,7 +293,7 @@ def test_attach_reads_the_consensus_terms_in_place(env: Source, tmp_path: Path) 
         assert "is missing from the shards folder" in store.extras_unavailable(run.id)
         (tmp_path / "out").rmdir()
         (tmp_path / "moved").rename(tmp_path / "out")
-        assert store.extras_unavailable(run.id) is None and len(store.scores_frame(run.id).columns) == 14
+        assert store.extras_unavailable(run.id) is None and len(store.scores_frame(run.id).columns) == 15
         # a shard rewritten since attach: its rows may no longer be the pairs', so no terms are read
         first = output_files(tmp_path / "out")[0]
         pq.write_table(pq.read_table(first).slice(0, 10), first)

@@ -96,6 +96,7 @@ def _terms(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
                                                         "siblings")}
     out["sibling_rank"] = rng.integers(0, 2, n).astype(np.float64)
     out["sibling_margin"] = rng.normal(0.05, 0.1, n)
+    out["similarity_margin"] = rng.normal(0.0, 0.1, n)
     return out
 
 

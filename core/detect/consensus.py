@@ -24,6 +24,9 @@ negatives it constructs). Every signal is oriented the same way: **higher means 
   (`CaptionSets.other_agreement`: the images the space searches, the caption itself left out of each). A caption
   moved to the wrong image, a near miss above all, agrees with its new siblings almost as a true one does, but
   better with those it was taken from.
+- `similarity_margin`: `similarity` minus the image's mean cosine with its other captions: how much better the image
+  matches this caption than its siblings (a network that represents an image poorly scores all its captions low).
+  NaN where the image has no other caption.
 
 A neighbour's captions (or a caption's images) enter as their normalised mean embedding, so one mismatched
 caption of a neighbour moves the term little. Neighbour search goes through `core.index.VectorIndex` (faiss).
@@ -50,9 +53,11 @@ from scipy import sparse
 from core.index import VectorIndex, normalise
 
 SIGNALS = ("similarity", "caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images",
-           "siblings", "sibling_rank", "sibling_margin")
+           "siblings", "sibling_rank", "sibling_margin", "similarity_margin")
 NEIGHBOUR_SIGNALS = ("image_neighbours", "caption_neighbours", "caption_images")
 """The signals that compare images only with images and captions only with captions (a space that is not joint)."""
+MARGIN_SIGNALS = ("sibling_margin", "similarity_margin")
+"""A joint space's margins over the pair's siblings (`Space.build`'s `margins`)."""
 LOOK_ALIKE_SIGNALS = ("look_alikes", "read_alikes")
 """A joint space's cosine over another space's neighbours (`look_alike_signals`)."""
 
@@ -230,7 +235,7 @@ class Space:
         """The signals this space gives."""
         if not self.joint:
             return NEIGHBOUR_SIGNALS
-        return SIGNALS if self.margins else tuple(s for s in SIGNALS if s != "sibling_margin")
+        return SIGNALS if self.margins else tuple(s for s in SIGNALS if s not in MARGIN_SIGNALS)
 
     def neighbours(self, q_image: np.ndarray, q_caption: np.ndarray, k: int = 10) -> Neighbours:
         """Each query's k nearest other images to its image and k nearest captions to its caption among those the
@@ -289,6 +294,7 @@ class Space:
             if self.margins:
                 out["sibling_margin"] = sibling_margin(out["siblings"], self.caption_sets.other_agreement(q_image,
                                                                                                          q_caption))
+                out["similarity_margin"] = similarity_margin(img, cap, pool, q_image, q_caption, in_pool=in_pool)
         return {s: out[s] for s in self.names}
 
     def _cross_modal(self, q_image: np.ndarray, q_caption: np.ndarray, u_img: np.ndarray, img_inv: np.ndarray,
@@ -402,6 +408,23 @@ class CaptionSets:
                       where=(found[:, j] >= 0) & (others > 0) & (image != q_image))
             np.maximum(out, mean, out=out)
         return out
+
+
+def similarity_margin(img: np.ndarray, cap: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
+                      stand_in: np.ndarray | None = None, in_pool: np.ndarray | None = None) -> np.ndarray:
+    """Each query's cosine minus its image's mean cosine with the image's other captions (normalised `img`, `cap`);
+    NaN without another caption. `stand_in` and `in_pool` as `sibling_terms`' (the pool caption in the query's
+    slot, left out of the others; whether that one is a pool pair)."""
+    q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
+    stand_in = q_caption if stand_in is None else np.asarray(stand_in, np.int64)
+    in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
+    images, of_query = np.unique(q_image, return_inverse=True)
+    others = (np.asarray(pool.captions_of[images] @ cap, np.float64)[of_query]
+              - np.where(in_pool, 1.0, 0.0)[:, None] * cap[stand_in])
+    count = np.diff(pool.captions_of.indptr)[q_image] - in_pool
+    mean = np.full(len(q_image), np.nan)
+    np.divide(np.einsum("nd,nd->n", img[q_image], others), count, out=mean, where=count > 0)
+    return np.einsum("nd,nd->n", img[q_image], cap[q_caption]) - mean
 
 
 def sibling_margin(siblings: np.ndarray, other: np.ndarray) -> np.ndarray:

@@ -63,10 +63,11 @@ class ConcordConfig:
                                       "neighbours: the caption against the images that look most like the pair's, "
                                       "the image against the captions that read most like the pair's. Memorising "
                                       "a mismatched pair does not raise them (needs pixel_signals)")
-    sibling_margins: bool = setting(True, "also each space's sibling margin: how much more a caption agrees with its "
-                                          "own image's other captions than with those of any other image of the "
-                                          "noisy split (a near miss agrees as well with the captions it was taken "
-                                          "from)")
+    sibling_margins: bool = setting(True, "also each space's margins over a pair's siblings: how much more a caption "
+                                          "agrees with its own image's other captions than with those of any other "
+                                          "image of the noisy split (a near miss agrees as well with the captions "
+                                          "it was taken from), and in each network's space how much better the "
+                                          "image matches the caption than its other captions")
     negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
     near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
     near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
@@ -163,7 +164,8 @@ class Concord:
         x_fit, matched = x, {}
         if cfg.match_context:
             x_fit, x_made, matched = labelled_in_context(
-                captions, pool, indexes, names, x, x_made, made, q_img, q_cap,
+                captions, {space: image_emb for space, (image_emb, _) in inputs.spaces.items()}, pool, indexes, names,
+                x, x_made, made, q_img, q_cap,
                 clean_images=np.setdiff1d(pos_img, q_img[train]), train=train, near_k=cfg.near_k, seed=run.seed or 0)
         artifacts.atomic_save_npz(artifacts.run_dir(run) / CACHE_FILE, names=np.array(names), pair_ids=pair_ids,
                                   x=x, x_fit=x_fit, x_made=x_made, trusted=trusted, weighed=weighed)
@@ -184,8 +186,8 @@ class Concord:
         return MethodResult(np.mean(cos, axis=0), clean, clean.copy(), summary, emb, metrics)
 
 
-def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: dict[str, VectorIndex], names: list[str],
-                        x: np.ndarray, x_made: np.ndarray, made: Constructed, q_img: np.ndarray, q_cap: np.ndarray,
+def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.ndarray], pool: Pool,
+                        indexes: dict[str, VectorIndex], names: list[str], x: np.ndarray, x_made: np.ndarray, made: Constructed, q_img: np.ndarray, q_cap: np.ndarray,
                         *, clean_images: np.ndarray, train: np.ndarray, near_k: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, Any]]]:
     """The labelled pairs' signals as the classifier learns from them, each space's sibling terms taken in the
@@ -195,6 +197,7 @@ def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: di
 
     Args:
         captions: each space's normalised caption embeddings (`core.detect.signals.caption_spaces`).
+        images: each run space's normalised image embeddings (the similarity margins are taken in context too).
         pool: the pool the signals were computed over.
         indexes: each space's index of the pool captions (where its near misses are searched).
         names, x: the signal names and every pair's signals (rows as `q_img` / `q_cap`, the pairs' rows).
@@ -211,7 +214,8 @@ def labelled_in_context(captions: dict[str, np.ndarray], pool: Pool, indexes: di
     for space, emb in captions.items():
         context = context_at(draws[space], fits[space], whole)
         trusted_context, made_context = labelled_contexts(draws[space], context)
-        for_trusted[space], for_made[space] = (emb, trusted_context), (emb, made_context)
+        image_emb = images.get(space)
+        for_trusted[space], for_made[space] = (emb, trusted_context, image_emb), (emb, made_context, image_emb)
         fitted[space] = {"rate": context.rate, "near_miss_share": context.share, "whole_images": context.whole}
     rows = np.flatnonzero(np.isin(q_img, clean_images))
     x_fit = x.copy()

@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from core.detect.consensus import CaptionSets, Pool, Space, look_alike_signals, text_signals
+from core.detect.consensus import CaptionSets, Pool, Space, look_alike_signals, similarity_margin, text_signals
 from core.detect.context import Context
 from core.index import normalise
 from core.meta_seed import TRAIN_SPLIT
@@ -90,7 +90,8 @@ def index_spaces(inputs: SignalInputs, pool: Pool, searched: Pool | None = None,
                  ) -> dict[str, Space]:
     """Each run space, and the pixel space where the inputs have one, over the pool, its neighbours searched among
     `searched`'s images and captions (default the pool's; `searched_pool`), indexed once for everything that
-    searches it; with `margins`, the run spaces give `sibling_margin` too."""
+    searches it; with `margins`, the run spaces give their margins over the siblings too
+    (`core.detect.consensus.MARGIN_SIGNALS`)."""
     spaces = {space: Space.build(image_emb, caption_emb, pool, searched=searched, margins=margins)
               for space, (image_emb, caption_emb) in inputs.spaces.items()}
     if inputs.pixels is not None and inputs.pixels.shape[1] and inputs.text is not None:   # identical images: none
@@ -161,18 +162,22 @@ def space_groups(names: list[str]) -> list[list[int]] | None:
             if len(spaces) > 1 else None)
 
 
-def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context]],
+def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.ndarray, Context, np.ndarray | None]],
                q_image: np.ndarray, q_caption: np.ndarray) -> np.ndarray:
     """`x` (the queries' signals) with each space's sibling terms computed in that space's swapped pool instead
-    (`contexts`: space -> (its caption embeddings, its matched context), `core.detect.context`); the other
-    signals do not depend on the image's own captions and stay. A sibling margin moves with the siblings: its
-    other images' part comes from the noisy split, which no context swaps."""
+    (`contexts`: space -> (its caption embeddings, its matched context, its image embeddings: None for the text
+    tower's space), `core.detect.context`); the other signals do not depend on the image's own captions and stay. A
+    sibling margin moves with the siblings (its other images come from the noisy split, which no context swaps); a
+    similarity margin is taken over the image's captions in the context."""
     out = np.array(x, np.float64)
-    for space, (emb, context) in contexts.items():
+    for space, (emb, context, image_emb) in contexts.items():
         agreement, rank = context.siblings(emb, q_image, q_caption)
         if f"{space}.sibling_margin" in names:
             j = names.index(f"{space}.sibling_margin")
             out[:, j] += agreement - out[:, names.index(f"{space}.siblings")]
+        if image_emb is not None and f"{space}.similarity_margin" in names:
+            out[:, names.index(f"{space}.similarity_margin")] = similarity_margin(
+                image_emb, emb, context.pool, q_image, q_caption, context.stand_in(q_image, q_caption))
         out[:, names.index(f"{space}.siblings")] = agreement
         out[:, names.index(f"{space}.sibling_rank")] = rank
     return out
