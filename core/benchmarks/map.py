@@ -30,9 +30,9 @@ from core.benchmarks.projection import _records, _timed
 from core.benchmarks.review import _temporary_home
 
 EXTRAS = ("caption_margin", "image_margin", "image_neighbours", "caption_neighbours", "caption_images", "siblings",
-          "sibling_rank", "sibling_margin", "similarity_margin", "text_siblings", "text_sibling_rank", "text_sibling_margin",
-          "pixels_image_neighbours", "pixels_caption_neighbours", "pixels_caption_images", "look_alikes", "read_alikes",
-          "sibling_count")  # what a concord run writes
+          "sibling_rank", "sibling_margin", "similarity_margin", "text_siblings", "text_sibling_rank",
+          "text_sibling_margin", "pixels_image_neighbours", "pixels_caption_neighbours", "pixels_caption_images",
+          "look_alikes", "read_alikes", "sibling_count")  # what a concord run writes
 LASSO_VERTICES = 200
 
 

@@ -187,7 +187,8 @@ class Concord:
 
 
 def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.ndarray], pool: Pool,
-                        indexes: dict[str, VectorIndex], names: list[str], x: np.ndarray, x_made: np.ndarray, made: Constructed, q_img: np.ndarray, q_cap: np.ndarray,
+                        indexes: dict[str, VectorIndex], names: list[str], x: np.ndarray, x_made: np.ndarray,
+                        made: Constructed, q_img: np.ndarray, q_cap: np.ndarray,
                         *, clean_images: np.ndarray, train: np.ndarray, near_k: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, Any]]]:
     """The labelled pairs' signals as the classifier learns from them, each space's sibling terms taken in the
