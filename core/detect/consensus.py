@@ -207,7 +207,7 @@ class Space:
     image_centroid: np.ndarray         # per caption: its pool images' normalised mean
     joint: bool = True                 # images and captions in one space (else only `NEIGHBOUR_SIGNALS`)
     searched: Pool | None = None       # the pairs the indexes hold (`build`; None: the pool's)
-    margins: bool = True               # a joint space also gives `sibling_margin`
+    margins: bool = True               # a joint space also gives `MARGIN_SIGNALS`
 
     @classmethod
     def build(cls, image_emb: np.ndarray, caption_emb: np.ndarray, pool: Pool,
@@ -215,7 +215,7 @@ class Space:
               margins: bool = True) -> "Space":
         """The space over `pool`; its indexes hold the images and captions of `searched`'s pairs (default the
         pool's): what neighbours, margins and near misses are searched among (`sibling_margin`'s other images
-        too). `margins`: a joint space gives `sibling_margin` (False: the signals before it)."""
+        too). `margins`: a joint space gives `MARGIN_SIGNALS` (False: the signals before them)."""
         img, cap = normalise(image_emb), normalise(caption_emb)
         searched = pool if searched is None else searched
         pool_images = np.flatnonzero(np.diff(searched.captions_of.indptr) > 0)
