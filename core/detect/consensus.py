@@ -136,6 +136,22 @@ def _first_valid(ids: np.ndarray, sims: np.ndarray, valid: np.ndarray, k: int
             np.take_along_axis(valid, order, 1))
 
 
+def caption_set(emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray, stand_in: np.ndarray,
+                in_pool: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the sum of each query image's captions in the space of `emb`, the query's caption in its slot; how many
+    others there are): its pool captions with `stand_in` (the pool caption in the query's slot) replaced by the
+    query's caption, or the query's caption added where `stand_in` is no pool pair of the image (`in_pool`:
+    `pool.contains(q_image, stand_in)` when the caller has it already)."""
+    caps = pool.captions_of
+    in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
+    swapped = in_pool & (stand_in != q_caption)
+    images, of_query = np.unique(q_image, return_inverse=True)
+    total = (np.asarray(caps[images] @ emb)[of_query]
+             + np.where(~in_pool | swapped, 1.0, 0.0)[:, None] * emb[q_caption]
+             - np.where(swapped, 1.0, 0.0)[:, None] * emb[stand_in])
+    return total, np.diff(caps.indptr)[q_image] + np.where(in_pool, 0, 1) - 1
+
+
 def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,
                   in_pool: np.ndarray | None = None, stand_in: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,14 +165,7 @@ def sibling_terms(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_capti
     q_image, q_caption = np.asarray(q_image), np.asarray(q_caption)
     stand_in = q_caption if stand_in is None else np.asarray(stand_in)
     caps = pool.captions_of
-    in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
-    swapped = in_pool & (stand_in != q_caption)
-    images, of_query = np.unique(q_image, return_inverse=True)
-    total = (np.asarray(caps[images] @ text_emb)[of_query]
-             + np.where(~in_pool | swapped, 1.0, 0.0)[:, None] * text_emb[q_caption]
-             - np.where(swapped, 1.0, 0.0)[:, None] * text_emb[stand_in])
-    size = np.diff(caps.indptr)[q_image] + np.where(in_pool, 0, 1)
-    others = size - 1
+    total, others = caption_set(text_emb, pool, q_image, q_caption, stand_in, in_pool)
     agreement = np.full(len(q_image), np.nan)
     dots = np.einsum("nd,nd->n", text_emb[q_caption], total)
     np.divide(dots - 1.0, others, out=agreement, where=others > 0)
@@ -417,21 +426,19 @@ def similarity_margin(img: np.ndarray, cap: np.ndarray, pool: Pool, q_image: np.
     slot, left out of the others; whether that one is a pool pair)."""
     q_image, q_caption = np.asarray(q_image, np.int64), np.asarray(q_caption, np.int64)
     stand_in = q_caption if stand_in is None else np.asarray(stand_in, np.int64)
-    in_pool = pool.contains(q_image, stand_in) if in_pool is None else in_pool
-    images, of_query = np.unique(q_image, return_inverse=True)
-    others = (np.asarray(pool.captions_of[images] @ cap, np.float64)[of_query]
-              - np.where(in_pool, 1.0, 0.0)[:, None] * cap[stand_in])
-    count = np.diff(pool.captions_of.indptr)[q_image] - in_pool
+    total, others = caption_set(cap, pool, q_image, q_caption, stand_in, in_pool)
+    sim = np.einsum("nd,nd->n", img[q_image], cap[q_caption])
     mean = np.full(len(q_image), np.nan)
-    np.divide(np.einsum("nd,nd->n", img[q_image], others), count, out=mean, where=count > 0)
-    return np.einsum("nd,nd->n", img[q_image], cap[q_caption]) - mean
+    np.divide(np.einsum("nd,nd->n", img[q_image], total) - sim, others, out=mean, where=others > 0)
+    return sim - mean
 
 
 def sibling_margin(siblings: np.ndarray, other: np.ndarray) -> np.ndarray:
     """`siblings` minus `CaptionSets.other_agreement`: how much more the caption agrees with its own image's other
     captions than with any other image's. NaN where either is missing."""
-    ok = np.isfinite(siblings) & np.isfinite(other)
-    return np.where(ok, np.where(ok, siblings, 0.0) - np.where(ok, other, 0.0), np.nan)
+    with np.errstate(invalid="ignore"):
+        margin = np.asarray(siblings, np.float64) - other      # no other image (−inf): inf, and NaN below
+    return np.where(np.isfinite(margin), margin, np.nan)
 
 
 def text_signals(text_emb: np.ndarray, pool: Pool, q_image: np.ndarray, q_caption: np.ndarray,

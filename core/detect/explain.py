@@ -21,8 +21,8 @@ PHRASES = {
     "pixels_caption_neighbours": "the images of the caption's nearest captions look different, pixel for pixel",
     "pixels_caption_images": "the caption's other images look different, pixel for pixel",
     "look_alikes": "the caption fits poorly the images that look most like this one",
-    "similarity_margin": "the image matches its other captions better than this one",
     "read_alikes": "the image fits poorly the captions that read most like this one",
+    "similarity_margin": "the image matches its other captions better than this one",
 }
 SIBLING_SIGNALS = ("siblings", "text_siblings")
 MARGIN_SIGNALS = ("sibling_margin", "text_sibling_margin")
