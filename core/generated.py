@@ -28,17 +28,21 @@ from core.progress import Progress
 
 SOURCES = ("demo", "fashion-mnist", "emoji")
 SOURCE_FORMAT = "generated"
+CAPTIONS = 5
+"""Captions every source writes per image (the demo's five template families, the offline sets' five templates)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """A generated dataset: `source` (demo | fashion-mnist | emoji), how many images of what size, the
-    seed, and noise of `noise_kind` at ratio `noise` injected into its train split."""
+    """A generated dataset: `source` (demo | fashion-mnist | emoji), how many images of what size, how many
+    `captions` each (the first of its five: 1 makes a set like Conceptual Captions, where no image has siblings),
+    the seed, and noise of `noise_kind` at ratio `noise` injected into its train split."""
 
     source: str = "demo"
     images: int = 1000
     image_size: int = 64
+    captions: int = CAPTIONS
     seed: int = 0
     noise: float = 0.3           # the issue's default: the demo arrives with mistakes to find
     noise_kind: str = "ncr"
@@ -78,6 +82,8 @@ def create_generated(store, name: str, options: GenerateOptions = GenerateOption
         raise ConcordError(f"a generated dataset needs at least 2 images, got {options.images}")
     if not 16 <= options.image_size <= 1024:
         raise ConcordError(f"image size must be within 16..1024 pixels, got {options.image_size}")
+    if not 1 <= options.captions <= CAPTIONS:
+        raise ConcordError(f"captions per image must be within 1..{CAPTIONS}, got {options.captions}")
     if options.noise_kind not in KINDS:
         raise ConcordError(f"unknown noise kind {options.noise_kind!r} (choose one of {', '.join(KINDS)})")
     if not 0.0 <= options.noise <= 1.0:
@@ -101,7 +107,7 @@ def create_generated(store, name: str, options: GenerateOptions = GenerateOption
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     try:
-        records = writer(tmp, options, progress)
+        records = first_captions(writer(tmp, options, progress), options.captions)
         if options.noise > 0:
             progress.start("noise", None, message=f"injecting {options.noise_kind} noise")
             records = inject_noise(records, options.noise, options.noise_kind, options.seed, k=options.k,
@@ -129,6 +135,11 @@ def create_generated(store, name: str, options: GenerateOptions = GenerateOption
         "name": name, "root": str(folder), "source": options.source, "noisy": int(records["is_noisy"].sum()),
         "splits": {str(s): {"images": int(g["image_hash"].nunique()), "pairs": int(len(g))} for s, g in splits},
     }
+
+
+def first_captions(records: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Each image's first `n` caption rows (in the writer's order), so fewer captions keep the same images."""
+    return records[records.groupby("image_path", sort=False).cumcount() < n].reset_index(drop=True)
 
 
 def deletion_summary(store, name: str) -> dict[str, Any]:

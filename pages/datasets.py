@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import ConcordError
-from core.generated import SOURCES, GenerateOptions, create_generated, delete_dataset, deletion_summary, \
-    describe_deletion
+from core.generated import CAPTIONS, SOURCES, GenerateOptions, create_generated, delete_dataset, \
+    deletion_summary, describe_deletion
 from core.importers import FORMATS, ColumnNames, import_dataset
 from core.noise import DEFAULT_K, KINDS, inject_noise_copy
 from core.progress import Progress
@@ -88,17 +88,19 @@ with create:
     source = st.selectbox("Source", SOURCES, key="demo_source",
                           help="demo: procedural scenes; fashion-mnist, emoji: offline real sets (Debian packages)")
     name = st.text_input("Name", value="demo", key="demo_name")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     images = c1.number_input("Images", 2, 1_000_000, defaults.images, key="demo_images")
-    size = c2.number_input("Image size (pixels)", 16, 1024, defaults.image_size, key="demo_image_size")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="demo_seed")
+    captions = c2.number_input("Captions per image", 1, CAPTIONS, defaults.captions, key="demo_captions",
+                               help="the first of each image's five; 1 makes a set where no image has siblings")
+    size = c3.number_input("Image size (pixels)", 16, 1024, defaults.image_size, key="demo_image_size")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="demo_seed")
     c1, c2 = st.columns(2)
     ratio = c1.number_input("Noise in train", 0.0, 1.0, defaults.noise, step=0.1, key="demo_noise")
     kind = c2.selectbox("Noise kind", KINDS, key="demo_noise_kind")
     replace = st.checkbox("Replace a dataset of that name", key="demo_replace")
     if st.button("Create", type="primary", key="demo_create", disabled=not name.strip()):
-        options = GenerateOptions(source=source, images=int(images), image_size=int(size), seed=int(seed),
-                                  noise=float(ratio), noise_kind=kind)
+        options = GenerateOptions(source=source, images=int(images), image_size=int(size), captions=int(captions),
+                                  seed=int(seed), noise=float(ratio), noise_kind=kind)
         try:
             result = create_generated(store, name.strip(), options, replace=replace, progress=progress_bar())
         except ConcordError as exc:

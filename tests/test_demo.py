@@ -122,6 +122,18 @@ def test_create_stores_images_under_its_database_folder_with_clean_val_test(stor
     assert not any(paths.cache_dir().glob("**/demo/images"))
 
 
+def test_fewer_captions_keep_the_same_images_and_each_ones_first_captions(store):
+    five = create_generated(store, "five", GenerateOptions(images=20, noise=0))
+    one = create_generated(store, "one", GenerateOptions(images=20, noise=0.5, captions=1))
+    assert (one["images"], one["captions"], one["pairs"]) == (20, 20, 20)
+    assert one["noisy"] == 8      # ⌊0.5 · 16 train pairs⌋
+    first = store.pairs_frame(store.dataset("five").id).groupby("image_hash", sort=False).head(1)
+    ones = store.pairs_frame(store.dataset("one").id)
+    clean = ones["original_caption"].where(ones["is_noisy"], ones["caption"])
+    assert dict(zip(ones["image_hash"], clean)) == dict(zip(first["image_hash"], first["caption"]))
+    assert store.dataset("one").info["generator"]["captions"] == 1 and five["pairs"] == 100
+
+
 def test_replace_refusals_and_delete(store):
     create_generated(store, "demo", GenerateOptions(images=20))
     with pytest.raises(ConcordError, match="already exists; pass --replace"):
@@ -150,6 +162,9 @@ def test_bad_names_and_options(store):
         create_generated(store, "x", GenerateOptions(images=4, noise=0.2, noise_kind="nope"))
     with pytest.raises(ConcordError, match="unknown source"):
         create_generated(store, "x", GenerateOptions(images=4, source="nope"))
+    for captions in (0, 6):
+        with pytest.raises(ConcordError, match=f"captions per image must be within 1..5, got {captions}"):
+            create_generated(store, "x", GenerateOptions(images=4, captions=captions))
     assert store.dataset_names() == [] and not (paths.generated_dir(store.path) / "x").exists()
 
 

@@ -135,6 +135,23 @@ def test_a_signal_constant_on_the_labelled_pairs_is_not_scaled_up() -> None:
     assert np.all(np.diff(model.clean_prob(scored)) > 0)       # still ranked by the signal that says something
 
 
+def test_a_signal_no_scored_pair_has_takes_no_weight() -> None:
+    # one caption per image: no scored pair has siblings, but a constructed mismatch does (the positive's caption),
+    # so on the labelled pairs the sibling column tells the mismatches apart; it must not take the weight
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 0], 30)
+    useful = np.where(y == 1, 0.5, -0.5) + rng.normal(size=60)
+    siblings = np.where(y == 1, np.nan, rng.normal(-1.0, 0.3, 60))
+    scored = np.column_stack([rng.normal(size=200), np.full(200, np.nan)])
+    model = fit_fused(np.column_stack([useful, siblings]), y, ["useful", "siblings"], c=0.5, scored=scored)
+    alone = fit_fused(useful[:, None], y, ["useful"], c=0.5, scored=scored[:, :1])
+    assert model.coef[1] == 0.0
+    assert model.logit(scored) == pytest.approx(alone.logit(scored[:, :1]))
+    assert model.cv_auroc == pytest.approx(alone.cv_auroc)
+    kept = fit_fused(np.column_stack([useful, siblings]), y, ["useful", "siblings"], c=0.5)   # nothing scored
+    assert kept.coef[1] != 0.0
+
+
 def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:
     from core.detect.signals import run_spaces, space_groups
     names = ["b1#1.similarity", "b1#1.siblings", "npc#2.similarity", "text.siblings"]

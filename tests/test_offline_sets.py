@@ -60,4 +60,9 @@ def test_create_an_offline_set_as_a_dataset(store):
     result = create_generated(store, "fm", GenerateOptions(source="fashion-mnist", images=10, noise=0.5))
     assert (result["images"], result["pairs"]) == (10, 50)
     assert result["noisy"] == 20  # ⌊0.5 · 8 train images · 5⌋
+    two = create_generated(store, "emoji2", GenerateOptions(source="emoji", images=10, captions=2, noise=0))
+    assert (two["images"], two["pairs"]) == (10, 20)
+    for path, group in store.pairs_frame(store.dataset("emoji2").id).groupby("image_path"):
+        ch = chr(int(Path(path).stem[1:], 16))
+        assert tuple(group["caption"]) == emoji_captions(unicodedata.name(ch).lower())[:2]
     assert store.dataset("fm").source_format == "generated"

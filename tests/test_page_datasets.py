@@ -33,6 +33,16 @@ def test_empty_state():
     assert at.button(key="demo_create")  # the demo can be created from the empty state
 
 
+def test_create_with_one_caption_per_image():
+    at = datasets_page()
+    at.number_input(key="demo_images").set_value(20)
+    at.number_input(key="demo_captions").set_value(1)
+    at.button(key="demo_create").click().run()
+    assert not at.exception, at.exception
+    assert at.success[0].value == "Created 'demo': 20 images, 20 pairs, 4 with injected noise"
+    assert (table(at).loc["demo", "captions"], table(at).loc["demo", "pairs"]) == (20, 20)
+
+
 def test_create_noise_and_delete():
     at = datasets_page()
     at.number_input(key="demo_images").set_value(20)

@@ -1,11 +1,11 @@
-"""`demo [--name demo] [--images N] [--noise R] [--noise-kind K] [--source S] …`: generate a dataset."""
+"""`demo [--name demo] [--images N] [--captions N] [--noise R] [--noise-kind K] [--source S] …`: generate a dataset."""
 from __future__ import annotations
 
 import argparse
 import time
 
 from core.cli import cli_progress
-from core.generated import SOURCES, GenerateOptions, create_generated
+from core.generated import CAPTIONS, SOURCES, GenerateOptions, create_generated
 from core.noise import DEFAULT_K, KINDS
 
 
@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="procedural scenes (demo) or an offline real set from a Debian package")
     p.add_argument("--images", type=int, default=defaults.images, help=f"number of images (default {defaults.images})")
     p.add_argument("--image-size", type=int, default=defaults.image_size, help="side of the square images in pixels")
+    p.add_argument("--captions", type=int, default=defaults.captions,
+                   help=f"captions per image, 1..{CAPTIONS}: the first of each image's {CAPTIONS} (default "
+                        f"{defaults.captions}; 1: no image has siblings)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="the same seed gives byte-identical files")
     p.add_argument("--noise", type=float, default=defaults.noise, help="noise ratio injected into the train split")
     p.add_argument("--noise-kind", default=defaults.noise_kind, choices=KINDS, help="kind of noise (methods.md §4)")
@@ -27,8 +30,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    options = GenerateOptions(source=args.source, images=args.images, image_size=args.image_size, seed=args.seed,
-                              noise=args.noise, noise_kind=args.noise_kind, k=args.k)
+    options = GenerateOptions(source=args.source, images=args.images, image_size=args.image_size,
+                              captions=args.captions, seed=args.seed, noise=args.noise, noise_kind=args.noise_kind,
+                              k=args.k)
     name = args.name or args.source
     progress, bar = cli_progress()
     started = time.perf_counter()

@@ -4,7 +4,9 @@ Pure functions: a signal matrix and labels in, a `FusedModel` out; the model tur
 clean probability. It is a standardised L2-regularised logistic regression (scikit-learn), whose output is a
 calibrated probability on the pairs it was fitted on, whose coefficients say which signals carry it, and which
 refits in milliseconds on a few thousand labelled pairs. Missing signals (NaN: an image with one caption has no
-siblings) are filled with the labelled pairs' median, so they pull neither way. With column *groups* (the signals
+siblings) are filled with the labelled pairs' median, so they pull neither way; a signal that does not vary over
+the *scored* pairs (missing for every one of them: the sibling terms where each image has one caption, which a
+constructed mismatch still has) is left out of the fit, since it cannot rank them. With column *groups* (the signals
 of each embedding space) one regression is fitted per group and their logits are averaged, which is again one
 linear model over the standardised signals: the labelled pairs then weigh signals within a group, never one
 group against another. Given the *scored* pairs' signals (unlabelled), the groups' standardised logits are weighted
@@ -129,6 +131,13 @@ def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return filled, fill, mean, scale
 
 
+def _absent(scored: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """The columns that do not vary over the scored pairs (missing for all of them, e.g. the sibling terms where
+    every image has one caption): they cannot rank those pairs, so the labelled pairs' values there (a
+    constructed mismatch does have a sibling: the positive's caption it was made from) must not take weight."""
+    return np.ptp(np.where(np.isnan(scored), fill, scored), axis=0) < CONSTANT_BELOW
+
+
 def group_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
     """Each group's weight from its logit over the scored pairs ((g, n), unlabelled): its Ashman's D (a
     two-component mixture fitted to the standardised logit: how far apart the matched and the mismatched mode
@@ -249,8 +258,8 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         groups: column indices of groups fitted apart, their logits combined (a column may be in several; one
             not in any gets no weight); None: one regression over every column.
         scored: (m, s) signals of the pairs to be scored (unlabelled, NaN where missing; at most `MIXTURE_ROWS`
-            evenly spaced rows are used): what the groups and the fits are weighed on. None: the groups' logits
-            averaged, one fit.
+            evenly spaced rows are used): what the groups and the fits are weighed on; a signal that does not vary
+            over them gets no weight (`_absent`). None: the groups' logits averaged, one fit, every signal.
         weigh_groups: with `scored`, weigh the groups by `group_weights`; False: average them.
         nonnegative: with `scored`, also fit with every coefficient ≥ 0 (`nonnegative_logistic`) and weigh the
             unconstrained and the non-negative fused logit by `fit_weights`.
@@ -267,6 +276,8 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         raise ValueError("the fused classifier needs matched and mismatched labelled pairs")
     filled, fill, mean, scale = _prepare(x)
     z = (filled - mean) / scale
+    if scored is not None and len(scored):
+        z[:, _absent(np.asarray(scored, np.float64), fill)] = 0.0
     column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
     equal = np.full(len(column_groups), 1.0 / len(column_groups))
     weigh = scored is not None and len(scored) > 0
