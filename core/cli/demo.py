@@ -1,4 +1,5 @@
-"""`demo [--name demo] [--images N] [--captions N] [--noise R] [--noise-kind K] [--source S] …`: generate a dataset."""
+"""`demo [--name demo] [--images N] [--captions N] [--noise R] [--noise-kind K] [--source S] …`: generate a
+dataset."""
 from __future__ import annotations
 
 import argparse
