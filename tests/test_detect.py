@@ -150,6 +150,8 @@ def test_a_signal_no_scored_pair_has_takes_no_weight() -> None:
     assert model.cv_auroc == pytest.approx(alone.cv_auroc)
     kept = fit_fused(np.column_stack([useful, siblings]), y, ["useful", "siblings"], c=0.5)   # nothing scored
     assert kept.coef[1] != 0.0
+    one = fit_fused(np.column_stack([useful, siblings]), y, ["useful", "siblings"], c=0.5, scored=scored[:1])
+    assert one.coef[1] != 0.0          # a single scored pair varies in nothing: no signal is taken for absent
 
 
 def test_fused_classifier_per_space_averages_the_spaces_logits() -> None:

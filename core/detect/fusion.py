@@ -276,7 +276,7 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         raise ValueError("the fused classifier needs matched and mismatched labelled pairs")
     filled, fill, mean, scale = _prepare(x)
     z = (filled - mean) / scale
-    if scored is not None and len(scored):
+    if scored is not None and len(scored) > 1:          # one pair varies in nothing: no signal to tell absent
         z[:, _absent(np.asarray(scored, np.float64), fill)] = 0.0
     column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
     equal = np.full(len(column_groups), 1.0 / len(column_groups))
