@@ -85,10 +85,6 @@ class Context:
             out[hit] = self.swapped_in[pos[hit]]
         return out
 
-    def siblings(self, emb: np.ndarray, q_image: np.ndarray, q_caption: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(siblings, sibling_rank) of the queries in this context (`core.detect.consensus.sibling_terms`)."""
-        return sibling_terms(emb, self.pool, q_image, q_caption, stand_in=self.stand_in(q_image, q_caption))
-
 
 def draw_swaps(pool: Pool, images: np.ndarray, caption_emb: np.ndarray, near_k: int = 10, seed: int = 0,
                index: VectorIndex | None = None) -> SwapDraw:

@@ -25,7 +25,7 @@ PHRASES = {
     "similarity_margin": "the image matches its other captions better than this one",
 }
 SIBLING_SIGNALS = ("siblings", "text_siblings")
-MARGIN_SIGNALS = ("sibling_margin", "text_sibling_margin")
+SIBLING_MARGINS = ("sibling_margin", "text_sibling_margin")
 MARGIN_PHRASE = "the caption agrees more with another image's captions than with its own image's"
 
 
@@ -42,7 +42,7 @@ def flagging_signals(extras: dict[str, float], lows: dict[str, float]) -> list[s
         if extras.get("sibling_rank") == 0.0 and n > 1:
             phrase += f" (the least of {n + 1})"
         out.append(phrase)
-    if any(_low(extras.get(s), lows.get(s)) for s in MARGIN_SIGNALS):
+    if any(_low(extras.get(s), lows.get(s)) for s in SIBLING_MARGINS):
         out.append(MARGIN_PHRASE)
     out += [text for signal, text in PHRASES.items() if _low(extras.get(signal), lows.get(signal))]
     return out

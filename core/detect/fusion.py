@@ -276,8 +276,12 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         raise ValueError("the fused classifier needs matched and mismatched labelled pairs")
     filled, fill, mean, scale = _prepare(x)
     z = (filled - mean) / scale
-    if scored is not None and len(scored) > 1:          # one pair varies in nothing: no signal to tell absent
-        z[:, _absent(np.asarray(scored, np.float64), fill)] = 0.0
+    if scored is not None:
+        scored = np.asarray(scored, np.float64)
+        if len(scored) > MIXTURE_ROWS:                  # the rows the cross-validation's folds get too
+            scored = scored[np.linspace(0, len(scored) - 1, MIXTURE_ROWS).astype(np.int64)]
+        if len(scored) > 1:                             # one pair varies in nothing: no signal to tell absent
+            z[:, _absent(scored, fill)] = 0.0
     column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
     equal = np.full(len(column_groups), 1.0 / len(column_groups))
     weigh = scored is not None and len(scored) > 0
@@ -287,9 +291,6 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     if not weigh:
         coef, intercept, weighing = equal @ fits[0][0], float(equal @ fits[0][1]), None
     else:
-        scored = np.asarray(scored, np.float64)
-        if len(scored) > MIXTURE_ROWS:
-            scored = scored[np.linspace(0, len(scored) - 1, MIXTURE_ROWS).astype(np.int64)]
         z_scored = (np.where(np.isnan(scored), fill, scored) - mean) / scale
         per_fit = [_combine(coefs, intercepts, z_scored, None if weighing is None else weighing.groups[k], seed)
                    if weigh_groups else (equal @ coefs, float(equal @ intercepts), equal)

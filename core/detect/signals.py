@@ -18,7 +18,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from core.detect.consensus import CaptionSets, Pool, Space, look_alike_signals, similarity_margin, text_signals
+from core.detect.consensus import (CaptionSets, Pool, Space, look_alike_signals, sibling_terms, similarity_margin,
+                                   text_signals)
 from core.detect.context import Context
 from core.index import normalise
 from core.meta_seed import TRAIN_SPLIT
@@ -171,13 +172,14 @@ def in_context(names: list[str], x: np.ndarray, contexts: dict[str, tuple[np.nda
     similarity margin is taken over the image's captions in the context."""
     out = np.array(x, np.float64)
     for space, (emb, context, image_emb) in contexts.items():
-        agreement, rank = context.siblings(emb, q_image, q_caption)
+        stand_in = context.stand_in(q_image, q_caption)
+        agreement, rank = sibling_terms(emb, context.pool, q_image, q_caption, stand_in=stand_in)
         if f"{space}.sibling_margin" in names:
             j = names.index(f"{space}.sibling_margin")
             out[:, j] += agreement - out[:, names.index(f"{space}.siblings")]
         if image_emb is not None and f"{space}.similarity_margin" in names:
             out[:, names.index(f"{space}.similarity_margin")] = similarity_margin(
-                image_emb, emb, context.pool, q_image, q_caption, context.stand_in(q_image, q_caption))
+                image_emb, emb, context.pool, q_image, q_caption, stand_in)
         out[:, names.index(f"{space}.siblings")] = agreement
         out[:, names.index(f"{space}.sibling_rank")] = rank
     return out
