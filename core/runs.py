@@ -44,7 +44,8 @@ def _scorer(run) -> bool:
 
 def unfused_runs(runs: list) -> list:
     """The finished trained runs (oldest first) newer than the dataset's latest scorer run that is not failed or
-    cancelled (`concord`, which fuses the latest run of each method when it runs): what a new fused run would add."""
+    cancelled (`concord`, which fuses the latest run of each method and learning rate when it runs): what a new
+    fused run would add."""
     fused = [r.id for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
     newest = max(fused, default=0)
     return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest), key=lambda r: r.id)

@@ -462,6 +462,22 @@ def test_a_refit_weighs_on_the_pairs_outside_the_test_split_whatever_its_cache_h
     assert not np.allclose(moved[~outside].to_numpy(), with_mask[~outside].to_numpy())
 
 
+def test_concord_fuses_the_latest_run_of_each_method_and_learning_rate(fused_run) -> None:
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    store, b1, _ = fused_run
+    faster = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32, "lr": 0.01})
+    again = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})     # a retrain at b1's rate
+    for run_id in (faster, again):
+        execute_run(store, run_id, Progress())
+    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5})
+    execute_run(store, run_id, Progress())
+    run = store.run(run_id)
+    assert run.metrics["base_runs"] == [faster, again]           # the retrain replaces b1; the faster rate joins
+    assert {f"b1#{faster}.similarity", f"b1#{again}.similarity"} <= {w["signal"] for w in run.metrics["fused"]["weights"]}
+    assert not any(w["signal"].startswith(f"b1#{b1}.") for w in run.metrics["fused"]["weights"])
+
+
 def test_concord_refuses_without_trusted_pairs(store) -> None:
     from core.errors import ConcordError
     from core.generated import GenerateOptions, create_generated

@@ -190,7 +190,7 @@ def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
 
 def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
     """A new fused run (`settings` over its defaults) on every kept noisy copy that has one, over the same base
-    runs (the latest of each other method: no network is trained); returns how many ran."""
+    runs (the latest of each other method and learning rate: no network is trained); returns how many ran."""
     from core.store import Store
     from core.training import execute_run, start_run
     count = 0

@@ -1,7 +1,7 @@
 """`concord`: the fused score over every finished run of a dataset, refitted from decisions in seconds.
 
-A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method;
-when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
+A concord run trains no network. It takes the dataset's finished runs (by default the latest of each method and
+learning rate; when there is none it first trains a `b1` run of `epochs` epochs), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space, the sibling terms and margin in the text tower's space, the
 neighbour terms in the pixel space (`core.detect.pixels`) and each run's look-alike terms over the pixel space's
 neighbours, and fits the fused classifier (`core.detect.fusion`:
@@ -50,7 +50,8 @@ class ConcordConfig:
     """Settings of the fused score. Defaults chosen on the labelled (`val`) pairs' cross-validated AUROC."""
 
     base_runs: str = setting("latest", "finished runs whose spaces and scores it fuses: 'latest' (the latest of "
-                                       "each method) or comma-separated run ids")
+                                       "each method and learning rate: a network trained at another rate learns "
+                                       "another space, and fusing it helps) or comma-separated run ids")
     epochs: int = setting(8, "epochs of the b1 run trained first when the dataset has no finished run")
     k: int = setting(10, "neighbours per pair in the neighbour-consensus terms (LEMoN's k)")
     tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less")
@@ -117,7 +118,7 @@ class Concord:
             if missing:
                 raise ConcordError(f"base run(s) {', '.join(map(str, missing))} are not finished runs of this dataset")
             return [by_id[i] for i in wanted]
-        latest = latest_of_each(finished, lambda r: r.method)
+        latest = latest_of_each(finished, lambda r: (r.method, (r.config or {}).get("lr")))
         if latest:
             return sorted(latest.values(), key=lambda r: r.id)
         from core.training import execute_run, start_run
