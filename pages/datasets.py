@@ -91,7 +91,7 @@ with create:
     c1, c2, c3, c4 = st.columns(4)
     images = c1.number_input("Images", 2, 1_000_000, defaults.images, key="demo_images")
     captions = c2.number_input("Captions per image", 1, CAPTIONS, defaults.captions, key="demo_captions",
-                               help="the first of each image's five; 1 makes a set where no image has siblings")
+                               help=f"the first of each image's {CAPTIONS}; 1 makes a set where no image has siblings")
     size = c3.number_input("Image size (pixels)", 16, 1024, defaults.image_size, key="demo_image_size")
     seed = c4.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="demo_seed")
     c1, c2 = st.columns(2)

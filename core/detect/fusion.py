@@ -131,11 +131,11 @@ def _prepare(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return filled, fill, mean, scale
 
 
-def _absent(scored: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """The columns that do not vary over the scored pairs (missing for all of them, e.g. the sibling terms where
-    every image has one caption): they cannot rank those pairs, so the labelled pairs' values there (a
+def _absent(scored: np.ndarray) -> np.ndarray:
+    """The columns that do not vary over the scored pairs (filled; missing for all of them, e.g. the sibling terms
+    where every image has one caption): they cannot rank those pairs, so the labelled pairs' values there (a
     constructed mismatch does have a sibling: the positive's caption it was made from) must not take weight."""
-    return np.ptp(np.where(np.isnan(scored), fill, scored), axis=0) < CONSTANT_BELOW
+    return np.ptp(scored, axis=0) < CONSTANT_BELOW
 
 
 def group_weights(logits: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -280,8 +280,9 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
         scored = np.asarray(scored, np.float64)
         if len(scored) > MIXTURE_ROWS:                  # the rows the cross-validation's folds get too
             scored = scored[np.linspace(0, len(scored) - 1, MIXTURE_ROWS).astype(np.int64)]
+        scored_filled = np.where(np.isnan(scored), fill, scored)   # the folds fill `scored` with their own
         if len(scored) > 1:                             # one pair varies in nothing: no signal to tell absent
-            z[:, _absent(scored, fill)] = 0.0
+            z[:, _absent(scored_filled)] = 0.0
     column_groups = [np.arange(x.shape[1])] if groups is None else [np.asarray(g, np.int64) for g in groups]
     equal = np.full(len(column_groups), 1.0 / len(column_groups))
     weigh = scored is not None and len(scored) > 0
@@ -291,7 +292,7 @@ def fit_fused(x: np.ndarray, y: np.ndarray, names: tuple[str, ...] | list[str] |
     if not weigh:
         coef, intercept, weighing = equal @ fits[0][0], float(equal @ fits[0][1]), None
     else:
-        z_scored = (np.where(np.isnan(scored), fill, scored) - mean) / scale
+        z_scored = (scored_filled - mean) / scale
         per_fit = [_combine(coefs, intercepts, z_scored, None if weighing is None else weighing.groups[k], seed)
                    if weigh_groups else (equal @ coefs, float(equal @ intercepts), equal)
                    for k, (coefs, intercepts) in enumerate(fits)]
