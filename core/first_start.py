@@ -2,8 +2,9 @@
 
 When the store has no dataset (and CONCORD_NO_FIRST_START is not "1"), `first_start` submits one
 background job that generates the demo with injected noise and then queues a run of the default method
-on it and, after it, a `concord` run fusing that run (seconds more; the detector a newcomer's Review queue
-should come from), so the Explore and Review pages fill within minutes of `make run`. It happens at most once per
+on it and, after it, a `concord` run fusing that run and the faster b1 it trains itself with the same epochs
+(the detector a newcomer's Review queue should come from), so the Explore and Review pages fill within minutes of
+`make run`. It happens at most once per
 job manager (one per server process): reruns and other sessions get the same job back.
 
 The demo's size and the run's epochs can be made smaller with CONCORD_FIRST_START_IMAGES and
@@ -34,7 +35,7 @@ class FirstStart:
     name: str = "demo"
     demo: GenerateOptions = field(default_factory=lambda: GenerateOptions(noise=0.2, noise_kind="hard"))
     method: str | None = None  # None: core.training.DEFAULT_METHOD
-    fuse: bool = True  # then a `concord` run over it: on this demo +0.08 AUROC over the 2-epoch b1 (benchmarks.md)
+    fuse: bool = True  # then a `concord` run over it: on this demo +0.10 AUROC over the 2-epoch b1 (benchmarks.md)
     epochs: int | None = None  # None: the method's default on a GPU, `cpu_epochs` on the CPU
     cpu_epochs: int = 2  # b1's default 8 epochs of the demo: ~2 min on 2 idle cores, far longer on busy ones
 

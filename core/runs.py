@@ -21,7 +21,7 @@ MAIN_SETTINGS = ("epochs", "batch_size", "lr")
 _EPOCH_STAGE = re.compile(r"^epoch (\d+)/(\d+)$")
 
 TABLE_COLUMNS = {"run_id": "run", "method": "method", "model": "model", "regime": "regime", "state": "state",
-                 "epochs": "epochs", "auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "flagged": "flagged",
+                 "epochs": "epochs", "lr": "lr", "auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "flagged": "flagged",
                  "rsum": "rSum", "seconds": "time (s)", "created_at": "created"}
 
 
@@ -44,11 +44,20 @@ def _scorer(run) -> bool:
 
 def unfused_runs(runs: list) -> list:
     """The finished trained runs (oldest first) newer than the dataset's latest scorer run that is not failed or
-    cancelled (`concord`, which fuses the latest run of each method and learning rate when it runs): what a new
-    fused run would add."""
-    fused = [r.id for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
-    newest = max(fused, default=0)
-    return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest), key=lambda r: r.id)
+    cancelled (`concord`, which fuses the latest run of each method and learning rate when it runs), less those
+    it fused (the runs it trained itself): what a new fused run would add."""
+    fused = [r for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
+    newest = max((r.id for r in fused), default=0)
+    taken = {b for r in fused for b in (r.metrics or {}).get("base_runs", [])}
+    return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest and r.id not in taken),
+                  key=lambda r: r.id)
+
+
+def picked_first(runs: list):
+    """The run a page's picker starts on, from `runs` (newest first, not empty): the newest that no scorer run
+    trained for itself (the faster b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
+    inner = {b for r in runs if _scorer(r) for b in (r.metrics or {}).get("base_runs", []) if b > r.id}
+    return next((r for r in runs if r.id not in inner), runs[0])
 
 
 def run_row(run) -> dict:
@@ -61,7 +70,7 @@ def run_row(run) -> dict:
     scorer = _scorer(run)       # a scorer trains nothing itself: no regime, no epochs
     return {"run_id": run.id, "method": run.method, "model": run.model, "regime": None if scorer else run.regime,
             "seed": run.seed, "state": run.state, "threshold": run.threshold,
-            "epochs": None if scorer else run.config.get("epochs"),
+            "epochs": None if scorer else run.config.get("epochs"), "lr": None if scorer else run.config.get("lr"),
             "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
             "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
             "created_at": run.created_at.isoformat(timespec="seconds"),

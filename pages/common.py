@@ -12,7 +12,7 @@ import streamlit as st
 from core.errors import ConcordError
 from core.first_start import first_start
 from core.jobs import Job, JobManager, mark_interrupted
-from core.runs import overall_fraction, progress_text, scored_run_label
+from core.runs import overall_fraction, picked_first, progress_text, scored_run_label
 from core.store import Dataset, Run, Store
 
 JOBS_REFRESH_SECONDS = 2.0
@@ -125,15 +125,15 @@ def current_dataset() -> Dataset | None:
 
 
 def finished_run(store: Store, dataset: Dataset, key: str, empty: str) -> Run:
-    """The finished run chosen in the page's `Run` picker (the newest first); with none, `empty` is shown and the
-    page stops."""
+    """The finished run chosen in the page's `Run` picker (listed newest first, starting on `picked_first`); with
+    none, `empty` is shown and the page stops."""
     runs = store.runs(dataset.id, state="finished")
     if not runs:
         st.info(empty)
         st.stop()
     by_id = {r.id: r for r in runs}
     if st.session_state.get(key) not in by_id:
-        st.session_state[key] = runs[0].id
+        st.session_state[key] = picked_first(runs).id
     return by_id[st.selectbox("Run", list(by_id), format_func=lambda i: scored_run_label(by_id[i]), key=key)]
 
 

@@ -9,8 +9,8 @@ from core.methods import METHODS, Setting, settings
 from core.models import DEFAULT_MODEL, model_info
 from core.progress import format_eta
 from core.runs import (FUSING_METHOD, RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame,
-                       method_choices, number_step, overall_eta, overall_fraction, progress_text, regime_choices,
-                       run_label, runs_table, split_settings, unfused_runs)
+                       method_choices, number_step, overall_eta, overall_fraction, picked_first, progress_text,
+                       regime_choices, run_label, runs_table, split_settings, unfused_runs)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
 from pages.common import current_dataset, get_store, job_manager, settle_runs, submit_new_run, through_app
 
@@ -122,7 +122,7 @@ def run_panel(store, dataset) -> None:
         return
     by_id = {r.id: r for r in runs}
     if st.session_state.get("train_run") not in by_id:
-        st.session_state["train_run"] = runs[0].id
+        st.session_state["train_run"] = picked_first(runs).id
     run_id = st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]), key="train_run")
     live = job_manager().find(run_key(run_id)) is not None
     live_run(run_id, by_id[run_id].state)

@@ -76,9 +76,13 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     assert main(["bench", "quality", "--kinds", "ncr", "--noise", "0.4", "--methods", "b1,concord", "--epochs", "1",
                  "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json", "--keep", str(kept)]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    # the faster b1 the fused run trained for itself is a row of its own, among the methods it must beat
+    assert [r["method"] for r in first] == ["b1", "concord", "b1 lr=0.01"] and first[2]["run_seconds"] is None
     db = kept / "demo" / "bench.duckdb"
     with Store.open(db, read_only=True) as store:
         before = {r.id: r.method for r in store.runs()}
+        fast = next(r.id for r in store.runs() if r.method == "b1" and r.config["lr"] == 0.01)
+        assert store.run(fast).config["epochs"] == 1                  # the epochs of the sweep's b1
 
     assert main(["bench", "quality", "--collect", str(kept), "--fuse-again", "--set", "concord.match_context=false",
                  "--no-docs", "--json"]) == 0
@@ -86,13 +90,14 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     with Store.open(db, read_only=True) as store:
         runs = {r.id: r for r in store.runs()}
     (new,) = set(runs) - set(before)                       # one new run: the fused one, over the same b1 run
-    b1 = next(i for i, m in before.items() if m == "b1")
-    assert runs[new].method == "concord" and runs[new].metrics["base_runs"] == [b1]
+    b1 = min(i for i, m in before.items() if m == "b1")
+    assert runs[new].method == "concord" and runs[new].metrics["base_runs"] == [b1, fast]   # no network trained
     assert runs[new].config["match_context"] is False and runs[new].metrics["context"] == {}
-    # one row per method still: b1's as it was, the fused one from the new run
-    assert [r["method"] for r in out["rows"]] == ["b1", "concord"]
+    # one row per method and rate still: the b1 runs as they were, the fused one from the new run
+    assert [r["method"] for r in out["rows"]] == ["b1", "concord", "b1 lr=0.01"]
     strip = lambda r: {k: v for k, v in r.items() if k != "run_seconds"}  # noqa: E731
-    assert out["rows"][0] == strip(first[0])
+    assert out["rows"][0] == strip(first[0]) and out["rows"][2] == strip(first[2])
+    assert out["gains"][0]["gain"] == out["rows"][1]["auroc"] - max(out["rows"][0]["auroc"], out["rows"][2]["auroc"])
     # the loop on the kept cells takes the latest fused run only (decisions on two would mix)
     assert main(["bench", "loop", "--cells", str(kept), "--decide", "3", "--no-docs", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]) == 1
@@ -103,3 +108,15 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     assert "--fuse-again goes with --collect DIR" in capsys.readouterr().err
     with Store.open(db, read_only=True) as store:          # the refused commands ran nothing
         assert len(store.runs()) == len(runs)
+
+
+def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart() -> None:
+    from types import SimpleNamespace
+
+    from core.benchmarks.quality import method_label
+    run = lambda method, config: SimpleNamespace(method=method, config=config)  # noqa: E731
+    assert method_label(run("b1", {"lr": 0.001})) == "b1"
+    assert method_label(run("b1", {"lr": 0.01})) == "b1 lr=0.01"
+    assert method_label(run("npc", {"lr": 0.0003})) == "npc lr=0.0003"
+    assert method_label(run("concord", {"c": 0.1})) == "concord"            # no rate: the method alone
+    assert method_label(run("b1", None)) == "b1"

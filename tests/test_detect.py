@@ -350,7 +350,8 @@ def fused_run(store):
     create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, noise_kind="hard", seed=3))
     b1 = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})
     execute_run(store, b1, Progress())
-    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5}, meta_fraction=0.125)  # 20 val pairs
+    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5, "fast_b1_lr": 0},   # over b1 alone
+                       meta_fraction=0.125)  # 20 val pairs
     execute_run(store, run_id, Progress())
     return store, b1, run_id
 
@@ -476,6 +477,47 @@ def test_concord_fuses_the_latest_run_of_each_method_and_learning_rate(fused_run
     assert run.metrics["base_runs"] == [faster, again]           # the retrain replaces b1; the faster rate joins
     assert {f"b1#{faster}.similarity", f"b1#{again}.similarity"} <= {w["signal"] for w in run.metrics["fused"]["weights"]}
     assert not any(w["signal"].startswith(f"b1#{b1}.") for w in run.metrics["fused"]["weights"])
+    assert store.run(faster).config["lr"] == 0.01 and len(store.runs(run.dataset_id)) == 5   # none trained: it had one
+
+
+def test_concord_trains_the_faster_b1_it_fuses_when_the_dataset_has_none(fused_run) -> None:
+    from core.progress import Progress
+    from core.runs import unfused_runs
+    from core.training import execute_run, start_run
+    store, b1, _ = fused_run
+    ds = store.run(b1).dataset_id
+    run_id = start_run(store, "demo", "concord", seed=2, settings={"refit_every": 5})
+    execute_run(store, run_id, Progress())
+    run = store.run(run_id)
+    faster = run.metrics["base_runs"][1]
+    assert run.metrics["base_runs"] == [b1, faster] and faster > run_id            # trained by the fused run
+    made = store.run(faster)
+    assert (made.method, made.state, made.seed) == ("b1", "finished", 2)
+    assert made.config["lr"] == 0.01 and made.config["epochs"] == store.run(b1).config["epochs"] == 1   # b1's epochs
+    assert run.metrics["fused"]["space_weights"] is not None                     # two networks' spaces, weighed
+    assert unfused_runs(store.runs(ds)) == []                                    # it fused the run it trained
+    again = start_run(store, "demo", "concord", settings={"refit_every": 5})
+    execute_run(store, again, Progress())
+    assert store.run(again).metrics["base_runs"] == [b1, faster]                 # the second fusion trains none
+    count = len(store.runs(ds))
+    off = start_run(store, "demo", "concord", settings={"fast_b1_lr": 0})
+    execute_run(store, off, Progress())
+    assert store.run(off).metrics["base_runs"] == [b1, faster] and len(store.runs(ds)) == count + 1
+
+
+def test_concord_trains_no_faster_b1_for_a_pretrained_image_tower(fused_run, monkeypatch) -> None:
+    import dataclasses
+
+    import core.models
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    store, b1, _ = fused_run
+    real = core.models.model_info
+    monkeypatch.setattr(core.models, "model_info",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), image_pretrained=True))
+    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5})
+    execute_run(store, run_id, Progress())
+    assert store.run(run_id).metrics["base_runs"] == [b1]        # a pretrained tower is not retrained faster
 
 
 def test_concord_refuses_without_trusted_pairs(store) -> None:

@@ -17,7 +17,7 @@ from tests.test_export import make_dataset
 
 def test_runs_table_lists_headline_figures(store, tmp_path: Path):
     ds = make_dataset(store, tmp_path / "src")
-    done = store.create_run(ds, "b1", "concord-tiny", regime="finetune", config={"epochs": 3})
+    done = store.create_run(ds, "b1", "concord-tiny", regime="finetune", config={"epochs": 3, "lr": 0.01})
     store.update_run(done, state="running")
     store.update_run(done, state="finished", metrics={"detection": {"auroc": 0.9, "auprc": 0.8, "f1": 0.7,
                                                                     "flagged": 4}, "retrieval": {"rsum": 300.5}})
@@ -25,12 +25,13 @@ def test_runs_table_lists_headline_figures(store, tmp_path: Path):
     fused = store.create_run(ds, "concord", "concord-tiny", config={"epochs": 8})   # epochs of a b1 it may train
     frame = runs_table(store.runs(ds)).set_index("run")
     assert pd.isna(frame.loc[fused, "epochs"]) and pd.isna(frame.loc[fused, "regime"])   # a scorer trains nothing
+    assert pd.isna(frame.loc[fused, "lr"])
     assert frame.loc[done, "regime"] == "finetune"
     frame = frame.drop(index=fused)
     assert list(frame.index) == [waiting, done]
     row = frame.loc[done]
-    assert (row["method"], row["state"], row["epochs"], row["AUROC"], row["AUPRC"], row["F1"], row["flagged"],
-            row["rSum"]) == ("b1", "finished", 3, 0.9, 0.8, 0.7, 4, 300.5)
+    assert (row["method"], row["state"], row["epochs"], row["lr"], row["AUROC"], row["AUPRC"], row["F1"],
+            row["flagged"], row["rSum"]) == ("b1", "finished", 3, 0.01, 0.9, 0.8, 0.7, 4, 300.5)
     assert row["time (s)"] >= 0
     assert frame.loc[waiting, "state"] == "queued" and pd.isna(frame.loc[waiting, "AUROC"])
     assert list(runs_table([]).columns) == list(frame.reset_index().columns)
@@ -114,7 +115,8 @@ def test_unfused_runs_are_the_finished_trained_runs_after_the_latest_fusion() ->
     from core.runs import unfused_runs
 
     def runs(*rows):
-        return [SimpleNamespace(id=i, method=m, state=s) for i, m, s in reversed(rows)]   # newest first, as stored
+        return [SimpleNamespace(id=i, method=m, state=s, metrics=(b or [{}])[0])   # newest first, as stored
+                for i, m, s, *b in reversed(rows)]
     assert unfused_runs([]) == []
     trained = runs((1, "b1", "finished"), (2, "npc", "failed"), (3, "mscn", "finished"), (4, "npc", "running"))
     assert [r.id for r in unfused_runs(trained)] == [1, 3]              # neither failed nor unfinished runs count
@@ -124,3 +126,21 @@ def test_unfused_runs_are_the_finished_trained_runs_after_the_latest_fusion() ->
     assert unfused_runs(runs((1, "b1", "finished"), (2, "concord", "queued"))) == []
     assert [r.id for r in unfused_runs(runs((1, "b1", "finished"), (2, "concord", "failed")))] == [1]
     assert unfused_runs(runs((1, "b1", "finished"), (2, "concord", "finished"))) == []
+    # the runs a fusion trained itself (newer than it) were fused by it; a later one was not
+    taken = runs((1, "b1", "finished"), (2, "concord", "finished", {"base_runs": [1, 3]}), (3, "b1", "finished"),
+                 (4, "npc", "finished"))
+    assert [r.id for r in unfused_runs(taken)] == [4]
+
+
+def test_pickers_start_on_the_newest_run_that_no_fused_run_trained_for_itself() -> None:
+    from types import SimpleNamespace
+
+    from core.runs import picked_first
+
+    def runs(*rows):
+        return [SimpleNamespace(id=i, method=m, metrics=(b or [{}])[0]) for i, m, *b in reversed(rows)]
+    assert picked_first(runs((1, "b1"), (2, "npc"))).id == 2
+    fused = runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"))   # #3 trained by #2
+    assert picked_first(fused).id == 2
+    assert picked_first(runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"), (4, "mscn"))).id == 4
+    assert picked_first(runs((3, "b1"))).id == 3       # its fused run not listed (e.g. not finished): the newest

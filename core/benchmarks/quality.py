@@ -2,7 +2,8 @@
 
 From each dataset's clean originals (injected noise undone), each (set, kind, ratio, seed) gets a noisy copy
 in a temporary database (never the user's); every method trains on it with that seed, in the order given (so
-`concord`, given last, fuses the runs before it), and b1 on the clean data gives the ceiling. Figures: AUROC,
+`concord`, given last, fuses the runs before it, and the faster b1 it trains itself is a row of its own, `b1
+lr=0.01`), and b1 on the clean data gives the ceiling. Figures: AUROC,
 AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
 `test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
 others on the same data is reported per cell, with its minimum over seeds, and beside it the fused run's fit
@@ -51,11 +52,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    "(a new folder) instead of deleting it")
     p.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
                    help="train nothing: one table of every finished run in the folders earlier `--keep DIR` runs "
-                   "left, or in a folder of them (a sweep split across processes, gathered); each method's "
-                   "latest finished run per noisy copy")
+                   "left, or in a folder of them (a sweep split across processes, gathered); the latest finished "
+                   "run of each method and learning rate per noisy copy")
     p.add_argument("--fuse-again", action="store_true",
                    help="with --collect: first a new concord run (its defaults and any --set concord.KEY=VALUE) "
-                   "on every kept noisy copy that has one, over the same base runs (no network trained), so a "
+                   "on every kept noisy copy that has one, over the same base runs (no network trained but the "
+                   "faster b1 where a copy kept before fused runs trained one lacks it), so a "
                    "change to the fused score is measured on the very runs it fuses; the kept stores gain the run")
     add_output_options(p)
     p.set_defaults(handler=run, parser=p)
@@ -150,8 +152,16 @@ def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: 
         m: result.get(m) for m in METRICS}
 
 
+def method_label(run) -> str:
+    """How the table names a run: its method, with its learning rate where that is not the method's default
+    (`b1 lr=0.01`, the faster b1 a fused run trains beside the others), so two networks of one method stay apart."""
+    from core.methods import make_config
+    lr, default = (run.config or {}).get("lr"), getattr(make_config(run.method), "lr", None)
+    return run.method if lr is None or default is None or np.isclose(lr, default) else f"{run.method} lr={lr:g}"
+
+
 class KeptRun(NamedTuple):
-    """The latest finished run of one method on one cell's copy in a kept store."""
+    """The latest finished run of one method (`method_label`) on one cell's copy in a kept store."""
 
     dataset: str        # the copy's name in the store (`cell_name`, or `clean`)
     kind: str
@@ -162,11 +172,11 @@ class KeptRun(NamedTuple):
 
 
 def kept_runs(store, clean: bool = False) -> list[KeptRun]:
-    """The latest finished run of each (noisy copy, method) in `store`, in the order each first finished; with
-    `clean`, also the runs on the clean data (the ceiling, as kind `clean` at ratio 0)."""
+    """The latest finished run of each (noisy copy, `method_label`) in `store`, in the order each first finished;
+    with `clean`, also the runs on the clean data (the ceiling, as kind `clean` at ratio 0)."""
     from core.runs import latest_of_each
     latest = latest_of_each(store.runs(state="finished"),
-                            lambda r: (store.dataset_by_id(r.dataset_id).name, r.method))
+                            lambda r: (store.dataset_by_id(r.dataset_id).name, method_label(r)))
     kept = []
     for (name, method), run in latest.items():
         cell = ("clean", 0.0, run.seed or 0) if clean and name == "clean" else cell_of(name)
@@ -190,7 +200,8 @@ def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
 
 def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
     """A new fused run (`settings` over its defaults) on every kept noisy copy that has one, over the same base
-    runs (the latest of each other method and learning rate: no network is trained); returns how many ran."""
+    runs (the latest of each other method and learning rate; a network is trained only where the copy lacks the
+    faster b1, i.e. the sweep was kept before the fused run trained one); returns how many ran."""
     from core.store import Store
     from core.training import execute_run, start_run
     count = 0
@@ -262,11 +273,15 @@ def run(args: argparse.Namespace, ctx) -> int:
                            settings=method_settings(args.sets, method), **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
-        row = result_row(store, dataset, kind, ratio, method, seed, run_id)
-        rows.append(row | {"run_seconds": time.perf_counter() - t0})
-        if not args.json:
-            bar.close()
-            print(json.dumps(rows[-1]))
+        seconds = time.perf_counter() - t0
+        made = [b for b in (store.run(run_id).metrics or {}).get("base_runs", []) if b > run_id]   # a fused run's own
+        for row in [result_row(store, dataset, kind, ratio, method, seed, run_id) | {"run_seconds": seconds}] + [
+                result_row(store, dataset, kind, ratio, method_label(store.run(b)), seed, b) | {"run_seconds": None}
+                for b in made]:
+            rows.append(row)
+            if not args.json:
+                bar.close()
+                print(json.dumps(row))
 
     try:
         for dataset in [d.strip() for d in args.dataset.split(",") if d.strip()]:

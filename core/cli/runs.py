@@ -26,8 +26,10 @@ def run(args: argparse.Namespace, ctx) -> int:
         print(f"no runs on {args.name!r} yet: `python -m core train {args.name} --method b1`")
         return 0
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
-    print(f"{'id':>4} {'method':<13} {'state':<11} {'epochs':>6} {'AUROC':>6} {'F1':>6} {'rSum':>6} {'s/epoch':>8}")
+    print(f"{'id':>4} {'method':<13} {'state':<11} {'epochs':>6} {'lr':>7} {'AUROC':>6} {'F1':>6} {'rSum':>6} "
+          f"{'s/epoch':>8}")
     for r in rows:
-        print(f"{r['run_id']:>4} {r['method']:<13} {r['state']:<11} {str(r['epochs']):>6} {fmt(r['auroc']):>6} "
+        lr = "-" if r["lr"] is None else f"{r['lr']:g}"
+        print(f"{r['run_id']:>4} {r['method']:<13} {r['state']:<11} {str(r['epochs']):>6} {lr:>7} {fmt(r['auroc']):>6} "
               f"{fmt(r['f1']):>6} {fmt(r['rsum'], 1):>6} {fmt(r['seconds_per_epoch'], 1):>8}")
     return 0
