@@ -42,21 +42,30 @@ def _scorer(run) -> bool:
     return spec is not None and spec.scorer
 
 
+def _live_scorers(runs: list) -> list:
+    return [r for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
+
+
+def trained_by_fusion(runs: list) -> set[int]:
+    """Ids of the runs a scorer run that is not failed or cancelled trained for itself (its base runs newer than
+    it: the faster b1 a `concord` run trains, and the b1 it trains on a dataset with none)."""
+    return {b for r in _live_scorers(runs) for b in (r.metrics or {}).get("base_runs", []) if b > r.id}
+
+
 def unfused_runs(runs: list) -> list:
     """The finished trained runs (oldest first) newer than the dataset's latest scorer run that is not failed or
     cancelled (`concord`, which fuses the latest run of each method and learning rate when it runs), less those
-    it fused (the runs it trained itself): what a new fused run would add."""
-    fused = [r for r in runs if _scorer(r) and r.state not in ("failed", "cancelled")]
-    newest = max((r.id for r in fused), default=0)
-    taken = {b for r in fused for b in (r.metrics or {}).get("base_runs", [])}
-    return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest and r.id not in taken),
+    it trained itself: what a new fused run would add."""
+    newest = max((r.id for r in _live_scorers(runs)), default=0)
+    inner = trained_by_fusion(runs)
+    return sorted((r for r in runs if r.state == "finished" and not _scorer(r) and r.id > newest and r.id not in inner),
                   key=lambda r: r.id)
 
 
 def picked_first(runs: list):
     """The run a page's picker starts on, from `runs` (newest first, not empty): the newest that no scorer run
     trained for itself (the faster b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
-    inner = {b for r in runs if _scorer(r) for b in (r.metrics or {}).get("base_runs", []) if b > r.id}
+    inner = trained_by_fusion(runs)
     return next((r for r in runs if r.id not in inner), runs[0])
 
 

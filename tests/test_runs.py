@@ -130,6 +130,8 @@ def test_unfused_runs_are_the_finished_trained_runs_after_the_latest_fusion() ->
     taken = runs((1, "b1", "finished"), (2, "concord", "finished", {"base_runs": [1, 3]}), (3, "b1", "finished"),
                  (4, "npc", "finished"))
     assert [r.id for r in unfused_runs(taken)] == [4]
+    cancelled = runs((1, "b1", "finished"), (2, "concord", "cancelled", {"base_runs": [1, 3]}), (3, "b1", "finished"))
+    assert [r.id for r in unfused_runs(cancelled)] == [1, 3]          # a cancelled fusion fused nothing
 
 
 def test_pickers_start_on_the_newest_run_that_no_fused_run_trained_for_itself() -> None:
@@ -138,7 +140,8 @@ def test_pickers_start_on_the_newest_run_that_no_fused_run_trained_for_itself() 
     from core.runs import picked_first
 
     def runs(*rows):
-        return [SimpleNamespace(id=i, method=m, metrics=(b or [{}])[0]) for i, m, *b in reversed(rows)]
+        return [SimpleNamespace(id=i, method=m, state="finished", metrics=(b or [{}])[0])
+                for i, m, *b in reversed(rows)]
     assert picked_first(runs((1, "b1"), (2, "npc"))).id == 2
     fused = runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"))   # #3 trained by #2
     assert picked_first(fused).id == 2
