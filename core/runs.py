@@ -33,6 +33,12 @@ def latest_of_each(runs: list, key: Callable[[Any], Hashable]) -> dict[Hashable,
     return latest
 
 
+def run_lr(run) -> float | None:
+    """The run's learning rate (None where its method has none, e.g. a scorer): what tells two networks of one
+    method apart (`concord` fuses the latest of each method and rate; the benchmarks name them apart)."""
+    return (run.config or {}).get("lr")
+
+
 FUSING_METHOD = next(name for name, s in METHODS.items() if s.scorer)
 """The method that fuses the finished runs (`concord`), named from its spec so a page need not load its engine."""
 
@@ -79,7 +85,7 @@ def run_row(run) -> dict:
     scorer = _scorer(run)       # a scorer trains nothing itself: no regime, no epochs
     return {"run_id": run.id, "method": run.method, "model": run.model, "regime": None if scorer else run.regime,
             "seed": run.seed, "state": run.state, "threshold": run.threshold,
-            "epochs": None if scorer else run.config.get("epochs"), "lr": None if scorer else run.config.get("lr"),
+            "epochs": None if scorer else run.config.get("epochs"), "lr": None if scorer else run_lr(run),
             "auroc": det.get("auroc"), "auprc": det.get("auprc"), "f1": det.get("f1"), "flagged": det.get("flagged"),
             "rsum": ret.get("rsum"), "seconds": seconds, "seconds_per_epoch": run.metrics.get("seconds_per_epoch"),
             "created_at": run.created_at.isoformat(timespec="seconds"),

@@ -156,7 +156,8 @@ def method_label(run) -> str:
     """How the table names a run: its method, with its learning rate where that is not the method's default
     (`b1 lr=0.01`, the faster b1 a fused run trains beside the others), so two networks of one method stay apart."""
     from core.methods import make_config
-    lr, default = (run.config or {}).get("lr"), getattr(make_config(run.method), "lr", None)
+    from core.runs import run_lr
+    lr, default = run_lr(run), getattr(make_config(run.method), "lr", None)
     return run.method if lr is None or default is None or np.isclose(lr, default) else f"{run.method} lr={lr:g}"
 
 

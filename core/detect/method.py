@@ -38,7 +38,7 @@ from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
-from core.runs import latest_of_each
+from core.runs import latest_of_each, run_lr
 
 METHOD = "concord"
 CACHE_FILE = "signals.npz"
@@ -125,13 +125,13 @@ class Concord:
             if missing:
                 raise ConcordError(f"base run(s) {', '.join(map(str, missing))} are not finished runs of this dataset")
             return [by_id[i] for i in wanted]
-        bases = sorted(latest_of_each(finished, lambda r: (r.method, (r.config or {}).get("lr"))).values(),
+        bases = sorted(latest_of_each(finished, lambda r: (r.method, run_lr(r))).values(),
                        key=lambda r: r.id) or [self.train_b1(self.config.epochs)]
         from core.models import model_info     # loads torch: not when a page imports this module
         b1 = [r for r in bases if r.method == "b1"]
         fast = self.config.fast_b1_lr
         if (fast > 0 and not model_info(run.model).image_pretrained
-                and not any(np.isclose((r.config or {}).get("lr", np.nan), fast) for r in b1)):
+                and not any(np.isclose(run_lr(r) or np.nan, fast) for r in b1)):
             bases.append(self.train_b1((b1[-1].config or {}).get("epochs") if b1 else self.config.epochs, lr=fast))
         return bases
 

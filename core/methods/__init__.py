@@ -38,7 +38,7 @@ class MethodSpec:
     needs_pretrained: bool = False
     uses_meta: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)   # config defaults this name changes
-    scorer: bool = False   # trains no network: scores from the dataset's finished runs (`core.detect`)
+    scorer: bool = False   # no network of its own: scores from the dataset's finished runs (`core.detect`)
 
     @property
     def method_class(self) -> type:
