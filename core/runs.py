@@ -5,6 +5,7 @@ so `python -m core runs` and the Train page list the same figures, and the page'
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from typing import Any, Callable, Hashable
@@ -14,6 +15,7 @@ import pandas as pd
 from core import artifacts
 from core.errors import ConcordError
 from core.methods import METHODS, Setting
+from core.methods.config import MethodConfig
 from core.progress import format_eta
 
 RESUMABLE_STATES = ("queued", "cancelled", "interrupted", "failed")
@@ -37,6 +39,21 @@ def run_lr(run) -> float | None:
     """The run's learning rate (None where its method has none, e.g. a scorer): what tells two networks of one
     method apart (`concord` fuses the latest of each method and rate; the benchmarks name them apart)."""
     return (run.config or {}).get("lr")
+
+
+_SHARED_LR = next(f.default for f in dataclasses.fields(MethodConfig) if f.name == "lr")
+
+
+def method_label(run) -> str:
+    """A run's method, with its learning rate where that is not the method's default (`b1 lr=0.01`, the faster
+    b1 a fused run trains beside the others), so two networks of one method stay apart in pickers and tables.
+    Every network method shares `MethodConfig`'s rate unless its name overrides it; read without loading torch."""
+    lr = run_lr(run)
+    spec = METHODS.get(run.method)
+    default = spec.overrides.get("lr", _SHARED_LR) if spec is not None else None
+    if lr is None or default is None or abs(float(lr) - default) <= 1e-9 * max(abs(default), 1e-12):
+        return run.method
+    return f"{run.method} lr={float(lr):g}"
 
 
 FUSING_METHOD = next(name for name, s in METHODS.items() if s.scorer)
@@ -100,14 +117,14 @@ def runs_table(runs: list) -> pd.DataFrame:
 
 def run_label(run) -> str:
     """`#3 · b1 · finished`: how a run is named in pickers."""
-    return f"#{run.id} · {run.method} · {run.state}"
+    return f"#{run.id} · {method_label(run)} · {run.state}"
 
 
 def scored_run_label(run) -> str:
     """`run 3 · b1 · concord-tiny · threshold 0.50 · 2026-12-06 10:52`: a finished run in the Explore and Review
     pickers."""
     when = run.finished_at.strftime("%Y-%m-%d %H:%M") if run.finished_at else ""
-    return f"run {run.id} · {run.method} · {run.model} · threshold {run.threshold:.2f} · {when}"
+    return f"run {run.id} · {method_label(run)} · {run.model} · threshold {run.threshold:.2f} · {when}"
 
 
 def check_resumable(run) -> None:

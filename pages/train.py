@@ -9,8 +9,8 @@ from core.methods import METHODS, Setting, settings
 from core.models import DEFAULT_MODEL, model_info
 from core.progress import format_eta
 from core.runs import (FUSING_METHOD, RESUMABLE_STATES, delete_run, device_choices, epochs_frame, loss_frame,
-                       method_choices, number_step, overall_eta, overall_fraction, picked_first, progress_text,
-                       regime_choices, run_label, runs_table, split_settings, unfused_runs)
+                       method_choices, method_label, number_step, overall_eta, overall_fraction, picked_first,
+                       progress_text, regime_choices, run_label, runs_table, split_settings, unfused_runs)
 from core.training import DEFAULT_METHOD, REGIMES, default_regime, start_run
 from pages.common import current_dataset, get_store, job_manager, settle_runs, submit_new_run, through_app
 
@@ -139,7 +139,7 @@ def run_panel(store, dataset) -> None:
                 st.rerun()
     unfused = unfused_runs(runs)
     if unfused:
-        st.info(f"{', '.join(f'#{r.id} ({r.method})' for r in unfused)} not fused yet: a **{FUSING_METHOD}** run scores every "
+        st.info(f"{', '.join(f'#{r.id} ({method_label(r)})' for r in unfused)} not fused yet: a **{FUSING_METHOD}** run scores every "
                 "pair from the latest run of each method and learning rate in seconds (training, once, a faster b1 beside "
                 "them for a tower trained from scratch) and refits as you review; on the benchmarks it ranks "
                 "mismatches above the best single method.")

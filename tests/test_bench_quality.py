@@ -108,15 +108,3 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     assert "--fuse-again goes with --collect DIR" in capsys.readouterr().err
     with Store.open(db, read_only=True) as store:          # the refused commands ran nothing
         assert len(store.runs()) == len(runs)
-
-
-def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart() -> None:
-    from types import SimpleNamespace
-
-    from core.benchmarks.quality import method_label
-    run = lambda method, config: SimpleNamespace(method=method, config=config)  # noqa: E731
-    assert method_label(run("b1", {"lr": 0.001})) == "b1"
-    assert method_label(run("b1", {"lr": 0.01})) == "b1 lr=0.01"
-    assert method_label(run("npc", {"lr": 0.0003})) == "npc lr=0.0003"
-    assert method_label(run("concord", {"c": 0.1})) == "concord"            # no rate: the method alone
-    assert method_label(run("b1", None)) == "b1"

@@ -1,6 +1,7 @@
 """The method frame: settings, the learning-rate schedule, B1 end to end, and exact resume."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from core.errors import ConcordError
 from core.methods import make_config, method_class, settings
-from core.methods.base import lr_at
+from core.methods.base import Checkpointer, lr_at
 from tests.engine_fixtures import cancelled_then_resumed, context, synthetic_problem
 
 
@@ -48,6 +49,21 @@ def test_b1_separates_noisy_pairs_and_scores_every_pair() -> None:
     assert result.metrics["retrieval"]["rsum"] > 300
     assert result.embeddings.image_emb.shape == (len(data.image_ids), 16)
     assert np.allclose(np.linalg.norm(result.embeddings.caption_emb, axis=1), 1, atol=1e-5)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_with_a_message_and_kept(tmp_path: Path) -> None:
+    data, inputs = synthetic_problem()
+    ckpt = tmp_path / "ckpt.pt"
+    other = _b1(data, inputs)
+    other.setup()
+    state = other.state()
+    state["model"] = {k: v[..., :1] if v.ndim else v for k, v in state["model"].items()}   # narrower layers
+    Checkpointer(ckpt).save({"method": "b1", "config": asdict(other.config), "epoch": 1, "batch": 0, "step": 3,
+                             "epoch_log": [], "epoch_seconds": [], "rng": {}, "state": state})
+    before = ckpt.read_bytes()
+    with pytest.raises(ConcordError, match="checkpoint does not fit this version's model.*start a new run"):
+        _b1(data, inputs, checkpoint=ckpt).run()
+    assert ckpt.read_bytes() == before
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_scores(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -10,8 +11,8 @@ from core import artifacts, paths
 from core.errors import ConcordError
 from core.methods import Setting
 from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
-                       number_step, overall_eta, overall_fraction, progress_text, regime_choices, runs_table,
-                       split_settings)
+                       method_label, number_step, overall_eta, overall_fraction, progress_text, regime_choices,
+                       run_label, runs_table, scored_run_label, split_settings)
 from tests.test_export import make_dataset
 
 
@@ -147,3 +148,16 @@ def test_pickers_start_on_the_newest_run_that_no_fused_run_trained_for_itself() 
     assert picked_first(fused).id == 2
     assert picked_first(runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"), (4, "mscn"))).id == 4
     assert picked_first(runs((3, "b1"))).id == 3       # its fused run not listed (e.g. not finished): the newest
+
+
+def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart() -> None:
+    run = lambda method, config: SimpleNamespace(method=method, config=config, id=3, state="finished",  # noqa: E731
+                                                 model="concord-tiny", threshold=0.5, finished_at=None)
+    assert method_label(run("b1", {"lr": 0.001})) == "b1"
+    assert method_label(run("b1", {"lr": 0.01})) == "b1 lr=0.01"
+    assert method_label(run("npc", {"lr": 0.0003})) == "npc lr=0.0003"
+    assert method_label(run("concord", {"c": 0.1})) == "concord"            # no rate: the method alone
+    assert method_label(run("b1", None)) == "b1"
+    assert run_label(run("b1", {"lr": 0.01})) == "#3 · b1 lr=0.01 · finished"
+    assert scored_run_label(run("b1", {"lr": 0.01})).startswith("run 3 · b1 lr=0.01 · concord-tiny · threshold 0.50")
+    assert scored_run_label(run("b1", {"lr": 0.001})).startswith("run 3 · b1 · concord-tiny")

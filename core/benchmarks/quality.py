@@ -152,15 +152,6 @@ def result_row(store, dataset: str, kind: str, ratio: float, method: str, seed: 
         m: result.get(m) for m in METRICS}
 
 
-def method_label(run) -> str:
-    """How the table names a run: its method, with its learning rate where that is not the method's default
-    (`b1 lr=0.01`, the faster b1 a fused run trains beside the others), so two networks of one method stay apart."""
-    from core.methods import make_config
-    from core.runs import run_lr
-    lr, default = run_lr(run), getattr(make_config(run.method), "lr", None)
-    return run.method if lr is None or default is None or np.isclose(lr, default) else f"{run.method} lr={lr:g}"
-
-
 class KeptRun(NamedTuple):
     """The latest finished run of one method (`method_label`) on one cell's copy in a kept store."""
 
@@ -175,7 +166,7 @@ class KeptRun(NamedTuple):
 def kept_runs(store, clean: bool = False) -> list[KeptRun]:
     """The latest finished run of each (noisy copy, `method_label`) in `store`, in the order each first finished;
     with `clean`, also the runs on the clean data (the ceiling, as kind `clean` at ratio 0)."""
-    from core.runs import latest_of_each
+    from core.runs import latest_of_each, method_label
     latest = latest_of_each(store.runs(state="finished"),
                             lambda r: (store.dataset_by_id(r.dataset_id).name, method_label(r)))
     kept = []
@@ -240,6 +231,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.errors import ConcordError
     from core.models import DEFAULT_MODEL
     from core.noise import inject_noise_copy
+    from core.runs import method_label
     from core.training import execute_run, start_run
     model = args.model or DEFAULT_MODEL
     if args.fuse_again and not args.collect:
