@@ -2,10 +2,9 @@
 
 When the store has no dataset (and CONCORD_NO_FIRST_START is not "1"), `first_start` submits one
 background job that generates the demo with injected noise and then queues a run of the default method
-on it and, after it, a `concord` run fusing that run and the faster b1 it trains itself with the same epochs
-(the detector a newcomer's Review queue should come from), so the Explore and Review pages fill within minutes of
-`make run`. It happens at most once per
-job manager (one per server process): reruns and other sessions get the same job back.
+on it and, after it, a `concord` run fusing that run (the detector a newcomer's Review queue should come from),
+so the Explore and Review pages fill within minutes of `make run`. It happens at most once per job manager (one
+per server process): reruns and other sessions get the same job back.
 
 The demo's size and the run's epochs can be made smaller with CONCORD_FIRST_START_IMAGES and
 CONCORD_FIRST_START_EPOCHS (end-to-end tests use tiny ones).

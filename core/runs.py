@@ -71,7 +71,7 @@ def _live_scorers(runs: list) -> list:
 
 def trained_by_fusion(runs: list) -> set[int]:
     """Ids of the runs a scorer run that is not failed or cancelled trained for itself (its base runs newer than
-    it: the faster b1 a `concord` run trains, and the b1 it trains on a dataset with none)."""
+    it: the b1 a `concord` run trains on a dataset with none, and the faster b1 when `fast_b1_lr` is set)."""
     return {b for r in _live_scorers(runs) for b in (r.metrics or {}).get("base_runs", []) if b > r.id}
 
 
@@ -87,7 +87,7 @@ def unfused_runs(runs: list) -> list:
 
 def picked_first(runs: list):
     """The run a page's picker starts on, from `runs` (newest first, not empty): the newest that no scorer run
-    trained for itself (the faster b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
+    trained for itself (a b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
     inner = trained_by_fusion(runs)
     return next((r for r in runs if r.id not in inner), runs[0])
 

@@ -139,10 +139,9 @@ def run_panel(store, dataset) -> None:
                 st.rerun()
     unfused = unfused_runs(runs)
     if unfused:
-        st.info(f"{', '.join(f'#{r.id} ({method_label(r)})' for r in unfused)} not fused yet: a **{FUSING_METHOD}** run scores every "
-                "pair from the latest run of each method and learning rate in seconds (training, once, a faster b1 beside "
-                "them for a tower trained from scratch) and refits as you review; on the benchmarks it ranks "
-                "mismatches above the best single method.")
+        st.info(f"{', '.join(f'#{r.id} ({method_label(r)})' for r in unfused)} not fused yet: a **{FUSING_METHOD}** "
+                "run scores every pair from the latest run of each method and learning rate in seconds and refits "
+                "as you review; on the benchmarks it ranks mismatches above the best single method.")
     st.dataframe(runs_table(runs), hide_index=True, column_config={
         "AUROC": st.column_config.NumberColumn(format="%.3f"), "AUPRC": st.column_config.NumberColumn(format="%.3f"),
         "F1": st.column_config.NumberColumn(format="%.3f"), "rSum": st.column_config.NumberColumn(format="%.1f"),

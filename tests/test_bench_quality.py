@@ -74,7 +74,8 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     assert main(["demo", "--images", "20", "--noise", "0.4", "--seed", "1"]) == 0
     kept = tmp_path / "kept"
     assert main(["bench", "quality", "--kinds", "ncr", "--noise", "0.4", "--methods", "b1,concord", "--epochs", "1",
-                 "--set", "b1.batch_size=16", "--no-ceiling", "--no-docs", "--json", "--keep", str(kept)]) == 0
+                 "--set", "b1.batch_size=16", "--set", "concord.fast_b1_lr=0.01", "--no-ceiling", "--no-docs",
+                 "--json", "--keep", str(kept)]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
     # the faster b1 the fused run trained for itself is a row of its own, among the methods it must beat
     assert [r["method"] for r in first] == ["b1", "concord", "b1 lr=0.01"] and first[2]["run_seconds"] is None

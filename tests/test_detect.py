@@ -486,7 +486,9 @@ def test_concord_trains_the_faster_b1_it_fuses_when_the_dataset_has_none(fused_r
     from core.training import execute_run, start_run
     store, b1, _ = fused_run
     ds = store.run(b1).dataset_id
-    run_id = start_run(store, "demo", "concord", seed=2, settings={"refit_every": 5})
+    from core.methods import make_config
+    assert make_config("concord").fast_b1_lr == 0                               # off unless asked for
+    run_id = start_run(store, "demo", "concord", seed=2, settings={"refit_every": 5, "fast_b1_lr": 0.01})
     execute_run(store, run_id, Progress())
     run = store.run(run_id)
     faster = run.metrics["base_runs"][1]
@@ -496,11 +498,11 @@ def test_concord_trains_the_faster_b1_it_fuses_when_the_dataset_has_none(fused_r
     assert made.config["lr"] == 0.01 and made.config["epochs"] == store.run(b1).config["epochs"] == 1   # b1's epochs
     assert run.metrics["fused"]["space_weights"] is not None                     # two networks' spaces, weighed
     assert unfused_runs(store.runs(ds)) == []                                    # it fused the run it trained
-    again = start_run(store, "demo", "concord", settings={"refit_every": 5})
+    again = start_run(store, "demo", "concord", settings={"refit_every": 5, "fast_b1_lr": 0.01})
     execute_run(store, again, Progress())
     assert store.run(again).metrics["base_runs"] == [b1, faster]                 # the second fusion trains none
     count = len(store.runs(ds))
-    off = start_run(store, "demo", "concord", settings={"fast_b1_lr": 0})
+    off = start_run(store, "demo", "concord")                                    # the default: none trained
     execute_run(store, off, Progress())
     assert store.run(off).metrics["base_runs"] == [b1, faster] and len(store.runs(ds)) == count + 1
 
@@ -515,7 +517,7 @@ def test_concord_trains_no_faster_b1_for_a_pretrained_image_tower(fused_run, mon
     real = core.models.model_info
     monkeypatch.setattr(core.models, "model_info",
                         lambda *a, **k: dataclasses.replace(real(*a, **k), image_pretrained=True))
-    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5})
+    run_id = start_run(store, "demo", "concord", settings={"refit_every": 5, "fast_b1_lr": 0.01})
     execute_run(store, run_id, Progress())
     assert store.run(run_id).metrics["base_runs"] == [b1]        # a pretrained tower is not retrained faster
 

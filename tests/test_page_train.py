@@ -115,8 +115,9 @@ def test_start_runs_to_finished_and_into_the_table(dataset):
     assert row["time (s)"] >= 0
     # the loss curve and the epoch metrics of the finished run stay on the page
     assert len(at.dataframe) == 2 and list(at.dataframe[0].value["epoch"]) == [1, 2]
-    # a finished run no concord run has fused yet: the page points to the fusion
-    assert f"#{run.id} (b1) not fused yet: a **concord** run" in texts(at)
+    # a finished run no concord run has fused yet: the page points to the fusion (its rate named: not b1's default)
+    assert f"#{run.id} (b1 lr=0.005) not fused yet: a **concord** run" in texts(at)
+    assert at.selectbox(key="train_run").format_func(run.id) == f"#{run.id} · b1 lr=0.005 · finished"
     store = get_store()
     store.update_run(store.create_run(store.dataset("ds").id, "concord", "concord-tiny", config={}), state="running")
     assert "not fused yet" not in texts(at.run())

@@ -82,6 +82,17 @@ def read_out(out: Path) -> pd.DataFrame:
     return pa.concat_tables([pq.read_table(p) for p in output_files(out)]).to_pandas()
 
 
+def test_a_run_whose_weights_no_longer_fit_the_model_is_refused_with_a_message(env: Source) -> None:
+    import dataclasses
+
+    from core.shards.scorer import Embedder
+    with Store.open(env.db) as store:
+        spec = spec_from_run(store, env.run_id)
+    narrower = {k: v[..., :1] if v.ndim else v for k, v in spec.encoder_state.items()}   # another architecture's
+    with pytest.raises(ConcordError, match=r"run \d+ \(.*\): its trained weights do not fit this version's"):
+        Embedder(dataclasses.replace(spec, encoder_state=narrower), "cpu")
+
+
 def test_local_scores_are_the_runs_own_and_complete(env: Source, tmp_path: Path) -> None:
     with Store.open(env.db) as store:
         spec = spec_from_run(store, env.run_id)

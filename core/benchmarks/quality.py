@@ -2,8 +2,8 @@
 
 From each dataset's clean originals (injected noise undone), each (set, kind, ratio, seed) gets a noisy copy
 in a temporary database (never the user's); every method trains on it with that seed, in the order given (so
-`concord`, given last, fuses the runs before it, and the faster b1 it trains itself is a row of its own, `b1
-lr=0.01`), and b1 on the clean data gives the ceiling. Figures: AUROC,
+`concord`, given last, fuses the runs before it, and a faster b1 it trains itself with `--set
+concord.fast_b1_lr=0.01` is a row of its own, `b1 lr=0.01`), and b1 on the clean data gives the ceiling. Figures: AUROC,
 AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
 `test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
 others on the same data is reported per cell, with its minimum over seeds, and beside it the fused run's fit
@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    "run of each method and learning rate per noisy copy")
     p.add_argument("--fuse-again", action="store_true",
                    help="with --collect: first a new concord run (its defaults and any --set concord.KEY=VALUE) "
-                   "on every kept noisy copy that has one, over the same base runs (no network trained but the "
-                   "faster b1 where a copy kept before fused runs trained one lacks it), so a "
+                   "on every kept noisy copy that has one, over the same base runs (no network trained, unless "
+                   "--set concord.fast_b1_lr asks for a faster b1 a copy lacks), so a "
                    "change to the fused score is measured on the very runs it fuses; the kept stores gain the run")
     add_output_options(p)
     p.set_defaults(handler=run, parser=p)
@@ -192,8 +192,8 @@ def collected_rows(folders: list[Path]) -> list[dict[str, Any]]:
 
 def fuse_again(folders: list[Path], settings: dict[str, str], progress) -> int:
     """A new fused run (`settings` over its defaults) on every kept noisy copy that has one, over the same base
-    runs (the latest of each other method and learning rate; a network is trained only where the copy lacks the
-    faster b1, i.e. the sweep was kept before the fused run trained one); returns how many ran."""
+    runs (the latest of each other method and learning rate; a network is trained only where `settings` set
+    `fast_b1_lr` and the copy lacks a b1 at that rate); returns how many ran."""
     from core.store import Store
     from core.training import execute_run, start_run
     count = 0

@@ -1,8 +1,8 @@
 """`concord`: the fused score over every finished run of a dataset, refitted from decisions in seconds.
 
 A concord run trains no network of its own. It takes the dataset's finished runs (by default the latest of each
-method and learning rate; when there is none it first trains a `b1` run of `epochs` epochs, and for a model whose
-image tower trains from scratch a second b1 at `fast_b1_lr` when the dataset has none), computes every consensus signal
+method and learning rate; when there is none it first trains a `b1` run of `epochs` epochs, and, when `fast_b1_lr`
+is set, for a model whose image tower trains from scratch a second b1 at that rate), computes every consensus signal
 (`core.detect.consensus`) in each run's embedding space, the sibling terms and margin in the text tower's space, the
 neighbour terms in the pixel space (`core.detect.pixels`) and each run's look-alike terms over the pixel space's
 neighbours, and fits the fused classifier (`core.detect.fusion`:
@@ -54,12 +54,12 @@ class ConcordConfig:
                                        "each method and learning rate: a network trained at another rate learns "
                                        "another space, and fusing it helps) or comma-separated run ids")
     epochs: int = setting(8, "epochs of the b1 run trained first when the dataset has no finished run")
-    fast_b1_lr: float = setting(0.01, "with 'latest' base runs and a model whose image tower trains from scratch "
-                                      "(concord-tiny), also fuse a b1 run at this learning rate (ten times the "
-                                      "shared default): a network trained faster learns another space, and fusing "
-                                      "it beside the others lifts the demo's development cells +0.005 to +0.012. "
-                                      "Trained first, with the epochs and seed of the dataset's latest b1, when the "
-                                      "dataset has no finished b1 at this rate (costs one more network; 0: none)")
+    fast_b1_lr: float = setting(0.0, "with 'latest' base runs and a model whose image tower trains from scratch "
+                                     "(concord-tiny), also fuse a b1 run at this learning rate (e.g. 0.01, ten "
+                                     "times the shared default): a network trained faster learns another space. "
+                                     "Trained first, with the epochs and seed of the dataset's latest b1, when the "
+                                     "dataset has no finished b1 at this rate; one more network for −0.002 to "
+                                     "+0.005 with concord-tiny's ResNet tower, so 0 (none) by default")
     k: int = setting(10, "neighbours per pair in the neighbour-consensus terms (LEMoN's k)")
     tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less")
     text_signals: bool = setting(True, "also the sibling terms in the text tower's own feature space")

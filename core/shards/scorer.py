@@ -177,7 +177,11 @@ class Embedder:
                                    self.loaded.device)
             with torch.random.fork_rng(devices=[]):
                 self.encoder = make(spec.seed)
-            self.encoder.load_state_dict(spec.encoder_state)
+            try:
+                self.encoder.load_state_dict(spec.encoder_state)
+            except RuntimeError as exc:   # torch's size mismatch / missing keys
+                raise ConcordError(f"{spec.source}: its trained weights do not fit this version's {spec.model} (the "
+                                   "architecture changed since the run); train the run again") from exc
             self.encoder.eval()
 
     @torch.inference_mode()
