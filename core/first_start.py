@@ -34,7 +34,7 @@ class FirstStart:
     name: str = "demo"
     demo: GenerateOptions = field(default_factory=lambda: GenerateOptions(noise=0.2, noise_kind="hard"))
     method: str | None = None  # None: core.training.DEFAULT_METHOD
-    fuse: bool = True  # then a `concord` run over it: on this demo +0.10 AUROC over the 2-epoch b1 (benchmarks.md)
+    fuse: bool = True  # then a `concord` run over it: on this demo +0.07 AUROC over the 2-epoch b1 (benchmarks.md)
     epochs: int | None = None  # None: the method's default on a GPU, `cpu_epochs` on the CPU
     cpu_epochs: int = 2  # b1's default 8 epochs of the demo: ~2 min on 2 idle cores, far longer on busy ones
 

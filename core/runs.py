@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 from typing import Any, Callable, Hashable
 
@@ -41,17 +42,22 @@ def run_lr(run) -> float | None:
     return (run.config or {}).get("lr")
 
 
+def same_rate(lr: float | None, other: float) -> bool:
+    """Whether learning rate `lr` (None: a run without one) is `other`, up to float noise: one test for every
+    place that asks whether a run is at a given rate (its label, the fused run's faster b1)."""
+    return lr is not None and math.isclose(float(lr), other, rel_tol=1e-9)
+
+
 _SHARED_LR = next(f.default for f in dataclasses.fields(MethodConfig) if f.name == "lr")
 
 
 def method_label(run) -> str:
-    """A run's method, with its learning rate where that is not the method's default (`b1 lr=0.01`, the faster
-    b1 a fused run trains beside the others), so two networks of one method stay apart in pickers and tables.
-    Every network method shares `MethodConfig`'s rate unless its name overrides it; read without loading torch."""
+    """A run's method, with its learning rate where that is not the method's default (`b1 lr=0.01`, e.g. a
+    faster b1 fused beside the others), so two networks of one method stay apart in pickers and tables. Every
+    network method shares `MethodConfig`'s rate unless its name overrides it; read without loading torch."""
     lr = run_lr(run)
     spec = METHODS.get(run.method)
-    default = spec.overrides.get("lr", _SHARED_LR) if spec is not None else None
-    if lr is None or default is None or abs(float(lr) - default) <= 1e-9 * max(abs(default), 1e-12):
+    if lr is None or spec is None or same_rate(lr, spec.overrides.get("lr", _SHARED_LR)):
         return run.method
     return f"{run.method} lr={float(lr):g}"
 

@@ -38,7 +38,7 @@ from core.index import VectorIndex
 from core.meta_seed import TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
-from core.runs import latest_of_each, run_lr
+from core.runs import latest_of_each, run_lr, same_rate
 
 METHOD = "concord"
 CACHE_FILE = "signals.npz"
@@ -131,7 +131,7 @@ class Concord:
         b1 = [r for r in bases if r.method == "b1"]
         fast = self.config.fast_b1_lr
         if (fast > 0 and not model_info(run.model).image_pretrained
-                and not any(np.isclose(run_lr(r) or np.nan, fast) for r in b1)):
+                and not any(same_rate(run_lr(r), fast) for r in b1)):
             bases.append(self.train_b1((b1[-1].config or {}).get("epochs") if b1 else self.config.epochs, lr=fast))
         return bases
 
