@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from core.errors import Cancelled, ConcordError
 from core.progress import Progress
-from core.runs import method_label
+from core.runs import run_title
 from core.store import Run, Store
 
 JOB_KINDS = ("embed", "train", "projection", "dataset", "refit", "shards")
@@ -205,7 +205,7 @@ class JobManager:
                 beat.join()
                 self._store_progress(store, run_id, progress)
 
-        return self.submit("train", f"run {run_id} · {method_label(run)} · {run.model}", train, key=key,
+        return self.submit("train", run_title(run), train, key=key,
                            device=run.device or "auto", heavy=True, run_id=run_id,
                            on_end=lambda job: _settle_run(store, job))
 

@@ -126,11 +126,17 @@ def run_label(run) -> str:
     return f"#{run.id} · {method_label(run)} · {run.state}"
 
 
+def run_title(run) -> str:
+    """`run 3 · b1 · concord-tiny`: the run, what trained it and on which model; the start of every longer name
+    (the Explore and Review pickers, the Datasets and Export pickers, a training job's label)."""
+    return f"run {run.id} · {method_label(run)} · {run.model}"
+
+
 def scored_run_label(run) -> str:
     """`run 3 · b1 · concord-tiny · threshold 0.50 · 2026-12-06 10:52`: a finished run in the Explore and Review
     pickers."""
     when = run.finished_at.strftime("%Y-%m-%d %H:%M") if run.finished_at else ""
-    return f"run {run.id} · {method_label(run)} · {run.model} · threshold {run.threshold:.2f} · {when}"
+    return f"{run_title(run)} · threshold {run.threshold:.2f} · {when}"
 
 
 def check_resumable(run) -> None:

@@ -11,7 +11,7 @@ from core.generated import CAPTIONS, SOURCES, GenerateOptions, create_generated,
 from core.importers import FORMATS, ColumnNames, import_dataset
 from core.noise import DEFAULT_K, KINDS, inject_noise_copy
 from core.progress import Progress
-from core.runs import method_label, overall_fraction, progress_text
+from core.runs import overall_fraction, progress_text, run_title
 from core.shards.job import job_key, submit_score_and_attach
 from core.shards.config import ENGINES, ShardScoreConfig
 from pages.common import get_store, job_manager, through_app
@@ -151,7 +151,7 @@ with attaching:
     c1, c2, c3 = st.columns(3)
     who = c1.radio("Who scores", ["A finished run", "A pretrained model"], key="score_who", horizontal=True)
     dataset_names = {r["id"]: r["name"] for r in rows}
-    run_labels = {r.id: f"run {r.id} · {method_label(r)} · {r.model} · {dataset_names[r.dataset_id]}"
+    run_labels = {r.id: f"{run_title(r)} · {dataset_names[r.dataset_id]}"
                   for r in scoring_runs}
     score_run = score_model = None
     if who == "A finished run":

@@ -4,7 +4,7 @@ import streamlit as st
 from core.errors import ConcordError
 from core.export import (FORMATS, IMAGE_MODES, ZIP_LIMIT_BYTES, ExportOptions, default_format, folder_size,
                          plan_export, write_export, zip_folder)
-from core.runs import method_label
+from core.runs import run_title
 from pages.common import current_dataset, get_store, through_app
 
 through_app()
@@ -14,7 +14,7 @@ if dataset is not None:
     store = get_store()
     runs = [r for r in store.runs(dataset.id) if r.state == "finished"]
     fmt = st.selectbox("Format", FORMATS, index=FORMATS.index(default_format(dataset)), key="export_format")
-    run_labels = {r.id: f"run {r.id} · {method_label(r)} · {r.model}" for r in runs}
+    run_labels = {r.id: run_title(r) for r in runs}
     run_id = st.selectbox("Scores from run", list(run_labels), format_func=run_labels.get,
                           key="export_run") if runs else None
     if not runs:

@@ -12,7 +12,7 @@ from core.errors import ConcordError
 from core.methods import Setting
 from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
                        method_label, number_step, overall_eta, overall_fraction, progress_text, regime_choices,
-                       run_label, runs_table, same_rate, scored_run_label, split_settings)
+                       run_label, run_title, runs_table, same_rate, scored_run_label, split_settings)
 from tests.test_export import make_dataset
 
 
@@ -161,5 +161,6 @@ def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart(
     assert method_label(run("b1", {"lr": 0.0010000000001})) == "b1"        # float noise is the default rate
     assert same_rate(0.01, 0.01) and not same_rate(None, 0.01) and not same_rate(0.001, 0.01)
     assert run_label(run("b1", {"lr": 0.01})) == "#3 · b1 lr=0.01 · finished"
+    assert run_title(run("b1", {"lr": 0.01})) == "run 3 · b1 lr=0.01 · concord-tiny"
     assert scored_run_label(run("b1", {"lr": 0.01})).startswith("run 3 · b1 lr=0.01 · concord-tiny · threshold 0.50")
     assert scored_run_label(run("b1", {"lr": 0.001})).startswith("run 3 · b1 · concord-tiny")
