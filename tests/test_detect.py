@@ -707,7 +707,7 @@ def test_mismatches_an_image_at_a_time_are_told_apart_and_mirrored_in_the_labell
 
 
 def test_the_kind_of_swap_is_decided_once_over_every_space() -> None:
-    from core.detect.context import context_at, context_fits, draw_swaps, swapped_whole
+    from core.detect.context import QUANTILES, context_at, context_fits, draw_swaps, image_means, swapped_whole
     # (grid point, distance) per kind: three spaces find captions swapped one by one nearer, by 0.02 each; one
     # (a text tower that barely tells them apart) finds whole images nearer by 0.01: the split's kind wins
     one = {False: ((0.6, 0.25, False), 0.03), True: ((0.85, 0.0, True), 0.05)}
@@ -723,9 +723,26 @@ def test_the_kind_of_swap_is_decided_once_over_every_space() -> None:
     draw = draw_swaps(pool, trusted, world, seed=1)
     fits = context_fits(draw, world, noisy_image, noisy_caption)
     assert fits[False][1] < fits[True][1] and not swapped_whole([fits])
+    # a kind's distance: its captions' agreement against the noisy split's, plus its images' mean agreement against
+    # the noisy images' (what tells the kinds apart: whole images leave an image's captions all clean or all foreign)
+    now = sibling_terms(world, pool, noisy_image, noisy_caption)[0]
+    for kind in (False, True):
+        context = draw.at(*fits[kind][0])
+        theirs = sibling_terms(world, context.pool, draw.image, context.stand_in(draw.image, draw.caption))[0]
+        gaps = [np.abs(np.quantile(a[np.isfinite(a)], QUANTILES) - np.quantile(b[np.isfinite(b)], QUANTILES)).mean()
+                for a, b in [(theirs, now), (image_means(theirs, draw.image), image_means(now, noisy_image))]]
+        assert fits[kind][1] == pytest.approx(sum(gaps), abs=1e-12)
     forced = context_at(draw, fits, True)
     assert forced.whole and (forced.rate, forced.share) == fits[True][0][:2]
     assert context_at(draw, {}, True).rate == 0.0                # nothing fitted: nothing swapped
+
+
+def test_an_image_s_mean_agreement_is_over_its_captions_with_siblings() -> None:
+    from core.detect.context import image_means
+    agreement = np.array([0.2, np.nan, 0.4, 0.9, 0.7, np.nan])
+    image = np.array([3, 3, 3, 1, 1, 5])                      # image 5's one caption has no siblings: left out
+    assert image_means(agreement, image).tolist() == pytest.approx([0.8, 0.3])   # images 1 and 3, in row order
+    assert image_means(np.array([np.nan]), np.array([0])).tolist() == []
 
 
 def test_no_context_is_fitted_without_siblings_or_trusted_images() -> None:
