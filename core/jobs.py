@@ -205,9 +205,8 @@ class JobManager:
                 beat.join()
                 self._store_progress(store, run_id, progress)
 
-        return self.submit("train", run_title(run), train, key=key,
-                           device=run.device or "auto", heavy=True, run_id=run_id,
-                           on_end=lambda job: _settle_run(store, job))
+        return self.submit("train", run_title(run), train, key=key, device=run.device or "auto", heavy=True,
+                           run_id=run_id, on_end=lambda job: _settle_run(store, job))
 
     # reading -------------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:

@@ -151,8 +151,7 @@ with attaching:
     c1, c2, c3 = st.columns(3)
     who = c1.radio("Who scores", ["A finished run", "A pretrained model"], key="score_who", horizontal=True)
     dataset_names = {r["id"]: r["name"] for r in rows}
-    run_labels = {r.id: f"{run_title(r)} · {dataset_names[r.dataset_id]}"
-                  for r in scoring_runs}
+    run_labels = {r.id: f"{run_title(r)} · {dataset_names[r.dataset_id]}" for r in scoring_runs}
     score_run = score_model = None
     if who == "A finished run":
         score_run = c2.selectbox("Run", list(run_labels), format_func=run_labels.get, key="score_run_id",

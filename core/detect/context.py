@@ -139,8 +139,8 @@ def context_fits(draw: SwapDraw, caption_emb: np.ndarray, noisy_image: np.ndarra
     an image's captions are few templates shared by many images (fashion-mnist) the captions' agreement alone
     can come out level for both kinds (docs/benchmarks.md, stop 48). Empty when either has no siblings.
     """
-    agreement_now = sibling_terms(caption_emb, draw.pool, noisy_image, noisy_caption)[0]
-    target, target_images = _quantiles(agreement_now), _quantiles(image_means(agreement_now, noisy_image))
+    noisy_agreement = sibling_terms(caption_emb, draw.pool, noisy_image, noisy_caption)[0]
+    target, target_images = _quantiles(noisy_agreement), _quantiles(image_means(noisy_agreement, noisy_image))
     # the search needs only the trusted images' captions: a pool of those alone is cut far faster
     local = replace(draw, pool=Pool.from_pairs(draw.image, draw.caption, *draw.pool.members.shape))
 
