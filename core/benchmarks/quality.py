@@ -1,14 +1,14 @@
 """`bench quality`: detection and retrieval quality of each method across noise kinds, ratios and seeds.
 
-From each dataset's clean originals (injected noise undone), each (set, kind, ratio, seed) gets a noisy copy
-in a temporary database (never the user's); every method trains on it with that seed, in the order given (so
-`concord`, given last, fuses the runs before it, and a faster b1 it trains itself with `--set
-concord.fast_b1_lr=0.01` is a row of its own, `b1 lr=0.01`), and b1 on the clean data gives the ceiling. Figures: AUROC,
-AUPRC, F1 and the AUROC of the method's weight alone (training pairs, meta-data excluded), rSum on the clean
-`test` split, seconds per epoch. With `concord` and other methods, the gain of its AUROC over the best of the
-others on the same data is reported per cell, with its minimum over seeds, and beside it the fused run's fit
-ceiling (`core.benchmarks.headroom`: its own signals weighted by the training pairs' ground truth, a diagnostic
-of what re-weighing them could reach). The summary (means over seeds) goes to stdout and to `docs/benchmarks.md`.
+From each dataset's clean originals (injected noise undone), each (set, kind, ratio, seed) gets a noisy copy in a
+temporary database (never the user's); every method trains on it with that seed, in the order given (so `concord`,
+given last, fuses the runs before it, and a faster b1 it trains itself with `--set concord.fast_b1_lr=0.01` is a row
+of its own, `b1 lr=0.01`), and b1 on the clean data gives the ceiling. Figures: AUROC, AUPRC, F1 and the AUROC of
+the method's weight alone (training pairs, meta-data excluded), rSum on the clean `test` split, seconds per epoch.
+With `concord` and other methods, the gain of its AUROC over the best of the others on the same data is reported per
+cell, with its minimum over seeds, and beside it the fused run's fit ceiling (`core.benchmarks.headroom`: its own
+signals weighted by the training pairs' ground truth, a diagnostic of what re-weighing them could reach). The
+summary (means over seeds) goes to stdout and to `docs/benchmarks.md`.
 """
 from __future__ import annotations
 
