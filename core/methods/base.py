@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from core.artifacts import RunEmbeddings
-from core.errors import Cancelled, ConcordError
+from core.errors import Cancelled, ConcordError, weights_must_fit
 from core.evaluate import recall_at_k
 from core.methods.config import MethodConfig
 from core.methods.data import TrainData
@@ -196,11 +196,9 @@ class Method(ABC):
         if saved is not None:
             if saved.get("method") != self.name or saved.get("config") != asdict(self.config):
                 raise ConcordError("the run's checkpoint was made with another method or config; cannot resume")
-            try:
+            with weights_must_fit("the run's checkpoint does not fit this version's model (its architecture "
+                                  "changed since the run started); start a new run"):
                 self.load_state(saved["state"])
-            except (RuntimeError, KeyError, ValueError) as exc:   # torch's state-dict mismatch, or a missing part
-                raise ConcordError("the run's checkpoint does not fit this version's model (its architecture "
-                                   "changed since the run started); start a new run") from exc
             start_epoch, start_batch, self.step = saved["epoch"], saved["batch"], saved["step"]
             self.epoch_log, self.epoch_seconds = saved["epoch_log"], saved["epoch_seconds"]
             _set_rng_state(saved["rng"])

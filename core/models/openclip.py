@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from core import paths
-from core.errors import ConcordError
+from core.errors import ConcordError, weights_must_fit
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -177,11 +177,8 @@ def build(spec: OpenClipSpec, name: str) -> tuple[nn.Module, object, object]:
 def load_state(model: nn.Module, path: Path, name: str) -> None:
     """Load a state-dict checkpoint into `model` strictly; ConcordError naming what does not fit."""
     from open_clip import load_checkpoint
-    try:
+    with weights_must_fit(f"model {name!r}: {path} does not fit the architecture"):
         load_checkpoint(model, str(path), strict=True)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise ConcordError(f"model {name!r}: {path} does not fit the architecture: "
-                           f"{str(exc).splitlines()[0]}") from exc
 
 
 def encode_texts(model: nn.Module, tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from core import artifacts
-from core.errors import ConcordError
+from core.errors import ConcordError, weights_must_fit
 from core.hashing import bytes_hash, text_hash
 from core.mixtures import GMMFit, fit_gmm
 from core.models import model_info
@@ -177,11 +177,9 @@ class Embedder:
                                    self.loaded.device)
             with torch.random.fork_rng(devices=[]):
                 self.encoder = make(spec.seed)
-            try:
+            with weights_must_fit(f"{spec.source}: its trained weights do not fit this version's {spec.model} "
+                                  "(the architecture changed since the run); train the run again"):
                 self.encoder.load_state_dict(spec.encoder_state)
-            except RuntimeError as exc:   # torch's size mismatch / missing keys
-                raise ConcordError(f"{spec.source}: its trained weights do not fit this version's {spec.model} (the "
-                                   "architecture changed since the run); train the run again") from exc
             self.encoder.eval()
 
     @torch.inference_mode()
