@@ -133,9 +133,9 @@ def show_selection(selected: list[int]) -> None:
     name = c1.text_input("Review set name", value=f"map selection · run {run.id} · {len(ordered)} pairs",
                          key="explore_set_name")
     if c2.button("Review these", type="primary", key="explore_review", disabled=not name.strip()):
-        set_id = store.create_review_set(dataset.id, name.strip(), ordered)
-        st.session_state["review_set"] = set_id
-        st.switch_page("pages/review.py")
+        st.session_state["review_set"] = store.create_review_set(dataset.id, name.strip(), ordered)
+        st.session_state["explore_to_review"] = True
+        st.rerun(scope="app")     # the page switch is made by the full run (see the top of the page)
 
 
 @st.fragment
@@ -146,6 +146,10 @@ def map_and_selection() -> None:
 
 
 through_app()
+if st.session_state.pop("explore_to_review", False):
+    # "Review these" (inside the map's fragment) asked for it: switching pages from a fragment's run left the
+    # Review page blank now and then in the browser tests, from a full run it does not
+    st.switch_page("pages/review.py")
 st.title("Explore")
 dataset = current_dataset()
 if dataset is None:
