@@ -130,7 +130,8 @@ def measure(pairs: int, per_image: int, dim: int, decisions: int, folder: Path) 
 
 def markdown(f: dict[str, float], command: str, pairs: int) -> str:
     return "\n".join([
-        f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; {pairs:,} pairs, seconds, once each).",
+        f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; {pairs:,} pairs, seconds, "
+        "once each).",
         "", "| step | seconds |", "|---|---|",
         f"| consensus signals of every pair (sibling margin included), one run's space | "
         f"{f['signals_one_space_s']:.1f} |",

@@ -119,7 +119,8 @@ def run(args: argparse.Namespace, ctx) -> int:
                + (f" --model {args.model}" if args.model else "") + f" --repeats {args.repeats}")
     body = (f"## Caption embedding (`bench embed`)\n\nCommand: `{command}` ({os.cpu_count()} CPU cores, "
             f"{platform.machine()}, device {out['device']}).\n\n"
-            "| model | captions | raw forward captions/s | pipeline captions/s | pipeline / raw |\n|---|---|---|---|---|\n"
+            "| model | captions | raw forward captions/s | pipeline captions/s | pipeline / raw |\n"
+            "|---|---|---|---|---|\n"
             f"| {model} | {len(texts):,} | {out['raw_captions_per_s']:.0f} | {out['pipeline_captions_per_s']:.0f} | "
             f"{out['ratio']:.0%} |\n\n"
             "| images | size | serial decode images/s | `embed` images/s (thread pool, cached) |\n|---|---|---|---|\n"

@@ -257,8 +257,8 @@ def markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
     agree = lambda a: f"{a['agree']}/{a['total']}"  # noqa: E731
     lines = [f"Command: `{command}` ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores, {platform.machine()}). "
              "Decided: the first training pairs of the first run's Review queue in the command's order, kept or "
-             "rejected by their ground truth. Agreement: decisions the run agrees with (keep ↔ not flagged). AUROC: the other training "
-             "pairs (meta-data excluded).", "",
+             "rejected by their ground truth. Agreement: decisions the run agrees with (keep ↔ not flagged). "
+             "AUROC: the other training pairs (meta-data excluded).", "",
              "| noise | method | seed | decided (kept / rejected) | meta +/− after | agreement before → after "
              "| AUROC before → after | s/run |",
              "|---|---|---|---|---|---|---|---|"]

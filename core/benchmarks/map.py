@@ -182,16 +182,18 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     fmt = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; synthetic clustered map, "
              f"a run with concord's {len(EXTRAS)} extra score columns).", "",
-             "| pairs | read pairs s | figure build s | figure JSON s | drawn as | JSON MB | box: select s | box → table s | "
-             "lasso: select s | lasso → table s | browser: first draw s | browser: box → table s | server peak GB |",
+             "| pairs | read pairs s | figure build s | figure JSON s | drawn as | JSON MB | box: select s | "
+             "box → table s | lasso: select s | lasso → table s | browser: first draw s | browser: box → table s | "
+             "server peak GB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = r.get("browser", {})
         lines.append(
             f"| {r['pairs']:,} | {fmt(r['run_frame_s'])} | {fmt(r['figure_s'])} | {fmt(r['json_s'])} | "
-            f"{r['drawn']} | {fmt(r['json_mb'], 1)} | {fmt(r['box_select_s'], 3)} ({r['box_selected']:,}) | {fmt(r['box_to_table_s'])} | "
-            f"{fmt(r['lasso_select_s'], 3)} ({r['lasso_selected']:,}) | {fmt(r['lasso_to_table_s'])} | "
-            f"{fmt(b.get('first_draw_s'), 1)} | {fmt(b.get('box_to_table_s'), 1)} | {fmt(b.get('server_peak_rss_gb'))} |")
+            f"{r['drawn']} | {fmt(r['json_mb'], 1)} | {fmt(r['box_select_s'], 3)} ({r['box_selected']:,}) | "
+            f"{fmt(r['box_to_table_s'])} | {fmt(r['lasso_select_s'], 3)} ({r['lasso_selected']:,}) | "
+            f"{fmt(r['lasso_to_table_s'])} | {fmt(b.get('first_draw_s'), 1)} | {fmt(b.get('box_to_table_s'), 1)} | "
+            f"{fmt(b.get('server_peak_rss_gb'))} |")
     return "\n".join(lines)
 
 

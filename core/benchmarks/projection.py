@@ -28,7 +28,8 @@ WARMUP_POINTS = 4500  # above 4096 points UMAP switches to approximate neighbour
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("projection", parents=[common], help="PCA/UMAP time and the Explore map's cost at N pairs",
                        description=__doc__)
-    p.add_argument("--points", default="5000,20000,50000", help="comma-separated pair counts (default 5000,20000,50000)")
+    p.add_argument("--points", default="5000,20000,50000",
+                   help="comma-separated pair counts (default 5000,20000,50000)")
     p.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (the slow part)")
     add_output_options(p)
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     counts = [int(p) for p in args.points.split(",") if p.strip()]
     warmup = None
     if not args.no_umap:
-        _, warmup = _timed(umap_projection, synthetic_vectors(WARMUP_POINTS, args.dim), ProjectionSettings(), Progress())
+        _, warmup = _timed(umap_projection, synthetic_vectors(WARMUP_POINTS, args.dim), ProjectionSettings(),
+                           Progress())
     rows = []
     with tempfile.TemporaryDirectory(prefix="concord-bench-projection-") as tmp:
         for n in counts:

@@ -120,9 +120,10 @@ def markdown(summary: pd.DataFrame, command: str, seconds: float) -> str:
         pm = lambda m, p: (f"{fmt(r[m + '_mean'], p)} ± {fmt(r[m + '_std'], p)}"  # noqa: E731
                            if r["seeds"] > 1 and not pd.isna(r[m + "_mean"]) else fmt(r[m + "_mean"], p))
         gain = "" if pd.isna(r["gain_mean"]) else f"{r['gain_mean']:+.3f} / {r['gain_min']:+.3f}"
-        lines.append(f"| {r['set']} | {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | {pm('auprc', 3)} | "
-                     f"{pm('f1', 3)} | {pm('weight_auroc', 3)} | {pm('rsum', 1)} | {fmt(r['seconds_per_epoch_mean'], 1)} | "
-                     f"{r['seeds']} | {gain} | {'' if pd.isna(r['fit_ceiling_mean']) else pm('fit_ceiling', 3)} |")
+        ceiling = "" if pd.isna(r["fit_ceiling_mean"]) else pm("fit_ceiling", 3)
+        lines.append(f"| {r['set']} | {r['kind']} | {r['ratio']} | {r['method']} | {pm('auroc', 3)} | "
+                     f"{pm('auprc', 3)} | {pm('f1', 3)} | {pm('weight_auroc', 3)} | {pm('rsum', 1)} | "
+                     f"{fmt(r['seconds_per_epoch_mean'], 1)} | {r['seeds']} | {gain} | {ceiling} |")
     return "\n".join(lines)
 
 
