@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,15 @@ _CACHE: Path | None = None
 def _session_cache() -> Path:
     global _CACHE
     if _CACHE is None:
-        import tempfile
         _CACHE = Path(tempfile.mkdtemp(prefix="concord-test-cache-"))
     return _CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's shared cache goes with it: a full run leaves about 2 GB of features and pixels there, and
+    every run used to leave its own in the temp folder until the disk filled."""
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
