@@ -147,8 +147,8 @@ def map_and_selection() -> None:
 
 through_app()
 if st.session_state.pop("explore_to_review", False):
-    # "Review these" (inside the map's fragment) asked for it: switching pages from a fragment's run left the
-    # Review page blank now and then in the browser tests, from a full run it does not
+    # "Review these" (inside the map's fragment) asked for it: a switch made from the fragment's own run left the
+    # Review page blank twice in full browser-test runs, so the switch is made from a full run, the usual path
     st.switch_page("pages/review.py")
 st.title("Explore")
 dataset = current_dataset()
