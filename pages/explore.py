@@ -134,8 +134,7 @@ def show_selection(selected: list[int]) -> None:
                          key="explore_set_name")
     if c2.button("Review these", type="primary", key="explore_review", disabled=not name.strip()):
         st.session_state["review_set"] = store.create_review_set(dataset.id, name.strip(), ordered)
-        st.session_state["explore_to_review"] = True
-        st.rerun(scope="app")     # the page switch is made by the full run (see the top of the page)
+        st.rerun(scope="app")     # the full run makes the page switch (see the top of the page)
 
 
 @st.fragment
@@ -146,9 +145,9 @@ def map_and_selection() -> None:
 
 
 through_app()
-if st.session_state.pop("explore_to_review", False):
-    # "Review these" (inside the map's fragment) asked for it: a switch made from the fragment's own run left the
-    # Review page blank twice in full browser-test runs, so the switch is made from a full run, the usual path
+if "review_set" in st.session_state:
+    # a set from "Review these" (inside the map's fragment), which the Review page takes over: a switch made from
+    # the fragment's own run left the Review page blank twice in full browser-test runs, so a full run makes it
     st.switch_page("pages/review.py")
 st.title("Explore")
 dataset = current_dataset()
