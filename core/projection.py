@@ -11,8 +11,8 @@ of that size and the other points are placed at the weighted mean of their neare
 cancellable between them): fitting is super-linear in the number of points while placing is linear, and a
 sample of 50k already fixes the layout of the clusters. UMAP gets inputs reduced by PCA to `pca_dims`
 dimensions and, for the cosine metric, its k-nearest-neighbour graph from faiss (`precomputed_knn`), which
-replaces its own nearest-neighbour descent, the slowest part of a fit. Both are cached under the run's cache folder, keyed by the settings and
-stamped with the embeddings file, so recomputed embeddings (a re-run) never meet an old map.
+replaces its own nearest-neighbour descent, the slowest part of a fit. Both are cached under the run's cache folder,
+keyed by the settings and stamped with the embeddings file, so recomputed embeddings (a re-run) never meet an old map.
 """
 from __future__ import annotations
 

@@ -273,7 +273,8 @@ def suggestions(store: Store, run_id: int, image_id: int, caption_id: int, k: in
     return made.result()
 
 
-def image_decisions(store: Store, dataset_id: int, image_id: int, decisions: pd.DataFrame | None = None) -> pd.DataFrame:
+def image_decisions(store: Store, dataset_id: int, image_id: int,
+                    decisions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every pair of the image in import order: caption_id, its current decision (`action`, None when undecided)
     and the caption a current fix gave it (`new_caption_id`), from `decisions` (`Store.current_decisions`, read
     when not given)."""

@@ -471,7 +471,8 @@ class Store:
                             [ds_id, ds_id])
                 # captions: keep every caption row (decisions may reference typed captions); add new texts
                 cur.execute("""INSERT INTO captions SELECT nextval('seq_caption'), ?, n.text, n.hash FROM new_caps n
-                               WHERE NOT EXISTS (SELECT 1 FROM captions c WHERE c.dataset_id = ? AND c.hash = n.hash)""",
+                               WHERE NOT EXISTS (SELECT 1 FROM captions c
+                                                 WHERE c.dataset_id = ? AND c.hash = n.hash)""",
                             [ds_id, ds_id])
                 # pairs: reconcile by uid
                 gone = "(SELECT id FROM pairs WHERE dataset_id = ? AND uid NOT IN (SELECT uid FROM new_pairs))"
@@ -556,7 +557,8 @@ class Store:
             runs = "(SELECT id FROM runs WHERE dataset_id = ?)"
             cur.execute(f"DELETE FROM scores WHERE run_id IN {runs}", [ds.id])
             cur.execute(f"DELETE FROM score_extras WHERE run_id IN {runs}", [ds.id])
-            cur.execute("DELETE FROM review_set_pairs WHERE set_id IN (SELECT id FROM review_sets WHERE dataset_id = ?)",
+            cur.execute("DELETE FROM review_set_pairs WHERE set_id IN "
+                        "(SELECT id FROM review_sets WHERE dataset_id = ?)",
                         [ds.id])
             for table in ("runs", "review_sets", "decisions", "meta_entries", "pairs", "captions", "images"):
                 cur.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [ds.id])
@@ -608,7 +610,8 @@ class Store:
         import pandas as pd
         ds = int(dataset_id)
         cols = self._q(f"""
-            SELECT p.id AS pair_id, p.split, p.is_noisy::DOUBLE AS is_noisy, s.similarity, s.clean_prob, s.weight, (s.clean_prob < r.threshold) AS flagged, cd.action AS decision
+            SELECT p.id AS pair_id, p.split, p.is_noisy::DOUBLE AS is_noisy, s.similarity, s.clean_prob, s.weight,
+                   (s.clean_prob < r.threshold) AS flagged, cd.action AS decision
             FROM pairs p
             JOIN scores s ON s.pair_id = p.id AND s.run_id = ?
             JOIN runs r ON r.id = s.run_id
@@ -941,7 +944,8 @@ class Store:
         # read as arrays, not `.df()`: a few ms less on every Review key press
         frame = pd.DataFrame({"pair_id": np.asarray(cols["pair_id"], np.int64),
                               "decision_id": np.asarray(cols["decision_id"], np.int64),
-                              "action": np.asarray(cols["action"], object), "reviewer": np.asarray(cols["reviewer"], object),
+                              "action": np.asarray(cols["action"], object),
+                              "reviewer": np.asarray(cols["reviewer"], object),
                               "created_at": np.asarray(cols["created_at"], "datetime64[us]")})
         fix = _filled(cols["new_caption_id"], np.nan)
         fixed = np.unique(fix[~np.isnan(fix)]).astype(np.int64)
@@ -1212,7 +1216,8 @@ class Store:
         scores, join = "NULL::DOUBLE AS clean_prob, NULL::DOUBLE AS weight, FALSE AS flagged", ""
         if run_id is not None:
             scores = "s.clean_prob, s.weight, coalesce(s.clean_prob < r.threshold, FALSE) AS flagged"
-            join = f"LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = {int(run_id)} LEFT JOIN runs r ON r.id = s.run_id"
+            join = (f"LEFT JOIN scores s ON s.pair_id = p.id AND s.run_id = {int(run_id)} "
+                    "LEFT JOIN runs r ON r.id = s.run_id")
         return f"""
             SELECT *, CASE WHEN decision = 'reject' THEN 'rejected'
                            WHEN {bool(drop_flagged)} AND coalesce(decision, 'skip') = 'skip' AND flagged

@@ -151,7 +151,8 @@ def execute_run(store, run_id: int, progress: Progress) -> None:
     store.update_run(run_id, state="running", error=None)
     try:
         config = make_config(run.method, run.config)
-        if spec(run.method).scorer:      # scores from the dataset's finished runs; any base run it trains is a run of its own
+        # scores from the dataset's finished runs; any base run it trains is a run of its own
+        if spec(run.method).scorer:
             result = method_class(run.method)(config, store, run, progress).run()
             pair_ids = store.pairs_frame(run.dataset_id)["pair_id"].to_numpy(np.int64)
         else:

@@ -169,7 +169,8 @@ with attaching:
     if st.button("Score and attach", type="primary", key="score_start", disabled=not ready):
         try:
             config = ShardScoreConfig(engine=engine, embeddings=with_emb, consensus=with_terms, device=score_device)
-            submit_score_and_attach(job_manager(), store, [line.strip() for line in score_inputs.splitlines() if line.strip()],
+            submit_score_and_attach(job_manager(), store,
+                                    [line.strip() for line in score_inputs.splitlines() if line.strip()],
                                     score_out.strip(), score_name.strip(),
                                     run_id=score_run, model=score_model, config=config)
         except ConcordError as exc:

@@ -141,7 +141,8 @@ def agreement(store, dataset) -> None:
         st.caption("No decisions yet: keep, reject or fix pairs in **Review** to see which runs agree with you.")
     cols = st.columns(len(history))
     for col, a, prev in zip(cols, history, history[1:] + [None]):
-        delta = None if prev is None or a["rate"] is None else f"{a['agree'] - prev['agree']:+d} vs run {prev['run_id']}"
+        delta = (None if prev is None or a["rate"] is None
+                 else f"{a['agree'] - prev['agree']:+d} vs run {prev['run_id']}")
         col.metric(f"Run {a['run_id']} · {a['method']} agrees with", fmt(a), delta=delta)
         col.caption("AUROC on the other pairs: " + ("–" if a["auroc"] is None else f"{a['auroc']:.3f}"))
 

@@ -20,7 +20,8 @@ from pages.review_card import mount as review_card, pending_entries
 
 K_SUGGESTIONS = 5
 WINDOW = 4   # queue pairs the card holds (the one on show and those after it): shown at once on a key press
-KEYS = "Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · 1–5 fix with that suggestion"
+KEYS = ("Keys: K keep · X reject · F fix (typed caption, else suggestion 1) · S skip · U undo · "
+        "1–5 fix with that suggestion")
 
 
 def notify(kind: str, text: str) -> None:
@@ -43,7 +44,8 @@ def apply_card_log() -> None:
     """Store the card's decisions this session has not stored yet, each once, in the order made (the card's
     callback; the fragment calls it too, for a state set without the browser, as tests do)."""
     token = st.session_state.setdefault("review_token", secrets.token_hex(8))
-    for e in pending_entries(st.session_state.get("review_card") or {}, token, st.session_state.get("review_applied", 0)):
+    for e in pending_entries(st.session_state.get("review_card") or {}, token,
+                             st.session_state.get("review_applied", 0)):
         st.session_state["review_applied"] = e["seq"]     # first: an entry is never stored twice
         where = (int(e["where"][0]), int(e["where"][1]))
         if e["action"] == "undo":

@@ -47,7 +47,8 @@ def test_runs_of_two_databases_sharing_one_cache_keep_their_own_artifacts(tmp_pa
     assert artifacts.run_dir(runs[0]) != artifacts.run_dir(runs[1])
     artifacts.save_embeddings(runs[0], artifacts.RunEmbeddings(np.array([1]), np.ones((1, 2), np.float32),
                                                                np.array([2]), np.ones((1, 2), np.float32)))
-    assert not artifacts.has_embeddings(runs[1]) and artifacts.checkpoint_path(runs[0]) != artifacts.checkpoint_path(runs[1])
+    assert (not artifacts.has_embeddings(runs[1])
+            and artifacts.checkpoint_path(runs[0]) != artifacts.checkpoint_path(runs[1]))
 
 
 def test_thumbnail_is_cached_fitted_and_upscaled_sharply(tmp_path: Path) -> None:

@@ -64,14 +64,16 @@ def test_markdown_table_and_means_over_seeds():
            "before": {"agree": 64, "total": 100, "rate": 0.64, "auroc": 0.71234},
            "after": {"agree": 91, "total": 100, "rate": 0.91, "auroc": None}}
     text = markdown([row], "python -m core bench loop", 120.0)
-    assert text.splitlines()[-1] == "| hard 0.4 | mscn | 0 | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | 0.712 → – | 61 |"
+    assert text.splitlines()[-1] == ("| hard 0.4 | mscn | 0 | 100 (30 / 70) | 110 / 70 | 64/100 → 91/100 | "
+                                     "0.712 → – | 61 |")
     other = row | {"seed": 1, "before": {"agree": 70, "total": 100, "rate": 0.70, "auroc": 0.7},
                    "after": {"agree": 80, "total": 100, "rate": 0.80, "auroc": 0.8}}
     means = summary([row, other])
     assert len(means) == 1 and means[0]["seeds"] == 2
     assert means[0]["before_rate"] == pytest.approx(0.67) and means[0]["after_rate"] == pytest.approx(0.855)
     assert means[0]["before_auroc"] == pytest.approx(0.70617) and means[0]["after_auroc"] == pytest.approx(0.8)
-    assert markdown([row, other], "c", 1.0).splitlines()[-1] == "| hard 0.4 | mscn | 2 | 0.670 → 0.855 | 0.706 → 0.800 |"
+    assert (markdown([row, other], "c", 1.0).splitlines()[-1]
+            == "| hard 0.4 | mscn | 2 | 0.670 → 0.855 | 0.706 → 0.800 |")
 
 
 def test_fused_loop_decides_in_steps_and_refits_without_retraining(store, tmp_path):

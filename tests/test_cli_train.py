@@ -34,7 +34,8 @@ def test_train_runs_and_evaluate(tiny_demo: str) -> None:
     assert result["weight_auroc"] == pytest.approx(result["auroc"])     # b1's weight is its clean_prob
 
     runs = json.loads(cli("runs", tiny_demo, "--json").stdout)
-    assert [(r["run_id"], r["method"], r["state"], r["epochs"]) for r in runs] == [(result["run_id"], "b1", "finished", 2)]
+    assert ([(r["run_id"], r["method"], r["state"], r["epochs"]) for r in runs]
+            == [(result["run_id"], "b1", "finished", 2)])
     assert runs[0]["auroc"] == pytest.approx(result["auroc"])
 
     evaluated = json.loads(cli("evaluate", str(result["run_id"]), "--json").stdout)
@@ -54,4 +55,5 @@ def test_train_refuses_bad_settings_and_resuming_a_finished_run(tiny_demo: str) 
                       .stdout.strip().splitlines()[-1])
     again = cli("train", "--resume", str(done["run_id"]))
     assert again.returncode == 1
-    assert f"run {done['run_id']} is finished; only a cancelled, interrupted or failed run can be resumed" in again.stderr
+    assert (f"run {done['run_id']} is finished; only a cancelled, interrupted or failed run can be resumed"
+            in again.stderr)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core import paths
-from core.demo import (FAMILIES, Claim, DemoConfig, Group, GroupClaim, Scene, _mutations, caption_candidate, generate, render,
-                       shares_objects, split_sizes, write_demo)
+from core.demo import (FAMILIES, Claim, DemoConfig, Group, GroupClaim, Scene, _mutations, caption_candidate, generate,
+                       render, shares_objects, split_sizes, write_demo)
 from core.errors import ConcordError
 from core.generated import GenerateOptions, create_generated, delete_dataset, deletion_summary
 from core.noise import inject_noise_copy

@@ -475,7 +475,8 @@ def test_concord_fuses_the_latest_run_of_each_method_and_learning_rate(fused_run
     execute_run(store, run_id, Progress())
     run = store.run(run_id)
     assert run.metrics["base_runs"] == [faster, again]           # the retrain replaces b1; the faster rate joins
-    assert {f"b1#{faster}.similarity", f"b1#{again}.similarity"} <= {w["signal"] for w in run.metrics["fused"]["weights"]}
+    assert ({f"b1#{faster}.similarity", f"b1#{again}.similarity"}
+            <= {w["signal"] for w in run.metrics["fused"]["weights"]})
     assert not any(w["signal"].startswith(f"b1#{b1}.") for w in run.metrics["fused"]["weights"])
     assert store.run(faster).config["lr"] == 0.01 and len(store.runs(run.dataset_id)) == 5   # none trained: it had one
 
@@ -545,7 +546,8 @@ def test_bench_consensus_measures_every_step(tmp_path) -> None:
                             "context_spaces", "refit_s", "labelled"}
     assert all(v > 0 for v in figures.values())
     assert figures["context_spaces"] == 1              # the run fitted the trusted pairs' context in its one space
-    assert figures["labelled"] == 150 + 20 + 150       # the `val` pairs (30 images), the decisions, one made per positive
+    # the `val` pairs (30 images), the decisions, one made per positive
+    assert figures["labelled"] == 150 + 20 + 150
     text = markdown(figures, "cmd", 1500)
     assert "| refit after the decisions (320 labelled rows" in text and "matched context in 1 space(s)" in text
 

@@ -90,7 +90,8 @@ def test_run_frame_carries_the_runs_extra_score_columns(store, tmp_path) -> None
 # ------------------------------------------------------------------------------------------ the map
 def test_hover_text_escapes_captions_and_shows_scores() -> None:
     text = hover_text(small_frame())
-    assert text[0] == "&lt;b&gt;bold&lt;/b&gt; &amp; co<br>clean_prob 0.250 · weight 0.500 · similarity 0.125<br>pair a"
+    assert text[0] == ("&lt;b&gt;bold&lt;/b&gt; &amp; co<br>clean_prob 0.250 · weight 0.500 · similarity 0.125"
+                       "<br>pair a")
     assert text[1].endswith("pair b · keep")
     assert text[2].startswith("x" * 159 + "…<br>")
 

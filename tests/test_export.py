@@ -276,7 +276,8 @@ def test_database_written_data_file_keeps_every_caption_exactly(store, tmp_path,
     store.write_scores(run_id, pairs.to_numpy(), np.zeros(4), np.array([0.1, 0.30000000000000004, 1e-7, 0.9]),
                        np.ones(4))
     store.update_run(run_id, state="finished", threshold=0.5)
-    export_dataset(store, "ds", tmp_path / "it's out", ExportOptions(format=fmt, images="paths"))  # a quote in COPY's path
+    # a quote in COPY's path
+    export_dataset(store, "ds", tmp_path / "it's out", ExportOptions(format=fmt, images="paths"))
     path = tmp_path / "it's out" / f"pairs.{fmt}"
     table = {"csv": lambda: pd.read_csv(path, keep_default_na=False, dtype={"pair_id": str}),
              "jsonl": lambda: pd.read_json(path, lines=True, dtype={"pair_id": str}),
@@ -315,8 +316,9 @@ def test_what_is_decided_between_plan_and_write_is_written_consistently(store, t
     store.decide(ds_id, [int(pairs["104"])], "reject", "ann")
     manifest = write_export(store, plan, tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "pairs.csv")
-    assert manifest["counts"] == {"in": 6, "dropped": 1, "dropped_rejected": 1, "dropped_flagged_unreviewed": 0,
-                                  "fixed": 0, "out": 5} == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert (manifest["counts"] == {"in": 6, "dropped": 1, "dropped_rejected": 1, "dropped_flagged_unreviewed": 0,
+                                   "fixed": 0, "out": 5}
+            == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"])
     assert sorted(table["pair_id"]) == [101, 102, 103, 105, 106]
     assert sorted(p.name for p in (tmp_path / "out" / "sub").iterdir()) == [f"img{k}.png" for k in (0, 1, 2, 4, 5)]
     left = store.cursor().execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'export_snapshot%'")

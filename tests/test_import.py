@@ -17,7 +17,8 @@ from core.hashing import file_hash
 from core.importers import ColumnNames, import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
-CAPTIONS = ["Café crème à côté", "一只猫坐在垫子上", "dog 🐕 on a 🛹", "قطة على السجادة", 'a "quoted", comma\nand newline',
+CAPTIONS = ["Café crème à côté", "一只猫坐在垫子上", "dog 🐕 on a 🛹", "قطة على السجادة",
+            'a "quoted", comma\nand newline',
             "  leading and trailing spaces  "]
 
 

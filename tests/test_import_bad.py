@@ -37,7 +37,8 @@ def existing(store, folder: Path):
 
 
 def snapshot(store, dataset_id: int):
-    return (store.pairs_frame(dataset_id).drop(columns=["similarity", "clean_prob", "weight"]).to_dict("records"), store.images_frame(dataset_id).to_dict("records"),
+    return (store.pairs_frame(dataset_id).drop(columns=["similarity", "clean_prob", "weight"]).to_dict("records"),
+            store.images_frame(dataset_id).to_dict("records"),
             store.dataset_by_id(dataset_id).source_path, len(store.meta_frame(dataset_id)))
 
 
@@ -138,7 +139,8 @@ CASES = {
     "linked folder outside": (outside_folder_link, r"image path 'sub/c.png' escapes the images root"),
     "empty caption": (lambda f: b'bad,a.png,""', r"empty caption"),
     "whitespace caption": (lambda f: b"bad,a.png,   \t ", r"empty caption"),
-    "caption too long": (lambda f: b"bad,a.png," + b"x" * 10_001, r"caption is 10,001 characters, over the limit of 10,000"),
+    "caption too long": (lambda f: b"bad,a.png," + b"x" * 10_001,
+                         r"caption is 10,001 characters, over the limit of 10,000"),
     "not utf-8": (lambda f: b"bad,a.png,caf\xe9 latin-1", r"caption holds bytes that are not UTF-8 \(byte 0xE9 at "
                                                           r"character 4\); save the file as UTF-8"),
     "image path not utf-8": (lambda f: b"bad,caf\xe9.png,latin-1 path", r"image path holds bytes that are not UTF-8"),

@@ -55,7 +55,8 @@ def test_parquet_rows_are_numbered_across_batches(tmp_path: Path, monkeypatch) -
     monkeypatch.setattr(tabular, "_PARQUET_BATCH", 3)
     src = tabular.read_parquet(path, ColumnNames(), "train")
     assert src.expected == 8
-    assert [(r.where, r.image, r.caption) for r in src.rows] == [(f"row {n + 1}", f"i{n}.png", f"c{n}") for n in range(8)]
+    assert ([(r.where, r.image, r.caption) for r in src.rows]
+            == [(f"row {n + 1}", f"i{n}.png", f"c{n}") for n in range(8)])
 
 
 def test_an_image_is_checked_once_within_the_recent_window(tmp_path: Path, monkeypatch) -> None:

@@ -200,7 +200,8 @@ def test_progress_record_thins_the_loss_history():
 def test_run_finishes_with_heartbeat_and_stored_progress(store, manager, tmp_path):
     run_id = make_run(store, tmp_path, epochs=2, steps=5, delay=0.02)
     job = manager.submit_run(store, run_id)
-    assert (job.kind, job.run_id, job.key, job.title) == ("train", run_id, run_key(run_id), f"run {run_id} · npc · concord-tiny")
+    assert (job.kind, job.run_id, job.key, job.title) == ("train", run_id, run_key(run_id),
+                                                          f"run {run_id} · npc · concord-tiny")
     wait_for(lambda: store.run(run_id).progress.get("step", 0) > 0)  # beats while running
     beating = store.run(run_id)
     assert beating.state == "running" and beating.owner_pid == os.getpid()

@@ -192,7 +192,8 @@ def test_meta_gradient_reaches_the_head_through_the_virtual_step(which: str) -> 
             if d is not None:
                 p -= 0.5 * d
     images, captions, labels = method.meta_batch(np.random.default_rng(1))
-    scores = net.head(net.encoder.encode_image(inputs.image_batch(images)), net.encoder.encode_text(inputs.text_batch(captions)))
+    scores = net.head(net.encoder.encode_image(inputs.image_batch(images)),
+                      net.encoder.encode_text(inputs.text_batch(captions)))
     bce = torch.nn.functional.binary_cross_entropy(scores, torch.as_tensor(labels, dtype=torch.float32))
     by_hand = torch.cat([g.flatten() for g in torch.autograd.grad(bce, list(net.head.parameters()))])
     assert torch.allclose(direct, by_hand, atol=1e-6)

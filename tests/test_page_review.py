@@ -153,8 +153,8 @@ def test_keep_reject_fix_skip_undo(rv):
 def test_card_log_is_stored_once_in_order_and_only_from_this_session(rv):
     at = page()
     d, pairs = card(at), card(at)["pairs"]
-    entry = lambda seq, pair, action: {"token": d["token"], "seq": seq, "where": d["where"], "action": action,  # noqa: E731
-                                       "pair": {k: pair[k] for k in ("pair_id", "key", "caption")}}
+    entry = lambda seq, pair, action: {"token": d["token"], "seq": seq, "where": d["where"],  # noqa: E731
+                                       "action": action, "pair": {k: pair[k] for k in ("pair_id", "key", "caption")}}
     # three keys pressed before the server answered: the card sends them in one log
     at.session_state["review_card"] = {"log": [entry(2, pairs[1], "reject"), entry(1, pairs[0], "keep"),
                                                entry(3, pairs[2], "skip")]}

@@ -283,7 +283,8 @@ def test_pair_view_is_what_the_card_draws(store, rv, tmp_path):
     unscored = review.pair_view(store, rv.run_id, frame(store, rv, "k6").iloc[0], root, 5)
     assert unscored["scores"] == "clean probability – · similarity – · weight –"
     bare = review_run(store, tmp_path / "other", name="bare", embeddings=False)
-    made = review.pair_view(store, bare.run_id, frame(store, bare, "k1").iloc[0], store.dataset_by_id(bare.dataset_id).root)
+    made = review.pair_view(store, bare.run_id, frame(store, bare, "k1").iloc[0],
+                            store.dataset_by_id(bare.dataset_id).root)
     assert "no embeddings" in made["suggestions_error"] and made["captions"] == [] and made["image"]
 
 

@@ -161,7 +161,8 @@ def test_a_shard_with_an_unreadable_image_is_reported_by_name(env: Source, tmp_p
     bad = tmp_path / "in"
     bad.mkdir()
     rows = env.frame.iloc[:4]
-    pq.write_table(pa.table({"image": [str(env.root / p) for p in rows["image_path"]], "caption": list(rows["caption"])}),
+    pq.write_table(pa.table({"image": [str(env.root / p) for p in rows["image_path"]],
+                             "caption": list(rows["caption"])}),
                    bad / "good.parquet")
     (bad / "broken.png").write_bytes(b"not a png")
     pq.write_table(pa.table({"image": [str(env.root / rows["image_path"].iloc[0]), "broken.png", "missing.png"],
@@ -507,7 +508,8 @@ def test_a_cancelled_score_and_attach_job_resumes_and_attaches(env: Source, tmp_
         assert len(output_files(tmp_path / "out")) == 1 and not store.has_dataset("web")
         result = score_and_attach(store, env.inputs, tmp_path / "out", "web", run_id=env.run_id, model=None,
                                   config=config, progress=Progress())
-        assert (result["report"]["pairs"], len(result["report"]["skipped"]), len(result["report"]["written"])) == (100, 1, 2)
+        assert (result["report"]["pairs"], len(result["report"]["skipped"]),
+                len(result["report"]["written"])) == (100, 1, 2)
         assert result["summary"].startswith("scored 100 pairs in ") and result["summary"].endswith(
             f"2 shards written, 1 already done, 0 failed; attached 150 pairs (30 images, 3 shards) as 'web', run "
             f"{result['attach']['run_id']}")

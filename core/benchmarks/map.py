@@ -183,8 +183,8 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     lines = [f"Command: `{command}` ({os.cpu_count()} CPU cores, {platform.machine()}; synthetic clustered map, "
              f"a run with concord's {len(EXTRAS)} extra score columns).", "",
              "| pairs | read pairs s | figure build s | figure JSON s | drawn as | JSON MB | box: select s | "
-             "box → table s | lasso: select s | lasso → table s | browser: first draw s | browser: box → table s | "
-             "server peak GB |",
+             "box → table s | lasso: select s | lasso → table s | browser: first draw s | "
+             "browser: box → table s | server peak GB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = r.get("browser", {})

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("review", parents=[common], help="Review page latency: keypress to the next pair",
                        description=__doc__)
     p.add_argument("--demo-images", type=int, default=1000, help="demo images, 5 pairs each (default 1000; 0: skip)")
-    p.add_argument("--synthetic", type=int, default=100_000, help="pairs of the synthetic store (default 100000; 0: skip)")
+    p.add_argument("--synthetic", type=int, default=100_000,
+                   help="pairs of the synthetic store (default 100000; 0: skip)")
     p.add_argument("--captions-per-image", type=int, default=5, help="synthetic pairs per image (default 5)")
     p.add_argument("--steps", type=int, default=50, help="keypresses timed per store (default 50)")
     p.add_argument("--dim", type=int, default=256, help="embedding size of the stand-in run (default 256)")
@@ -89,7 +90,8 @@ def stand_in_run(store, dataset_id: int, dim: int, seed: int = 0) -> int:
     image_emb = centres[rng.integers(0, len(centres), len(images))] + 0.5 * rng.normal(size=(len(images), dim))
     caption_emb = image_emb[image_row[first]] + 0.5 * rng.normal(size=(len(captions), dim))
     unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
-    artifacts.save_embeddings(store.run(run_id), artifacts.RunEmbeddings(images, unit(image_emb), captions, unit(caption_emb)))
+    artifacts.save_embeddings(store.run(run_id),
+                              artifacts.RunEmbeddings(images, unit(image_emb), captions, unit(caption_emb)))
     return run_id
 
 

@@ -25,7 +25,8 @@ Per N, in a temporary home, database and cache (never the user's), one after ano
 
 Each step runs in a process of its own, forked from a fork server (a fresh interpreter, so each step imports
 only what it needs: a plain fork of a process whose torch threads have run can hang), and reports that process's
-peak resident memory (`ru_maxrss`); the browser steps also give the app server's peak (VmHWM of the `streamlit run` process).
+peak resident memory (`ru_maxrss`); the browser steps also give the app server's peak (VmHWM of the `streamlit run`
+process).
 `--steps` picks steps (generate and import always run: every other step needs the dataset), `--budget-min`
 stops the benchmark when a wall-clock budget is spent (the step under way is stopped and named so, the rest are
 marked not run), `--browser-limit-min` stops a browser step that has not finished (the benchmark goes on). The
@@ -370,7 +371,8 @@ def rows(results: dict[str, dict]) -> list[tuple[str, str, str, str]]:
     browser("draw-browser", "explore: box → table (browser)", lambda b: f"**{_s(b['box_to_table_s'])}** "
             f"({b['selected_text'].split(' pairs selected')[0]} pairs)", "< 1 s")
     add("review: keypress → next pair (server side)", "review", lambda f: (
-        "{:.0f} / {:.0f} ms p50 / p95 (index load {:.1f} s)".format(*f["ms_p50_p95"]["total"], f["index_build_s"]), None))
+        "{:.0f} / {:.0f} ms p50 / p95 (index load {:.1f} s)".format(*f["ms_p50_p95"]["total"], f["index_build_s"]),
+        None))
     browser("review-browser", "review: keypress → next pair shown whole (browser)",
             lambda b: "**{:.0f} / {:.0f} ms** p50 / p95".format(*b["ms_p50_p95"]), "p95 < 150 ms")
     add("export", "export", lambda f: (f"**{_s(f['seconds'])}** ({f['format']}, images {f['images']}, "
@@ -385,8 +387,9 @@ def markdown(sizes: dict[int, dict[str, dict]], command: str, done: bool) -> str
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU; "
              f"load average {os.getloadavg()[0]:.1f} when written" + ("" if done else "; **still running**") + ").",
              "", "Seconds once each; peak RSS (GB) is each step's own process (a fresh interpreter that imports what "
-             "the step needs); the browser rows give the app server's peak instead (its `streamlit run` process). Bold: the "
-             "figures the targets are about; projected figures are extrapolated from the sample named, not measured.",
+             "the step needs); the browser rows give the app server's peak instead (its `streamlit run` process). "
+             "Bold: the figures the targets are about; projected figures are extrapolated from the sample named, "
+             "not measured.",
              "", "| step | target at 1M | " + " | ".join(f"{n:,}: seconds | {n:,}: peak RSS GB" for n in tables) + " |",
              "|---|---|" + "---|---|" * len(tables)]
     for i, (label, target, _, _) in enumerate(first):
@@ -400,7 +403,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--steps {args.steps}")
     for flag, value, default in (("--captions-per-image", args.captions_per_image, 1), ("--workers", args.workers, 2),
                                  ("--feature-sample", args.feature_sample, 2000), ("--dim", args.dim, 256),
-                                 ("--review-steps", args.review_steps, 50), ("--export-images", args.export_images, "copy"),
+                                 ("--review-steps", args.review_steps, 50),
+                                 ("--export-images", args.export_images, "copy"),
                                  ("--budget-min", args.budget_min, 0.0),
                                  ("--browser-limit-min", args.browser_limit_min, 15.0)):
         if value != default:

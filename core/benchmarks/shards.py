@@ -171,7 +171,8 @@ def markdown(figures: dict[str, Any]) -> str:
                   f"{r['startup_s']:.1f} |" for r in figures["scoring"]]
     a = figures.get("attach")
     if a:
-        lines += ["", f"Attaching {a['pairs']:,} scored pairs: {a['attach_s']:.1f} s (writing them {a['generate_s']:.1f} s); "
+        lines += ["", f"Attaching {a['pairs']:,} scored pairs: {a['attach_s']:.1f} s "
+                      f"(writing them {a['generate_s']:.1f} s); "
                       f"Review queue opened in {a['review_open_s']:.2f} s (again {a['review_reopen_s']:.2f} s), "
                       f"Explore's frame with {a['explore_terms']} terms read in place in {a['explore_frame_s']:.2f} s "
                       f"({a['explore_frame_moved_s']:.2f} s without them, the shards moved away), one pair's terms in "

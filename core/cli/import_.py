@@ -1,4 +1,5 @@
-"""`import PATH [--name NAME] …`: import a dataset file (CSV / JSONL / Parquet / MS-COCO / Karpathy JSON) or an export folder."""
+"""`import PATH [--name NAME] …`: import a dataset file (CSV / JSONL / Parquet / MS-COCO / Karpathy JSON) or an
+export folder."""
 from __future__ import annotations
 
 import argparse

@@ -93,9 +93,9 @@ def _logistic(c: float, seed: int) -> LogisticRegression:
 
 def nonnegative_logistic(z: np.ndarray, y: np.ndarray, c: float, start: tuple[np.ndarray, float] | None = None
                          ) -> tuple[np.ndarray, float]:
-    """(coefficients, intercept) of scikit-learn's class-balanced L2 logistic regression (½‖β‖² + C·Σ wᵢ·log(1 +
-    e^(−mᵢ)), balanced wᵢ) with every coefficient bounded at 0 from below (L-BFGS-B): the same fit as
-    `LogisticRegression(C=c, class_weight="balanced")` wherever that one's coefficients are all positive.
+    """(coefficients, intercept) of scikit-learn's class-balanced L2 logistic regression (½‖β‖² + C·Σ
+    wᵢ·log(1 + e^(−mᵢ)), balanced wᵢ) with every coefficient bounded at 0 from below (L-BFGS-B): the same fit
+    as `LogisticRegression(C=c, class_weight="balanced")` wherever that one's coefficients are all positive.
     `start`: where the solver starts (e.g. the unconstrained fit; negative coefficients are raised to 0). Where the
     solver stops short of its tolerances (iterations, line search) its last point is returned: the lowest objective
     it reached."""

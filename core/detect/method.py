@@ -156,7 +156,8 @@ class Concord:
         inputs = load_inputs(store, run.dataset_id, bases, pairs, bases[0].model if cfg.text_signals else None,
                              run.device or "auto", pixels=cfg.pixel_signals)
         pool = pool_of(pairs, inputs)
-        q_img, q_cap = inputs.image_rows(pairs["image_id"].to_numpy()), inputs.caption_rows(pairs["caption_id"].to_numpy())
+        q_img, q_cap = (inputs.image_rows(pairs["image_id"].to_numpy()),
+                        inputs.caption_rows(pairs["caption_id"].to_numpy()))
         meta = store.meta_frame(run.dataset_id)
         positives = pd.concat([meta.loc[meta["label"] == 1, ["image_id", "caption_id"]],
                                pairs.loc[trusted, ["image_id", "caption_id"]]]).drop_duplicates()
@@ -196,7 +197,8 @@ class Concord:
         cos = [x[:, names.index(f"{space}.similarity")] for space in inputs.spaces]
         parts = [e[0] for e in inputs.spaces.values()], [e[1] for e in inputs.spaces.values()]
         scale = 1.0 / np.sqrt(len(inputs.spaces))
-        emb = artifacts.RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale, inputs.caption_ids, np.hstack(parts[1]) * scale)
+        emb = artifacts.RunEmbeddings(inputs.image_ids, np.hstack(parts[0]) * scale,
+                                      inputs.caption_ids, np.hstack(parts[1]) * scale)
         lows = {k: float(np.nanquantile(v[train], LOW_QUANTILE)) for k, v in summary.items()
                 if k != "sibling_count" and np.isfinite(v[train]).any()}
         metrics = {"base_runs": [r.id for r in bases], "seconds": time.perf_counter() - t0, "context": matched,

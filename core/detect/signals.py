@@ -210,7 +210,8 @@ def load_inputs(store, dataset_id: int, runs: list, pairs: pd.DataFrame, text_mo
     spaces = {}
     for run in runs:
         emb = artifacts.load_embeddings(run)
-        spaces[f"{run.method}#{run.id}"] = (normalise(emb.image_rows(image_ids)), normalise(emb.caption_rows(caption_ids)))
+        spaces[f"{run.method}#{run.id}"] = (normalise(emb.image_rows(image_ids)),
+                                            normalise(emb.caption_rows(caption_ids)))
     text = None
     if text_model is not None:
         from core.features import text_features

@@ -36,4 +36,5 @@ def read_source(path: Path, fmt: str, columns: ColumnNames, split: str | None) -
     if fmt == "karpathy" or (not fmt and is_karpathy(obj)):
         return read_karpathy(path, obj)
     raise ConcordError(f"{path}: a JSON file that is neither MS-COCO captions ('images' + 'annotations') nor a "
-                       "Karpathy split ('images' with 'sentences'); for one object per line use .jsonl or --format jsonl")
+                       "Karpathy split ('images' with 'sentences'); for one object per line use .jsonl or "
+                       "--format jsonl")

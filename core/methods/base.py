@@ -242,7 +242,8 @@ class Method(ABC):
         sim = np.einsum("nd,nd->n", image_emb[self.data.image_row], caption_emb[self.data.caption_row])
         clean_prob, weight, extras = self.clean_scores()
         metrics: dict[str, Any] = {"epochs": self.epoch_log,
-                                   "seconds_per_epoch": float(np.mean(self.epoch_seconds)) if self.epoch_seconds else None}
+                                   "seconds_per_epoch": (float(np.mean(self.epoch_seconds)) if self.epoch_seconds
+                                                         else None)}
         retrieval = self.retrieval_on_test()
         if retrieval is not None:
             metrics["retrieval"] = retrieval

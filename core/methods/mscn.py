@@ -138,7 +138,8 @@ class MSCNHead(nn.Module):
 
     def matrix(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """(I, C) scores of every image f[i] with every caption g[j], without building the I×C×dim tensor:
-        the first layer of `f ⊙ g` is the bilinear form `Σ_d f_d W_hd g_d`, and `(f − g)² = f² + g² − 2 f g`."""
+        the first layer of `f ⊙ g` is the bilinear form `Σ_d f_d W_hd g_d`, and
+        `(f − g)² = f² + g² − 2 f g`."""
         w = self.fc1.weight
         pre = _bilinear(f, w[:, :self.dim], g)
         if self.square_diff:
@@ -245,7 +246,8 @@ class MSCN(Method):
         self.fit_on = np.setdiff1d(self.data.train, meta.pair_index)   # training scores the mixture is fitted on
         n_cap = len(self.data.caption_ids)
         self.own = np.unique(np.concatenate([self.data.image_row * n_cap + self.data.caption_row,
-                                             meta.image_row[meta.positives] * n_cap + meta.caption_row[meta.positives]]))
+                                             meta.image_row[meta.positives] * n_cap
+                                             + meta.caption_row[meta.positives]]))
         self.nets = [self._build(self.ctx.seed + i) for i in range(2 if self.config.co_training else 1)]
         self.negatives = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.meta_losses: list[float] = []
@@ -354,8 +356,8 @@ class MSCN(Method):
 
     def virtual_meta_loss(self, net: _Net, pairs: np.ndarray, meta: tuple[np.ndarray, np.ndarray, np.ndarray],
                           eta: float, detach_virtual: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps a–d before the optimiser: the virtual SGD step θ' = θ − η ∇θ L_main(θ, φ) with its graph kept
-        (so θ' depends on φ), then the meta BCE of the pairs `meta` (image rows, caption rows, labels) at θ'.
+        """Steps a–d before the optimiser: the virtual SGD step θ' = θ − η ∇θ L_main(θ, φ) with its graph
+        kept (so θ' depends on φ), then the meta BCE of the pairs `meta` (image rows, caption rows, labels) at θ'.
         `detach_virtual` cuts θ' from φ (only the direct gradient remains: the first-order ablation).
         Returns (meta loss, f, g): the batch's features at θ, which the meta step leaves unchanged."""
         names, params = zip(*virtual_parameters(net.encoder, self.config.virtual_params))

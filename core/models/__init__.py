@@ -151,7 +151,8 @@ def load_model(name: str, device: str = "auto", seed: int = 0) -> LoadedModel:
         preprocess = open_clip.image_transform(tiny.IMAGE_SIZE, is_train=False, mean=mean, std=std,
                                                interpolation="bicubic", resize_mode="shortest")
     else:
-        spec = openclip.parse_pretrained(name) if name.startswith("open_clip:") else openclip.parse_file(name, tiny.NAME)
+        spec = (openclip.parse_pretrained(name) if name.startswith("open_clip:")
+                else openclip.parse_file(name, tiny.NAME))
         model, preprocess, tokenizer = openclip.build(spec, name)
         pp = getattr(model.visual, "preprocess_cfg", {})
         mean = tuple(float(v) for v in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))

@@ -45,7 +45,8 @@ def check_arch(arch: str, name: str) -> str:
     cleaned = arch.replace("/", "-")
     if cleaned not in known_archs():
         raise ConcordError(f"model {name!r}: open_clip has no architecture {arch!r} "
-                           f"(e.g. ViT-B-32, ViT-B-16, RN50; `python -c 'import open_clip; print(open_clip.list_models())'`)")
+                           f"(e.g. ViT-B-32, ViT-B-16, RN50; "
+                           f"`python -c 'import open_clip; print(open_clip.list_models())'`)")
     return cleaned
 
 
@@ -54,7 +55,8 @@ def parse_pretrained(name: str) -> OpenClipSpec:
     import open_clip
     parts = name.split(":")
     if len(parts) != 3 or not parts[1] or not parts[2]:
-        raise ConcordError(f"model {name!r}: write open_clip models as open_clip:ARCH:TAG, e.g. open_clip:ViT-B-32:openai")
+        raise ConcordError(f"model {name!r}: write open_clip models as open_clip:ARCH:TAG, "
+                           f"e.g. open_clip:ViT-B-32:openai")
     arch = check_arch(parts[1], name)
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if parts[2] not in tags:
@@ -114,7 +116,8 @@ def _expected_file(cfg: dict) -> tuple[str, str]:
     hub = cfg.get("hf_hub", "")
     if hub:
         repo, filename = os.path.split(hub)   # "org/repo/" names the repo's default open_clip weights
-        return filename or "open_clip_model.safetensors (or open_clip_pytorch_model.bin)", f"https://huggingface.co/{repo}"
+        return (filename or "open_clip_model.safetensors (or open_clip_pytorch_model.bin)",
+                f"https://huggingface.co/{repo}")
     url = cfg.get("url", "")
     return os.path.basename(url), url
 
@@ -165,7 +168,8 @@ def build(spec: OpenClipSpec, name: str) -> tuple[nn.Module, object, object]:
             spec.arch, pretrained=str(checkpoint), force_quick_gelu=quick_gelu,
             force_preprocess_cfg=force_pp or None, cache_dir=str(download_folder()))
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise ConcordError(f"model {name!r}: cannot load {checkpoint} as {spec.arch}: {str(exc).splitlines()[0]}") from exc
+        raise ConcordError(f"model {name!r}: cannot load {checkpoint} as {spec.arch}: "
+                           f"{str(exc).splitlines()[0]}") from exc
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch, cache_dir=str(download_folder()))
     except Exception as exc:  # noqa: BLE001 - an HF tokenizer that cannot be fetched offline
