@@ -165,6 +165,8 @@ def bulk(head: pd.DataFrame) -> None:
 
 
 through_app()
+# a review set sent from Explore, taken before any early stop: left in the session, it would send Explore back here
+incoming = st.session_state.pop("review_set", None)
 st.title("Review")
 dataset = current_dataset()
 if dataset is None:
@@ -173,7 +175,6 @@ store = get_store()
 run = finished_run(store, dataset, "review_run",
                    "No finished run for this dataset yet: score its pairs on the Train page, then review them here.")
 
-incoming = st.session_state.pop("review_set", None)   # a review set sent from Explore
 if incoming is not None:
     st.session_state["review_order"] = "set"
     st.session_state["review_set_id"] = int(incoming)
