@@ -485,45 +485,6 @@ def test_ray_equals_local_survives_a_killed_worker_and_resumes(env: Source, ray_
     assert (sorted(again.skipped), again.written, again.pairs) == (sorted(report.written), [], 0)
 
 
-def test_a_ray_pass_that_stalls_or_is_cancelled_while_waiting_keeps_its_shards(env: Source, tmp_path: Path,
-                                                                              monkeypatch) -> None:
-    """Ray Data can wait forever for an actor it never replaced (ray-project/ray#62746). An engine that sends one
-    shard's batches and then nothing: the pass stops after `stall_seconds` with a message and keeps that shard; a
-    cancel is seen while a batch is awaited (no stall timeout); the same call again scores only the rest."""
-    import threading
-
-    from core.shards import pipeline
-    with Store.open(env.db) as store:
-        spec = spec_from_run(store, env.run_id)
-    silence = threading.Event()
-
-    def one_shard_then_silence(shards, spec, config):
-        yield from pipeline.local_batches(shards[:1], spec, config)
-        silence.wait()
-    monkeypatch.setattr(pipeline, "ray_batches", one_shard_then_silence)
-    out = tmp_path / "out"
-    config = ShardScoreConfig(engine="ray", batch_size=10, stall_seconds=1)
-    try:
-        with pytest.raises(ConcordError, match=r"^no scored batch came for 1 s \(a worker that died and was never "
-                           r"replaced\?\): stopped; the shards written so far \(1 in this pass, 0 before it\) are "
-                           r"kept in .*out, and the same command again scores only the rest$"):
-            score_shards(env.inputs, out, spec, config)
-        assert len(output_files(out)) == 1
-        progress = Progress()
-        threading.Timer(1.0, progress.cancel).start()
-        with pytest.raises(Cancelled):
-            score_shards(env.inputs, out, spec, ShardScoreConfig(engine="ray", batch_size=10, stall_seconds=0),
-                         progress)
-        assert len(output_files(out)) == 2
-    finally:
-        silence.set()
-    again = score_shards(env.inputs, out, spec, ShardScoreConfig(batch_size=10))
-    assert (len(again.skipped), len(again.written), again.pairs, again.failed) == (2, 1, 50, {})
-    assert len(read_out(out)) == 150
-    with pytest.raises(ConcordError, match="stall timeout not negative"):
-        ShardScoreConfig(stall_seconds=-1)
-
-
 def test_a_cancelled_score_and_attach_job_resumes_and_attaches(env: Source, tmp_path: Path, monkeypatch) -> None:
     """The app's job (`core.shards.job`): a taken name is refused before any scoring; cancelled after one shard it
     keeps that shard and attaches nothing; started again it scores only the other two, then attaches all three."""

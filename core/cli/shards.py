@@ -34,9 +34,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--workers", type=int, default=1, help="ray: embedding actors (default 1)")
     s.add_argument("--num-gpus", type=float, default=0.0, help="ray: GPUs per embedding actor (default 0)")
     s.add_argument("--num-cpus", type=int, default=None, help="ray: CPUs of a local cluster started here")
-    s.add_argument("--stall-seconds", type=float, default=600.0,
-                   help="ray: stop with a message, keeping the shards written, when no batch comes for this long "
-                        "(default 600; 0 waits forever)")
     s.add_argument("--no-embeddings", action="store_true", help="do not write the embeddings")
     s.add_argument("--no-consensus", action="store_true", help="do not compute the consensus terms")
     s.add_argument("--calibration-pairs", type=int, default=5000,
@@ -68,7 +65,6 @@ def score(args: argparse.Namespace, ctx) -> int:
     config = ShardScoreConfig(engine=args.engine, batch_size=args.batch_size, embeddings=not args.no_embeddings,
                               consensus=not args.no_consensus, calibration_pairs=args.calibration_pairs,
                               device=args.device, workers=args.workers, num_gpus=args.num_gpus,
-                              stall_seconds=args.stall_seconds,
                               columns=ShardColumns(args.image_column, args.caption_column, args.key_column,
                                                    args.split_column))
     spec = scorer_spec(ctx.store, args.run, args.model)

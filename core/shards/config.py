@@ -23,12 +23,10 @@ class ShardScoreConfig:
     device: str = "auto"               # the embedding workers' device
     workers: int = 1                   # ray: embedding actors
     num_gpus: float = 0.0              # ray: GPUs per embedding actor (0: CPU)
-    stall_seconds: float = 600.0       # ray: stop with a message when no batch comes for this long (0: never)
     columns: ShardColumns = field(default_factory=ShardColumns)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConcordError(f"unknown engine {self.engine!r} (choose {' or '.join(ENGINES)})")
-        if self.batch_size < 1 or self.workers < 1 or self.num_gpus < 0 or self.stall_seconds < 0:
-            raise ConcordError("batch size and workers must be at least 1, and GPUs per worker and the stall "
-                               "timeout not negative")
+        if self.batch_size < 1 or self.workers < 1 or self.num_gpus < 0:
+            raise ConcordError("batch size and workers must be at least 1, and GPUs per worker not negative")

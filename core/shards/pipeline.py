@@ -9,19 +9,15 @@ Two engines run the same stages (`core.shards.scorer`):
 Either way the driver gathers the scored rows shard by shard (order preserved), adds the consensus terms of
 the shard (`core.detect.consensus`, neighbours and siblings drawn from the same shard) and writes the shard
 whole (`ShardWriter`). Progress counts rows; a cancel stops between batches and keeps every finished shard,
-and a re-run skips them. A shard with unreadable rows is reported by name and not written. Ray's batches are
-pulled by a helper thread (`watched`), so that a cancel is seen while a batch is awaited and a pipeline that sends
-nothing for `stall_seconds` stops with a message instead of waiting forever.
+and a re-run skips them. A shard with unreadable rows is reported by name and not written.
 """
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -101,65 +97,6 @@ def ray_batches(shards: Sequence[Shard], spec: ScorerSpec, config: ShardScoreCon
                         batch_format="numpy", batch_size=config.batch_size)
     ds = ds.map_batches(score_batch, fn_kwargs={"mixture": spec.mixture}, batch_format="numpy", batch_size=None)
     yield from ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)
-
-
-class Stalled(ConcordError):
-    """No batch came from an engine for longer than the pass allows."""
-
-
-def watched(batches: Iterator[Batch], stall_seconds: float, check: Callable[[], None],
-            poll_seconds: float = 0.5) -> Iterator[Batch]:
-    """`batches`, pulled by a helper thread so that the caller keeps control while it waits: `check` runs every
-    `poll_seconds` (a cancel is seen at once, not after the next batch), and when no batch comes for
-    `stall_seconds` (> 0; 0 waits forever) it raises `Stalled`. Ray Data can wait forever for an actor it never
-    replaces after the actor's worker died (ray-project/ray#62746); this turns that wait into an error."""
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def offer(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=poll_seconds)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pull() -> None:
-        try:
-            for batch in batches:
-                if not offer(("batch", batch)):
-                    break
-            else:
-                offer(("end", None))
-        except BaseException as e:      # noqa: BLE001  (handed to the caller's thread, raised there)
-            offer(("error", e))
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-
-    threading.Thread(target=pull, name="shard-batches", daemon=True).start()
-    try:
-        waited = 0.0
-        while True:
-            try:
-                kind, item = handoff.get(timeout=poll_seconds)
-            except queue.Empty:
-                check()
-                waited += poll_seconds
-                if 0 < stall_seconds <= waited:
-                    raise Stalled(f"no scored batch came for {stall_seconds:g} s (a worker that died and was "
-                                  "never replaced?)") from None
-                continue
-            waited = 0.0
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 @contextmanager
@@ -326,10 +263,8 @@ def score_shards(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec
     total = sum(s.rows for s in pending)
     progress.start("scoring shards", total, message=f"shards: {len(pending)} to score, {len(skipped)} done")
     assembler = _Assembler(pending, writer, config)
-    if config.engine == "ray":
-        batches = watched(ray_batches(pending, spec, config), config.stall_seconds, progress.check)
-    else:
-        batches = local_batches(pending, spec, config)
+    engine = ray_batches if config.engine == "ray" else local_batches
+    batches = engine(pending, spec, config)
     scored = 0
     try:
         for batch in batches:
@@ -337,10 +272,6 @@ def score_shards(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec
             scored += len(batch["shard"])
             progress.advance(len(batch["shard"]), shards_written=float(len(assembler.written)))
             progress.check()
-    except Stalled as e:
-        raise ConcordError(f"{e}: stopped; the shards written so far ({len(assembler.written)} in this pass, "
-                           f"{len(skipped)} before it) are kept in {out}, and the same command again scores only "
-                           "the rest") from None
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
