@@ -281,7 +281,7 @@ def hard_noise(image: np.ndarray, text: np.ndarray, features: np.ndarray, ratio:
             chosen.discard(pair)
             chosen.add(spare.pop())
     raise ConcordError(f"cannot give {want} pairs distinct near-miss captions among the k={k} most similar "
-                       "captions of other images; use a larger k or a smaller ratio")
+                       "captions of other images; use a larger --k or a smaller ratio")
 
 
 def noise_pairs(image: np.ndarray, text: np.ndarray, ratio: float, kind: str, seed: int, *,

@@ -23,6 +23,20 @@ def test_quality_sweep_on_a_tiny_demo(capsys, concord_env) -> None:
     assert [d["name"] for d in json.loads(capsys.readouterr().out)] == ["demo"]
 
 
+def test_near_miss_noise_takes_k_and_a_ratio_it_cannot_serve_names_the_option(capsys, concord_env) -> None:
+    """Near misses at a ratio the k most similar captions cannot serve: refused with the option that helps, nothing
+    trained; with a larger `--k` the sweep runs and its command line repeats it."""
+    assert main(["demo", "--images", "20", "--noise", "0.4", "--seed", "1"]) == 0
+    capsys.readouterr()
+    args = ["bench", "quality", "--kinds", "hard", "--noise", "0.8", "--methods", "b1", "--epochs", "1", "--seeds",
+            "1", "--no-ceiling", "--set", "b1.batch_size=16", "--no-docs"]
+    assert main([*args, "--k", "1"]) == 1
+    assert "among the k=1 most similar captions of other images; use a larger --k or a smaller ratio" in (
+        capsys.readouterr().err)
+    assert main([*args, "--k", "30"]) == 0
+    assert "--epochs 1 --k 30 --set b1.batch_size=16` (" in capsys.readouterr().out
+
+
 def test_fused_gain_is_over_the_best_other_method_on_the_same_data() -> None:
     from core.benchmarks.quality import fused_gains, markdown, summarise
     base = {"set": "demo", "kind": "hard", "ratio": 0.4, "auprc": 0.5, "f1": 0.5, "weight_auroc": 0.5, "rsum": 100.0,

@@ -44,10 +44,21 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def add_training_options(p: argparse.ArgumentParser, set_metavar: str = "KEY=VALUE",
                          set_help: str = "a method setting (repeatable)") -> None:
-    """`--model`, `--device` and `--set`, which every benchmark that trains takes."""
+    """`--model`, `--device`, `--set` and the near-miss noise's `--k`, which every benchmark that trains takes."""
+    from core.noise import DEFAULT_K
     p.add_argument("--model", default=None, help="model (default concord-tiny)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar=set_metavar, help=set_help)
+    p.add_argument("--k", type=int, default=DEFAULT_K,
+                   help=f"hard noise: each near miss from the k most similar captions of other images (default "
+                        f"{DEFAULT_K}; a larger set at a high ratio may need more)")
+
+
+def repeated_options(args: argparse.Namespace) -> str:
+    """The `add_training_options` a command line that reproduces a benchmark repeats: `--k` where it is not the
+    default, and every `--set`."""
+    from core.noise import DEFAULT_K
+    return (f" --k {args.k}" if args.k != DEFAULT_K else "") + "".join(f" --set {s}" for s in args.sets)
 
 
 @contextmanager

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.benchmarks import (add_output_options, add_training_options, repeated_options, scratch_store,
+                             write_section)
 
 EpochFigures = Callable[[Any, int], dict[str, Any]]
 
@@ -61,7 +62,7 @@ def observed_run(args: argparse.Namespace, ctx, method: str, figures: EpochFigur
     progress, bar = cli_progress()
     try:
         with scratch_store(ctx.store, args.dataset, method + "-diagnose") as store:
-            inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, args.seed)
+            inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, args.seed, k=args.k)
             run_id = start_run(store, "noisy", method, model=args.model or DEFAULT_MODEL, device=args.device,
                                seed=args.seed, settings=settings)
             observed = Observed(make_config(method, store.run(run_id).config),
@@ -84,7 +85,7 @@ def command_line(name: str, args: argparse.Namespace) -> str:
     """The command that reproduces this diagnosis (for docs/benchmarks.md)."""
     return (f"python -m core bench {name} --dataset {args.dataset} --noise {args.noise} --kind {args.kind} "
             f"--seed {args.seed}" + (f" --epochs {args.epochs}" if args.epochs else "")
-            + "".join(f" --set {s}" for s in args.sets))
+            + repeated_options(args))
 
 
 def report(name: str, args: argparse.Namespace, method, result, warmup_epochs: int,

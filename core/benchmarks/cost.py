@@ -20,7 +20,8 @@ import time
 import numpy as np
 import torch
 
-from core.benchmarks import add_output_options, add_training_options, scratch_store, write_section
+from core.benchmarks import (add_output_options, add_training_options, repeated_options, scratch_store,
+                             write_section)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     progress, bar = cli_progress()
     try:
         with scratch_store(ctx.store, args.dataset, "cost") as store:
-            inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, 0)
+            inject_noise_copy(store, "clean", "noisy", args.noise, args.kind, 0, k=args.k)
             run_id = start_run(store, "noisy", "mscn", model=model, device=args.device, settings=sets)  # seeds meta
             run_ctx = prepare(store, store.run(run_id), progress)
     finally:
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     command = (f"python -m core bench cost --dataset {args.dataset} --methods {args.methods} --noise {args.noise} "
                f"--kind {args.kind}" + (f" --batches {args.batches}" if args.batches else "")
-               + f" --device {args.device}" + "".join(f" --set {s}" for s in args.sets))
+               + f" --device {args.device}" + repeated_options(args))
     if not args.no_docs:
         write_section(f"cost: {args.dataset} {figures['device']}", markdown(figures, command))
     print(json.dumps(figures) if args.json else markdown(figures, command))

@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.benchmarks import (add_output_options, add_training_options, refuse_training_options, scratch_store,
-                             write_section)
+from core.benchmarks import (add_output_options, add_training_options, refuse_training_options,
+                             repeated_options, scratch_store, write_section)
 from core.errors import ConcordError
 from core.progress import Progress
 
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     fused = spec(args.method).scorer
     if args.cells:
         refuse_training_options(args, args.parser, ["dataset", "noise", "kinds", "method", "seeds", "replace_seed",
-                                                    "epochs", "model", "device", "sets"], "--cells")
+                                                    "epochs", "model", "device", "sets", "k"], "--cells")
         t_start = time.perf_counter()
         rows = kept_loops(args.cells, steps, args.order)
         command = (f"python -m core bench loop --cells {' '.join(map(str, args.cells))} --decide {args.decide} "
@@ -305,7 +305,7 @@ def run(args: argparse.Namespace, ctx) -> int:
             for seed in range(args.seeds):
                 for kind in kinds:
                     name = f"{kind}-{args.noise}-s{seed}"
-                    inject_noise_copy(store, "clean", name, args.noise, kind, seed)
+                    inject_noise_copy(store, "clean", name, args.noise, kind, seed, k=args.k)
                     common = dict(order=args.order, model=args.model, device=args.device, seed=seed,
                                   epochs=args.epochs, settings=settings, progress=progress)
                     row = {"set": args.dataset, "kind": kind, "ratio": args.noise, "seed": seed} | (
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     command = (f"python -m core bench loop --dataset {args.dataset} --noise {args.noise} --kinds {args.kinds} "
                f"--method {args.method} --decide {args.decide} --order {args.order} --seeds {args.seeds}"
                + (" --replace-seed" if args.replace_seed else "") + (f" --epochs {args.epochs}" if args.epochs else "")
-               + "".join(f" --set {s}" for s in args.sets))
+               + repeated_options(args))
     key = (f"loop: {args.dataset} {args.kinds} {args.noise} {args.method} {args.decide} {args.order}"
            + (" replace-seed" if args.replace_seed else ""))
     if fused:

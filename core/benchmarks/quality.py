@@ -25,7 +25,7 @@ import pandas as pd
 
 from core import paths
 from core.benchmarks import (add_output_options, add_training_options, kept_stores, refuse_training_options,
-                             scratch_store, write_section)
+                             repeated_options, scratch_store, write_section)
 
 METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch", "fit_ceiling")
 
@@ -75,7 +75,7 @@ def method_settings(sets: list[str], method: str) -> dict[str, str]:
 
 
 TRAINING_DESTS = ["dataset", "noise", "kinds", "methods", "seeds", "first_seed", "epochs", "model", "device", "sets",
-                  "meta_fraction", "no_ceiling", "keep"]
+                  "meta_fraction", "no_ceiling", "keep", "k"]
 """The options that choose what is trained (refused with `--collect`)."""
 FUSED = "concord"
 CELL = ["set", "kind", "ratio"]
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                     for kind in kinds:
                         for ratio in ratios:
                             name = cell_name(kind, ratio, seed)
-                            inject_noise_copy(store, "clean", name, ratio, kind, seed)
+                            inject_noise_copy(store, "clean", name, ratio, kind, seed, k=args.k)
                             for method in methods:
                                 train(store, dataset, name, kind, ratio, method, seed)
     finally:
@@ -298,6 +298,6 @@ def run(args: argparse.Namespace, ctx) -> int:
                + (f" --first-seed {args.first_seed}" if args.first_seed else "")
                + (f" --epochs {args.epochs}" if args.epochs else "")
                + (f" --meta-fraction {args.meta_fraction}" if args.meta_fraction is not None else "")
-               + "".join(f" --set {s}" for s in args.sets))
+               + repeated_options(args))
     return report(args, rows, f"quality: {args.dataset} {args.kinds} {args.noise} {args.methods}", command, seconds,
                   model)
