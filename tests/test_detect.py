@@ -758,6 +758,22 @@ def test_no_context_is_fitted_without_siblings_or_trusted_images() -> None:
     assert nobody.rate == 0.0 and len(nobody.swapped_keys) == 0     # no trusted image: nothing to swap
 
 
+def test_one_caption_an_image_fits_no_context_and_review_says_none(store) -> None:
+    """Where no image has a second caption there is no sibling agreement to match: no space records a context,
+    so Review shows no line about one (it said "swapped at 0 %")."""
+    from core.detect.explain import context_summary
+    from core.generated import GenerateOptions, create_generated
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    create_generated(store, "one", GenerateOptions(images=40, noise=0.4, captions=1, seed=3))
+    execute_run(store, start_run(store, "one", "b1", epochs=1, settings={"batch_size": 32}), Progress())
+    run_id = start_run(store, "one", "concord", settings={"fast_b1_lr": 0}, meta_fraction=0.125)
+    execute_run(store, run_id, Progress())
+    run = store.run(run_id)
+    assert run.state == "finished" and run.metrics["context"] == {} and context_summary(run.metrics["context"]) == ""
+    assert run.metrics["fused"]["labelled"]["positives"] > 0
+
+
 def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run) -> None:
     from core import artifacts
     from core.detect.method import CACHE_FILE, refit

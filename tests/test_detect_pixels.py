@@ -31,11 +31,12 @@ def test_principal_components_by_hand() -> None:
     assert z[0, 0] == pytest.approx(-z[2, 0])
     assert np.abs(principal_components(x, dims=64)[:, 0]) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
     assert principal_components(x, dims=64).shape == (3, 1)
-    # two components of unequal spread: whitened, both count alike
-    y = np.array([[-3.0, 0.0], [3.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    # two components of unequal spread: whitened, both count alike (8 rows: whitening keeps one component per 4)
+    y = np.repeat([[-3.0, 0.0], [3.0, 0.0], [0.0, -1.0], [0.0, 1.0]], 2, axis=0)
     assert np.abs(principal_components(y, whiten=False)).max(axis=0) == pytest.approx([3.0, 1.0], abs=1e-6)
     w = principal_components(y)
     assert w.std(axis=0, ddof=1) == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert principal_components(y[::2]).shape == (4, 1) and principal_components(y[::2], whiten=False).shape == (4, 2)
     # unit rows once normalised (a zero row stays zero)
     f = pixel_features(x, dims=64)
     assert np.linalg.norm(f, axis=1) == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)
@@ -48,6 +49,29 @@ def test_principal_components_by_hand() -> None:
     big = np.repeat(x, 10, axis=0)
     z = principal_components(big, dims=1, sample=6, seed=1, whiten=False)[::10, 0]
     assert np.abs(np.diff(z)) == pytest.approx([np.sqrt(2), np.sqrt(2)], abs=1e-5)
+
+
+def test_a_small_set_s_whitened_pixels_keep_their_neighbours() -> None:
+    """n images whitened on all their n − 1 components sit at the corners of a regular simplex: every two at cosine
+    −1/(n − 1), whatever their pixels (four corners of a tetrahedron here: −1/3). With one component per four
+    images, the look-alikes stay the nearest."""
+    x = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    full = centred @ (vt.T / (s / np.sqrt(3)))        # whitened on all three components: the collapse, by hand
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    assert (full @ full.T)[~np.eye(4, dtype=bool)] == pytest.approx(np.full(12, -1 / 3), abs=1e-9)
+    assert pixel_features(x, dims=3).shape == (4, 1)  # four images: one component
+    # 48 images in 8 looks (each a random pattern plus its own noise, and a shared brightness): with the whitening
+    # capped, each image's nearest other image has its look
+    rng = np.random.default_rng(0)
+    look = rng.integers(0, 8, 48)
+    images = rng.normal(size=(8, 768))[look] + 2.0 * rng.normal(size=(48, 768)) + 5.0 * rng.normal(size=(48, 1))
+    f = pixel_features(images)
+    assert f.shape == (48, 12)
+    cos = f @ f.T
+    np.fill_diagonal(cos, -np.inf)
+    assert (look[cos.argmax(axis=1)] == look).mean() >= 0.95
 
 
 def test_a_space_of_two_encoders_gives_the_neighbour_terms_only() -> None:

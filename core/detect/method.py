@@ -43,7 +43,8 @@ from core.runs import latest_of_each, run_lr, same_rate
 METHOD = "concord"
 CACHE_FILE = "signals.npz"
 NO_POSITIVES = ("the fused score needs trusted matched pairs: seed the meta-data from a clean split (Meta-data "
-                "page, or `python -m core meta NAME seed --split val`) or keep some pairs in Review")
+                "page, or `python -m core meta NAME seed --split SPLIT`), import them (`python -m core meta NAME "
+                "import --csv FILE`), or keep some pairs in Review")
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.nd
     """The labelled pairs' signals as the classifier learns from them, each space's sibling terms taken in the
     context matched to the noisy split's (`core.detect.context`; whether mismatches come a whole image at a time
     decided once over every space): (every pair's signals with the clean images' pairs in context, the
-    constructed negatives' in context, the fitted context per space).
+    constructed negatives' in context, the fitted context of each space where one was fitted).
 
     Args:
         captions: each space's normalised caption embeddings (`core.detect.signals.caption_spaces`).
@@ -238,7 +239,8 @@ def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.nd
         trusted_context, made_context = labelled_contexts(draws[space], context)
         image_emb = images.get(space)
         for_trusted[space], for_made[space] = (emb, trusted_context, image_emb), (emb, made_context, image_emb)
-        fitted[space] = {"rate": context.rate, "near_miss_share": context.share, "whole_images": context.whole}
+        if fits[space]:             # none without siblings (every image one caption) or without trusted images
+            fitted[space] = {"rate": context.rate, "near_miss_share": context.share, "whole_images": context.whole}
     rows = np.flatnonzero(np.isin(q_img, clean_images))
     x_fit = x.copy()
     x_fit[rows] = in_context(names, x[rows], for_trusted, q_img[rows], q_cap[rows])

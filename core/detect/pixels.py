@@ -27,6 +27,11 @@ GRID = 16
 """Blocks per side the pixels are averaged over: coarse layout and colour, not texture or noise."""
 DIMS = 64
 """Principal components kept."""
+WHITEN_ROWS_PER_DIM = 4
+"""Whitened, at most one component per this many fitted images: the whitened n − 1 components of n images place
+them at the corners of a regular simplex (every two images equally far apart, whatever their pixels), and close to
+that the smallest components, noise, count as much as the rest. Binds on sets of under 257 images (outside the
+held-out split); none of the benchmark sets."""
 PCA_SAMPLE = 20_000
 """At most this many images fit the components (every image is projected)."""
 
@@ -51,8 +56,8 @@ def principal_components(x: np.ndarray, dims: int = DIMS, sample: int = PCA_SAMP
                          whiten: bool = True, fit_rows: np.ndarray | None = None) -> np.ndarray:
     """`x` centred and projected on its first `dims` principal components (fewer where `x` has fewer rows or
     columns, or the rest carry no variance), fitted on at most `sample` of the rows `fit_rows` (default: every
-    row) drawn with `seed`, with `whiten` each divided by its standard deviation over those rows; (n, dims)
-    float32."""
+    row) drawn with `seed`, with `whiten` each divided by its standard deviation over those rows (and at most one
+    component per `WHITEN_ROWS_PER_DIM` fitted rows); (n, dims) float32."""
     rows = np.arange(len(x)) if fit_rows is None else np.asarray(fit_rows, np.int64)
     if len(rows) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
@@ -60,6 +65,8 @@ def principal_components(x: np.ndarray, dims: int = DIMS, sample: int = PCA_SAMP
     mean = fit.mean(axis=0)
     _, singular, vt = np.linalg.svd(fit - mean, full_matrices=False)
     keep = min(dims, int((singular > 1e-9 * max(singular.max(initial=0.0), 1e-300)).sum()))
+    if whiten:
+        keep = min(keep, max(1, len(fit) // WHITEN_ROWS_PER_DIM))
     scale = singular[:keep] / np.sqrt(max(len(fit) - 1, 1)) if whiten else np.ones(keep)
     return ((x - mean) @ (vt[:keep].T / scale)).astype(np.float32)
 
