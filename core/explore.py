@@ -130,6 +130,17 @@ def colour_options(frame: pd.DataFrame) -> list[str]:
     return [*SCORES, *extra_columns(frame), *CATEGORIES]
 
 
+def no_value_note(points: pd.DataFrame, by: str) -> str:
+    """Why every point is grey where the map is coloured by an extra score column no pair has ('' where some pair
+    has one): e.g. the sibling terms on a set whose images have one caption each."""
+    if by in SCORES or by in CATEGORIES or by not in points.columns or points[by].notna().any():
+        return ""
+    why = ("no image has a second caption" if "sibling" in by or by == "similarity_margin"
+           else "no caption text belongs to more than one image" if by.endswith("caption_images")
+           else "the run gives it for none of them")
+    return f"No pair has a value of {by}: {why}, so every point is grey."
+
+
 def has_ground_truth(frame: pd.DataFrame) -> bool:
     """Whether some pair's ground truth (injected noise) is known."""
     return bool((frame["truth"] != UNKNOWN).any())

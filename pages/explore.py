@@ -4,7 +4,7 @@ import streamlit as st
 from core import artifacts
 from core.errors import ConcordError
 from core.explore import (CATEGORIES, TABLE_ROWS, MapSettings, add_extra, colour_options, extra_columns,
-                          has_ground_truth, histogram_figure, map_figure, map_points, order_selection,
+                          has_ground_truth, histogram_figure, map_figure, map_points, no_value_note, order_selection,
                           projection_job_key, run_frame, run_frame_version, selected_pairs, selection_table,
                           threshold_summary)
 from core.projection import ProjectionSettings, cached_projection, pca_run, project_run
@@ -109,7 +109,7 @@ def draw_map() -> list[int]:
         f" Above {settings.points_up_to:,} pairs the map is a density image: each cell shows {cell}; the table "
         "below lists the captions.")
     st.caption(f"{shown} map of all {len(points):,} pairs. Drag a box or lasso (toolbar) to select pairs; "
-               f"the selection is exact.{drawn}")
+               f"the selection is exact.{drawn} {no_value_note(points, colour_by)}".rstrip())
     event = st.plotly_chart(figure, on_select="rerun", selection_mode=("box", "lasso"), key="explore_map")
     return selection_from(event, points, run.id, settings.two_sets)
 

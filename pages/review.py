@@ -83,6 +83,10 @@ def show_images(data_root: str, images: pd.DataFrame, size: int) -> None:
         st.image(uris, width=size)
 
 
+NO_SET = ("The review-set order needs a review set: pick one under Review set (Explore makes them from a box or "
+          "lasso on its map; a set asked for that no longer exists is not offered).")
+
+
 def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
     """The order and filter widgets; returns the queue they describe."""
     with st.expander("Queue: order and filter", expanded=st.session_state.get("review_order") == "set"):
@@ -101,6 +105,9 @@ def queue_controls(sets: pd.DataFrame, splits: list[str]) -> review.QueueSpec:
         split = c1.selectbox("Split", [None, *splits], key="review_split", format_func=lambda s: s or "Every split")
         text = c2.text_input("Caption contains (or pair key)", key="review_text")
         low, high = c3.slider("Clean probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="review_range")
+        if order == "set" and set_id is None:
+            st.info(f"{NO_SET} Meanwhile the queue is most suspicious first.")
+            order = "suspicious"
     return review.QueueSpec(order=order, state=state, split=split, text=text, set_id=set_id,
                             clean_range=None if (low, high) == (0.0, 1.0) else (low, high))
 

@@ -118,6 +118,20 @@ def test_map_figure_continuous_and_categorical() -> None:
     assert list(fig.data[3].x) == [6.0, 7.0] and list(fig.data[3].customdata) == [12, 13]  # caption points
 
 
+def test_a_map_coloured_by_a_term_no_pair_has_says_why_it_is_grey() -> None:
+    from core.explore import no_value_note
+    frame = small_frame().assign(siblings=np.nan, pixels_caption_images=np.nan, look_alikes=np.nan,
+                                 image_margin=[0.1, np.nan, np.nan, np.nan])
+    assert no_value_note(frame, "siblings") == (
+        "No pair has a value of siblings: no image has a second caption, so every point is grey.")
+    assert no_value_note(frame, "pixels_caption_images") == ("No pair has a value of pixels_caption_images: no "
+                                                             "caption text belongs to more than one image, so every "
+                                                             "point is grey.")
+    assert no_value_note(frame, "look_alikes").endswith(": the run gives it for none of them, so every point is grey.")
+    assert no_value_note(frame, "image_margin") == "" and no_value_note(frame, "clean_prob") == ""
+    assert no_value_note(frame, "decision") == ""
+
+
 def test_map_settings_are_checked() -> None:
     with pytest.raises(ConcordError, match="cannot colour the map by 'topic' \\(one of clean_prob, weight, "
                                            "similarity, decision, split, ground truth\\)"):

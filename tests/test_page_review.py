@@ -241,9 +241,12 @@ def test_revisiting_skipped_pairs(rv):
 
 def test_unknown_review_set_is_refused_with_the_reason(rv):
     at = page(review_set=999)
-    assert at.error[0].value == "the review-set order needs a review set"
+    assert not at.error and at.info[0].value.startswith("The review-set order needs a review set: pick one")
+    assert at.info[0].value.endswith("Meanwhile the queue is most suspicious first.") and shown_key(at) == "k2"
     at.selectbox(key="review_order").set_value("suspicious").run()
-    assert not at.error and shown_key(at) == "k2"
+    assert not [i for i in at.info if "review-set order" in i.value] and shown_key(at) == "k2"
+    at.selectbox(key="review_order").set_value("set").run()      # chosen by hand without a set: the same note
+    assert at.info[0].value.startswith("The review-set order needs a review set") and shown_key(at) == "k2"
 
 
 def test_fused_run_explains_its_flags_and_refits_as_you_review():
