@@ -239,7 +239,7 @@ def test_revisiting_skipped_pairs(rv):
     assert [a for _, a, _, _ in log(rv)] == ["skip", "keep"]
 
 
-def test_unknown_review_set_is_refused_with_the_reason(rv):
+def test_the_review_set_order_without_a_set_says_so_and_shows_the_most_suspicious(rv):
     at = page(review_set=999)
     assert not at.error and at.info[0].value.startswith("The review-set order needs a review set: pick one")
     assert at.info[0].value.endswith("Meanwhile the queue is most suspicious first.") and shown_key(at) == "k2"
