@@ -121,7 +121,8 @@ CASES = {
     "oversized image": (oversized_png, r"image huge.png is 8,200×8,200 pixels, over the limit of 67,108,864"),
     "truncated jpeg": (truncated_jpeg, r"unreadable or truncated image t.jpg \(OSError: "),
     "unsupported format": (unsupported_format, r"image pcx.png is in the PCX format; import PNG, JPEG"),
-    "extension lies, not an image": (text_named_png, r"unreadable or truncated image notes.png"),
+    "extension lies, not an image": (text_named_png, r"unreadable or truncated image notes.png \(not an image PIL "
+                                                     r"can read\)"),
     "folder, not a file": (folder_named_png, r"image 'dir.png' not found under .* \(it is a folder\)"),
     "control character": (lambda f: b"bad,a.png,a bell\x07 rings", r"caption holds the control character U\+0007 at "
                                                                     r"character 7"),
@@ -131,7 +132,7 @@ CASES = {
     "DEL": (lambda f: b"bad,a.png,del\x7f", r"control character U\+007F at character 4"),
     "missing image": (lambda f: b"bad,nope.png,no such image", r"image 'nope.png' not found under"),
     "unreadable image": (lambda f: (f / "junk.png").write_bytes(b"not an image at all") and b"bad,junk.png,junk",
-                         r"unreadable or truncated image junk.png"),
+                         r"unreadable or truncated image junk.png \(not an image PIL can read\)"),
     "truncated image": (truncated_png, r"unreadable or truncated image t.png \(OSError: "),
     "dotdot escape": (lambda f: b"bad,../outside.png,escapes", r"image path '../outside.png' escapes the images root"),
     "absolute path": (lambda f: f"bad,{f / 'a.png'},absolute".encode(), r"is absolute; paths must be relative"),
@@ -145,6 +146,14 @@ CASES = {
                                                           r"character 4\); save the file as UTF-8"),
     "image path not utf-8": (lambda f: b"bad,caf\xe9.png,latin-1 path", r"image path holds bytes that are not UTF-8"),
     "duplicate pair_id": (lambda f: b"g1,b.png,same id again", r"duplicate pair_id 'g1' \(first at line 2\)"),
+    "more fields than the header": (lambda f: b"bad,a.png,a dog, a cat, and a bird",
+                                    r"row has 5 fields, the header has 3 \(quote a caption that holds a comma\)"),
+    "NUL in the image path": (lambda f: b"bad,a.png\x00x,a NUL in the name",
+                              r"image path holds the control character U\+0000 at character 6"),
+    "escape in the image path": (lambda f: b"bad,\x1b[1ma.png,an escape in the name",
+                                 r"image path holds the control character U\+001B at character 1"),
+    "name too long": (lambda f: b"bad," + b"x" * 300 + b".png,a name over 255 bytes",
+                      r"image 'x{300}\.png' cannot be reached \(File name too long\)"),
 }
 
 

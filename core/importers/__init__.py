@@ -22,7 +22,7 @@ from core.importers.source import Source
 from core.importers.staging import PAIRS, Staging
 from core.importers.tabular import ColumnNames
 from core.importers.validation import (PathMemo, Problem, caption_problem, check_images, normalise_caption,
-                                      resolve_image_path)
+                                      normalise_path, resolve_image_path)
 from core.progress import Progress
 
 __all__ = ["FORMATS", "ColumnNames", "ImportReport", "Problem", "import_dataset"]
@@ -83,13 +83,21 @@ def _write_problem_report(name: str, problems: Iterable[tuple[Problem, Any, Any]
     return out
 
 
-def _merged_info(sources: list[Source]) -> dict[str, Any]:
+_PER_IMAGE = (("coco", "image_ids"), ("karpathy", "images"))
+"""Where a format's info keeps something per image (COCO ids, Karpathy fields), keyed by the image's path as
+`normalise_path` writes it: a re-export looks each up by the pair's stored image path."""
+
+
+def _merged_info(sources: list[Source], respelled: dict[str, str]) -> dict[str, Any]:
     """What a re-export needs of one dataset's files (a COCO export has one per split), read once their rows are:
-    the first file's, with every file's COCO image ids."""
+    the first file's, with every file's per-image entries, each under the image's stored path (`respelled`: the
+    paths whose spelling on disk differs from the file's in Unicode form only)."""
     info = dict(sources[0].info)
-    if "coco" in info:
-        ids = {k: v for s in sources for k, v in (s.info.get("coco") or {}).get("image_ids", {}).items()}
-        info["coco"] = {**info["coco"], "image_ids": ids}
+    for fmt, field in _PER_IMAGE:
+        if fmt in info:
+            entries = {respelled.get(path, path): value for s in sources
+                       for path, value in ((s.info.get(fmt) or {}).get(field) or {}).items()}
+            info[fmt] = {**info[fmt], field: entries}
     return info
 
 
@@ -122,6 +130,7 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
     if len(formats) > 1:
         raise ConcordError(f"the data files are in different formats ({', '.join(sorted(formats))})")
     source_format = sources[0].format
+    respelled: dict[str, str] = {}
     with Staging(store) as staging:
 
         def resolved_images() -> Iterator[str | None]:
@@ -129,8 +138,8 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
             row, so that the progress counts every row)."""
             memo, i = PathMemo(), 0
             for file, source in zip(located.files, sources):
+                per_image = any(fmt in source.info for fmt, _ in _PER_IMAGE)
                 for row in source.rows:
-                    key = row.key if row.key is not None else str(i + 1)
                     caption = normalise_caption(row.caption)
                     late = row.problem is None
                     reason = row.problem or caption_problem(caption)
@@ -138,12 +147,14 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
                     if isinstance(resolved, str):
                         reason = resolved
                     if reason:
-                        staging.add_row(i, str(file), row.where, key, row.image, row.caption, row.split, None,
+                        staging.add_row(i, str(file), row.where, row.key, row.image, row.caption, row.split, None,
                                         reason, late)
                         yield None
                     else:
                         rel, target = resolved
-                        staging.add_row(i, str(file), row.where, key, rel, caption, row.split, target, None)
+                        if per_image and rel != normalise_path(row.image):
+                            respelled[normalise_path(row.image)] = rel
+                        staging.add_row(i, str(file), row.where, row.key, rel, caption, row.split, target, None)
                         yield target
                     i += 1
 
@@ -165,7 +176,7 @@ def import_dataset(store, path: str | Path, name: str | None = None, *, fmt: str
         progress.start("writing", None, message=f"writing {n_rows - n_bad:,} pairs")
         source_path = str(path.resolve())
         counts = store.write_dataset(name, root, source_format, PAIRS, source_path=source_path,
-                                     info=_merged_info(sources), replace=replace)
+                                     info=_merged_info(sources, respelled), replace=replace)
         report_path = _write_problem_report(name, staging.problems()) if n_bad else None
         skipped = tuple(p for p, _, _ in staging.problems(SHOWN_SKIPPED))
     splits = store.split_sizes(counts["dataset_id"])

@@ -39,6 +39,9 @@ def export_manifest(folder: Path) -> dict[str, Any] | None:
 
 def _data_files(folder: Path, manifest: dict[str, Any] | None) -> list[Path]:
     if manifest is not None:
+        if not manifest["files"]:  # a COCO export of no pairs has no split, so no data file
+            raise ConcordError(f"{folder}: the export is empty (its {MANIFEST} lists no data files: it was "
+                               "exported with no pairs)")
         return [folder / str(f) for f in manifest["files"]]
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
                    and p.name != MANIFEST)

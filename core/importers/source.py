@@ -171,3 +171,10 @@ def optional_text(value: Any) -> str | None:
         return None
     text = str(value)
     return text if text.strip() else None
+
+
+def split_name(value: Any) -> str | None:
+    """A split as written in a file or given with `--split`, without surrounding white space (`" val"` is
+    `val`), or None when it is missing or blank."""
+    text = optional_text(value)
+    return None if text is None else text.strip()

@@ -17,7 +17,7 @@ from core.importers.validation import ImageInfo, Problem
 _BATCH = 8192
 _ROWS = (("row_index", pa.int64()), ("file", pa.string()), ("place", pa.string()), ("key", pa.string()),
          ("image", pa.string()), ("caption", pa.string()), ("split", pa.string()), ("abs_path", pa.string()),
-         ("problem", pa.string()), ("late", pa.bool_()))
+         ("problem", pa.string()), ("late", pa.bool_()), ("auto", pa.bool_()))
 _IMAGES = (("abs_path", pa.string()), ("image_hash", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
            ("nbytes", pa.int64()), ("problem", pa.string()))
 PAIRS = "import_pairs"
@@ -41,6 +41,20 @@ def storable(value: Any) -> str | None:
     return text
 
 
+_MIXED_KEYS = ("a row without a pair_id is keyed by its number among the rows; give every row a pair_id, "
+               "or none")
+
+
+def _repeated_key(key: str, first: str, auto: bool, first_auto: bool) -> str:
+    """Why a row whose key an earlier row (at `first`) has is refused. `auto`: the row has no pair id of its own,
+    so its key is its number among the rows (`first_auto`: the earlier one has none); two such rows never clash."""
+    if auto:
+        return f"no pair_id, and its number {key} is the pair_id at {first} ({_MIXED_KEYS})"
+    if first_auto:
+        return f"pair_id {key!r} is the key of the row at {first}, which has no pair_id ({_MIXED_KEYS})"
+    return f"duplicate pair_id {key!r} (first at {first})"
+
+
 class Staging:
     """One import's temporary tables on `store`'s cursor for this thread; dropped on leaving the `with`."""
 
@@ -61,15 +75,18 @@ class Staging:
             self.cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     # ------------------------------------------------------------------ filling
-    def add_row(self, row_index: int, file: str, place: str, key: str, image: Any, caption: Any, split: str,
+    def add_row(self, row_index: int, file: str, place: str, key: str | None, image: Any, caption: Any, split: str,
                 abs_path: str | None, problem: str | None, late: bool = False) -> None:
         """One row read: a good one with its resolved image (`image` relative to the root, `abs_path` the file to
-        check), or a refused one with its `problem` and its raw image and caption (for the report). `late`: the
-        problem is the caption's or the path's, which a repeated pair id takes precedence over (the reader's
-        own problems come first)."""
-        values = (row_index, file, place, key, image, caption, split, abs_path, problem, late)
+        check), or a refused one with its `problem` and its raw image and caption (for the report). A row whose
+        `key` is None (the file gives it no pair id) is keyed by its number among the import's rows, `"1"`,
+        `"2"`, …. `late`: the problem is the caption's or the path's, which a repeated pair id takes precedence
+        over (the reader's own problems come first)."""
+        auto = key is None
+        values = (row_index, file, place, str(row_index + 1) if auto else key, image, caption, split, abs_path,
+                  problem, late, auto)
         for name, value in zip(self._rows, values):
-            self._rows[name].append(value if name in ("row_index", "late") else storable(value))
+            self._rows[name].append(value if name in ("row_index", "late", "auto") else storable(value))
         if len(self._rows["row_index"]) >= _BATCH:
             self._flush("import_rows", self._rows, _ROWS)
 
@@ -99,19 +116,21 @@ class Staging:
     # ------------------------------------------------------------------ the checks that need every row
     def finish(self, several_files: bool) -> None:
         """After the last row and image: refuse a row whose pair id an earlier row has (naming where it first
-        was), then a good row whose image failed its check; make the view of the good rows."""
+        was; when either of the two has no pair id of its own but its number, saying so), then a good row whose
+        image failed its check; make the view of the good rows."""
         self._flush("import_rows", self._rows, _ROWS)
         self._flush("import_images", self._images, _IMAGES)
         first = ("regexp_extract(f.file, '[^/]*$') || ' ' || f.place" if several_files else "f.place")
         repeated = self.cur.execute(f"""
             WITH f AS (SELECT key, arg_min(file, row_index) AS file, arg_min(place, row_index) AS place,
-                              min(row_index) AS row_index FROM import_rows GROUP BY key HAVING count(*) > 1)
-            SELECT r.row_index, r.key, {first} FROM import_rows r JOIN f USING (key)
+                              arg_min(auto, row_index) AS auto, min(row_index) AS row_index
+                       FROM import_rows GROUP BY key HAVING count(*) > 1)
+            SELECT r.row_index, r.key, {first}, r.auto, f.auto FROM import_rows r JOIN f USING (key)
             WHERE (r.problem IS NULL OR r.late) AND r.row_index > f.row_index""").fetchall()
         if repeated:
             self.cur.register("import_repeated", pa.table({
-                "row_index": pa.array([i for i, _, _ in repeated], pa.int64()),
-                "problem": pa.array([storable(f"duplicate pair_id {k!r} (first at {w})") for _, k, w in repeated])}))
+                "row_index": pa.array([r[0] for r in repeated], pa.int64()),
+                "problem": pa.array([storable(_repeated_key(*r[1:])) for r in repeated])}))
             try:
                 self.cur.execute("""UPDATE import_rows SET problem = d.problem FROM import_repeated d
                                     WHERE import_rows.row_index = d.row_index""")

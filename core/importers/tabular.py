@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import ConcordError
-from core.importers.source import Source, SourceRow, as_text, count_lines, optional_text, read_lines
+from core.importers.source import (Source, SourceRow, as_text, count_lines, optional_text, read_lines,
+                                   split_name)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _require(path: Path, present: list[str], columns: ColumnNames) -> None:
 
 def _row(where: str, get: Callable[[str], Any], columns: ColumnNames, default_split: str) -> SourceRow:
     return SourceRow(where=where, image=as_text(get(columns.image)), caption=as_text(get(columns.caption)),
-                     split=optional_text(get(columns.split)) or default_split, key=optional_text(get(columns.id)))
+                     split=split_name(get(columns.split)) or default_split, key=optional_text(get(columns.id)))
 
 
 def _info(columns: ColumnNames, present: list[str], **extra: Any) -> dict[str, Any]:
@@ -47,17 +48,49 @@ def _info(columns: ColumnNames, present: list[str], **extra: Any) -> dict[str, A
     return {"columns": used, **extra}
 
 
+class _Lines:
+    """The lines handed to `csv.reader`, noting when they run out: the reader asks for a line past the last one
+    only while a quoted field is open, so a row read when they ran out opens a quote that is never closed."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines, self.ended = lines, False
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self.lines)
+        except StopIteration:
+            self.ended = True
+            raise
+
+
+def _unclosed_quote(path: Path, line: int, what: str) -> ConcordError:
+    return ConcordError(f"{path} line {line}: {what} opens a quote (\") that is never closed, so the rest of the "
+                        "file would be read as one field; close the quote (a quote inside a quoted field is "
+                        "written twice: \"\")")
+
+
 def read_csv(path: Path, columns: ColumnNames, default_split: str) -> Source:
-    """A CSV file (tab-separated when it ends in `.tsv`) with a header row, streamed; rows are named by line."""
+    """A CSV file (tab-separated when it ends in `.tsv`) with a header row, streamed; rows are named by line.
+    A row with more fields than the header is refused (its caption holds an unquoted delimiter: keeping the
+    first part would cut it short). A quote that is never closed refuses the whole file, and so does a quoted
+    field that runs over lines past the csv module's size limit (a quote closed much later, or never): the rows
+    after it cannot be told apart."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(read_lines(path, "any"), delimiter=delimiter)
+    lines = _Lines(read_lines(path, "any"))
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as exc:
         raise ConcordError(f"{path} line 1: malformed CSV header ({exc})") from None
+    if lines.ended:
+        raise _unclosed_quote(path, 1, "the header")
     _require(path, header, columns)
     index = {name: i for i, name in reversed(list(enumerate(header)))}
     needed = max(index[columns.image], index[columns.caption])
+    hint = f" (quote a caption that holds a {'comma' if delimiter == ',' else 'tab'})"
 
     def rows() -> Iterator[SourceRow]:
         count = 0
@@ -68,16 +101,23 @@ def read_csv(path: Path, columns: ColumnNames, default_split: str) -> Source:
             except StopIteration:
                 break
             except csv.Error as exc:
+                if reader.line_num > line and "field larger than field limit" in str(exc):
+                    raise ConcordError(f"{path} line {line}: a quoted field of the row runs over lines {line}–"
+                                       f"{reader.line_num} past {csv.field_size_limit():,} characters (a quote "
+                                       "that is never closed?); the rows after it cannot be told apart") from None
                 count += 1
                 yield SourceRow(f"line {line}", None, None, default_split, problem=f"malformed CSV ({exc})")
                 continue
+            if lines.ended:
+                raise _unclosed_quote(path, line, "the row")
             if not cells:
                 continue
             count += 1
             where = f"line {line}"
-            if len(cells) <= needed:
+            if len(cells) <= needed or len(cells) > len(header):
                 yield SourceRow(where, None, None, default_split,
-                                problem=f"row has {len(cells)} fields, the header has {len(header)}")
+                                problem=f"row has {len(cells)} fields, the header has {len(header)}"
+                                        + (hint if len(cells) > len(header) else ""))
                 continue
             get = lambda col, c=cells: c[index[col]] if col in index and index[col] < len(c) else None  # noqa: E731
             yield _row(where, get, columns, default_split)

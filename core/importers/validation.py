@@ -3,9 +3,10 @@ image file itself (decodable in full, its size and content hash), the last in wo
 
 What can be normalised is: CR LF and lone CR line breaks in a caption become LF; an image path whose
 Unicode form (NFC / NFD) differs from the name on disk finds that file. What cannot is refused with the
-reason: control characters in a caption, links that loop or leave the root, images that are unreadable,
-truncated, too large, or in a format other than the common ones. An image is decoded by its content,
-so a file whose extension lies (a JPEG named `.png`) is read as what it is."""
+reason: control characters in a caption or an image path, names too long for the file system, links that
+loop or leave the root, images that are unreadable, truncated, too large, or in a format other than the
+common ones. An image is decoded by its content, so a file whose extension lies (a JPEG named `.png`) is
+read as what it is."""
 from __future__ import annotations
 
 import errno
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from core.hashing import bytes_hash
 from core.progress import Progress
@@ -30,6 +31,8 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "MPO")
 _REFUSED_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """Unicode's control characters (category Cc: U+0000–U+001F, U+007F–U+009F) other than tab and line feed."""
+_PATH_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Control characters refused in an image path: all of category Cc (a NUL cannot reach the file system at all)."""
 _BATCH = 256
 PROCESS_BELOW = 4 * _BATCH
 """Fewer images than this are checked in the importing process: starting the checking processes costs about a second."""
@@ -124,7 +127,7 @@ def _plain_file(root: Path, rel: str, memo: PathMemo) -> str | None:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return None
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte, which resolve_image_path refuses first
         return None
     folder, name = os.path.split(path)
     real = memo.real_dirs.get(folder)
@@ -150,6 +153,13 @@ def _on_disk(root: Path, rel: str, memo: PathMemo) -> str:
     return PurePosixPath(*found).as_posix()
 
 
+def normalise_path(raw: str) -> str:
+    """An image path as it is stored: `/` between parts, `.` parts and repeated separators dropped
+    (`./a.jpg`, `sub//a.jpg` and `sub\\a.jpg` are `a.jpg`, `sub/a.jpg`, `sub/a.jpg`). Readers key what they
+    keep per image (COCO image ids, Karpathy fields) by it, so that a re-export finds it by the stored path."""
+    return os.path.normpath(raw.replace("\\", "/")).replace(os.sep, "/")
+
+
 def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tuple[str, str] | str:
     """`(relative posix path, absolute path)` of an image under `root` (already resolved), or why not.
 
@@ -162,23 +172,28 @@ def resolve_image_path(root: Path, raw: Any, memo: PathMemo | None = None) -> tu
         return f"image path is not text ({raw!r})"
     if _not_utf8(raw):
         return "image path holds bytes that are not UTF-8"
+    control = _PATH_CONTROL.search(raw)
+    if control:
+        return (f"image path holds the control character U+{ord(control.group()):04X} at character "
+                f"{control.start() + 1}")
     if raw.startswith(("/", "\\")) or os.path.isabs(raw) or (len(raw) > 1 and raw[1] == ":"):
         return f"image path {raw!r} is absolute; paths must be relative to the images root {root}"
-    rel = os.path.normpath(raw.replace("\\", "/")).replace(os.sep, "/")
+    rel = normalise_path(raw)
     if rel == ".." or rel.startswith("../"):
         return f"image path {raw!r} escapes the images root {root}"
     memo = PathMemo() if memo is None else memo
     plain = _plain_file(root, rel, memo)
     if plain is not None:
         return rel, plain
-    rel = _on_disk(root, rel, memo)
     try:
+        rel = _on_disk(root, rel, memo)
         target = (root / rel).resolve(strict=True)
     except FileNotFoundError:
         if (root / rel).is_symlink():
             return f"image {raw!r} is a link to a file that does not exist"
         return f"image {raw!r} not found under {root}"
-    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError ELOOP after
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError ELOOP after;
+        # another OSError: a name too long for the file system (ENAMETOOLONG), a folder that cannot be listed
         if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
             return f"image path {raw!r} is a link that loops (it leads back to itself)"
         return f"image {raw!r} cannot be reached ({getattr(exc, 'strerror', None) or exc})"
@@ -212,6 +227,8 @@ def check_image(path: Path) -> ImageInfo | str:
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+    except UnidentifiedImageError:  # no format's opener took it; its message names the BytesIO object, not the file
+        return f"unreadable or truncated image {path.name} (not an image PIL can read)"
     except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, struct.error…)
         return f"unreadable or truncated image {path.name} ({type(exc).__name__}: {exc})"
     return ImageInfo(bytes_hash(data), int(width), int(height), len(data))
