@@ -112,21 +112,40 @@ def _own_files(fmt: str, splits: list[str]) -> set[str]:
     """The names an export of `fmt` writes at its top level besides images (an image whose first path part is
     one of them goes under `images/`)."""
     if fmt == "coco":
-        data = {f"captions_{s}.json" for s in splits}
+        data = set(_coco_files(splits).values())
     else:
         data = {"dataset.json" if fmt == "karpathy" else f"pairs.{fmt}"}
     return data | {MANIFEST, DECISIONS}
 
 
+def _coco_files(splits: list[str]) -> dict[str, str]:
+    """The `captions_<split>.json` file of each split, its name made safe (a split such as `train/2014` or
+    `..` names no folder) and unique; the split itself travels in each image entry's `split` field."""
+    names: dict[str, str] = {}
+    for split in sorted(splits):
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", split).strip(".") or "split"
+        name, n = f"captions_{stem}.json", 1
+        while name in names.values():
+            n += 1
+            name = f"captions_{stem}-{n}.json"
+        names[split] = name
+    return names
+
+
+def _is_number(key: str) -> bool:
+    """Whether a pair key is a plain ASCII number (`str.isdigit` also takes '²', which `int` refuses)."""
+    return key.isascii() and key.isdigit()
+
+
 def _numeric_ids(keys: list[str]) -> list[int]:
     """An integer id per pair key, unique across the export: the key itself when it is a number not seen
     before, else the next free number (COCO annotation ids and Karpathy sentids must be integers)."""
-    taken = {int(k) for k in keys if k.isdigit()}
+    taken = {int(k) for k in keys if _is_number(k)}
     next_id = max(taken, default=0) + 1
     used: set[int] = set()
     ids = []
     for key in keys:
-        if key.isdigit() and int(key) not in used:
+        if _is_number(key) and int(key) not in used:
             value = int(key)
         else:
             value, next_id = next_id, next_id + 1
@@ -152,6 +171,7 @@ def _write_coco(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[st
     next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
     rows = snap.rows(plan.image_prefix)
     ann_ids = dict(zip(rows.index, _numeric_ids(list(rows["pair_id"]))))
+    names = _coco_files(list(rows["split"].unique()))
     files = []
     for split, part in rows.groupby("split", sort=True):
         images, annotations, listed = [], [], set()
@@ -171,7 +191,7 @@ def _write_coco(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[st
             annotations.append(annotation)
         doc = {"info": source.get("info") or {"description": f"Concord export of {plan.dataset.name}"},
                "licenses": source.get("licenses") or [], "images": images, "annotations": annotations}
-        name = f"captions_{split}.json"
+        name = names[split]
         (folder / name).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
         files.append(name)
     return files
@@ -275,22 +295,46 @@ def clean_stale_exports(parent_dir: str | Path) -> list[Path]:
     return removed
 
 
+def _held_data(store: Store, folder: Path) -> str | None:
+    """What of the store's own data `folder` holds, which replacing it would delete: its database, a dataset's
+    whole image folder, or any image of a dataset whose folder holds `folder` (None when nothing)."""
+    if Path(store.path).resolve().is_relative_to(folder):
+        return f"the database {store.path}"
+    for name in store.dataset_names():
+        dataset = store.dataset(name)
+        root = Path(dataset.root).expanduser().resolve()
+        if root.is_relative_to(folder):
+            return f"the images of dataset {name!r} ({root})"
+        if folder.is_relative_to(root):
+            inside = folder.relative_to(root).as_posix() + "/"
+            if any(str(path).startswith(inside) for path in store.images_frame(dataset.id)["path"]):
+                return f"images of dataset {name!r}"
+    return None
+
+
 def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
                  progress: Progress | None = None) -> dict[str, Any]:
     """Write `plan` into `out_dir` atomically; returns the manifest. Refuses a non-empty `out_dir`
     unless the plan's options say `overwrite`."""
     progress = progress or Progress()
-    out = Path(out_dir).expanduser().absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_exports(out.parent)
+    out = Path(out_dir).expanduser().resolve()    # a link to a folder: the export goes where it points
     if out.exists() and not out.is_dir():
         raise ConcordError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not plan.options.overwrite:
-        raise ConcordError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()):
+        if not plan.options.overwrite:
+            raise ConcordError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        held = _held_data(store, out)
+        if held:
+            raise ConcordError(f"--overwrite would delete {out}, which holds {held}; choose another folder")
     tmp = out.parent / f".{out.name}.concord-tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.concord-old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_exports(out.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise ConcordError(f"cannot create the export folder {out}: {exc.strerror or exc}") from None
     try:
         with store.export_snapshot(*plan.source()) as snap:
             written = snap.summary()       # as written, whatever was decided since the plan

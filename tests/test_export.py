@@ -202,6 +202,77 @@ def test_refuses_non_empty_dir_and_overwrites(store, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "src"]
 
 
+@pytest.mark.parametrize("where", ["root", "above", "inside"])
+def test_overwrite_never_deletes_the_datasets_own_images(store, tmp_path, where):
+    """--overwrite replaces a folder: never one that is a dataset's image folder, holds it, or holds some of its
+    images; the message says why and every image is still there."""
+    make_dataset(store, tmp_path / "data" / "src")
+    out = {"root": tmp_path / "data" / "src", "above": tmp_path / "data",
+           "inside": tmp_path / "data" / "src" / "sub"}[where]
+    before = sorted(p.name for p in (tmp_path / "data" / "src" / "sub").iterdir())
+    with pytest.raises(ConcordError, match=r"--overwrite would delete .*, which holds (the )?images of dataset "
+                                           r"'ds'.*; choose another folder"):
+        export_dataset(store, "ds", out, ExportOptions(overwrite=True))
+    assert sorted(p.name for p in (tmp_path / "data" / "src" / "sub").iterdir()) == before == [
+        f"img{k}.png" for k in range(6)]
+    assert not [p for p in out.parent.iterdir() if "concord-" in p.name]
+
+
+def test_overwrite_never_deletes_the_database(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    with pytest.raises(ConcordError, match=r"which holds the database .*concord.duckdb"):
+        export_dataset(store, "ds", Path(store.path).parent, ExportOptions(overwrite=True))
+    assert Path(store.path).is_file()
+
+
+def test_overwrite_of_an_earlier_export_inside_the_image_folder(store, tmp_path):
+    """A folder inside the dataset's own that holds none of its images (an earlier export there, paths only)
+    may be replaced."""
+    make_dataset(store, tmp_path / "src")
+    out = tmp_path / "src" / "cleaned"
+    export_dataset(store, "ds", out, ExportOptions(images="paths"))
+    manifest = export_dataset(store, "ds", out, ExportOptions(images="paths", overwrite=True))
+    assert manifest["counts"]["out"] == 6 and (out / "pairs.csv").is_file()
+
+
+def test_export_into_a_link_writes_where_it_points(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target", target_is_directory=True)
+    export_dataset(store, "ds", tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "pairs.csv").is_file()
+    assert not [p for p in tmp_path.iterdir() if "concord-" in p.name]
+
+
+def test_an_export_folder_that_cannot_be_made_is_named_in_a_plain_message(store, tmp_path):
+    make_dataset(store, tmp_path / "src")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConcordError, match=r"cannot create the export folder .*a-file/out: "):
+        export_dataset(store, "ds", tmp_path / "a-file" / "out")
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+@pytest.mark.parametrize("fmt", ["coco", "karpathy"])
+def test_split_names_and_keys_that_are_no_file_name_or_number_round_trip(store, tmp_path, fmt):
+    """A split `train/2014` names no folder in a COCO file name, `..` no parent, and the key '²' is a digit to
+    `str.isdigit` but no number to `int`: each round trips as it was."""
+    rows = []
+    for k, (split, key) in enumerate([("train/2014", "²"), ("..", "5"), ("train_2014", "x")]):
+        Image.new("RGB", (8, 8), (k * 80, 0, 0)).save(tmp_path / f"i{k}.png")
+        rows.append({"image_path": f"i{k}.png", "image_hash": file_hash(tmp_path / f"i{k}.png"), "width": 8,
+                     "height": 8, "nbytes": 1, "caption": f"c{k}", "split": split, "key": key})
+    store.write_dataset("ds", tmp_path, fmt, pd.DataFrame(rows))
+    manifest = export_dataset(store, "ds", tmp_path / "out")
+    if fmt == "coco":
+        assert sorted(manifest["files"]) == ["captions_split.json", "captions_train_2014-2.json",
+                                             "captions_train_2014.json"]
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        import_dataset(fresh, tmp_path / "out")
+        back = fresh.pairs_frame(fresh.dataset("ds").id)
+        assert sorted(zip(back["key"], back["image_path"], back["split"])) == [
+            ("5", "i1.png", ".."), ("x", "i2.png", "train_2014"), ("²", "i0.png", "train/2014")]
+
+
 def test_drop_flagged_needs_a_run(store, tmp_path):
     make_dataset(store, tmp_path / "src")
     with pytest.raises(ConcordError, match="no finished run"):
