@@ -13,10 +13,12 @@ id. A file is checked as a whole: the first bad row is refused with its file and
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import pandas as pd
 
@@ -24,6 +26,8 @@ from core.errors import ConcordError, NotFound
 from core.meta_seed import (TRAIN_SPLIT, ensure_seed, seed_from_split,  # noqa: F401  (curated here too)
                             split_sizes, trusted_split, unclaimed_pairs)
 from core.store import META_SOURCES, Run, Store
+
+T = TypeVar("T")
 
 RETRAIN_DEFAULT_METHOD = "mscn"
 """The method a retrain starts when the dataset has no run to copy: the one that learns from the meta-data."""
@@ -57,7 +61,7 @@ def _check_label(label: Any) -> int:
     return int(str(label).strip())
 
 
-def _resolve(lookup: dict[str, int | None], ident: str) -> int:
+def resolve_pair(lookup: dict[str, int | None], ident: str) -> int:
     """The store id a pair identifier names, or ConcordError saying why none."""
     ident = ident.strip()
     if ident not in lookup:
@@ -71,32 +75,47 @@ def _resolve(lookup: dict[str, int | None], ident: str) -> int:
 def resolve_pairs(store: Store, dataset_id: int, idents: Sequence[str], store_ids: bool = False) -> list[int]:
     """Store ids of pairs named by key (or, with `store_ids`, by numeric store id)."""
     lookup = store.pair_lookup(dataset_id, store_ids)
-    return [_resolve(lookup, str(i)) for i in idents]
+    return [resolve_pair(lookup, str(i)) for i in idents]
+
+
+_LINE_BREAK = re.compile("\r\n|\r|\n")
+"""A line break as the csv module counts lines."""
+
+
+def read_pair_csv(text: str, name: str, what: str, columns: tuple[str, ...], lookup: dict[str, int | None],
+                  check: Callable[[dict[str, str | None]], T]) -> list[tuple[int, T, int]]:
+    """(store pair id, checked row, line) for every row of a CSV of `what` (labels, decisions) with a `pair_id`
+    column and `columns`, each row checked by `check`; the first bad row, or a pair listed twice, is refused with `name`
+    and the line its record starts on. Records split at line breaks only, so a quoted value may span lines and
+    hold any other character (U+2028, form feed)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in ("pair_id", *columns) if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConcordError(f"{name} line 1: missing column(s) {', '.join(missing)} "
+                           f"(needs {', '.join(('pair_id', *columns))})")
+    rows: list[tuple[int, T, int]] = []
+    lines: dict[int, int] = {}
+    for row in reader:
+        line = reader.line_num - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str))
+        ident = (row.get("pair_id") or "").strip()
+        try:
+            checked = check(row)
+            pid = resolve_pair(lookup, ident)
+            if pid in lines:
+                raise ConcordError(f"pair {ident!r} is already listed on line {lines[pid]}")
+        except ConcordError as exc:
+            raise ConcordError(f"{name} line {line}: {exc}; nothing was stored") from None
+        lines[pid] = line
+        rows.append((pid, checked, line))
+    if not rows:
+        raise ConcordError(f"{name}: no {what} in the file")
+    return rows
 
 
 def read_labels_csv(text: str, name: str, lookup: dict[str, int | None]) -> dict[int, int]:
-    """Store pair id → label for every row of a labels CSV, checked; the first bad row is refused with
-    `name` and its line."""
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in ("pair_id", "label") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ConcordError(f"{name} line 1: missing column(s) {', '.join(missing)} (needs pair_id, label)")
-    labels: dict[int, int] = {}
-    lines: dict[int, int] = {}
-    for row in reader:
-        where = f"{name} line {reader.line_num}"
-        ident = (row.get("pair_id") or "").strip()
-        try:
-            label = _check_label(row.get("label") or "")
-            pid = _resolve(lookup, ident)
-            if pid in labels:
-                raise ConcordError(f"pair {ident!r} is already listed on line {lines[pid]}")
-        except ConcordError as exc:
-            raise ConcordError(f"{where}: {exc}; nothing was stored") from None
-        labels[pid], lines[pid] = label, reader.line_num
-    if not labels:
-        raise ConcordError(f"{name}: no labels in the file")
-    return labels
+    """Store pair id → label for every row of a labels CSV, checked (`read_pair_csv`)."""
+    return {pid: label for pid, label, _ in read_pair_csv(text, name, "labels", ("label",), lookup,
+                                                           lambda row: _check_label(row.get("label") or ""))}
 
 
 def import_csv_text(store: Store, dataset_id: int, text: str, name: str, store_ids: bool = False) -> int:

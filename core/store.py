@@ -110,6 +110,20 @@ _DECISION_LOG = """SELECT d.id AS decision_id, d.pair_id, p.key AS pair_key, d.a
 _COPY_FORMATS = {"csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json", "parquet": "FORMAT parquet"}
 
 
+def fix_caption(caption: str | None) -> str:
+    """A fix's new caption as an import stores a caption (line breaks as LF), or ConcordError with the importer's
+    reason: the importer's own checks, so that an export with the fix imports back as it was."""
+    from core.importers.validation import caption_problem, normalise_caption   # core.importers imports the store
+
+    if caption is None or not caption.strip():
+        raise ConcordError("a fix needs the new caption")
+    caption = normalise_caption(caption)
+    problem = caption_problem(caption)
+    if problem is not None:
+        raise ConcordError(f"the new caption is refused: {problem}")
+    return caption
+
+
 def _filled(values: np.ndarray, fill: Any) -> np.ndarray:
     """A `fetchnumpy` column with its NULLs as `fill`: None (an object column) or NaN (float64). DuckDB returns a
     masked array where a column has NULLs."""
@@ -425,7 +439,8 @@ class Store:
         and `original_caption`; a relation also has `row_order` (a frame's order is its rows'). Rows repeating
         an earlier row's (image content, caption text) are merged. Replacing keeps the ids (and so the
         decisions, meta-data and scores) of pairs that still exist and deletes what belonged only to pairs that
-        are gone. The hashes are DuckDB's `sha1`, the same as `core.hashing`'s. Returns counts.
+        are gone; when the pairs change, the runs' stored detection figures go stale (`_stale_detection`). The
+        hashes are DuckDB's `sha1`, the same as `core.hashing`'s. Returns counts.
         """
         frame = None
         if not isinstance(records, str):
@@ -475,6 +490,7 @@ class Store:
                                                  WHERE c.dataset_id = ? AND c.hash = n.hash)""",
                             [ds_id, ds_id])
                 # pairs: reconcile by uid
+                pairs_changed = self._pairs_change(cur, ds_id) if existing else False
                 gone = "(SELECT id FROM pairs WHERE dataset_id = ? AND uid NOT IN (SELECT uid FROM new_pairs))"
                 for table in ("decisions", "scores", "score_extras", "review_set_pairs"):
                     cur.execute(f"DELETE FROM {table} WHERE pair_id IN {gone}", [ds_id])
@@ -499,6 +515,8 @@ class Store:
                 cur.execute("""DELETE FROM meta_entries WHERE dataset_id = ? AND image_id NOT IN
                                (SELECT id FROM images WHERE dataset_id = ?)""", [ds_id, ds_id])
                 pairs = cur.execute("SELECT count(*) FROM new_pairs").fetchone()[0]
+                if pairs_changed:
+                    self._stale_detection(cur, ds_id)
             finally:
                 for table in ("new_images", "new_caps", "new_pairs"):
                     try:
@@ -514,6 +532,32 @@ class Store:
             }
         _IMPORTS[(self.path, int(ds_id))] = _IMPORTS.get((self.path, int(ds_id)), 0) + 1
         return {k: int(v) for k, v in counts.items()} | {"dataset_id": int(ds_id)}
+
+    @staticmethod
+    def _pairs_change(cur: duckdb.DuckDBPyConnection, dataset_id: int) -> bool:
+        """Whether the staged rows (`new_pairs`) change dataset `dataset_id`'s pairs as detection measures them:
+        a pair gone or new, or a kept pair's split or injected-noise truth changed."""
+        return bool(cur.execute("""SELECT
+            EXISTS (SELECT 1 FROM pairs p WHERE p.dataset_id = ? AND p.uid NOT IN (SELECT uid FROM new_pairs))
+            OR EXISTS (SELECT 1 FROM new_pairs n WHERE n.uid NOT IN (SELECT uid FROM pairs WHERE dataset_id = ?))
+            OR EXISTS (SELECT 1 FROM pairs p JOIN new_pairs n ON n.uid = p.uid WHERE p.dataset_id = ?
+                       AND (p.split IS DISTINCT FROM n.split OR p.is_noisy IS DISTINCT FROM n.is_noisy))""",
+                                [dataset_id] * 3).fetchone()[0])
+
+    @staticmethod
+    def _stale_detection(cur: duckdb.DuckDBPyConnection, dataset_id: int) -> None:
+        """Withdraw the detection figures (AUROC, F1 …) the dataset's runs stored when they finished: they were
+        measured on pairs that changed. They move to `detection_stale` (with when), so lists show none and
+        `evaluate RUN` gives them on the pairs as they are now; the runs' scores of kept pairs stay."""
+        rows = cur.execute("SELECT id, metrics FROM runs WHERE dataset_id = ? AND metrics IS NOT NULL",
+                           [dataset_id]).fetchall()
+        now = _now().isoformat(timespec="seconds")
+        for run_id, metrics in rows:
+            values = json.loads(metrics) if metrics else {}
+            if "detection" not in values:
+                continue
+            values["detection_stale"] = {"since": now, "figures": values.pop("detection")}
+            cur.execute("UPDATE runs SET metrics = ? WHERE id = ?", [json.dumps(values), run_id])
 
     @staticmethod
     def _stage_new_rows(cur: duckdb.DuckDBPyConnection, relation: str) -> int:
@@ -867,33 +911,41 @@ class Store:
         """Record `action` on each pair in one transaction, with its meta-data effect; returns decision ids.
 
         keep → the pair becomes a positive; reject → a (hard) negative; fix → the image with
-        `new_caption` becomes a positive and the old pair a negative; skip → no meta-data change.
+        `new_caption` becomes a positive and the old pair a negative; skip → no meta-data change. What the
+        pair's previous decision put in the meta-data gives way (`_settle_meta`). A fix's caption is checked
+        and normalised as an import would (`fix_caption`) and must differ from the pair's own.
         """
         if action not in ACTIONS:
             raise ConcordError(f"unknown action {action!r} (choose one of {', '.join(ACTIONS)})")
         if not reviewer or not reviewer.strip():
             raise ConcordError("a decision needs a reviewer name")
         if action == "fix":
-            if new_caption is None or not new_caption.strip():
-                raise ConcordError("a fix needs the new caption")
+            new_caption = fix_caption(new_caption)
         elif new_caption is not None:
             raise ConcordError(f"only a fix takes a new caption, not {action}")
         ids: list[int] = []
         with self.transaction() as cur:
-            new_caption_id = self.caption_id(dataset_id, new_caption) if action == "fix" else None
             wanted = [int(p) for p in pair_ids]
-            found = cur.execute("SELECT id, image_id, caption_id FROM pairs WHERE dataset_id = ? AND id IN "
+            found = cur.execute("SELECT id, image_id, caption_id, key FROM pairs WHERE dataset_id = ? AND id IN "
                                 "(SELECT unnest(?::BIGINT[]))", [dataset_id, wanted]).fetchall()
             by_id = {int(r[0]): (int(r[1]), int(r[2])) for r in found}
             missing = [p for p in wanted if p not in by_id]
             if missing:
                 raise NotFound(f"no pair {missing[0]} in this dataset")
+            new_caption_id = None
+            if action == "fix":
+                own = self.caption_id(dataset_id, new_caption, create=False)
+                same = next((r[3] for r in found if r[2] == own), None)
+                if same is not None:
+                    raise ConcordError(f"the new caption is pair {same}'s own caption; a fix needs a different "
+                                       "caption (keep the pair if its caption is right)")
+                new_caption_id = self.caption_id(dataset_id, new_caption)
             now = _now()
             for pid in wanted:
                 image_id, caption_id = by_id[pid]
-                did = int(cur.execute("SELECT nextval('seq_decision')").fetchone()[0])
-                cur.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                            [did, dataset_id, pid, action, reviewer, now, new_caption_id, run_id])
+                did = int(cur.execute("""INSERT INTO decisions VALUES (nextval('seq_decision'), ?, ?, ?, ?, ?, ?,
+                                         NULL, ?) RETURNING id""",
+                                      [dataset_id, pid, action, reviewer, now, new_caption_id, run_id]).fetchone()[0])
                 effects: list[tuple[int, int, int]] = []
                 if action == "keep":
                     effects = [(image_id, caption_id, 1)]
@@ -903,29 +955,70 @@ class Store:
                     effects = [(image_id, new_caption_id, 1), (image_id, caption_id, 0)]
                 for img, cap, label in effects:
                     self._put_meta(cur, dataset_id, img, cap, label, "decision", decision_id=did)
+                self._settle_meta(cur, dataset_id, pid, image_id, did)
                 ids.append(did)
         return ids
 
     def undo(self, dataset_id: int, reviewer: str) -> int | None:
-        """Revert `reviewer`'s latest effective decision and its meta-data effect; returns the reverted id."""
+        """Revert `reviewer`'s latest effective decision and its meta-data effect; returns the reverted id.
+
+        The meta-data of the pairs it touched becomes what the remaining history says (`_settle_meta`): what the
+        pair's decision now in effect, if any, put there, else what was there before, never anything made by a
+        decision no longer in effect."""
         with self.transaction() as cur:
-            row = cur.execute(f"""SELECT id FROM {_EFFECTIVE.format(ds=int(dataset_id))} e
-                                  WHERE e.reviewer = ? ORDER BY e.id DESC LIMIT 1""", [reviewer]).fetchone()
+            row = cur.execute(f"""SELECT e.id, e.pair_id, p.image_id FROM {_EFFECTIVE.format(ds=int(dataset_id))} e
+                                  JOIN pairs p ON p.id = e.pair_id WHERE e.reviewer = ? ORDER BY e.id DESC LIMIT 1""",
+                              [reviewer]).fetchone()
             if row is None:
                 return None
-            target = int(row[0])
-            pair_id = cur.execute("SELECT pair_id FROM decisions WHERE id = ?", [target]).fetchone()[0]
-            did = int(cur.execute("SELECT nextval('seq_decision')").fetchone()[0])
-            cur.execute("INSERT INTO decisions VALUES (?, ?, ?, 'undo', ?, ?, NULL, ?, NULL)",
-                        [did, dataset_id, pair_id, reviewer, _now(), target])
-            now = _now()
-            made = cur.execute("SELECT id, replaces FROM meta_entries WHERE decision_id = ? AND removed_at IS NULL",
-                               [target]).fetchall()
-            for entry_id, replaces in made:
-                cur.execute("UPDATE meta_entries SET removed_at = ?, removed_by = ? WHERE id = ?", [now, did, entry_id])
-                if replaces is not None:
-                    cur.execute("UPDATE meta_entries SET removed_at = NULL, removed_by = NULL WHERE id = ?", [replaces])
+            target, pair_id, image_id = int(row[0]), int(row[1]), int(row[2])
+            did = int(cur.execute("""INSERT INTO decisions VALUES (nextval('seq_decision'), ?, ?, 'undo', ?, ?, NULL,
+                                     ?, NULL) RETURNING id""",
+                                  [dataset_id, pair_id, reviewer, _now(), target]).fetchone()[0])
+            self._settle_meta(cur, dataset_id, pair_id, image_id, did)
             return target
+
+    @staticmethod
+    def _settle_meta(cur: duckdb.DuckDBPyConnection, dataset_id: int, pair_id: int, image_id: int, by: int) -> None:
+        """After decision or undo `by` on pair `pair_id` (of image `image_id`), give each meta-data key the pair's
+        decisions touch the active entry its history says.
+
+        The keys are those of the active entries made by decisions on the pair and all those of its current
+        decision (the latest not undone). A key's entry is its newest one still standing: one made by the current
+        decision of its pair (not one that decision replaced itself), or one of another source; a person's removal
+        or replacement (`removed_by` NULL) ends the walk, so nothing older comes back. Entries this deactivates are
+        marked removed by `by`, so a later settle may bring them back. A decision's entries are all on its pair's
+        image, so the image's decisions and entries are the whole history needed."""
+        decisions = cur.execute("""SELECT d.id, d.pair_id, d.action, d.reverts FROM decisions d JOIN pairs p
+                                   ON p.id = d.pair_id WHERE d.dataset_id = ? AND p.image_id = ?""",
+                                [dataset_id, image_id]).fetchall()
+        reverted = {r[3] for r in decisions if r[3] is not None}
+        current: dict[int, int] = {}
+        for did, pid, action, _ in decisions:
+            if action != "undo" and did not in reverted and did > current.get(pid, 0):
+                current[pid] = did
+        in_effect, of_pair = set(current.values()), {r[0] for r in decisions if r[1] == pair_id}
+        rows = cur.execute("""SELECT id, caption_id, decision_id, removed_at IS NULL, removed_by FROM meta_entries
+                              WHERE dataset_id = ? AND image_id = ? ORDER BY id DESC""",
+                           [dataset_id, image_id]).fetchall()
+        keys = {c for _, c, d, active, _ in rows if d in of_pair and (active or d == current.get(pair_id))}
+        chosen: dict[int, int | None] = {}
+        for entry_id, caption_id, decision_id, active, removed_by in rows:
+            if caption_id not in keys or caption_id in chosen:
+                continue
+            if not active and removed_by is None:           # a person removed or replaced it
+                chosen[caption_id] = None
+            elif decision_id is None or (decision_id in in_effect and removed_by != decision_id):
+                chosen[caption_id] = entry_id
+        wanted = {e for e in chosen.values() if e is not None}
+        off = [e for e, c, _, active, _ in rows if active and c in keys and e not in wanted]
+        on = wanted - {e for e, _, _, active, _ in rows if active}
+        if off:
+            cur.execute(f"UPDATE meta_entries SET removed_at = ?, removed_by = ? WHERE id IN "
+                        f"({', '.join(map(str, off))})", [_now(), by])
+        if on:
+            cur.execute(f"UPDATE meta_entries SET removed_at = NULL, removed_by = NULL WHERE id IN "
+                        f"({', '.join(map(str, sorted(on)))})")
 
     def decisions_frame(self, dataset_id: int) -> pd.DataFrame:
         """The full decision log, oldest first, with pair keys and caption texts."""
@@ -963,11 +1056,10 @@ class Store:
         if prev is not None:
             cur.execute("UPDATE meta_entries SET removed_at = ?, removed_by = ? WHERE id = ?",
                         [now, decision_id, prev[0]])
-        entry_id = int(cur.execute("SELECT nextval('seq_meta')").fetchone()[0])
-        cur.execute("INSERT INTO meta_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                    [entry_id, dataset_id, image_id, caption_id, int(label), source, decision_id,
-                     None if prev is None else prev[0], now])
-        return entry_id
+        return int(cur.execute("""INSERT INTO meta_entries VALUES (nextval('seq_meta'), ?, ?, ?, ?, ?, ?, ?, ?, NULL,
+                                  NULL) RETURNING id""", [dataset_id, image_id, caption_id, int(label), source,
+                                                         decision_id, None if prev is None else prev[0],
+                                                         now]).fetchone()[0])
 
     def add_meta(self, dataset_id: int, entries: Sequence[tuple[int, int, int]], source: str) -> list[int]:
         """Add (image_id, caption_id, label) entries in one transaction; an entry for the same image and

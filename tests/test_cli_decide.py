@@ -1,6 +1,7 @@
 """`decide` CLI: single decisions, CSV files (all or nothing, bad rows named by line), undo, export CLI."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -59,6 +60,59 @@ def test_csv_all_or_nothing(ds, capsys):
     assert main(["decide", "ds", "--csv", str(bad)]) == 1
     assert "line 1: missing column(s) pair_id" in capsys.readouterr().err
     assert "105" not in current()
+
+
+def meta_rows(name: str = "ds") -> list[tuple[str, int, str]]:
+    """The active meta-data entries as (caption, label, source), in entry order."""
+    with Store.open() as s:
+        meta = s.meta_frame(s.dataset(name).id)
+        return [(c, int(l), src) for c, l, src in zip(meta["caption"], meta["label"], meta["source"])]
+
+
+def test_undo_by_two_reviewers_leaves_the_meta_data_as_before(ds, capsys):
+    for args in (["--reviewer", "alice", "--pair", "101", "--action", "keep"],
+                 ["--reviewer", "bob", "--pair", "101", "--action", "reject"]):
+        assert main(["decide", "ds", *args]) == 0
+    assert meta_rows() == [("caption number 0", 0, "decision")]
+    assert main(["decide", "ds", "--reviewer", "alice", "--undo"]) == 0
+    assert meta_rows() == [("caption number 0", 0, "decision")] and current() == {"101": ("reject", None)}
+    assert main(["decide", "ds", "--reviewer", "bob", "--undo"]) == 0
+    assert meta_rows() == [] and current() == {}
+
+
+def write_csv(path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["pair_id", "action", "caption"], *rows])
+
+
+def test_csv_captions_keep_their_line_breaks_and_characters(ds, capsys):
+    good = ds / "good.csv"
+    write_csv(good, [["101", "fix", "multi\nline"], ["102", "fix", "sep\u2028here"], ["103", "fix", "a\r\nb"],
+                     ["104", "keep", ""]])
+    assert main(["decide", "ds", "--csv", str(good), "--reviewer", "ann"]) == 0
+    assert current() == {"101": ("fix", "multi\nline"), "102": ("fix", "sep\u2028here"), "103": ("fix", "a\nb"),
+                         "104": ("keep", None)}
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["105", "keep", ""], ["106", "fix", "line\none"], ["105", "reject", ""]],
+     "line 5: pair '105' is already listed on line 2; nothing was stored"),
+    ([["105", "keep", ""], ["106", "fix", "form\x0cfeed"]],
+     "line 3: the new caption is refused: caption holds the control character U+000C at character 5; "
+     "nothing was stored"),
+    ([["105", "keep", ""], ["106", "fix", "bell\x07"]],
+     "line 3: the new caption is refused: caption holds the control character U+0007 at character 5; "
+     "nothing was stored"),
+    ([["105", "keep", ""], ["106", "fix", "caption number 5"]],
+     "line 3: the new caption is pair 106's own caption; a fix needs a different caption (keep the pair if its "
+     "caption is right); nothing was stored"),
+], ids=["duplicate", "form-feed", "bell", "own-caption"])
+def test_csv_bad_rows_are_named_and_nothing_is_stored(ds, capsys, rows, message):
+    bad = ds / "bad.csv"
+    write_csv(bad, rows)
+    assert main(["decide", "ds", "--csv", str(bad), "--reviewer", "ann"]) == 1
+    assert f"{bad} {message}" in capsys.readouterr().err
+    assert current() == {} and meta_rows() == []
 
 
 def test_export_cli(ds, capsys):

@@ -126,6 +126,17 @@ def test_import_csv_all_or_nothing(store, ds, tmp_path):
         metadata.import_csv_text(store, ds, "pair_id,label\nk6,0\n", "upload.csv", store_ids=True)
 
 
+def test_import_csv_rows_with_line_breaks_in_other_columns(store, ds):
+    """A spreadsheet's labels file may carry a caption column: a quoted value over two lines or holding U+2028
+    or a form feed is one value, and a refusal names the line its record starts on."""
+    text = 'pair_id,label,caption\nk0,1,"two\nlines"\nk2,0,one\u2028line\fhere\nk4,1,x\n'
+    assert metadata.import_csv_text(store, ds, text, "sheet.csv") == 3
+    assert keys_of(store, ds) == {"k0": (1, "import"), "k2": (0, "import"), "k4": (1, "import")}
+    with pytest.raises(ConcordError, match=r"^sheet.csv line 4: pair 'k0' is already listed on line 2; nothing"):
+        metadata.import_csv_text(store, ds, 'pair_id,label,caption\nk0,1,"a\nb"\nk0,0,c\n', "sheet.csv")
+    assert len(store.meta_frame(ds)) == 3
+
+
 def test_add_flip_remove(store, ds):
     pids = metadata.resolve_pairs(store, ds, ["k0", "k1", "k2"])
     first = metadata.add_pairs(store, ds, pids[:2], 1)

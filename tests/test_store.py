@@ -211,3 +211,155 @@ def test_second_process_is_told_who_holds_the_database(store: Store) -> None:
     assert store.path in lines[0] and "process" in lines[0]
     import os
     assert str(os.getpid()) in lines[0]
+
+
+def active_meta(store: Store, ds: int = 1) -> list[tuple[str, int, str, int | None]]:
+    """The active meta-data entries as (caption, label, source, decision id), in entry order."""
+    meta = store.meta_frame(ds)
+    return [(c, int(l), s, None if pd.isna(d) else int(d))
+            for c, l, s, d in zip(meta.caption, meta.label, meta.source, meta.decision_id)]
+
+
+@pytest.mark.parametrize("undo_order", [("ann", "bob"), ("bob", "ann")])
+def test_undo_across_reviewers_brings_back_only_decisions_in_effect(store: Store, undo_order) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    p = store.pairs_frame(1)
+    cap = p.caption[0]
+    store.add_meta(1, [(p.image_id[0], p.caption_id[0], 0)], "import")
+    keep = store.decide(1, [p.pair_id[0]], "keep", "ann")[0]
+    assert active_meta(store) == [(cap, 1, "decision", keep)]
+    reject = store.decide(1, [p.pair_id[0]], "reject", "bob")[0]
+    assert active_meta(store) == [(cap, 0, "decision", reject)]
+    first, second = undo_order
+    store.undo(1, first)
+    # the other reviewer's decision is the pair's decision now, and only its entry is active
+    assert active_meta(store) == ([(cap, 0, "decision", reject)] if first == "ann" else [(cap, 1, "decision", keep)])
+    store.undo(1, second)
+    assert active_meta(store) == [(cap, 0, "import", None)]   # as before either decision
+    assert store.pairs_frame(1).decision.isna().all()
+
+
+def test_a_later_decision_withdraws_what_the_earlier_one_put_and_undo_brings_it_back(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    p = store.pairs_frame(1)
+    cap = p.caption[0]
+    hearts = store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption="three red hearts")[0]
+    assert active_meta(store) == [("three red hearts", 1, "decision", hearts), (cap, 0, "decision", hearts)]
+    stars = store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption="two blue stars")[0]
+    assert active_meta(store) == [("two blue stars", 1, "decision", stars), (cap, 0, "decision", stars)]
+    keep = store.decide(1, [p.pair_id[0]], "keep", "ann")[0]
+    assert active_meta(store) == [(cap, 1, "decision", keep)]
+    skip = store.decide(1, [p.pair_id[0]], "skip", "ann")[0]
+    assert skip and active_meta(store) == []
+    store.undo(1, "ann")
+    assert active_meta(store) == [(cap, 1, "decision", keep)]
+    store.undo(1, "ann")
+    assert active_meta(store) == [("two blue stars", 1, "decision", stars), (cap, 0, "decision", stars)]
+    store.undo(1, "ann")
+    assert active_meta(store) == [("three red hearts", 1, "decision", hearts), (cap, 0, "decision", hearts)]
+    store.undo(1, "ann")
+    assert active_meta(store) == []
+
+
+def test_a_withdrawn_fix_gives_back_the_entry_it_replaced_and_decisions_on_siblings_stack(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))   # pairs 0 and 1 share an image
+    p = store.pairs_frame(1)
+    cap0, cap1 = p.caption[0], p.caption[1]
+    store.add_meta(1, [(p.image_id[0], p.caption_id[1], 1)], "seed")
+    fix = store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption=cap1)[0]   # pair 0 gets pair 1's caption
+    assert active_meta(store) == [(cap1, 1, "decision", fix), (cap0, 0, "decision", fix)]
+    reject = store.decide(1, [p.pair_id[1]], "reject", "bob")[0]                 # pair 1 itself: the same key
+    assert active_meta(store) == [(cap0, 0, "decision", fix), (cap1, 0, "decision", reject)]
+    keep = store.decide(1, [p.pair_id[0]], "keep", "ann")[0]                     # pair 1's reject still stands
+    assert active_meta(store) == [(cap1, 0, "decision", reject), (cap0, 1, "decision", keep)]
+    store.undo(1, "bob")                                  # the fix is no longer in effect: the seed is back
+    assert active_meta(store) == [(cap1, 1, "seed", None), (cap0, 1, "decision", keep)]
+    store.undo(1, "ann")                                  # the fix is in effect again
+    assert active_meta(store) == [(cap1, 1, "decision", fix), (cap0, 0, "decision", fix)]
+    store.undo(1, "ann")
+    assert active_meta(store) == [(cap1, 1, "seed", None)]
+
+
+def test_undo_does_not_bring_back_what_a_person_removed(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    p = store.pairs_frame(1)
+    store.add_meta(1, [(p.image_id[0], p.caption_id[0], 1)], "seed")
+    store.decide(1, [p.pair_id[0]], "reject", "ann")
+    store.remove_meta(1, store.meta_frame(1).entry_id.tolist())
+    store.undo(1, "ann")
+    assert active_meta(store) == []
+
+
+def test_a_fix_to_the_pairs_own_caption_is_refused(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(2, captions=["two\nlines", "other"]))
+    captions = len(store.captions_frame(1))
+    for caption in ("two\nlines", "two\r\nlines", "two\rlines"):   # the same caption once normalised as an import does
+        with pytest.raises(ConcordError) as err:
+            store.decide(1, [1], "fix", "ann", new_caption=caption)
+        assert str(err.value) == ("the new caption is pair 0's own caption; a fix needs a different caption "
+                                  "(keep the pair if its caption is right)")
+    assert store.decisions_frame(1).empty and store.meta_frame(1).empty and len(store.captions_frame(1)) == captions
+
+
+def test_undo_never_restores_an_entry_its_own_decision_replaced(store: Store) -> None:
+    """A fix to the pair's own caption stored before it was refused: its positive was replaced by its own
+    negative, and undoing it brings back neither but what was there before."""
+    store.write_dataset("d", "/root", "csv", records(2))
+    p = store.pairs_frame(1)
+    img, cap = int(p.image_id[0]), int(p.caption_id[0])
+    store.add_meta(1, [(img, cap, 1)], "seed")
+    seed = int(store.meta_frame(1).entry_id[0])
+    now = pd.Timestamp.now().to_pydatetime()
+    store._q("INSERT INTO decisions VALUES (90, 1, ?, 'fix', 'ann', ?, ?, NULL, NULL)", [int(p.pair_id[0]), now, cap])
+    store._q("UPDATE meta_entries SET removed_at = ?, removed_by = 90 WHERE id = ?", [now, seed])
+    store._q("INSERT INTO meta_entries VALUES (91, 1, ?, ?, 1, 'decision', 90, ?, ?, ?, 90)",
+             [img, cap, seed, now, now])
+    store._q("INSERT INTO meta_entries VALUES (92, 1, ?, ?, 0, 'decision', 90, 91, ?, NULL, NULL)", [img, cap, now])
+    assert active_meta(store) == [(p.caption[0], 0, "decision", 90)]
+    assert store.undo(1, "ann") == 90
+    assert active_meta(store) == [(p.caption[0], 1, "seed", None)]
+
+
+@pytest.mark.parametrize("caption, reason", [
+    ("bell\x07", "caption holds the control character U+0007 at character 5"),
+    ("form\x0cfeed", "caption holds the control character U+000C at character 5"),
+    ("x" * 10_001, "caption is 10,001 characters, over the limit of 10,000"),
+])
+def test_fix_captions_are_refused_for_what_an_import_refuses(store: Store, caption: str, reason: str) -> None:
+    store.write_dataset("d", "/root", "csv", records(2))
+    captions = len(store.captions_frame(1))
+    with pytest.raises(ConcordError) as err:
+        store.decide(1, [1], "fix", "ann", new_caption=caption)
+    assert str(err.value) == f"the new caption is refused: {reason}"
+    assert store.decisions_frame(1).empty and store.meta_frame(1).empty and len(store.captions_frame(1)) == captions
+
+
+def test_fix_captions_are_normalised_as_an_import_normalises_them(store: Store) -> None:
+    store.write_dataset("d", "/root", "csv", records(3))
+    store.decide(1, [1], "fix", "ann", new_caption="a\r\nb\rc")
+    store.decide(1, [2], "fix", "ann", new_caption="sep\u2028here " + "y" * 9_985)   # 10,000 characters: allowed
+    fixed = store.pairs_frame(1).set_index("pair_id")["fixed_caption"]
+    assert fixed[1] == "a\nb\nc" and fixed[2] == "sep\u2028here " + "y" * 9_985
+
+
+def test_a_replace_that_changes_the_pairs_makes_the_runs_detection_figures_stale(store: Store) -> None:
+    from core.runs import run_row
+
+    store.write_dataset("d", "/root", "csv", records(4))
+    run = store.create_run(1, "b1", "concord-tiny")
+    detection = {"truth": "injected", "auroc": 0.547, "f1": 0.5, "flagged": 2}
+    store.update_run(run, state="finished", metrics={"detection": detection, "retrieval": {"rsum": 12.5}})
+    store.write_dataset("d", "/root", "csv", records(4), replace=True)          # the same pairs: figures stand
+    assert store.run(run).metrics == {"detection": detection, "retrieval": {"rsum": 12.5}}
+    changed = records(4)
+    changed.loc[3, "caption"] = "a new caption"
+    store.write_dataset("d", "/root", "csv", changed, replace=True)
+    metrics = store.run(run).metrics
+    assert set(metrics) == {"retrieval", "detection_stale"} and metrics["retrieval"] == {"rsum": 12.5}
+    assert metrics["detection_stale"]["figures"] == detection
+    row = run_row(store.run(run))
+    assert (row["auroc"], row["f1"], row["flagged"], row["rsum"]) == (None, None, None, 12.5)
+    store.update_run(run, metrics=metrics | {"detection": detection})
+    noisy = changed.assign(is_noisy=[False, False, True, False])               # the truth changed
+    store.write_dataset("d", "/root", "csv", noisy, replace=True)
+    assert "detection" not in store.run(run).metrics

@@ -2,32 +2,37 @@
 
 The CSV has a header with columns `pair_id`, `action` (keep / reject / fix / skip) and `caption` (fixes
 only). `pair_id` is the pair's user-visible key (the id in the imported file); with `--store-ids` it is
-the numeric store id instead. Every row is checked first; any bad row is refused with its file and line
-and nothing is stored. Good files are stored in one transaction, each decision with its meta-data effect.
+the numeric store id instead. A caption may span lines when quoted. Every row is checked first (a fix's
+caption as an import checks captions; a pair listed twice is refused); any bad row is refused with its file
+and line and nothing is stored. Good files are stored in one transaction, each decision with its meta-data
+effect.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConcordError
-from core.store import ACTIONS, Store
+from core.metadata import read_pair_csv, resolve_pair
+from core.store import ACTIONS, Store, fix_caption
 
 
 @dataclass(frozen=True)
 class DecisionRow:
-    """One checked decision: the store's pair id, the action and (for a fix) the new caption."""
+    """One checked decision: the store's pair id, the action, (for a fix) the new caption, and where it was
+    read (`FILE line N`, for the store's refusals)."""
 
     pair_id: int
     action: str
     caption: str | None
+    where: str = ""
 
 
-def check_row(lookup: dict[str, int | None], ident: str, action: str, caption: str | None) -> DecisionRow:
-    """A validated decision, or ConcordError saying what is wrong with it."""
+def check_action(action: str, caption: str | None) -> tuple[str, str | None]:
+    """A validated action with (for a fix) its new caption as it will be stored, or ConcordError saying what is
+    wrong with them."""
     action = action.strip().lower()
     if action not in ACTIONS:
         raise ConcordError(f"unknown action {action!r} (choose one of {', '.join(ACTIONS)})")
@@ -36,33 +41,19 @@ def check_row(lookup: dict[str, int | None], ident: str, action: str, caption: s
         raise ConcordError("a fix needs the new caption")
     if action != "fix" and caption is not None:
         raise ConcordError(f"only a fix takes a caption, not {action}")
-    ident = ident.strip()
-    if ident not in lookup:
-        raise ConcordError(f"no pair {ident!r} in this dataset")
-    if lookup[ident] is None:
-        raise ConcordError(f"pair key {ident!r} names several pairs; use --store-ids with the numeric id")
-    return DecisionRow(int(lookup[ident]), action, caption)
+    return action, None if caption is None else fix_caption(caption)
 
 
 def read_decisions_csv(path: Path, lookup: dict[str, int | None]) -> list[DecisionRow]:
-    """Every row of a decisions CSV, checked; the first bad row is refused with its file and line."""
+    """Every row of a decisions CSV, checked; the first bad row (or a pair listed twice) is refused with its file
+    and line."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConcordError(f"{path}: cannot read the file ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in ("pair_id", "action") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ConcordError(f"{path} line 1: missing column(s) {', '.join(missing)} (needs pair_id, action, caption)")
-    rows = []
-    for row in reader:
-        try:
-            rows.append(check_row(lookup, row.get("pair_id") or "", row.get("action") or "", row.get("caption")))
-        except ConcordError as exc:
-            raise ConcordError(f"{path} line {reader.line_num}: {exc}; nothing was stored") from None
-    if not rows:
-        raise ConcordError(f"{path}: no decisions in the file")
-    return rows
+    rows = read_pair_csv(text, str(path), "decisions", ("action",), lookup,
+                         lambda row: check_action(row.get("action") or "", row.get("caption")))
+    return [DecisionRow(pid, action, caption, f"{path} line {line}") for pid, (action, caption), line in rows]
 
 
 def store_decisions(store: Store, dataset_id: int, rows: list[DecisionRow], reviewer: str,
@@ -71,7 +62,13 @@ def store_decisions(store: Store, dataset_id: int, rows: list[DecisionRow], revi
     ids: list[int] = []
     with store.transaction():
         for r in rows:
-            ids += store.decide(dataset_id, [r.pair_id], r.action, reviewer, new_caption=r.caption, run_id=run_id)
+            try:
+                ids += store.decide(dataset_id, [r.pair_id], r.action, reviewer, new_caption=r.caption,
+                                    run_id=run_id)
+            except ConcordError as exc:
+                if not r.where:
+                    raise
+                raise ConcordError(f"{r.where}: {exc}; nothing was stored") from None
     return ids
 
 
@@ -112,7 +109,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     else:
         if args.action is None:
             raise ConcordError("--pair needs --action (keep, reject, fix or skip)")
-        rows = [check_row(lookup, args.pair, args.action, args.caption)]
+        action, caption = check_action(args.action, args.caption)
+        rows = [DecisionRow(resolve_pair(lookup, args.pair), action, caption)]
     ids = store_decisions(store, ds.id, rows, reviewer, run_id)
     counts = {a: sum(r.action == a for r in rows) for a in ACTIONS if any(r.action == a for r in rows)}
     print(f"stored {len(ids)} decision(s) by {reviewer!r}: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
