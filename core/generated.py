@@ -20,11 +20,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from core import paths
+from core import artifacts, paths
 from core.demo import DemoConfig, write_demo
 from core.errors import ConcordError
 from core.noise import DEFAULT_K, KINDS, TextEncoder, inject_noise
 from core.progress import Progress
+from core.runs import in_progress
 
 SOURCES = ("demo", "fashion-mnist", "emoji")
 SOURCE_FORMAT = "generated"
@@ -173,11 +174,20 @@ def _own_folder(store, name: str) -> Path | None:
     return folder
 
 
-def delete_dataset(store, name: str) -> dict[str, Any]:
-    """Delete dataset `name` with everything that belongs to it (and its generated images, when no
-    other dataset uses them); returns what was deleted."""
+def delete_dataset(store, name: str, live_runs: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:
+    """Delete dataset `name` with everything that belongs to it (its runs' cached checkpoints and embeddings,
+    and its generated images when no other dataset uses them); returns what was deleted. Refused while one of
+    its runs is running or is a live job of the caller's (`live_runs`): the job would go on writing scores for
+    a dataset that is gone."""
     summary = deletion_summary(store, name)
+    runs = store.runs(store.dataset(name).id)
+    busy = [run.id for run in runs if in_progress(run, run.id in live_runs)]
+    if busy:
+        listed = ", ".join(str(i) for i in busy)
+        raise ConcordError(f"dataset {name!r} has run(s) {listed} in progress; cancel them before deleting it")
     store.delete_dataset(name)
+    for run in runs:
+        artifacts.clear_run(run)
     if summary["folder"]:
         shutil.rmtree(summary["folder"], ignore_errors=True)
     return summary

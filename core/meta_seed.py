@@ -14,6 +14,11 @@ from core.store import Store
 
 TRAIN_SPLIT = "train"
 """The split the methods train on and score: the noisy one, never a source of trusted entries."""
+HELD_OUT_SPLIT = "test"
+"""The split held out to measure the methods: scored, never a source of trusted entries, neighbours or siblings."""
+DEFAULT_TRUSTED_SPLIT = "val"
+"""The split trusted by default; a dataset without it simply has no trusted split (any other name it lacks is
+refused as a typo)."""
 
 
 def split_sizes(store: Store, dataset_id: int) -> dict[str, int]:
@@ -27,6 +32,9 @@ def trusted_split(store: Store, dataset_id: int, split: str) -> dict[str, int]:
     if split == TRAIN_SPLIT:
         raise ConcordError(f"the {TRAIN_SPLIT!r} split is the noisy one being cleaned, so it cannot be trusted; "
                            "name a clean split (splits: " + ", ".join(splits) + ")")
+    if split == HELD_OUT_SPLIT:
+        raise ConcordError(f"the {HELD_OUT_SPLIT!r} split is held out to measure the methods, so it is never "
+                           "trusted; name another clean split (splits: " + ", ".join(splits) + ")")
     if split not in splits:
         raise NotFound(f"no split {split!r} in this dataset (splits: {', '.join(splits) or 'none'})")
     return splits
@@ -51,7 +59,7 @@ def seed_size(train_pairs: int, fraction: float) -> int:
     return max(1, round(fraction * train_pairs))
 
 
-def seed_from_split(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
+def seed_from_split(store: Store, dataset_id: int, split: str = DEFAULT_TRUSTED_SPLIT, fraction: float = 0.02, seed: int = 0) -> int:
     """Add `fraction` × (training pairs) random pairs of the clean `split` as positives (source `seed`).
 
     Pairs already in the meta-data keep their entry. Returns how many entries were added (fewer than
@@ -68,7 +76,7 @@ def seed_from_split(store: Store, dataset_id: int, split: str = "val", fraction:
                               "seed"))
 
 
-def ensure_seed(store: Store, dataset_id: int, split: str = "val", fraction: float = 0.02, seed: int = 0) -> int:
+def ensure_seed(store: Store, dataset_id: int, split: str = DEFAULT_TRUSTED_SPLIT, fraction: float = 0.02, seed: int = 0) -> int:
     """Seed the meta-data before a run that reads it, once per dataset; returns how many entries it added.
 
     Seeds only when the dataset never had a seed entry (so seed entries a person removed stay removed).

@@ -60,14 +60,19 @@ class NoiseResult:
         return int(self.noisy.sum())
 
 
+def check_ratio(ratio: float) -> None:
+    """Refuse a noise ratio outside [0, 1] (NaN included)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ConcordError(f"noise ratio must be within [0, 1], got {ratio}")
+
+
 def _check_inputs(image: np.ndarray, text: np.ndarray, ratio: float,
                   eligible: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = np.asarray(image, dtype=np.int64)
     text = np.asarray(text, dtype=np.int64)
     if image.shape != text.shape or image.ndim != 1:
         raise ValueError("image and text must be 1-d arrays of the same length")
-    if not 0.0 <= ratio <= 1.0:
-        raise ConcordError(f"noise ratio must be within [0, 1], got {ratio}")
+    check_ratio(ratio)
     mask = np.ones(len(image), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     return image, text, mask
 
@@ -324,6 +329,7 @@ def inject_noise(records: pd.DataFrame, ratio: float, kind: str = "ncr", seed: i
     `caption`, `split`), with `is_noisy` and `original_caption` recorded for every pair."""
     if kind not in KINDS:
         raise ConcordError(f"unknown noise kind {kind!r} (choose one of {', '.join(KINDS)})")
+    check_ratio(ratio)
     eligible = (records["split"] == NOISY_SPLIT).to_numpy()
     if ratio > 0 and not eligible.any():
         splits = ", ".join(sorted(records["split"].unique()))
@@ -333,7 +339,9 @@ def inject_noise(records: pd.DataFrame, ratio: float, kind: str = "ncr", seed: i
     features = None
     if kind == "hard" and ratio > 0:
         features = (encoder or default_encoder())(list(texts))
-    result = noise_pairs(image, text, ratio, kind, seed, eligible=eligible, features=features, k=k)
+    # no noise at ratio 0, whatever the kind: near misses need no caption features to move no caption
+    result = noise_pairs(image, text, ratio, kind if ratio > 0 else "ncr", seed, eligible=eligible,
+                         features=features, k=k)
     out = records.copy()
     captions = records["caption"].to_numpy()
     out["caption"] = captions[result.source]

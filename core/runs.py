@@ -145,10 +145,14 @@ def check_resumable(run) -> None:
         raise ConcordError(f"run {run.id} is {run.state}; only a cancelled, interrupted or failed run can be resumed")
 
 
+def in_progress(run, live: bool) -> bool:
+    """Whether `run` is being executed: a job of this process's executes it (`live`), or another process runs it."""
+    return live or run.state == "running"
+
+
 def delete_run(store, run, live: bool) -> None:
-    """Delete a run's row, scores and cached artifacts (checkpoint, embeddings); refused while a job executes
-    it (`live`) or it is running."""
-    if live or run.state == "running":
+    """Delete a run's row, scores and cached artifacts (checkpoint, embeddings); refused while it is in progress."""
+    if in_progress(run, live):
         raise ConcordError(f"run {run.id} is {run.state}; cancel it before deleting it")
     store.delete_run(run.id)
     artifacts.clear_run(run)

@@ -226,8 +226,12 @@ with delete:
         st.warning(describe_deletion(deletion_summary(store, target)).capitalize() + ".")
         sure = st.checkbox(f"Yes, delete {target} and its decisions", key=f"delete_confirm_{target}")
         if st.button("Delete", key="delete_run", disabled=not sure):
-            summary = delete_dataset(store, target)
-            done([f"Deleted {target!r} ({summary['pairs']:,} pairs, {summary['decisions']:,} decisions)"])
+            try:
+                summary = delete_dataset(store, target, job_manager().live_runs())
+            except ConcordError as exc:
+                st.error(str(exc))
+            else:
+                done([f"Deleted {target!r} ({summary['pairs']:,} pairs, {summary['decisions']:,} decisions)"])
 
 if names:
     st.subheader("Sample pairs")

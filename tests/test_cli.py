@@ -43,3 +43,12 @@ def test_unknown_dataset_is_one_clear_line(tmp_path: Path) -> None:
         except NotFound as exc:
             assert "no dataset named 'nope'" in str(exc)
     assert callable(main)
+
+
+def test_a_reader_that_stops_reading_is_no_error(tmp_path: Path) -> None:
+    """`python -m core … | head`: once the reader closes the pipe the command stops quietly (no
+    'error: BrokenPipeError' line, no traceback at exit)."""
+    process = subprocess.Popen([sys.executable, "-m", "core", "datasets", "--json", "--db", str(tmp_path / "d.duckdb")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    process.stdout.close()
+    assert process.stderr.read() == b"" and process.wait() == 1

@@ -607,13 +607,18 @@ def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> No
     assert context_summary({}) == ""          # match_context off
 
 
-def test_the_noisy_split_cannot_be_the_trusted_one(fused_run) -> None:
+@pytest.mark.parametrize("split, message", [
+    ("train", "the 'train' split is the noisy one being cleaned"),
+    ("test", "the 'test' split is held out to measure the methods, so it is never trusted"),
+    ("vall", r"no split 'vall' in this dataset \(splits: test, train, val\)")])
+def test_the_noisy_held_out_or_a_missing_split_cannot_be_the_trusted_one(fused_run, split, message) -> None:
+    """A split name the dataset lacks is a typo, refused (only the default `val` may be missing: no trusted split)."""
     from core.errors import ConcordError
     from core.progress import Progress
     from core.training import execute_run, start_run
     store, _, _ = fused_run
-    run_id = start_run(store, "demo", "concord", settings={"trusted_split": "train"})
-    with pytest.raises(ConcordError, match="the 'train' split is the noisy one being cleaned"):
+    run_id = start_run(store, "demo", "concord", settings={"trusted_split": split})
+    with pytest.raises(ConcordError, match=message):
         execute_run(store, run_id, Progress())
 
 

@@ -143,6 +143,20 @@ def test_hard_noise_through_records_with_an_encoder():
         assert abs(int(row.caption.rsplit(" ", 1)[1]) - int(row.image_hash[1:])) <= 4
 
 
+@pytest.mark.parametrize("kind", ["ncr", "decl", "hard"])
+def test_ratio_zero_moves_nothing_and_a_bad_ratio_is_refused_for_every_kind(kind):
+    """Ratio 0 needs no caption features (the encoder is never called); outside [0, 1] and NaN are refused
+    with the same message for every kind, before anything is encoded."""
+    before = records(10)
+    def encoder(texts):
+        raise AssertionError("no caption needs encoding")
+    after = inject_noise(before, 0.0, kind, seed=0, encoder=encoder)
+    assert not after["is_noisy"].any() and after["caption"].tolist() == before["caption"].tolist()
+    for ratio in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConcordError, match=r"noise ratio must be within \[0, 1\], got"):
+            inject_noise(before, ratio, kind, seed=0, encoder=encoder)
+
+
 def test_hard_noise_refuses_when_no_near_miss_can_be_matched():
     # three images, k=1: captions 0 and 2 both want caption 1, nobody wants caption 2: no permutation works
     features = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0]])

@@ -9,6 +9,7 @@ import pytest
 
 from core import artifacts, paths
 from core.errors import ConcordError
+from core.generated import delete_dataset
 from core.methods import Setting
 from core.runs import (check_resumable, delete_run, device_choices, epochs_frame, loss_frame, method_choices,
                        method_label, number_step, overall_eta, overall_fraction, progress_text, regime_choices,
@@ -98,6 +99,27 @@ def test_resume_and_delete_rules(store, tmp_path: Path):
     artifacts.checkpoint_path(run).write_bytes(b"x")
     delete_run(store, run, live=False)
     assert store.runs() == [] and not (paths.cache_dir() / "runs" / run.cache_key).exists()
+
+
+def test_a_dataset_is_not_deleted_under_a_run_in_progress_and_takes_its_runs_cache_along(store, tmp_path: Path):
+    """Deleting a dataset while one of its runs trains would leave the job writing scores for a dataset that is
+    gone: refused (running in another process, or a live job of the caller's), nothing deleted. Once it ends the
+    dataset goes with every run's cached checkpoint."""
+    ds = make_dataset(store, tmp_path / "src")
+    first, second = store.create_run(ds, "b1", "concord-tiny"), store.create_run(ds, "npc", "concord-tiny")
+    store.update_run(second, state="running")
+    with pytest.raises(ConcordError, match=r"dataset 'ds' has run\(s\) 2 in progress; cancel them before deleting"):
+        delete_dataset(store, "ds")
+    store.update_run(second, state="cancelled")
+    with pytest.raises(ConcordError, match=r"run\(s\) 1 in progress"):
+        delete_dataset(store, "ds", live_runs={first})
+    assert store.dataset_names() == ["ds"] and len(store.runs(ds)) == 2 and len(store.pairs_frame(ds)) == 6
+    runs = store.runs(ds)
+    for run in runs:
+        artifacts.checkpoint_path(run).write_bytes(b"x")
+    assert delete_dataset(store, "ds")["runs"] == 2
+    assert store.dataset_names() == [] and store.runs() == []
+    assert not any((paths.cache_dir() / "runs" / run.cache_key).exists() for run in runs)
 
 
 def test_latest_of_each_keeps_the_highest_id_in_first_seen_order() -> None:

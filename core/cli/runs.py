@@ -30,6 +30,7 @@ def run(args: argparse.Namespace, ctx) -> int:
           f"{'s/epoch':>8}")
     for r in rows:
         lr = "-" if r["lr"] is None else f"{r['lr']:g}"
-        print(f"{r['run_id']:>4} {r['method']:<13} {r['state']:<11} {str(r['epochs']):>6} {lr:>7} {fmt(r['auroc']):>6} "
+        epochs = "-" if r["epochs"] is None else str(r["epochs"])     # a scorer (concord) trains none
+        print(f"{r['run_id']:>4} {r['method']:<13} {r['state']:<11} {epochs:>6} {lr:>7} {fmt(r['auroc']):>6} "
               f"{fmt(r['f1']):>6} {fmt(r['rsum'], 1):>6} {fmt(r['seconds_per_epoch'], 1):>8}")
     return 0

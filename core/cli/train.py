@@ -82,11 +82,14 @@ def run(args: argparse.Namespace, ctx) -> int:
                 bar(job.progress)
     except KeyboardInterrupt:
         manager.cancel(job.id)
-        job = manager.wait(job.id)
+        try:
+            job = manager.wait(job.id)
+        except KeyboardInterrupt:       # a second Ctrl-C while the run stops: say how to go on all the same
+            pass
     finally:
         bar.close()
         manager.shutdown()
-    if job.state == "cancelled":
+    if job.state in ("cancelled", "running", "queued"):
         raise ConcordError(f"run {run_id} cancelled; resume it with `python -m core train --resume {run_id}`")
     if job.state == "failed":
         raise ConcordError(f"run {run_id} failed: {job.error}")

@@ -35,7 +35,7 @@ from core.detect.signals import (HELD_OUT_SPLIT, TEXT_SPACE, Query, caption_spac
                                  space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
-from core.meta_seed import TRAIN_SPLIT, trusted_split
+from core.meta_seed import DEFAULT_TRUSTED_SPLIT, TRAIN_SPLIT, trusted_split
 from core.methods.config import setting
 from core.progress import Progress
 from core.runs import latest_of_each, run_lr, same_rate
@@ -84,8 +84,9 @@ class ConcordConfig:
                                         "space at the rate, near-miss share and pattern (captions one by one or "
                                         "whole images) where their sibling agreement is distributed as the noisy "
                                         "split's (a clean split's siblings all agree; a noisy split's do not)")
-    trusted_split: str = setting("val", "every pair of this split the user names clean is a trusted positive too, "
-                                        "beside the meta-data ('' for none; never 'train')")
+    trusted_split: str = setting(DEFAULT_TRUSTED_SPLIT, "every pair of this split the user names clean is a trusted "
+                                                        "positive too, beside the meta-data ('' for none; never "
+                                                        "'train' or 'test')")
     per_space: bool = setting(True, "one classifier per base run's space (each with the text tower's sibling terms), "
                                     "their logits averaged, instead of one over every space: the labelled pairs come "
                                     "from a clean split no network trained on, so they cannot tell which network's "
@@ -248,10 +249,11 @@ def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.nd
 
 
 def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.ndarray:
-    """The pairs of the split the user names clean; none for '' or a split the dataset does not have. The noisy
-    `train` split is refused by the meta-data's own check (`core.meta_seed.trusted_split`)."""
+    """The pairs of the split the user names clean; none for '' or a dataset without the default split. The noisy
+    `train` split, the held-out `test` one and any other split the dataset lacks (a typo) are refused by the
+    meta-data's own check (`core.meta_seed.trusted_split`)."""
     split = split.strip()
-    if not split or (split != TRAIN_SPLIT and not (pairs["split"] == split).any()):
+    if not split or (split == DEFAULT_TRUSTED_SPLIT and not (pairs["split"] == split).any()):
         return np.zeros(len(pairs), bool)
     trusted_split(store, dataset_id, split)
     return (pairs["split"] == split).to_numpy()

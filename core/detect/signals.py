@@ -22,9 +22,7 @@ from core.detect.consensus import (CaptionSets, Pool, Space, look_alike_signals,
                                    text_signals)
 from core.detect.context import Context
 from core.index import normalise
-from core.meta_seed import TRAIN_SPLIT
-
-HELD_OUT_SPLIT = "test"
+from core.meta_seed import HELD_OUT_SPLIT, TRAIN_SPLIT
 TEXT_SPACE = "text"
 PIXEL_SPACE = "pixels"
 SHARED_SPACES = (TEXT_SPACE, PIXEL_SPACE)
