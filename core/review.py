@@ -378,8 +378,6 @@ def act(store: Store, dataset_id: int, run_id: int | None, reviewer: str, action
         caption = (caption or "").strip()
         if not caption:
             raise ConcordError("a fix needs the new caption: type one or use a suggestion")
-        if (pairs["caption"] == caption).any():
-            raise ConcordError("the new caption is the pair's own caption: use Keep instead")
     store.decide(dataset_id, pairs["pair_id"].tolist(), action, reviewer,
                  new_caption=caption if action == "fix" else None, run_id=run_id)
     what = f"pair {pairs['key'].iloc[0]}" if len(pairs) == 1 else f"{len(pairs)} pairs"

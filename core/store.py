@@ -937,8 +937,8 @@ class Store:
                 own = self.caption_id(dataset_id, new_caption, create=False)
                 same = next((r[3] for r in found if r[2] == own), None)
                 if same is not None:
-                    raise ConcordError(f"the new caption is pair {same}'s own caption; a fix needs a different "
-                                       "caption (keep the pair if its caption is right)")
+                    raise ConcordError(f"the new caption is the pair's own caption (pair {same}): use Keep if it is "
+                                       "right, or give another caption")
                 new_caption_id = self.caption_id(dataset_id, new_caption)
             now = _now()
             for pid in wanted:

@@ -104,8 +104,8 @@ def test_csv_captions_keep_their_line_breaks_and_characters(ds, capsys):
      "line 3: the new caption is refused: caption holds the control character U+0007 at character 5; "
      "nothing was stored"),
     ([["105", "keep", ""], ["106", "fix", "caption number 5"]],
-     "line 3: the new caption is pair 106's own caption; a fix needs a different caption (keep the pair if its "
-     "caption is right); nothing was stored"),
+     "line 3: the new caption is the pair's own caption (pair 106): use Keep if it is right, or give another "
+     "caption; nothing was stored"),
 ], ids=["duplicate", "form-feed", "bell", "own-caption"])
 def test_csv_bad_rows_are_named_and_nothing_is_stored(ds, capsys, rows, message):
     bad = ds / "bad.csv"

@@ -341,7 +341,7 @@ def test_fix_reject_and_bulk_with_their_meta_data(store, rv):
 def test_bad_actions_store_nothing(store, rv):
     with pytest.raises(ConcordError, match="a fix needs the new caption"):
         act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k2"), caption="   ")
-    with pytest.raises(ConcordError, match="the pair's own caption: use Keep"):
+    with pytest.raises(ConcordError, match=r"the pair's own caption \(pair k2\): use Keep"):
         act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k2"), caption=SCRIPT)
     with pytest.raises(ConcordError, match="no pair selected"):
         act(store, rv.dataset_id, rv.run_id, "ann", "keep", frame(store, rv))

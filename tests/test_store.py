@@ -296,8 +296,8 @@ def test_a_fix_to_the_pairs_own_caption_is_refused(store: Store) -> None:
     for caption in ("two\nlines", "two\r\nlines", "two\rlines"):   # the same caption once normalised as an import does
         with pytest.raises(ConcordError) as err:
             store.decide(1, [1], "fix", "ann", new_caption=caption)
-        assert str(err.value) == ("the new caption is pair 0's own caption; a fix needs a different caption "
-                                  "(keep the pair if its caption is right)")
+        assert str(err.value) == ("the new caption is the pair's own caption (pair 0): use Keep if it is right, "
+                                  "or give another caption")
     assert store.decisions_frame(1).empty and store.meta_frame(1).empty and len(store.captions_frame(1)) == captions
 
 
