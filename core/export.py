@@ -314,8 +314,8 @@ def _held_data(store: Store, folder: Path) -> str | None:
 
 def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
                  progress: Progress | None = None) -> dict[str, Any]:
-    """Write `plan` into `out_dir` atomically; returns the manifest. Refuses a non-empty `out_dir`
-    unless the plan's options say `overwrite`."""
+    """Write `plan` into `out_dir` atomically; returns the manifest. Refuses a non-empty `out_dir` unless the plan's
+    options say `overwrite` and it holds an earlier export (never one holding the store's own data, `_held_data`)."""
     progress = progress or Progress()
     out = Path(out_dir).expanduser().resolve()    # a link to a folder: the export goes where it points
     if out.exists() and not out.is_dir():
@@ -326,6 +326,10 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
         held = _held_data(store, out)
         if held:
             raise ConcordError(f"--overwrite would delete {out}, which holds {held}; choose another folder")
+        from core.importers.locate import export_manifest     # only here: the importers are not light to load
+        if export_manifest(out) is None:
+            raise ConcordError(f"{out} is not empty and holds no Concord export ({MANIFEST}); --overwrite replaces "
+                               "only an earlier export: choose an empty or new folder")
     tmp = out.parent / f".{out.name}.concord-tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.concord-old-{os.getpid()}"
     try:
@@ -334,7 +338,9 @@ def write_export(store: Store, plan: ExportPlan, out_dir: str | Path,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as exc:
-        raise ConcordError(f"cannot create the export folder {out}: {exc.strerror or exc}") from None
+        blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else exc.strerror or str(exc)
+        raise ConcordError(f"cannot create the export folder {out}: {reason}") from None
     try:
         with store.export_snapshot(*plan.source()) as snap:
             written = snap.summary()       # as written, whatever was decided since the plan

@@ -99,6 +99,9 @@ def read_pair_csv(text: str, name: str, what: str, columns: tuple[str, ...], loo
         line = reader.line_num - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str))
         ident = (row.get("pair_id") or "").strip()
         try:
+            if None in row:         # more fields than the header: a value holds an unquoted comma, and was cut
+                raise ConcordError(f"row has {len(reader.fieldnames) + len(row[None])} fields, the header has "
+                                   f"{len(reader.fieldnames)} (quote a value that holds a comma)")
             checked = check(row)
             pid = resolve_pair(lookup, ident)
             if pid in lines:

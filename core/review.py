@@ -117,7 +117,9 @@ class Suggestions:
 
 def decision_rate(times: Sequence[datetime], idle_gap_s: float = IDLE_GAP_S) -> float | None:
     """Decisions per minute over the latest stretch of work: the trailing run of `times` (oldest first)
-    whose gaps are at most `idle_gap_s`. None with fewer than two decisions or no time between them."""
+    whose gaps are at most `idle_gap_s`, the pairs of one bulk action (one time) counted once: the pace is that of
+    pairs reviewed one at a time. None with fewer than two decisions or no time between them."""
+    times = sorted(set(times))       # a bulk action is one moment: one step of the pace, not one per pair
     if len(times) < 2:
         return None
     start = len(times) - 1
@@ -387,8 +389,8 @@ def act(store: Store, dataset_id: int, run_id: int | None, reviewer: str, action
 def undo(store: Store, dataset_id: int, reviewer: str) -> str:
     """Revert `reviewer`'s latest decision on the dataset (and its meta-data effect); says which."""
     reverted = store.undo(dataset_id, reviewer)
-    if reverted is None:
+    if not reverted:
         return f"Nothing to undo for reviewer {reviewer!r}"
-    d = store.decision_summary(reverted)
-    return f"Undid {d['action']} of pair {d['key']}"
+    d = store.decision_summary(reverted[0])
+    return f"Undid {d['action']} of " + (f"pair {d['key']}" if len(reverted) == 1 else f"{len(reverted)} pairs")
 

@@ -934,11 +934,17 @@ class Store:
                 raise NotFound(f"no pair {missing[0]} in this dataset")
             new_caption_id = None
             if action == "fix":
-                own = self.caption_id(dataset_id, new_caption, create=False)
-                same = next((r[3] for r in found if r[2] == own), None)
-                if same is not None:
-                    raise ConcordError(f"the new caption is the pair's own caption (pair {same}): use Keep if it is "
-                                       "right, or give another caption")
+                known = self.caption_id(dataset_id, new_caption, create=False)
+                clash = None if known is None else cur.execute(
+                    "SELECT key, id FROM pairs WHERE dataset_id = ? AND caption_id = ? AND image_id IN "
+                    "(SELECT unnest(?::BIGINT[])) ORDER BY id LIMIT 1",
+                    [dataset_id, known, sorted({i for i, _ in by_id.values()})]).fetchone()
+                if clash is not None and int(clash[1]) in by_id:
+                    raise ConcordError(f"the new caption is the pair's own caption (pair {clash[0]}): use Keep if it "
+                                       "is right, or give another caption")
+                if clash is not None:       # the fix would repeat that pair, and its label would override its decision
+                    raise ConcordError(f"the image already has this caption as pair {clash[0]}: decide on pair "
+                                       f"{clash[0]} instead")
                 new_caption_id = self.caption_id(dataset_id, new_caption)
             now = _now()
             for pid in wanted:
@@ -959,24 +965,26 @@ class Store:
                 ids.append(did)
         return ids
 
-    def undo(self, dataset_id: int, reviewer: str) -> int | None:
-        """Revert `reviewer`'s latest effective decision and its meta-data effect; returns the reverted id.
+    def undo(self, dataset_id: int, reviewer: str) -> list[int]:
+        """Revert `reviewer`'s latest effective decision with its meta-data effect, and with it every other pair
+        that the same `decide` call decided (a bulk action is undone as one); returns the reverted ids, latest
+        first (none when nothing is left to undo).
 
         The meta-data of the pairs it touched becomes what the remaining history says (`_settle_meta`): what the
         pair's decision now in effect, if any, put there, else what was there before, never anything made by a
         decision no longer in effect."""
         with self.transaction() as cur:
-            row = cur.execute(f"""SELECT e.id, e.pair_id, p.image_id FROM {_EFFECTIVE.format(ds=int(dataset_id))} e
-                                  JOIN pairs p ON p.id = e.pair_id WHERE e.reviewer = ? ORDER BY e.id DESC LIMIT 1""",
-                              [reviewer]).fetchone()
-            if row is None:
-                return None
-            target, pair_id, image_id = int(row[0]), int(row[1]), int(row[2])
-            did = int(cur.execute("""INSERT INTO decisions VALUES (nextval('seq_decision'), ?, ?, 'undo', ?, ?, NULL,
-                                     ?, NULL) RETURNING id""",
-                                  [dataset_id, pair_id, reviewer, _now(), target]).fetchone()[0])
-            self._settle_meta(cur, dataset_id, pair_id, image_id, did)
-            return target
+            rows = cur.execute(f"""WITH e AS (SELECT * FROM {_EFFECTIVE.format(ds=int(dataset_id))} WHERE reviewer = ?),
+                                   last AS (SELECT created_at, action FROM e ORDER BY id DESC LIMIT 1)
+                                   SELECT e.id, e.pair_id, p.image_id FROM e JOIN last USING (created_at, action)
+                                   JOIN pairs p ON p.id = e.pair_id ORDER BY e.id DESC""", [reviewer]).fetchall()
+            now = _now()
+            for target, pair_id, image_id in rows:
+                did = int(cur.execute("""INSERT INTO decisions VALUES (nextval('seq_decision'), ?, ?, 'undo', ?, ?,
+                                         NULL, ?, NULL) RETURNING id""",
+                                      [dataset_id, pair_id, reviewer, now, target]).fetchone()[0])
+                self._settle_meta(cur, dataset_id, int(pair_id), int(image_id), did)
+            return [int(r[0]) for r in rows]
 
     @staticmethod
     def _settle_meta(cur: duckdb.DuckDBPyConnection, dataset_id: int, pair_id: int, image_id: int, by: int) -> None:

@@ -24,7 +24,9 @@ if dataset is not None:
                       help="copy: the kept images go beside the data file, so the folder imports back as a "
                            "dataset; paths: only paths relative to the original root (named in the manifest)")
     out = st.text_input("Destination folder", key="export_out")
-    overwrite = st.checkbox("Overwrite a non-empty folder", key="export_overwrite")
+    overwrite = st.checkbox("Overwrite an earlier export", key="export_overwrite",
+                            help="replaces a folder that holds an earlier Concord export; never any other folder, "
+                                 "nor one that holds the database or a dataset's images")
     options = ExportOptions(format=fmt, run_id=run_id, drop_flagged_unreviewed=bool(drop and runs),
                             images=images, overwrite=overwrite)
     try:
@@ -45,12 +47,13 @@ if dataset is not None:
                 st.session_state["export_done"] = out.strip()
                 st.success(f"Wrote {manifest['counts']['out']} pairs to {out.strip()}")
             except ConcordError as exc:
+                st.session_state.pop("export_done", None)       # no download of an earlier export under this one
                 st.error(str(exc))
     done = st.session_state.get("export_done")
     if done:
         size = folder_size(done)
         if size <= ZIP_LIMIT_BYTES:
-            st.download_button("Download as zip", zip_folder(done), file_name=f"{dataset.name}-export.zip",
+            st.download_button(f"Download {done} as zip", zip_folder(done), file_name=f"{dataset.name}-export.zip",
                                mime="application/zip", key="export_zip")
         else:
             st.text(f"Export written to {done} ({size / 1e6:.0f} MB, too large to download here)")

@@ -88,7 +88,7 @@ def add_tab(store, dataset, splits: list[str], version: int) -> None:
     for col, label in ((c1, 1), (c2, 0)):
         if col.button(f"Add as {LABELS[label]}", disabled=not chosen, key=f"meta_add_{label}"):
             act(lambda: metadata.add_pairs(store, dataset.id, chosen, label),
-                lambda ids: f"Added {len(ids)} {LABELS[label]}s.")
+                lambda ids: f"Added {len(ids)} {LABELS[label]}{'' if len(ids) == 1 else 's'}.")
 
 
 def import_tab(store, dataset, splits: list[str], version: int) -> None:
@@ -116,7 +116,7 @@ def import_tab(store, dataset, splits: list[str], version: int) -> None:
             st.error(f"{upload.name}: not UTF-8 text ({exc}); nothing was stored")
             return
         act(lambda: metadata.import_csv_text(store, dataset.id, text, upload.name, store_ids),
-            lambda n: f"Imported {n} entries from {upload.name}.")
+            lambda n: f"Imported {n} {'entry' if n == 1 else 'entries'} from {upload.name}.")
 
 
 @st.fragment(run_every=1.0)

@@ -9,6 +9,7 @@ const KEY_ACTIONS = { k: "keep", x: "reject", f: "fix", s: "skip", u: "undo" };
 const ACTIONS = [["Keep", "keep", "K"], ["Reject", "reject", "X"], ["Fix", "fix", "F"], ["Skip", "skip", "S"],
                  ["Undo", "undo", "U"]];
 const EMPTY = "Nothing left in this queue. Pick another order or filter above, or undo the last decision.";
+const NO_MATCH = "No pair matches these filters. Widen them above.";
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -157,7 +158,7 @@ function render(c) {
   } else if (pair) {
     root.append(pairView(c, pair));
   } else if (c.data.progress.remaining - decidedIds(c).size <= 0) {
-    root.append(el("div", "concord-info", EMPTY), buttons(c, [ACTIONS[4]]));
+    root.append(el("div", "concord-info", c.data.progress.scope ? EMPTY : NO_MATCH), buttons(c, [ACTIONS[4]]));
   } else {
     root.append(el("div", "concord-help", "Loading the next pair…"));
   }

@@ -106,7 +106,9 @@ def test_csv_captions_keep_their_line_breaks_and_characters(ds, capsys):
     ([["105", "keep", ""], ["106", "fix", "caption number 5"]],
      "line 3: the new caption is the pair's own caption (pair 106): use Keep if it is right, or give another "
      "caption; nothing was stored"),
-], ids=["duplicate", "form-feed", "bell", "own-caption"])
+    ([["105", "keep", ""], ["106", "fix", "red", "blue"]],
+     "line 3: row has 4 fields, the header has 3 (quote a value that holds a comma); nothing was stored"),
+], ids=["duplicate", "form-feed", "bell", "own-caption", "unquoted-comma"])
 def test_csv_bad_rows_are_named_and_nothing_is_stored(ds, capsys, rows, message):
     bad = ds / "bad.csv"
     write_csv(bad, rows)

@@ -196,9 +196,15 @@ def test_refuses_non_empty_dir_and_overwrites(store, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ConcordError, match="not empty; choose another folder or pass --overwrite"):
         export_dataset(store, "ds", out)
+    with pytest.raises(ConcordError, match=r"out is not empty and holds no Concord export \(manifest.json\); "
+                                           "--overwrite replaces only an earlier export"):
+        export_dataset(store, "ds", out, ExportOptions(overwrite=True))     # a folder of the user's: never deleted
     assert (out / "keep.txt").read_text() == "mine"
-    export_dataset(store, "ds", out, ExportOptions(overwrite=True))
-    assert not (out / "keep.txt").exists() and (out / "pairs.csv").is_file()
+    (out / "keep.txt").unlink()
+    export_dataset(store, "ds", out)
+    (out / "extra.txt").write_text("left over")
+    export_dataset(store, "ds", out, ExportOptions(overwrite=True, format="jsonl"))     # an earlier export: replaced
+    assert not (out / "extra.txt").exists() and not (out / "pairs.csv").exists() and (out / "pairs.jsonl").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "src"]
 
 
@@ -216,6 +222,16 @@ def test_overwrite_never_deletes_the_datasets_own_images(store, tmp_path, where)
     assert sorted(p.name for p in (tmp_path / "data" / "src" / "sub").iterdir()) == before == [
         f"img{k}.png" for k in range(6)]
     assert not [p for p in out.parent.iterdir() if "concord-" in p.name]
+
+
+def test_overwrite_never_deletes_an_export_that_became_a_dataset(store, tmp_path):
+    """An export imported back is a dataset whose images are the export's: replacing it would delete them."""
+    make_dataset(store, tmp_path / "src")
+    export_dataset(store, "ds", tmp_path / "out")
+    import_dataset(store, tmp_path / "out", "again")
+    with pytest.raises(ConcordError, match=r"which holds the images of dataset 'again'"):
+        export_dataset(store, "ds", tmp_path / "out", ExportOptions(overwrite=True))
+    assert (tmp_path / "out" / "sub" / "img0.png").is_file()
 
 
 def test_overwrite_never_deletes_the_database(store, tmp_path):
@@ -247,7 +263,8 @@ def test_export_into_a_link_writes_where_it_points(store, tmp_path):
 def test_an_export_folder_that_cannot_be_made_is_named_in_a_plain_message(store, tmp_path):
     make_dataset(store, tmp_path / "src")
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(ConcordError, match=r"cannot create the export folder .*a-file/out: "):
+    with pytest.raises(ConcordError, match=r"cannot create the export folder .*a-file/out: .*a-file is a file, not a "
+                                           r"folder$"):
         export_dataset(store, "ds", tmp_path / "a-file" / "out")
     assert (tmp_path / "a-file").read_text() == "x"
 

@@ -198,6 +198,7 @@ def test_decision_rate_over_the_latest_stretch():
     assert decision_rate(at(0, 1000, 1010, 1040)) == pytest.approx(3.0)      # 2 in 40 s after a 1000 s pause
     assert decision_rate(at(0, 400)) is None                                 # one decision per stretch
     assert decision_rate(at(5, 5, 5)) is None                                # a bulk action: no time between
+    assert decision_rate(at(0, 10, 10, 10, 10, 20)) == pytest.approx(6.0)    # a bulk of four is one step of the pace
     assert decision_rate(at(0)) is None and decision_rate([]) is None
     assert ReviewProgress(10, 2, 0, 30, 6.0).eta_minutes == pytest.approx(5.0)
     assert ReviewProgress(10, 2, 0, 30, None).eta_minutes is None
@@ -322,19 +323,21 @@ def frame(store, rv: ReviewRun, *keys_: str) -> pd.DataFrame:
 
 
 def test_fix_reject_and_bulk_with_their_meta_data(store, rv):
-    assert act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k2"), caption="  a red circle ") == \
-        "Fixed pair k2 with the caption: a red circle"
+    with pytest.raises(ConcordError, match="the image already has this caption as pair k1"):    # it would repeat k1
+        act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k2"), caption="a red circle")
+    assert act(store, rv.dataset_id, rv.run_id, "ann", "fix", frame(store, rv, "k2"), caption="  a red disc ") == \
+        "Fixed pair k2 with the caption: a red disc"
     assert act(store, rv.dataset_id, rv.run_id, "bob", "reject", frame(store, rv, "k4")) == "Rejected pair k4"
     assert act(store, rv.dataset_id, rv.run_id, "bob", "keep", frame(store, rv, "k3", "k5")) == "Kept 2 pairs"
     log = store.decisions_frame(rv.dataset_id)
     assert list(zip(log["pair_key"], log["action"], log["reviewer"], log["new_caption"].fillna(""))) == [
-        ("k2", "fix", "ann", "a red circle"), ("k4", "reject", "bob", ""), ("k3", "keep", "bob", ""),
+        ("k2", "fix", "ann", "a red disc"), ("k4", "reject", "bob", ""), ("k3", "keep", "bob", ""),
         ("k5", "keep", "bob", "")]
     assert set(log["run_id"]) == {rv.run_id}
     assert log["created_at"].iloc[2] == log["created_at"].iloc[3]              # one transaction
     meta = store.meta_frame(rv.dataset_id)
     assert sorted(zip(meta["image_path"], meta["caption"], meta["label"])) == [
-        ("a.png", SCRIPT, 0), ("a.png", "a red circle", 1), ("b.png", "a blue square", 1),
+        ("a.png", SCRIPT, 0), ("a.png", "a red disc", 1), ("b.png", "a blue square", 1),
         ("b.png", "a green star", 0), ("c.png", "a blue square on white", 1)]
 
 

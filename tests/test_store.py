@@ -118,10 +118,10 @@ def test_decision_meta_effects_and_undo(store: Store) -> None:
     meta = store.meta_frame(1)
     assert sorted(zip(meta.caption, meta.label)) == sorted([
         (p.caption[0], 1), (p.caption[1], 0), ("a better caption", 1), (p.caption[2], 0)])
-    assert store.undo(1, "ann") is not None  # reverts the fix
+    assert len(store.undo(1, "ann")) == 1  # reverts the fix
     meta = store.meta_frame(1)
     assert sorted(zip(meta.caption, meta.label)) == sorted([(p.caption[0], 1), (p.caption[1], 0)])
-    assert store.undo(1, "bob") is None  # bob decided nothing
+    assert store.undo(1, "bob") == []  # bob decided nothing
     state = store.pairs_frame(1).set_index("pair_id")["decision"]
     assert state[p.pair_id[0]] == "keep" and state[p.pair_id[1]] == "reject" and pd.isna(state[p.pair_id[2]])
     log = store.decisions_frame(1)
@@ -261,23 +261,25 @@ def test_a_later_decision_withdraws_what_the_earlier_one_put_and_undo_brings_it_
     assert active_meta(store) == []
 
 
-def test_a_withdrawn_fix_gives_back_the_entry_it_replaced_and_decisions_on_siblings_stack(store: Store) -> None:
-    store.write_dataset("d", "/root", "csv", records(2))   # pairs 0 and 1 share an image
+def test_fixes_of_two_siblings_to_one_caption_stack_and_unstack(store: Store) -> None:
+    """Pairs 0 and 1 share an image, and both are fixed to one new caption: one meta-data key that two decisions
+    put there. Each entry stands while a decision in effect made it; undo walks them back in any order."""
+    store.write_dataset("d", "/root", "csv", records(2))
     p = store.pairs_frame(1)
-    cap0, cap1 = p.caption[0], p.caption[1]
-    store.add_meta(1, [(p.image_id[0], p.caption_id[1], 1)], "seed")
-    fix = store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption=cap1)[0]   # pair 0 gets pair 1's caption
-    assert active_meta(store) == [(cap1, 1, "decision", fix), (cap0, 0, "decision", fix)]
-    reject = store.decide(1, [p.pair_id[1]], "reject", "bob")[0]                 # pair 1 itself: the same key
-    assert active_meta(store) == [(cap0, 0, "decision", fix), (cap1, 0, "decision", reject)]
-    keep = store.decide(1, [p.pair_id[0]], "keep", "ann")[0]                     # pair 1's reject still stands
-    assert active_meta(store) == [(cap1, 0, "decision", reject), (cap0, 1, "decision", keep)]
-    store.undo(1, "bob")                                  # the fix is no longer in effect: the seed is back
-    assert active_meta(store) == [(cap1, 1, "seed", None), (cap0, 1, "decision", keep)]
-    store.undo(1, "ann")                                  # the fix is in effect again
-    assert active_meta(store) == [(cap1, 1, "decision", fix), (cap0, 0, "decision", fix)]
+    cap0, cap1, new = p.caption[0], p.caption[1], "one caption for both"
+    fix_a = store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption=new)[0]
+    fix_b = store.decide(1, [p.pair_id[1]], "fix", "bob", new_caption=new)[0]
+    assert sorted(active_meta(store)) == sorted([(cap0, 0, "decision", fix_a), (new, 1, "decision", fix_b),
+                                                 (cap1, 0, "decision", fix_b)])
+    keep = store.decide(1, [p.pair_id[0]], "keep", "ann")[0]                 # pair 1's fix still stands
+    assert sorted(active_meta(store)) == sorted([(new, 1, "decision", fix_b), (cap1, 0, "decision", fix_b),
+                                                 (cap0, 1, "decision", keep)])
+    store.undo(1, "bob")                                  # no fix in effect puts the new caption there now
+    assert active_meta(store) == [(cap0, 1, "decision", keep)]
+    store.undo(1, "ann")                                  # pair 0's fix is in effect again
+    assert sorted(active_meta(store)) == sorted([(new, 1, "decision", fix_a), (cap0, 0, "decision", fix_a)])
     store.undo(1, "ann")
-    assert active_meta(store) == [(cap1, 1, "seed", None)]
+    assert active_meta(store) == []
 
 
 def test_undo_does_not_bring_back_what_a_person_removed(store: Store) -> None:
@@ -316,7 +318,7 @@ def test_undo_never_restores_an_entry_its_own_decision_replaced(store: Store) ->
              [img, cap, seed, now, now])
     store._q("INSERT INTO meta_entries VALUES (92, 1, ?, ?, 0, 'decision', 90, 91, ?, NULL, NULL)", [img, cap, now])
     assert active_meta(store) == [(p.caption[0], 0, "decision", 90)]
-    assert store.undo(1, "ann") == 90
+    assert store.undo(1, "ann") == [90]
     assert active_meta(store) == [(p.caption[0], 1, "seed", None)]
 
 
@@ -363,3 +365,30 @@ def test_a_replace_that_changes_the_pairs_makes_the_runs_detection_figures_stale
     noisy = changed.assign(is_noisy=[False, False, True, False])               # the truth changed
     store.write_dataset("d", "/root", "csv", noisy, replace=True)
     assert "detection" not in store.run(run).metrics
+
+
+def test_a_bulk_action_is_undone_as_one(store: Store) -> None:
+    """One `decide` call on many pairs (Review's bulk grid) is one undo; the decision before it is the next."""
+    store.write_dataset("d", "/root", "csv", records(6))
+    p = store.pairs_frame(1)
+    store.decide(1, [p.pair_id[0]], "keep", "ann")
+    bulk = store.decide(1, list(p.pair_id[1:5]), "reject", "ann")
+    store.decide(1, [p.pair_id[5]], "reject", "bob")
+    assert store.undo(1, "ann") == bulk[::-1]
+    assert active_meta(store) == [(p.caption[0], 1, "decision", 1), (p.caption[5], 0, "decision", 6)]
+    assert store.undo(1, "ann") == [1] and store.undo(1, "ann") == []
+    assert active_meta(store) == [(p.caption[5], 0, "decision", 6)]
+
+
+def test_a_fix_with_a_caption_its_image_already_has_is_refused(store: Store) -> None:
+    """Fixing pair 0 with the caption of pair 1 (the same image) would repeat pair 1 and label it matched whatever
+    its own decision says: refused, naming the pair to decide instead; nothing stored."""
+    store.write_dataset("d", "/root", "csv", records(4))
+    p = store.pairs_frame(1)
+    store.decide(1, [p.pair_id[1]], "reject", "ann")
+    with pytest.raises(ConcordError, match=r"^the image already has this caption as pair 1: decide on pair 1 instead$"):
+        store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption=p.caption[1])
+    assert active_meta(store) == [(p.caption[1], 0, "decision", 1)] and len(store.decisions_frame(1)) == 1
+    store.decide(1, [p.pair_id[0]], "fix", "ann", new_caption=p.caption[2])    # another image's caption is a fix
+    assert sorted(active_meta(store)) == sorted([(p.caption[1], 0, "decision", 1), (p.caption[2], 1, "decision", 2),
+                                                 (p.caption[0], 0, "decision", 2)])

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     reviewer = (args.reviewer or getpass.getuser() or "cli").strip()
     if args.undo:
         reverted = store.undo(ds.id, reviewer)
-        print(f"undid decision {reverted}" if reverted is not None else f"nothing to undo for reviewer {reviewer!r}")
+        print(f"undid decision(s) {', '.join(map(str, reverted))}" if reverted
+              else f"nothing to undo for reviewer {reviewer!r}")
         return 0
     if args.run is not None:
         if store.run(args.run).dataset_id != ds.id:
