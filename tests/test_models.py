@@ -156,3 +156,27 @@ def test_weights_put_in_the_manual_folder_are_used(monkeypatch: pytest.MonkeyPat
     (folder / "notes.txt").write_text("not weights")
     (folder / "RN50.pt").write_bytes(b"weights")
     assert openclip.weights_file(spec, "open_clip:RN50:openai") == folder / "RN50.pt"
+
+
+def test_published_architecture_with_weights_in_the_manual_folder_loads_and_encodes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`open_clip:RN50:openai` built for real, offline, from weights put in the manual folder (random ones here:
+    none can be downloaded): the model loads them, takes the tag's preprocessing and encodes an image."""
+    import open_clip
+    from PIL import Image
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CONCORD_CACHE", str(tmp_path / "cache"))
+    spec = openclip.parse_pretrained("open_clip:RN50:openai")
+    folder = openclip.manual_folder(spec)
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    weights = open_clip.create_model("RN50", force_quick_gelu=True).state_dict()
+    torch.save(weights, folder / "RN50.pt")
+    loaded = load_model("open_clip:RN50:openai", "cpu")
+    assert torch.equal(loaded.model.state_dict()["visual.conv1.weight"], weights["visual.conv1.weight"])
+    normalise = loaded.preprocess.transforms[-1]
+    cfg = open_clip.get_pretrained_cfg("RN50", "openai")
+    assert tuple(normalise.mean) == tuple(cfg["mean"]) and tuple(normalise.std) == tuple(cfg["std"])
+    with torch.no_grad():
+        image = loaded.model.encode_image(loaded.preprocess(Image.new("RGB", (64, 48), (200, 30, 30)))[None])
+    assert image.shape == (1, 1024) and torch.isfinite(image).all()

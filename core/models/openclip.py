@@ -154,19 +154,20 @@ def build(spec: OpenClipSpec, name: str) -> tuple[nn.Module, object, object]:
     published weights (`spec.tag`) or a checkpoint (`spec.path`)."""
     import open_clip
 
-    force_pp: dict = {}
+    preprocessing: dict = {}
     quick_gelu = False
     if spec.tag is not None:
         checkpoint = weights_file(spec, name)
         cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag)
-        force_pp = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+        # the published weights' own preprocessing (open_clip 3.3 takes it as `image_*` arguments)
+        preprocessing = {f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
         quick_gelu = bool(cfg.get("quick_gelu", False))   # the activation the weights were trained with
     else:
         checkpoint = spec.path
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch, pretrained=str(checkpoint), force_quick_gelu=quick_gelu,
-            force_preprocess_cfg=force_pp or None, cache_dir=str(download_folder()))
+            spec.arch, pretrained=str(checkpoint), force_quick_gelu=quick_gelu, cache_dir=str(download_folder()),
+            **preprocessing)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ConcordError(f"model {name!r}: cannot load {checkpoint} as {spec.arch}: "
                            f"{str(exc).splitlines()[0]}") from exc
