@@ -94,6 +94,9 @@ def plan_export(store: Store, name: str, options: ExportOptions = ExportOptions(
         run = store.run(options.run_id)
         if run.dataset_id != dataset.id:
             raise ConcordError(f"run {run.id} belongs to another dataset, not {name!r}")
+        if run.state != "finished":
+            raise ConcordError(f"run {run.id} is {run.state}, so it scored no pair; export with a finished run's "
+                               "scores (or none)")
     else:
         run = store.latest_finished_run(dataset.id)
     if options.drop_flagged_unreviewed and run is None:

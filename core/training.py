@@ -19,9 +19,9 @@ from core import artifacts
 from core.errors import Cancelled, ConcordError
 from core.evaluate import evaluate_run
 from core.index import RunNeighbours
-from core.meta_seed import ensure_seed
+from core.meta_seed import DEFAULT_TRUSTED_SPLIT, ensure_seed, trusted_split
 from core.methods import make_config, method_class, spec
-from core.methods.base import Checkpointer, RunContext
+from core.methods.base import Checkpointer, Method, RunContext
 from core.methods.data import MetaData, TrainData
 from core.methods.encoder import DualEncoder, Inputs, ResidualHead
 from core.models import DEFAULT_MODEL, LoadedModel, load_model, model_info, resolve_device
@@ -29,7 +29,7 @@ from core.progress import Progress
 
 REGIMES = ("features", "finetune")
 DEFAULT_METHOD = "b1"
-META_SEED_SPLIT = "val"
+META_SEED_SPLIT = DEFAULT_TRUSTED_SPLIT
 META_SEED_FRACTION = 0.02
 
 
@@ -68,11 +68,15 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
     if epochs is not None:
         values["epochs"] = epochs
     config = make_config(method, values)
+    trainer = method_class(method)
+    if issubclass(trainer, Method):
+        trainer.check_request(config, info.image_pretrained)
     if store.pairs_frame(ds.id, split="train").empty:
         raise ConcordError(f"dataset {dataset!r} has no pairs in the 'train' split to train on")
-    if s.uses_meta:
-        splits = store.dataset_summary(ds.id)["splits"]
-        if meta_split in splits and meta_split != "train":
+    if s.uses_meta and meta_split:
+        # the default split may be missing (then no seed); a split named otherwise must exist and be trustable
+        if meta_split != META_SEED_SPLIT or meta_split in store.dataset_summary(ds.id)["splits"]:
+            trusted_split(store, ds.id, meta_split)
             ensure_seed(store, ds.id, meta_split, meta_fraction, seed)
     return store.create_run(ds.id, method, model, regime=regime, device=device, seed=seed, config=asdict(config),
                             threshold=threshold)

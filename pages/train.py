@@ -22,11 +22,17 @@ def setting_input(s: Setting, method: str):
         return st.selectbox(label, s.choices, index=list(s.choices).index(s.default), help=help_, key=key)
     if s.type is bool:
         return st.checkbox(label, value=bool(s.default), help=help_, key=key)
+    r = s.range      # the ends the widget itself holds (an open end is refused with the same words at Start)
+    low = None if r is None or r.low is None or r.low_open else r.low
+    high = None if r is None or r.high is None or r.high_open else r.high
     if s.type is int:
-        return int(st.number_input(label, value=int(s.default), step=1, help=help_, key=key))
+        return int(st.number_input(label, value=int(s.default), step=1, help=help_, key=key,
+                                   min_value=None if low is None else int(low),
+                                   max_value=None if high is None else int(high)))
     if s.type is float:
         return float(st.number_input(label, value=float(s.default), step=number_step(s.default), format="%g",
-                                     help=help_, key=key))
+                                     help=help_, key=key, min_value=None if low is None else float(low),
+                                     max_value=None if high is None else float(high)))
     return st.text_input(label, value=str(s.default), help=help_, key=key)
 
 

@@ -52,3 +52,13 @@ def test_a_reader_that_stops_reading_is_no_error(tmp_path: Path) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     process.stdout.close()
     assert process.stderr.read() == b"" and process.wait() == 1
+
+
+def test_train_list_settings_and_repeated_sets_say_what_to_write(tmp_path: Path) -> None:
+    listed = run_cli("train", "--list-settings", "npc", "--db", str(tmp_path / "d.duckdb"))
+    assert listed.returncode == 1 and listed.stderr.strip() == (
+        "error: --list-settings takes the method as --method, not 'npc': "
+        "`python -m core train --list-settings --method npc`")
+    twice = run_cli("train", "ds", "--set", "lr=0.1", "--set", "lr=0.2", "--db", str(tmp_path / "d.duckdb"))
+    assert twice.returncode == 1 and twice.stderr.strip() == (
+        "error: --set lr is given twice ('0.1' and '0.2'); give it once")

@@ -531,7 +531,7 @@ def test_concord_refuses_without_trusted_pairs(store) -> None:
     create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, seed=3))
     b1 = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})
     execute_run(store, b1, Progress())
-    run_id = start_run(store, "demo", "concord", meta_split="none", settings={"trusted_split": ""})
+    run_id = start_run(store, "demo", "concord", meta_split="", settings={"trusted_split": ""})
     with pytest.raises(ConcordError, match="needs trusted matched pairs"):
         execute_run(store, run_id, Progress())
     assert store.run(run_id).state == "failed"

@@ -26,6 +26,36 @@ def test_settings_parse_and_refuse_unknown_keys() -> None:
         make_config("x")
 
 
+@pytest.mark.parametrize("method, key, value, message", [
+    ("b1", "epochs", "0", "epochs=0: must be at least 1"),
+    ("b1", "batch_size", "-5", "batch_size=-5: must be at least 2"),       # trained nothing, scored garbage
+    ("b1", "eval_batch_size", "0", "eval_batch_size=0: must be at least 1"),
+    ("b1", "lr", "nan", "lr=nan: must be a finite number"),
+    ("b1", "lr", "-1", "lr=-1.0: must be at least 0"),
+    ("b1", "warmup_steps", "-1", "warmup_steps=-1: must be at least 0"),
+    ("b1", "checkpoint_every_s", "inf", "checkpoint_every_s=inf: must be a finite number"),
+    ("npc", "tau", "1", "tau=1.0: must be below 1"),
+    ("npc", "eps", "0", "eps=0.0: must be above 0"),
+    ("npc", "rebuild_bank", "on", "rebuild_bank='on': expected true or false (also 1/0, yes/no)"),
+    ("mscn", "meta_batch_size", "1", "meta_batch_size=1: must be at least 2"),
+    ("concord", "c", "0", "c=0.0: must be above 0"),
+    ("concord", "near_miss_share", "1.5", "near_miss_share=1.5: must be at most 1"),
+])
+def test_settings_out_of_range_are_refused(method, key, value, message) -> None:
+    with pytest.raises(ConcordError, match=f"^setting {message}$".replace("(", r"\(").replace(")", r"\)")):
+        make_config(method, {key: value})
+    assert next(s for s in settings(method) if s.name == key).range is not None or key == "rebuild_bank"
+
+
+def test_every_numeric_setting_has_a_range_its_default_is_in() -> None:
+    """The Train page's number inputs take their ends from the same ranges; no method's default is out of them."""
+    from core.methods import METHODS
+    for method in METHODS:
+        for s in settings(method):
+            if s.type in (int, float) and not s.choices and not (method == "b0" and s.name == "epochs"):
+                assert s.range is not None and s.range.problem(s.default) is None, (method, s.name)
+
+
 def test_lr_warms_up_then_decays_to_zero() -> None:
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)

@@ -290,6 +290,15 @@ def test_split_names_and_keys_that_are_no_file_name_or_number_round_trip(store, 
             ("5", "i1.png", ".."), ("x", "i2.png", "train_2014"), ("²", "i0.png", "train/2014")]
 
 
+def test_scores_only_from_a_finished_run(store, tmp_path):
+    ds = make_dataset(store, tmp_path / "src")
+    run_id = store.create_run(ds, "b1", "concord-tiny")
+    store.update_run(run_id, state="failed")
+    with pytest.raises(ConcordError, match=f"run {run_id} is failed, so it scored no pair; export with a finished"):
+        export_dataset(store, "ds", tmp_path / "out", ExportOptions(run_id=run_id))
+    assert not (tmp_path / "out").exists()
+
+
 def test_drop_flagged_needs_a_run(store, tmp_path):
     make_dataset(store, tmp_path / "src")
     with pytest.raises(ConcordError, match="no finished run"):

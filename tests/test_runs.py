@@ -186,3 +186,22 @@ def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart(
     assert run_title(run("b1", {"lr": 0.01})) == "run 3 · b1 lr=0.01 · concord-tiny"
     assert scored_run_label(run("b1", {"lr": 0.01})).startswith("run 3 · b1 lr=0.01 · concord-tiny · threshold 0.50")
     assert scored_run_label(run("b1", {"lr": 0.001})).startswith("run 3 · b1 · concord-tiny")
+
+
+def test_requests_a_method_cannot_train_are_refused_before_a_run_exists(store, tmp_path: Path) -> None:
+    """Refused at the request, not by a failed run: NPC's warm-up on a tower trained from scratch, a meta-data
+    split the dataset lacks or that cannot be trusted, a setting out of its range."""
+    from core.training import start_run
+    ds = make_dataset(store, tmp_path / "src")
+    with pytest.raises(ConcordError, match=r"NPC trains 1 warm-up epoch\(s\) first .*epochs must be at least 2, "
+                                           "got 1"):
+        start_run(store, "ds", "npc", epochs=1)
+    with pytest.raises(ConcordError, match=r"no split 'vall' in this dataset \(splits: train, val\)"):
+        start_run(store, "ds", "mscn", meta_split="vall")
+    with pytest.raises(ConcordError, match="the 'train' split is the noisy one"):
+        start_run(store, "ds", "mscn", meta_split="train")
+    with pytest.raises(ConcordError, match="setting batch_size=0: must be at least 2"):
+        start_run(store, "ds", "b1", settings={"batch_size": "0"})
+    assert store.runs() == [] and store.meta_frame(ds).empty
+    start_run(store, "ds", "mscn", meta_split="")           # '' asks for no seed
+    assert store.meta_frame(ds).empty and len(store.runs()) == 1

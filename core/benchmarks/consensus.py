@@ -55,7 +55,7 @@ def fused_run(store, dataset: str, base: int) -> int:
         train = frame[frame["split"] == "train"]
         seed = train.sample(min(len(train), max(50, len(train) // 50)), random_state=0)
         store.add_meta(ds, list(zip(seed["image_id"], seed["caption_id"], [1] * len(seed))), "manual")
-    return start_run(store, dataset, "concord", meta_split="none",
+    return start_run(store, dataset, "concord", meta_split="",
                      settings={"base_runs": str(base), "text_signals": False, "trusted_split": "val" if has_val else "",
                                "refit_every": 0})
 

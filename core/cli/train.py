@@ -19,6 +19,9 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConcordError(f"--set takes key=value, got {item!r}")
+        if key.strip() in out:
+            raise ConcordError(f"--set {key.strip()} is given twice ({out[key.strip()]!r} and {value.strip()!r}); "
+                               "give it once")
         out[key.strip()] = value.strip()
     return out
 
@@ -39,8 +42,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5, help="flag pairs whose clean_prob is below this")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method setting (repeatable); `python -m core train --list-settings METHOD` lists them")
-    p.add_argument("--meta-split", default=None, help="clean split the meta-data seed is drawn from (default: val)")
+                   help="a method setting (repeatable); `python -m core train --list-settings --method M` lists them")
+    p.add_argument("--meta-split", default=None, help="clean split the meta-data seed is drawn from (default: val; '' for no seed)")
     p.add_argument("--meta-fraction", type=float, default=None,
                    help="seed size as a fraction of the training split (default: 0.02)")
     p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help="resume a cancelled/interrupted run")
@@ -53,6 +56,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.methods import settings
     from core.training import DEFAULT_METHOD, start_run
     if args.list_settings:
+        if args.name:       # `--list-settings npc` read npc as the dataset and listed b1's settings
+            raise ConcordError(f"--list-settings takes the method as --method, not {args.name!r}: "
+                               f"`python -m core train --list-settings --method {args.name}`")
         for s in settings(args.method or DEFAULT_METHOD):
             print(f"{s.name:<28} {s.type.__name__:<6} default {s.default!r:<10} {s.help}")
         return 0

@@ -36,7 +36,7 @@ from core.detect.signals import (HELD_OUT_SPLIT, TEXT_SPACE, Query, caption_spac
 from core.errors import ConcordError
 from core.index import VectorIndex
 from core.meta_seed import DEFAULT_TRUSTED_SPLIT, TRAIN_SPLIT, trusted_split
-from core.methods.config import setting
+from core.methods.config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, SHARE, setting
 from core.progress import Progress
 from core.runs import latest_of_each, run_lr, same_rate
 
@@ -54,15 +54,18 @@ class ConcordConfig:
     base_runs: str = setting("latest", "finished runs whose spaces and scores it fuses: 'latest' (the latest of "
                                        "each method and learning rate: a network trained at another rate learns "
                                        "another space, and fusing it helps) or comma-separated run ids")
-    epochs: int = setting(8, "epochs of the b1 run trained first when the dataset has no finished run")
+    epochs: int = setting(8, "epochs of the b1 run trained first when the dataset has no finished run",
+                          range=AT_LEAST_1)
     fast_b1_lr: float = setting(0.0, "with 'latest' base runs and a model whose image tower trains from scratch "
                                      "(concord-tiny), also fuse a b1 run at this learning rate (e.g. 0.01, ten "
                                      "times the shared default): a network trained faster learns another space. "
                                      "Trained first, with the epochs and seed of the dataset's latest b1, when the "
                                      "dataset has no finished b1 at this rate; one more network for −0.002 to "
-                                     "+0.005 with concord-tiny's ResNet tower, so 0 (none) by default")
-    k: int = setting(10, "neighbours per pair in the neighbour-consensus terms (LEMoN's k)")
-    tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less")
+                                     "+0.005 with concord-tiny's ResNet tower, so 0 (none) by default",
+                                range=AT_LEAST_0)
+    k: int = setting(10, "neighbours per pair in the neighbour-consensus terms (LEMoN's k)", range=AT_LEAST_1)
+    tau: float = setting(5.0, "neighbour weight exp(-tau * (1 - cosine)): how fast far neighbours count less",
+                         range=AT_LEAST_0)
     text_signals: bool = setting(True, "also the sibling terms in the text tower's own feature space")
     pixel_signals: bool = setting(True, "also the neighbour terms in the pixel space: images as their raw pixels "
                                         "(averaged over a 16×16 grid, 64 whitened principal components), captions "
@@ -77,9 +80,11 @@ class ConcordConfig:
                                           "image of the noisy split (a near miss agrees as well with the captions "
                                           "it was taken from), and in each network's space how much better the "
                                           "image matches the caption than its other captions")
-    negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive")
-    near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random")
-    near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's")
+    negatives_per_positive: float = setting(1.0, "constructed negatives per trusted positive", range=AT_LEAST_0)
+    near_miss_share: float = setting(0.5, "share of constructed negatives that are near misses, not random",
+                                     range=SHARE)
+    near_k: int = setting(10, "a near-miss negative is one of this many captions most similar to the positive's",
+                          range=AT_LEAST_1)
     match_context: bool = setting(True, "before fitting, swap the trusted images' captions for foreign ones, in each "
                                         "space at the rate, near-miss share and pattern (captions one by one or "
                                         "whole images) where their sibling agreement is distributed as the noisy "
@@ -100,8 +105,9 @@ class ConcordConfig:
                                       "one also by how closely it ranks them like the constrained one: where the "
                                       "labelled pairs teach signs the noisy pairs do not follow (heavy noise swaps "
                                       "most trusted captions' context), the constrained fit counts more")
-    c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression")
-    refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)")
+    c: float = setting(0.1, "inverse L2 regularisation of the fused logistic regression", range=ABOVE_0)
+    refit_every: int = setting(20, "refit after this many new decisions while reviewing (0: only on request)",
+                               range=AT_LEAST_0)
 
 
 class Concord:

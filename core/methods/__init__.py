@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConcordError
+from core.methods.config import Range
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Setting:
     default: Any
     help: str
     choices: tuple | None = None
+    range: Range | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def settings(method: str) -> list[Setting]:
     for f in dataclasses.fields(cls):
         default = s.overrides.get(f.name, f.default)
         out.append(Setting(f.name, _field_type(cls, f), default, f.metadata.get("help", ""),
-                           f.metadata.get("choices")))
+                           f.metadata.get("choices"), f.metadata.get("range")))
     return out
 
 
@@ -103,7 +105,8 @@ def _parse(value: Any, kind: type, name: str) -> Any:
             return low in ("true", "1", "yes")
         return kind(value)
     except ValueError:
-        raise ConcordError(f"setting {name}={value!r}: expected {kind.__name__}") from None
+        expected = "true or false (also 1/0, yes/no)" if kind is bool else kind.__name__
+        raise ConcordError(f"setting {name}={value!r}: expected {expected}") from None
 
 
 def make_config(method: str, values: dict[str, Any] | None = None):
@@ -119,6 +122,9 @@ def make_config(method: str, values: dict[str, Any] | None = None):
         parsed = _parse(value, known[name].type, name)
         if known[name].choices and parsed not in known[name].choices:
             raise ConcordError(f"setting {name}={parsed!r}: choose one of {', '.join(map(str, known[name].choices))}")
+        problem = known[name].range and known[name].range.problem(parsed)
+        if problem:
+            raise ConcordError(f"setting {name}={parsed!r}: {problem}")
         kwargs[name] = parsed
     return spec(method).config_cls(**kwargs)
 

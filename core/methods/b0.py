@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from core.methods.base import Method
-from core.methods.config import MethodConfig, setting
+from core.methods.config import AT_LEAST_1, MethodConfig, setting
 from core.methods.encoder import DualEncoder
 from core.mixtures import fit_gmm
 
@@ -18,7 +18,7 @@ class B0Config(MethodConfig):
     pretrained cosine scores of the training pairs."""
 
     epochs: int = setting(0, "B0 does not train (always 0)")
-    gmm_max_iter: int = setting(100, "EM iterations of the score GMM")
+    gmm_max_iter: int = setting(100, "EM iterations of the score GMM", range=AT_LEAST_1)
 
 
 class B0(Method):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from core.methods.base import Method
-from core.methods.config import MethodConfig, setting
+from core.methods.config import AT_LEAST_1, MethodConfig, setting
 from core.methods.encoder import DualEncoder
 from core.methods.losses import per_sample_infonce
 from core.mixtures import loss_split_clean_prob
@@ -18,7 +18,7 @@ from core.mixtures import loss_split_clean_prob
 class B1Config(MethodConfig):
     """Plain contrastive training; the clean probability comes from a 2-component GMM on per-sample losses."""
 
-    gmm_max_iter: int = setting(10, "EM iterations of the loss-split GMM (NCR: 10)")
+    gmm_max_iter: int = setting(10, "EM iterations of the loss-split GMM (NCR: 10)", range=AT_LEAST_1)
 
 
 def make_adamw(params, config: MethodConfig, betas: tuple[float, float] = (0.9, 0.98),

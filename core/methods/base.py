@@ -125,6 +125,11 @@ class Method(ABC):
         self.epoch_log: list[dict[str, Any]] = []
         self.epoch_seconds: list[float] = []
 
+    @classmethod
+    def check_request(cls, config: MethodConfig, image_pretrained: bool) -> None:
+        """Refuse settings this method cannot train with on a model whose image tower is (or is not) pretrained,
+        before a run is created (what the config alone cannot tell; none by default)."""
+
     # ------------------------------------------------------------------ what a method implements
     @abstractmethod
     def setup(self) -> None:

@@ -24,7 +24,7 @@ from torch.func import functional_call
 from core.errors import ConcordError
 from core.methods.b1 import make_adamw
 from core.methods.base import Method
-from core.methods.config import MethodConfig, setting
+from core.methods.config import AT_LEAST_0, AT_LEAST_1, MethodConfig, Range, setting
 from core.methods.encoder import DualEncoder
 from core.methods.losses import per_sample_infonce
 from core.mixtures import fit_beta_mixture
@@ -47,23 +47,27 @@ class MSCNConfig(MethodConfig):
     CPU: with one network MSCN only levels b1 with near-miss noise, two that purify for each other separate and
     retrieve better, and an epoch still costs under the 4× a b1 epoch that issue #8 allows (docs/benchmarks.md)."""
 
-    grad_clip: float = setting(2.0, "clip the gradient norm of each encoder update at this value (MSCN: 2.0)")
-    warmup_epochs: int = setting(2, "epochs of plain training (score 1 for every pair) before the meta steps")
+    grad_clip: float = setting(2.0, "clip the gradient norm of each encoder update at this value (MSCN: 2.0)",
+                               range=AT_LEAST_0)
+    warmup_epochs: int = setting(2, "epochs of plain training (score 1 for every pair) before the meta steps",
+                                 range=AT_LEAST_0)
     main_loss: str = setting("infonce", "the main loss over the MSCN score matrix: weighted InfoNCE, or the paper's "
                              "hinge with the hardest negative and margin alpha·s", choices=MAIN_LOSSES)
-    alpha: float = setting(0.2, "hinge margin, scaled per anchor pair by its sharpened MSCN score")
-    hidden: int = setting(64, "hidden units of the MSCN head (dim → hidden → 1)")
+    alpha: float = setting(0.2, "hinge margin, scaled per anchor pair by its sharpened MSCN score", range=AT_LEAST_0)
+    hidden: int = setting(64, "hidden units of the MSCN head (dim → hidden → 1)", range=AT_LEAST_1)
     square_diff: bool = setting(False, "also feed the head (f̂ − ĝ)² next to f̂ ⊙ ĝ")
     mask_shared: bool = setting(True, "in the hinge, never count a pair sharing the anchor's image or caption "
                                 "as a negative (several captions per image)")
-    meta_lr: float = setting(1e-3, "peak learning rate of the head's Adam in the meta step")
+    meta_lr: float = setting(1e-3, "peak learning rate of the head's Adam in the meta step", range=AT_LEAST_0)
     virtual_params: str = setting("last", "encoder parameters the virtual step updates: each tower's last layer "
                                   "(cheap) or all of them (the paper; ~5× a b1 epoch with a CNN tower)",
                                   choices=VIRTUAL_PARAMS)
-    meta_interval: int = setting(1, "a meta step every this many batches (the others take the real step only)")
-    meta_batch_size: int = setting(128, "meta pairs per meta step, half positives and half negatives")
+    meta_interval: int = setting(1, "a meta step every this many batches (the others take the real step only)",
+                                 range=AT_LEAST_1)
+    meta_batch_size: int = setting(128, "meta pairs per meta step, half positives and half negatives",
+                                   range=Range(2))
     purify: bool = setting(True, "after warm-up, pairs the Beta mixture calls noisy sit out the next epoch")
-    beta_max_iter: int = setting(10, "EM iterations of the purification Beta mixture")
+    beta_max_iter: int = setting(10, "EM iterations of the purification Beta mixture", range=AT_LEAST_1)
     co_training: bool = setting(True, "train two networks that purify for each other and average their scores "
                                 "(twice the cost)")
 
@@ -71,8 +75,6 @@ class MSCNConfig(MethodConfig):
         if self.epochs <= self.warmup_epochs:
             raise ConcordError(f"MSCN needs at least one epoch after its {self.warmup_epochs} warm-up epoch(s): "
                                f"set epochs above {self.warmup_epochs} or lower warmup_epochs")
-        if self.meta_interval < 1 or self.meta_batch_size < 2:
-            raise ConcordError("MSCN needs meta_interval >= 1 and meta_batch_size >= 2")
 
 
 # ---------------------------------------------------------------------------------------------- the math

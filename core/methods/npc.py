@@ -26,7 +26,7 @@ from core.errors import ConcordError
 from core.index import nearest_neighbours
 from core.methods.base import MethodResult
 from core.methods.b1 import B1, B1Config, make_adamw
-from core.methods.config import setting
+from core.methods.config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, Range, setting
 from core.methods.data import TrainData
 from core.methods.encoder import DualEncoder, ResidualHead
 from core.methods.losses import clip_logits, per_sample_infonce
@@ -112,13 +112,14 @@ class BankPool:
 class NPCConfig(B1Config):
     """NPC's settings (methods.md §2); the shared ones (epochs, lr, batch size, …) as every method's."""
 
-    gmm_max_iter: int = setting(100, "EM iterations of the clean-selection GMM (NPC: 100)")
-    tau: float = setting(0.9, "a pair is clean for the memory bank when its low-loss posterior exceeds this")
+    gmm_max_iter: int = setting(100, "EM iterations of the clean-selection GMM (NPC: 100)", range=AT_LEAST_1)
+    tau: float = setting(0.9, "a pair is clean for the memory bank when its low-loss posterior exceeds this",
+                         range=Range(0, 1, low_open=True, high_open=True))
     warmup_epochs: int = setting(1, "plain contrastive epochs first when the image tower is trained from scratch "
-                                    "(none for a pretrained tower); epochs must exceed it")
+                                    "(none for a pretrained tower); epochs must exceed it", range=AT_LEAST_0)
     rebuild_bank: bool = setting(False, "re-select the clean set and rebuild the memory bank every epoch "
                                         "(the paper builds it once)")
-    eps: float = setting(1e-6, "ε in r = (L0_I/(L1_I+ε) + L0_T/(L1_T+ε)) / 2")
+    eps: float = setting(1e-6, "ε in r = (L0_I/(L1_I+ε) + L0_T/(L1_T+ε)) / 2", range=ABOVE_0)
     npc_released_behaviour: bool = setting(False, "the released code's arithmetic: batch-mean weight, memory-bank "
                                                   "loss without gradient (for comparison)")
 
@@ -127,14 +128,17 @@ class NPC(B1):
     name = "npc"
     config_cls = NPCConfig
 
+    @classmethod
+    def check_request(cls, config: NPCConfig, image_pretrained: bool) -> None:
+        warmup = 0 if image_pretrained else config.warmup_epochs
+        if config.epochs <= warmup:
+            raise ConcordError(f"NPC trains {warmup} warm-up epoch(s) first (the image tower is trained from "
+                               f"scratch): epochs must be at least {warmup + 1}, got {config.epochs}")
+
     def setup(self) -> None:
         cfg = self.config
+        self.check_request(cfg, self.ctx.image_pretrained)
         self.warmup = 0 if self.ctx.image_pretrained else cfg.warmup_epochs
-        if cfg.epochs <= self.warmup:
-            raise ConcordError(f"NPC trains {self.warmup} warm-up epoch(s) first (the image tower is trained from "
-                               f"scratch): epochs must be at least {self.warmup + 1}, got {cfg.epochs}")
-        if not 0.0 < cfg.tau < 1.0:
-            raise ConcordError(f"tau must be within (0, 1), got {cfg.tau}")
         super().setup()
         self.siamese = copy.deepcopy(self.model)
         self.siamese_opt = make_adamw(self.siamese.parameters(), cfg)
