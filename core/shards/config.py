@@ -25,6 +25,12 @@ class ShardScoreConfig:
     num_gpus: float = 0.0              # ray: GPUs per embedding actor (0: CPU)
     columns: ShardColumns = field(default_factory=ShardColumns)
 
+    @property
+    def ray_cpus(self) -> int:
+        """The fewest CPUs a Ray cluster scores on: Ray Data holds one for each embedding actor (a GPU one too)
+        for the whole pass, and the read, decode and score tasks need one more; with fewer they wait forever."""
+        return self.workers + 1
+
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConcordError(f"unknown engine {self.engine!r} (choose {' or '.join(ENGINES)})")

@@ -37,7 +37,7 @@ class ShardScoreReport:
     skipped: list[str]                 # already written before this pass (resume)
     written: list[str]
     failed: dict[str, str]             # shard path -> the first reason
-    pairs: int                         # rows scored in this pass
+    pairs: int                         # rows written in this pass (a failed shard's rows are not)
     seconds: float
     scorer: str
 
@@ -99,10 +99,25 @@ def ray_batches(shards: Sequence[Shard], spec: ScorerSpec, config: ShardScoreCon
     yield from ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)
 
 
+def _refuse_too_few_cpus(cpus: float, config: ShardScoreConfig) -> None:
+    """Refuse a local cluster of `cpus` CPUs that cannot run `config`'s pass (`ShardScoreConfig.ray_cpus`): Ray
+    would wait forever for a CPU to read the shards on."""
+    if cpus < config.ray_cpus:
+        workers = f"{config.workers} embedding worker{'s' * (config.workers > 1)}"
+        fewer = " use fewer workers," if config.workers > 1 else ""
+        raise ConcordError(f"a local Ray cluster of {cpus:g} CPU{'s' * (cpus != 1)} cannot score with {workers}: "
+                           "Ray holds a CPU for each worker and reading the shards needs one more, so it needs at "
+                           f"least {config.ray_cpus} CPUs (--num-cpus {config.ray_cpus}): give it more,{fewer} or "
+                           "use the local engine")
+
+
 @contextmanager
-def ray_session(num_cpus: int | None = None, object_store_memory: int | None = None) -> Iterator[float]:
+def ray_session(num_cpus: int | None = None, object_store_memory: int | None = None,
+                config: ShardScoreConfig | None = None) -> Iterator[float]:
     """Join the Ray cluster at `RAY_ADDRESS` (or start a local one with `num_cpus`) unless Ray is already
-    initialised; yields the seconds start-up took, and shuts down only what it started."""
+    initialised; yields the seconds start-up took, and shuts down only what it started. With `config`, a local
+    cluster too small for its pass is refused: before starting when `num_cpus` is given, else once Ray has
+    counted this machine's CPUs."""
     try:
         import ray
     except ImportError:
@@ -112,8 +127,10 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int | None = N
         yield 0.0
         return
     from core.paths import REPO_ROOT
-    t0 = time.perf_counter()
     address = os.environ.get("RAY_ADDRESS")
+    if config is not None and num_cpus is not None and not address:
+        _refuse_too_few_cpus(num_cpus, config)
+    t0 = time.perf_counter()
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
@@ -121,10 +138,11 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int | None = N
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
                  runtime_env=env, log_to_driver=False)
     try:
+        if config is not None and num_cpus is None and not address:
+            _refuse_too_few_cpus(ray.cluster_resources().get("CPU", 0), config)
         yield time.perf_counter() - t0
     finally:
         ray.shutdown()
-
 
 
 def score_with_engine(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec, config: ShardScoreConfig,
@@ -133,7 +151,7 @@ def score_with_engine(inputs: Sequence[str], out: str | os.PathLike, spec: Score
     the engine is Ray: what `shards score` and the Datasets page's job run."""
     if config.engine != "ray":
         return score_shards(inputs, out, spec, config, progress)
-    with ray_session(num_cpus=num_cpus):
+    with ray_session(num_cpus=num_cpus, config=config):
         return score_shards(inputs, out, spec, config, progress)
 
 # ------------------------------------------------------------------------------------------- assembling
@@ -159,6 +177,7 @@ class _Assembler:
         self.parts: dict[str, list[Batch]] = {s.name: [] for s in shards}
         self.counts = {s.name: 0 for s in shards}
         self.written: list[str] = []
+        self.pairs = 0                     # rows of the written shards
         self.failed: dict[str, str] = {}
         for s in shards:
             if s.rows == 0:
@@ -182,6 +201,7 @@ class _Assembler:
             return
         self.writer.write(shard, self._columns(shard, cols))
         self.written.append(shard.name)
+        self.pairs += shard.rows
 
     def _columns(self, shard: Shard, cols: Batch) -> dict[str, np.ndarray]:
         n = shard.rows
@@ -265,17 +285,15 @@ def score_shards(inputs: Sequence[str], out: str | os.PathLike, spec: ScorerSpec
     assembler = _Assembler(pending, writer, config)
     engine = ray_batches if config.engine == "ray" else local_batches
     batches = engine(pending, spec, config)
-    scored = 0
     try:
         for batch in batches:
             assembler.add(batch)
-            scored += len(batch["shard"])
             progress.advance(len(batch["shard"]), shards_written=float(len(assembler.written)))
             progress.check()
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
-    return ShardScoreReport(str(out), len(shards), skipped, assembler.written, assembler.failed, scored,
+    return ShardScoreReport(str(out), len(shards), skipped, assembler.written, assembler.failed, assembler.pairs,
                             round(time.perf_counter() - t0, 3), spec.source)
 

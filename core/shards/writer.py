@@ -24,6 +24,9 @@ from core.shards.reader import Shard
 MANIFEST = "_concord.json"
 IMAGES = "images"
 SCORES = ("similarity", "clean_prob", "weight")
+COLUMNS = ("key", "shard", "row", "caption", "caption_hash", "image_path", "image_hash", *SCORES)
+"""The columns every scored shard with rows has, and `attach` reads."""
+EMBEDDINGS = ("image_emb", "caption_emb")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -57,7 +60,8 @@ def output_files(out: str | os.PathLike) -> list[Path]:
 
 def term_columns(files: Sequence[str | os.PathLike]) -> list[str]:
     """The per-pair term columns of scored shards, in file order: their float64 columns other than `SCORES` (the
-    consensus terms when they were scored with them; none otherwise). An empty shard is written without them."""
+    consensus terms when they were scored with them; none otherwise). An empty shard is written without them
+    (and without the embeddings): `attach` leaves empty shards out."""
     names = (f.name for path in files for f in pq.read_schema(path)
              if pa.types.is_float64(f.type) and f.name not in SCORES)
     return list(dict.fromkeys(names))
