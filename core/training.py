@@ -41,6 +41,15 @@ def default_regime(model: str) -> str:
     return "finetune" if torch.cuda.is_available() else "features"
 
 
+def method_model_info(method: str, model: str):
+    """`model`'s info, after refusing a method that cannot score with it (b0 needs a pretrained image tower)."""
+    info = model_info(model)
+    if spec(method).needs_pretrained and not info.image_pretrained:
+        raise ConcordError(f"{method} scores with a pretrained model, and {model}'s image tower is not pretrained; "
+                           "pick an open_clip model (e.g. open_clip:ViT-B-32:openai) or another method")
+    return info
+
+
 def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str = DEFAULT_MODEL,
               regime: str | None = None, device: str = "auto", seed: int = 0, epochs: int | None = None,
               settings: dict[str, Any] | None = None, threshold: float = 0.5,
@@ -51,10 +60,7 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
     `meta_fraction` of the training size) when the dataset has that split and no seed yet."""
     ds = store.dataset(dataset)
     s = spec(method)
-    info = model_info(model)
-    if s.needs_pretrained and not info.image_pretrained:
-        raise ConcordError(f"{method} scores with a pretrained model, and {model}'s image tower is not pretrained; "
-                           "pick an open_clip model (e.g. open_clip:ViT-B-32:openai) or another method")
+    info = method_model_info(method, model)
     regime = regime or default_regime(model)
     if regime not in REGIMES:
         raise ConcordError(f"unknown regime {regime!r} (choose {' or '.join(REGIMES)})")

@@ -118,7 +118,7 @@ def test_fuse_again_measures_a_new_fused_run_on_the_kept_base_runs(capsys, conco
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]) == 1
 
     assert main(["bench", "quality", "--collect", str(kept), "--fuse-again", "--set", "b1.batch_size=8"]) == 1
-    assert "--fuse-again trains only concord: --set b1.… would be ignored" in capsys.readouterr().err
+    assert "--set b1.batch_size=8: b1 is not among the methods trained (concord)" in capsys.readouterr().err
     assert main(["bench", "quality", "--fuse-again", "--no-docs"]) == 1
     assert "--fuse-again goes with --collect DIR" in capsys.readouterr().err
     with Store.open(db, read_only=True) as store:          # the refused commands ran nothing

@@ -1,12 +1,15 @@
 """Benchmarks behind `python -m core bench NAME`: one module per benchmark, each exposing
 `register(subparsers, common)` like a CLI command. Figures go to stdout (JSON with `--json`) and
-to `docs/benchmarks.md`."""
+to `docs/benchmarks.md`.
+
+Importing a benchmark binds its name in this module's namespace, so the code here never calls the builtin `map`
+(the `map` benchmark shadows it once imported)."""
 
 import argparse
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from core.paths import REPO_ROOT
 
@@ -54,6 +57,99 @@ def add_training_options(p: argparse.ArgumentParser, set_metavar: str = "KEY=VAL
                         f"{DEFAULT_K}; a larger set at a high ratio may need more)")
 
 
+T = TypeVar("T")
+
+
+def option_list(text: str, option: str, parse: Callable[[str], T], expected: str) -> list[T]:
+    """The comma-separated values of `option` read by `parse` (a ValueError for one it refuses); a ConcordError
+    naming the option and `expected` (what it takes) for a bad value or none at all, so that a benchmark refuses
+    its options before it makes or trains anything."""
+    from core.errors import ConcordError
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConcordError(f"{option} takes {expected}, got {text!r}")
+    out = []
+    for item in items:
+        try:
+            out.append(parse(item))
+        except ValueError:
+            raise ConcordError(f"{option} takes {expected}, got {item!r}") from None
+    return out
+
+
+def counts(text: str, option: str, minimum: int = 1) -> list[int]:
+    """`option`'s comma-separated whole numbers, each at least `minimum` (pair counts, decision steps)."""
+    def parse(item: str) -> int:
+        n = int(item)
+        if n < minimum:
+            raise ValueError(item)
+        return n
+    return option_list(text, option, parse, f"comma-separated whole numbers of at least {minimum}")
+
+
+def _ratio(item: str) -> float:
+    """A ratio within [0, 1] (NaN refused); a ValueError otherwise."""
+    r = float(item)
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(item)
+    return r
+
+
+def ratios(text: str, option: str) -> list[float]:
+    """`option`'s comma-separated ratios, each within [0, 1] (noise ratios)."""
+    return option_list(text, option, _ratio, "comma-separated ratios within [0, 1]")
+
+
+def names(text: str, option: str, known: Iterable[str], what: str) -> list[str]:
+    """`option`'s comma-separated names, each one of `known` (`what` they are: noise kinds, methods, steps)."""
+    known = list(known)
+
+    def parse(item: str) -> str:
+        if item not in known:
+            raise ValueError(item)
+        return item
+    return option_list(text, option, parse, f"comma-separated {what} ({', '.join(known)})")
+
+
+def check_ranges(args: argparse.Namespace, at_least: dict[str, int] | None = None,
+                 within_unit: Iterable[str] = ()) -> None:
+    """Refuse (ConcordError naming the option) a number option out of range: `at_least` maps dests to their
+    least value (whole numbers), `within_unit` names dests that are ratios within [0, 1]. An option left at None
+    (e.g. `--epochs`, each method's own default) passes."""
+    from core.errors import ConcordError
+    flag = lambda d: "--" + d.replace("_", "-")  # noqa: E731
+    for dest, least in (at_least or {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and value < least:
+            raise ConcordError(f"{flag(dest)} takes a whole number of at least {least}, got {value}")
+    for dest in within_unit:
+        value = getattr(args, dest, None)
+        if value is not None:
+            try:
+                _ratio(str(value))
+            except ValueError:
+                raise ConcordError(f"{flag(dest)} takes a ratio within [0, 1], got {value}") from None
+
+
+def check_training(args: argparse.Namespace, settings: dict[str, dict[str, str]]) -> None:
+    """Refuse, before any dataset is read or network trained, what `core.training.start_run` would refuse only
+    when the run starts: `--k` below 1, an unknown `--model` or `--device`, a method (each key of `settings`)
+    the model cannot run (b0 without a pretrained image tower), and each method's `--set`s (`settings[method]`)
+    and `--epochs` (where the benchmark takes it) that its config (`core.methods.make_config`) refuses or that
+    are below 1."""
+    from core.methods import make_config
+    from core.models import DEFAULT_MODEL, model_info, resolve_device
+    from core.training import method_model_info
+    check_ranges(args, {"k": 1, "epochs": 1})
+    model = args.model or DEFAULT_MODEL
+    model_info(model)
+    resolve_device(args.device)
+    epochs = getattr(args, "epochs", None)
+    for method, values in settings.items():
+        method_model_info(method, model)
+        make_config(method, values | ({} if epochs is None else {"epochs": epochs}))
+
+
 def repeated_options(args: argparse.Namespace) -> str:
     """The `add_training_options` a command line that reproduces a benchmark repeats: `--k` where it is not the
     default, and every `--set`."""
@@ -61,16 +157,21 @@ def repeated_options(args: argparse.Namespace) -> str:
     return (f" --k {args.k}" if args.k != DEFAULT_K else "") + "".join(f" --set {s}" for s in args.sets)
 
 
+def check_new_folder(keep: Path | None) -> None:
+    """Refuse (ConcordError) a `--keep` folder that exists, so no earlier benchmark's store is mixed in."""
+    from core.errors import ConcordError
+    if keep is not None and keep.exists():
+        raise ConcordError(f"{keep} exists: --keep names a new folder, so no earlier benchmark's store is mixed in")
+
+
 @contextmanager
 def scratch_store(user_store, dataset: str, prefix: str, keep: Path | None = None) -> Iterator:
     """A store in a temporary folder (never the user's) holding dataset `dataset`'s clean originals (injected
     noise undone) as `clean`, for noisy copies made with `core.noise.inject_noise_copy`. With `keep`, the store
     is made in that new folder instead and left there (its runs, scores and cached signals, for inspection)."""
-    from core.errors import ConcordError
     from core.noise import clean_records
     from core.store import Store
-    if keep is not None and keep.exists():
-        raise ConcordError(f"{keep} exists: --keep names a new folder, so no earlier benchmark's store is mixed in")
+    check_new_folder(keep)
     source = user_store.dataset(dataset)
     records = clean_records(user_store.dataset_records(source.id))
     with (tempfile.TemporaryDirectory(prefix=f"concord-bench-{prefix}-") if keep is None
@@ -87,7 +188,7 @@ def kept_stores(folders: list[Path]) -> list[Path]:
     from core.errors import ConcordError
     dbs = sorted({db for folder in folders for db in Path(folder).rglob("bench.duckdb")})
     if not dbs:
-        raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(map(str, folders))}: "
+        raise ConcordError(f"no kept benchmark store (SET/bench.duckdb) under {', '.join(str(f) for f in folders)}: "
                            "make them with `bench quality --keep DIR`")
     return dbs
 

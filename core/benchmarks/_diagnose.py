@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.benchmarks import (add_output_options, add_training_options, repeated_options, scratch_store,
-                             write_section)
+from core.benchmarks import (add_output_options, add_training_options, check_ranges, check_training,
+                             repeated_options, scratch_store, write_section)
 
 EpochFigures = Callable[[Any, int], dict[str, Any]]
 
@@ -58,6 +58,8 @@ def observed_run(args: argparse.Namespace, ctx, method: str, figures: EpochFigur
             self.figures.append(summary | figures(self, epoch))
             return summary
 
+    check_ranges(args, {"seed": 0}, ["noise"])
+    check_training(args, {method: parse_sets(args.sets)})
     settings = parse_sets(args.sets) | ({"epochs": args.epochs} if args.epochs else {})
     progress, bar = cli_progress()
     try:

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from core.benchmarks import (add_output_options, add_training_options, repeated_options, scratch_store,
-                             write_section)
+from core.benchmarks import (add_output_options, add_training_options, check_ranges, check_training,
+                             repeated_options, scratch_store, write_section)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     names = ["b1"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "b1"]
     model = args.model or DEFAULT_MODEL
     sets = parse_sets(args.sets)
+    check_ranges(args, {"batches": 0}, ["noise"])
+    check_training(args, {name: sets for name in names + ["mscn"]})
     progress, bar = cli_progress()
     try:
         with scratch_store(ctx.store, args.dataset, "cost") as store:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.benchmarks import check_ranges
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("import", parents=[common], help="time importing N pairs from CSV with small images")
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.importers import import_dataset
     from core.store import Store
 
+    check_ranges(args, {"pairs": 1, "captions_per_image": 1})
     with tempfile.TemporaryDirectory(prefix="concord-bench-import-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()

@@ -28,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.benchmarks import (add_output_options, add_training_options, refuse_training_options,
-                             repeated_options, scratch_store, write_section)
+from core.benchmarks import (add_output_options, add_training_options, check_ranges, check_training, counts, names,
+                             refuse_training_options, repeated_options, scratch_store, write_section)
 from core.errors import ConcordError
 from core.progress import Progress
 
@@ -276,27 +276,40 @@ def markdown(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def decide_steps(text: str, fused: bool, method: str) -> list[int]:
+    """`--decide`'s cumulative steps: whole numbers of at least 1, rising; one alone for a method that retrains
+    (not `fused`)."""
+    steps = counts(text, "--decide")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ConcordError(f"--decide takes rising cumulative steps (e.g. 100,500), got {text!r}")
+    if not fused and len(steps) != 1:
+        raise ConcordError(f"{method} retrains once: --decide takes one number for it")
+    return steps
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
     from core.cli.train import parse_sets
-    from core.noise import inject_noise_copy
-
     from core.methods import spec
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    settings = parse_sets(args.sets)
-    steps = [int(x) for x in str(args.decide).split(",") if x.strip()]
-    fused = spec(args.method).scorer
+    from core.noise import KINDS, inject_noise_copy
+
     if args.cells:
         refuse_training_options(args, args.parser, ["dataset", "noise", "kinds", "method", "seeds", "replace_seed",
                                                     "epochs", "model", "device", "sets", "k"], "--cells")
+    fused = spec(args.method).scorer
+    steps = decide_steps(args.decide, fused or bool(args.cells), args.method)   # kept cells: fused runs
+    if args.cells:
         t_start = time.perf_counter()
         rows = kept_loops(args.cells, steps, args.order)
         command = (f"python -m core bench loop --cells {' '.join(map(str, args.cells))} --decide {args.decide} "
                    f"--order {args.order}")
         return report_fused(args, rows, f"loop: kept cells {args.decide} {args.order}", command,
                             time.perf_counter() - t_start, "kept cells")
-    if not fused and len(steps) != 1:
-        raise ConcordError(f"{args.method} retrains once: --decide takes one number for it")
+    kinds = names(args.kinds, "--kinds", KINDS, "noise kinds")
+    check_ranges(args, {"seeds": 1}, ["noise"])
+    settings = parse_sets(args.sets)
+    check_training(args, {args.method: settings})
+    ctx.store.dataset(args.dataset)
     progress, bar = cli_progress()
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import add_output_options, peak_rss_gb, write_section
+from core.benchmarks import add_output_options, counts, peak_rss_gb, write_section
 from core.benchmarks.projection import _records, _timed
 from core.benchmarks.review import _temporary_home
 
@@ -198,10 +198,10 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    counts = [int(p) for p in args.pairs.split(",") if p.strip()]
     rows = []
+    sizes = counts(args.pairs, "--pairs")
     with tempfile.TemporaryDirectory(prefix="concord-bench-map-") as tmp:
-        for n in counts:
+        for n in sizes:
             folder = Path(tmp) / str(n)
             folder.mkdir()
             with _temporary_home(folder):

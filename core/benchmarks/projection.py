@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.benchmarks import add_output_options, write_section
+from core.benchmarks import add_output_options, check_ranges, counts, write_section
 
 WARMUP_POINTS = 4500  # above 4096 points UMAP switches to approximate neighbours (more numba to compile)
 
@@ -109,14 +109,15 @@ def run(args: argparse.Namespace, ctx) -> int:
     from core.progress import Progress
     from core.projection import ProjectionSettings, umap_projection
 
-    counts = [int(p) for p in args.points.split(",") if p.strip()]
+    sizes = counts(args.points, "--points")
+    check_ranges(args, {"dim": 1})
     warmup = None
     if not args.no_umap:
         _, warmup = _timed(umap_projection, synthetic_vectors(WARMUP_POINTS, args.dim), ProjectionSettings(),
                            Progress())
     rows = []
     with tempfile.TemporaryDirectory(prefix="concord-bench-projection-") as tmp:
-        for n in counts:
+        for n in sizes:
             rows.append(measure(n, args.dim, not args.no_umap, Path(tmp)))
             if not args.json:
                 print(json.dumps(rows[-1], default=float), flush=True)

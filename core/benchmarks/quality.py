@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from core import paths
-from core.benchmarks import (add_output_options, add_training_options, kept_stores, refuse_training_options,
+from core.benchmarks import (add_output_options, add_training_options, check_new_folder, check_ranges,
+                             check_training, kept_stores, names, option_list, ratios, refuse_training_options,
                              repeated_options, scratch_store, write_section)
 
 METRICS = ("auroc", "auprc", "f1", "weight_auroc", "rsum", "seconds_per_epoch", "fit_ceiling")
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--first-seed", type=int, default=0,
                    help="first seed (default 0): seeds run from it, so one sweep can be split across processes")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: each method's default)")
-    add_training_options(p, "METHOD.KEY=VALUE", "a setting for one method, e.g. npc.tau=0.8 (repeatable)")
+    add_training_options(p, "METHOD.KEY=VALUE", "a setting for one of --methods (or for b1 of the ceiling), e.g. "
+                         "npc.tau=0.8 (repeatable)")
     p.add_argument("--meta-fraction", type=float, default=None,
                    help="seed meta-data drawn from `val`, as a fraction of the training size (default: a run's 2%%)")
     p.add_argument("--no-ceiling", action="store_true", help="skip b1 on clean data")
@@ -63,15 +65,47 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run, parser=p)
 
 
-def method_settings(sets: list[str], method: str) -> dict[str, str]:
-    """The `METHOD.KEY=VALUE` settings that apply to `method`."""
+def settings_by_method(sets: list[str], methods: list[str]) -> dict[str, dict[str, str]]:
+    """Each of `methods` (those a command trains) -> its `--set METHOD.KEY=VALUE` settings, as KEY -> VALUE. A
+    ConcordError for a setting without a method prefix or for a method not among `methods`: it would be ignored."""
     from core.cli.train import parse_sets
-    out = {}
+    from core.errors import ConcordError
+    out: dict[str, dict[str, str]] = {m: {} for m in methods}
     for key, value in parse_sets(sets).items():
-        m, _, k = key.partition(".")
-        if m == method:
-            out[k] = value
+        method, dot, name = key.partition(".")
+        if not dot or not name:
+            raise ConcordError(f"--set {key}={value}: name the method, METHOD.KEY=VALUE (e.g. npc.tau=0.8)")
+        if method not in out:
+            raise ConcordError(f"--set {key}={value}: {method} is not among the methods trained "
+                               f"({', '.join(methods)}), so it would be ignored")
+        out[method][name] = value
     return out
+
+
+class Sweep(NamedTuple):
+    """What `run` trains, read from its options and checked before any dataset is read or network trained."""
+
+    datasets: list[str]
+    ratios: list[float]
+    kinds: list[str]
+    methods: list[str]
+    settings: dict[str, dict[str, str]]     # each method trained (b1 for the ceiling, too) -> its --set values
+
+
+def sweep(args: argparse.Namespace) -> Sweep:
+    """The sweep the options ask for; a one-line ConcordError naming the first option that is wrong."""
+    from core.methods import METHODS
+    from core.noise import KINDS
+    datasets = option_list(args.dataset, "--dataset", str, "comma-separated dataset names")
+    noise = ratios(args.noise, "--noise")
+    kinds = names(args.kinds, "--kinds", KINDS, "noise kinds")
+    methods = names(args.methods, "--methods", METHODS, "methods")
+    check_ranges(args, {"seeds": 1, "first_seed": 0}, ["meta_fraction"])
+    settings = settings_by_method(args.sets, list(dict.fromkeys(methods + ([] if args.no_ceiling else ["b1"]))))
+    check_training(args, settings)
+    for dataset in datasets:
+        check_new_folder(None if args.keep is None else args.keep / dataset)
+    return Sweep(datasets, noise, kinds, methods, settings)
 
 
 TRAINING_DESTS = ["dataset", "noise", "kinds", "methods", "seeds", "first_seed", "epochs", "model", "device", "sets",
@@ -228,8 +262,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], key: str, comma
 
 def run(args: argparse.Namespace, ctx) -> int:
     from core.cli import cli_progress
-    from core.cli.train import parse_sets
     from core.errors import ConcordError
+    from core.methods import make_config
     from core.models import DEFAULT_MODEL
     from core.noise import inject_noise_copy
     from core.runs import method_label
@@ -240,23 +274,22 @@ def run(args: argparse.Namespace, ctx) -> int:
     if args.collect:
         refuse_training_options(args, args.parser, [d for d in TRAINING_DESTS if not (args.fuse_again and d == "sets")],
                                 "--collect")
+        settings = settings_by_method(args.sets, [FUSED])[FUSED]
+        make_config(FUSED, settings)
         t0 = time.perf_counter()
         command = "python -m core bench quality --collect " + " ".join(map(str, args.collect))
         if args.fuse_again:
-            others = sorted({key.partition(".")[0] for key in parse_sets(args.sets)} - {FUSED})
-            if others:
-                raise ConcordError(f"--fuse-again trains only {FUSED}: --set {', '.join(others)}.… would be ignored")
             progress, bar = cli_progress()
             try:
-                fuse_again(args.collect, method_settings(args.sets, FUSED), progress)
+                fuse_again(args.collect, settings, progress)
             finally:
                 bar.close()
             command += " --fuse-again" + "".join(f" --set {s}" for s in args.sets)
         rows = sorted(collected_rows(args.collect), key=lambda r: (r["set"], r["kind"], r["ratio"], r["seed"]))
         return report(args, rows, "quality: collected", command, time.perf_counter() - t0, model)
-    ratios = [float(r) for r in args.noise.split(",") if r.strip()]
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    plan = sweep(args)
+    for dataset in plan.datasets:       # every set named exists, before the first one trains
+        ctx.store.dataset(dataset)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     progress, bar = cli_progress()
@@ -264,7 +297,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     def train(store, dataset: str, name: str, kind: str, ratio: float, method: str, seed: int) -> None:
         seeding = {} if args.meta_fraction is None else {"meta_fraction": args.meta_fraction}
         run_id = start_run(store, name, method, model=model, device=args.device, seed=seed, epochs=args.epochs,
-                           settings=method_settings(args.sets, method), **seeding)
+                           settings=plan.settings[method], **seeding)
         t0 = time.perf_counter()
         execute_run(store, run_id, progress)
         seconds = time.perf_counter() - t0
@@ -278,17 +311,17 @@ def run(args: argparse.Namespace, ctx) -> int:
                 print(json.dumps(row))
 
     try:
-        for dataset in [d.strip() for d in args.dataset.split(",") if d.strip()]:
+        for dataset in plan.datasets:
             keep = None if args.keep is None else args.keep / dataset
             with scratch_store(ctx.store, dataset, "quality", keep) as store:
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     if not args.no_ceiling:
                         train(store, dataset, "clean", "clean", 0.0, "b1", seed)
-                    for kind in kinds:
-                        for ratio in ratios:
+                    for kind in plan.kinds:
+                        for ratio in plan.ratios:
                             name = cell_name(kind, ratio, seed)
                             inject_noise_copy(store, "clean", name, ratio, kind, seed, k=args.k)
-                            for method in methods:
+                            for method in plan.methods:
                                 train(store, dataset, name, kind, ratio, method, seed)
     finally:
         bar.close()

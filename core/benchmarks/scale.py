@@ -49,7 +49,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from core.benchmarks import add_output_options, write_section
+from core.benchmarks import add_output_options, check_ranges, counts, names, write_section
 
 STEPS = ("import", "features", "index", "scoring", "map", "explore", "review", "export")
 NEEDS_RUN = {"index", "scoring", "map", "explore", "review"}
@@ -294,7 +294,7 @@ def measure_size(n: int, args: argparse.Namespace, folder: Path, deadline: float
                  results: dict[str, dict], on_step: Callable[[], None]) -> None:
     """Every planned step at `n` pairs, in order, into `results` (step → result); `on_step` is called after each."""
     state: dict[str, Any] = {}
-    todo = plan(set(args.steps.split(",")), args.browser)
+    todo = plan(set(names(args.steps, "--steps", STEPS, "steps")), args.browser)
     for i, (name, fn) in enumerate(todo):
         limit = time.monotonic() + args.browser_limit_min * 60 if name.endswith("-browser") else None
         stop_at = min((d for d in (deadline, limit) if d is not None), default=None)
@@ -415,10 +415,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    unknown = set(args.steps.split(",")) - set(STEPS)
-    if unknown:
-        raise SystemExit(f"unknown steps {', '.join(sorted(unknown))} (from {', '.join(STEPS)})")
-    counts = [int(p) for p in args.pairs.split(",") if p.strip()]
+    sizes_asked = counts(args.pairs, "--pairs")
+    names(args.steps, "--steps", STEPS, "steps")
+    check_ranges(args, {"captions_per_image": 1, "feature_sample": 0, "dim": 1, "review_steps": 1, "warmup": 0})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))   # so that a step under way is stopped
     deadline = time.monotonic() + args.budget_min * 60 if args.budget_min > 0 else None
     command = command_line(args)
@@ -430,7 +429,7 @@ def run(args: argparse.Namespace, ctx) -> int:
                           markdown(sizes, command, done))
 
     with tempfile.TemporaryDirectory(prefix="concord-bench-scale-") as tmp:
-        for n in counts:
+        for n in sizes_asked:
             folder = Path(tmp) / str(n)
             folder.mkdir()
             sizes[n] = {}

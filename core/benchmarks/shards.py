@@ -78,7 +78,7 @@ def _score(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         config = ShardScoreConfig(engine=engine, batch_size=args.batch_size, workers=args.workers)
         if engine == "ray":
-            with ray_session(num_cpus=args.num_cpus, object_store_memory=500 * 1024 ** 2) as startup:
+            with ray_session(num_cpus=args.num_cpus, object_store_memory=500 * 1024 ** 2, config=config) as startup:
                 report = score_shards(inputs, folder / f"out-{engine}", spec, config)
         else:
             startup, report = 0.0, score_shards(inputs, folder / f"out-{engine}", spec, config)

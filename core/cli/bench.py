@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib
 import pkgutil
 from pathlib import Path
@@ -14,11 +15,23 @@ from pathlib import Path
 import core.benchmarks
 
 
+def _source(module: str) -> ast.Module:
+    """A benchmark module's source, parsed (not imported)."""
+    return ast.parse((Path(core.benchmarks.__path__[0]) / f"{module}.py").read_text(encoding="utf-8"))
+
+
+def _registers(tree: ast.Module) -> bool:
+    """Whether a module defines `register` at its top level: a benchmark does, a helper module the benchmarks
+    share (`headroom`, `_diagnose`) does not, and is no command."""
+    return any(isinstance(node, ast.FunctionDef) and node.name == "register" for node in tree.body)
+
+
+@functools.cache
 def _modules() -> dict[str, str]:
     """Benchmark name -> module name, without importing them: `import_` is `import`, `npc_diagnose` is
     `npc-diagnose` (the name each module registers)."""
     return {m.name.rstrip("_").replace("_", "-"): m.name for m in pkgutil.iter_modules(core.benchmarks.__path__)
-            if not m.name.startswith("_")}
+            if not m.name.startswith("_") and _registers(_source(m.name))}
 
 
 def benchmark_names() -> list[str]:
@@ -28,8 +41,7 @@ def benchmark_names() -> list[str]:
 
 def _summary(name: str) -> str:
     """The first line of a benchmark module's docstring, read from its source (not imported)."""
-    path = Path(core.benchmarks.__path__[0]) / f"{_modules()[name]}.py"
-    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    doc = ast.get_docstring(_source(_modules()[name])) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--threshold", type=float, default=0.5, help="flag pairs whose clean_prob is below this")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting (repeatable); `python -m core train --list-settings --method M` lists them")
-    p.add_argument("--meta-split", default=None, help="clean split the meta-data seed is drawn from (default: val; '' for no seed)")
+    p.add_argument("--meta-split", default=None, help="clean split the meta-data seed is drawn from (default: val); '' for no seed")
     p.add_argument("--meta-fraction", type=float, default=None,
                    help="seed size as a fraction of the training split (default: 0.02)")
     p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help="resume a cancelled/interrupted run")
