@@ -171,6 +171,7 @@ def _write_coco(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[st
     source = plan.dataset.info.get("coco") or {}
     known_ids: dict[str, Any] = source.get("image_ids") or {}
     image_ids: dict[str, Any] = {}
+    taken: set[Any] = set()
     next_id = max([v for v in known_ids.values() if isinstance(v, int)], default=0) + 1
     rows = snap.rows(plan.image_prefix)
     ann_ids = dict(zip(rows.index, _numeric_ids(list(rows["pair_id"]))))
@@ -181,10 +182,11 @@ def _write_coco(snap: ExportSnapshot, plan: ExportPlan, folder: Path) -> list[st
         for index, row in zip(part.index, part.itertuples(index=False)):
             known = known_ids.get(row.image_path)
             if row.image not in image_ids:
-                if known is not None:
+                if known is not None and known not in taken:    # two files of one import may share an id
                     image_ids[row.image] = known
                 else:
                     image_ids[row.image], next_id = next_id, next_id + 1
+                taken.add(image_ids[row.image])
             if row.image not in listed:
                 listed.add(row.image)
                 images.append({"id": image_ids[row.image], "file_name": row.image, "split": split})
@@ -310,7 +312,7 @@ def _held_data(store: Store, folder: Path) -> str | None:
             return f"the images of dataset {name!r} ({root})"
         if folder.is_relative_to(root):
             inside = folder.relative_to(root).as_posix() + "/"
-            if any(str(path).startswith(inside) for path in store.images_frame(dataset.id)["path"]):
+            if store.has_images_under(dataset.id, inside):
                 return f"images of dataset {name!r}"
     return None
 

@@ -40,6 +40,17 @@ def trusted_split(store: Store, dataset_id: int, split: str) -> dict[str, int]:
     return splits
 
 
+def usable_split(store: Store, dataset_id: int, split: str) -> bool:
+    """Whether `split` gives trusted pairs: not for '' nor for the default split where the dataset has none; any
+    other name must be a split the dataset has that can be trusted (refused otherwise, `trusted_split`: a typo
+    never passes silently)."""
+    split = split.strip()
+    if not split or (split == DEFAULT_TRUSTED_SPLIT and split not in split_sizes(store, dataset_id)):
+        return False
+    trusted_split(store, dataset_id, split)
+    return True
+
+
 def unclaimed_pairs(store: Store, dataset_id: int, split: str) -> pd.DataFrame:
     """The split's pairs that have no active meta-data entry (a person's label is never overwritten)."""
     pairs = store.pairs_frame(dataset_id, split=split)[["pair_id", "image_id", "caption_id", "is_noisy"]]

@@ -96,7 +96,8 @@ def read_pair_csv(text: str, name: str, what: str, columns: tuple[str, ...], loo
     rows: list[tuple[int, T, int]] = []
     lines: dict[int, int] = {}
     for row in reader:
-        line = reader.line_num - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str))
+        values = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])   # extra fields too
+        line = reader.line_num - sum(len(_LINE_BREAK.findall(v)) for v in values)
         ident = (row.get("pair_id") or "").strip()
         try:
             if None in row:         # more fields than the header: a value holds an unquoted comma, and was cut

@@ -387,7 +387,8 @@ def act(store: Store, dataset_id: int, run_id: int | None, reviewer: str, action
 
 
 def undo(store: Store, dataset_id: int, reviewer: str) -> str:
-    """Revert `reviewer`'s latest decision on the dataset (and its meta-data effect); says which."""
+    """Revert `reviewer`'s latest decision on the dataset, a bulk action as a whole (and its meta-data effect);
+    says which."""
     reverted = store.undo(dataset_id, reviewer)
     if not reverted:
         return f"Nothing to undo for reviewer {reviewer!r}"

@@ -685,6 +685,11 @@ class Store:
         return self._df("SELECT id AS image_id, path, hash, width, height, nbytes FROM images "
                         "WHERE dataset_id = ? ORDER BY id", [dataset_id])
 
+    def has_images_under(self, dataset_id: int, prefix: str) -> bool:
+        """Whether an image path of the dataset starts with `prefix` (a folder inside its root, `sub/`)."""
+        return self._q("SELECT EXISTS (SELECT 1 FROM images WHERE dataset_id = ? AND starts_with(path, ?))",
+                       [dataset_id, prefix]).fetchone()[0]
+
     def captions_frame(self, dataset_id: int) -> pd.DataFrame:
         """Every caption row of the dataset, those typed in fixes included."""
         return self._df("SELECT id AS caption_id, text, hash FROM captions WHERE dataset_id = ? ORDER BY id",

@@ -19,7 +19,7 @@ from core import artifacts
 from core.errors import Cancelled, ConcordError
 from core.evaluate import evaluate_run
 from core.index import RunNeighbours
-from core.meta_seed import DEFAULT_TRUSTED_SPLIT, ensure_seed, trusted_split
+from core.meta_seed import DEFAULT_TRUSTED_SPLIT, ensure_seed, usable_split
 from core.methods import make_config, method_class, spec
 from core.methods.base import Checkpointer, Method, RunContext
 from core.methods.data import MetaData, TrainData
@@ -41,13 +41,22 @@ def default_regime(model: str) -> str:
     return "finetune" if torch.cuda.is_available() else "features"
 
 
-def method_model_info(method: str, model: str):
-    """`model`'s info, after refusing a method that cannot score with it (b0 needs a pretrained image tower)."""
+def check_request(method: str, model: str, values: dict[str, Any], store=None, dataset_id: int | None = None):
+    """The method's config from `values`, after refusing what it cannot train or score with, before a run exists:
+    a model it cannot use (b0 needs a pretrained image tower), a setting out of range, what the method refuses
+    on that model (NPC's warm-up, `Method.check_request`) and, given the dataset, a fused score's trusted split
+    it lacks or cannot trust."""
     info = model_info(model)
     if spec(method).needs_pretrained and not info.image_pretrained:
         raise ConcordError(f"{method} scores with a pretrained model, and {model}'s image tower is not pretrained; "
                            "pick an open_clip model (e.g. open_clip:ViT-B-32:openai) or another method")
-    return info
+    config = make_config(method, values)
+    trainer = method_class(method)
+    if issubclass(trainer, Method):
+        trainer.check_request(config, info.image_pretrained)
+    if store is not None and hasattr(config, "trusted_split"):
+        usable_split(store, dataset_id, config.trusted_split)
+    return config
 
 
 def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str = DEFAULT_MODEL,
@@ -57,10 +66,14 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
     """Validate a run request and record it as `queued`; returns the run id.
 
     Methods that read the meta-data get a seed of trusted positives drawn from `meta_split` (default `val`,
-    `meta_fraction` of the training size) when the dataset has that split and no seed yet."""
+    `meta_fraction` of the training size) when the dataset has no seed yet: none for '' or when the dataset has no
+    `val`; another split it lacks, or `train` / `test`, is refused (`core.meta_seed.usable_split`)."""
     ds = store.dataset(dataset)
-    s = spec(method)
-    info = method_model_info(method, model)
+    values = dict(settings or {})
+    if epochs is not None:
+        values["epochs"] = epochs
+    config = check_request(method, model, values, store, ds.id)
+    info = model_info(model)
     regime = regime or default_regime(model)
     if regime not in REGIMES:
         raise ConcordError(f"unknown regime {regime!r} (choose {' or '.join(REGIMES)})")
@@ -70,20 +83,10 @@ def start_run(store, dataset: str, method: str = DEFAULT_METHOD, *, model: str =
     resolve_device(device)
     if not 0.0 <= threshold <= 1.0:
         raise ConcordError(f"threshold must be within [0, 1], got {threshold}")
-    values = dict(settings or {})
-    if epochs is not None:
-        values["epochs"] = epochs
-    config = make_config(method, values)
-    trainer = method_class(method)
-    if issubclass(trainer, Method):
-        trainer.check_request(config, info.image_pretrained)
     if store.pairs_frame(ds.id, split="train").empty:
         raise ConcordError(f"dataset {dataset!r} has no pairs in the 'train' split to train on")
-    if s.uses_meta and meta_split:
-        # the default split may be missing (then no seed); a split named otherwise must exist and be trustable
-        if meta_split != META_SEED_SPLIT or meta_split in store.dataset_summary(ds.id)["splits"]:
-            trusted_split(store, ds.id, meta_split)
-            ensure_seed(store, ds.id, meta_split, meta_fraction, seed)
+    if spec(method).uses_meta and usable_split(store, ds.id, meta_split):
+        ensure_seed(store, ds.id, meta_split, meta_fraction, seed)
     return store.create_run(ds.id, method, model, regime=regime, device=device, seed=seed, config=asdict(config),
                             threshold=threshold)
 

@@ -31,6 +31,8 @@ REFUSED = [
      "--set b1.lr=0.01: b1 is not among the methods trained (mscn)"),
     (["quality", "--methods", "npc", "--set", "npc.nope=1"], "unknown setting(s) for npc: nope"),
     (["quality", "--methods", "npc", "--set", "npc.tau=abc"], "setting tau='abc': expected float"),
+    (["quality", "--methods", "npc", "--epochs", "1"], "NPC trains 1 warm-up epoch(s) first"),
+    (["quality", "--methods", "concord", "--set", "concord.c=0"], "setting c=0.0: must be above 0"),
     (["quality", "--model", "nope"], "unknown model 'nope'"),
     (["quality", "--collect", "nowhere", "--fuse-again", "--set", "b1.batch_size=8"],
      "--set b1.batch_size=8: b1 is not among the methods trained (concord)"),

@@ -612,14 +612,15 @@ def test_the_context_line_says_how_far_the_trusted_captions_were_swapped() -> No
     ("test", "the 'test' split is held out to measure the methods, so it is never trusted"),
     ("vall", r"no split 'vall' in this dataset \(splits: test, train, val\)")])
 def test_the_noisy_held_out_or_a_missing_split_cannot_be_the_trusted_one(fused_run, split, message) -> None:
-    """A split name the dataset lacks is a typo, refused (only the default `val` may be missing: no trusted split)."""
+    """A split name the dataset lacks is a typo, refused (only the default `val` may be missing: no trusted split),
+    when the run is asked for: before a b1 it may need trains."""
     from core.errors import ConcordError
-    from core.progress import Progress
-    from core.training import execute_run, start_run
+    from core.training import start_run
     store, _, _ = fused_run
-    run_id = start_run(store, "demo", "concord", settings={"trusted_split": split})
+    runs = len(store.runs())
     with pytest.raises(ConcordError, match=message):
-        execute_run(store, run_id, Progress())
+        start_run(store, "demo", "concord", settings={"trusted_split": split})
+    assert len(store.runs()) == runs
 
 
 # ------------------------------------------------------------------------------------------- matched context

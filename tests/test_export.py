@@ -299,6 +299,20 @@ def test_scores_only_from_a_finished_run(store, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_coco_images_that_shared_an_id_in_two_files_get_one_each(store, tmp_path):
+    """Two COCO files of one import may each use id 7 for another image; in one exported file they would be a
+    duplicate id (refused on import): the second image gets a fresh id and the export imports back."""
+    make_dataset(store, tmp_path / "src", fmt="coco", n=4)
+    ds = store.dataset("ds")
+    info = dict(ds.info, coco={"image_ids": {"sub/img0.png": 7, "sub/img2.png": 7}})
+    store._q("UPDATE datasets SET info = ? WHERE id = ?", [json.dumps(info), ds.id])
+    export_dataset(store, "ds", tmp_path / "out", ExportOptions(format="coco"))
+    doc = json.loads((tmp_path / "out" / "captions_train.json").read_text())
+    assert {i["file_name"]: i["id"] for i in doc["images"]} == {"sub/img0.png": 7, "sub/img2.png": 8}
+    with Store.open(tmp_path / "other.duckdb") as fresh:
+        assert import_dataset(fresh, tmp_path / "out").pairs == 4
+
+
 def test_drop_flagged_needs_a_run(store, tmp_path):
     make_dataset(store, tmp_path / "src")
     with pytest.raises(ConcordError, match="no finished run"):

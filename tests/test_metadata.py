@@ -114,6 +114,7 @@ def test_import_csv_all_or_nothing(store, ds, tmp_path):
         ("pair,label\nk6,1\n", f"{bad} line 1: missing column(s) pair_id"),
         ("pair_id,label\n", f"{bad}: no labels in the file"),
         ("pair_id,label\nk6,1\nk8,0,extra\n", f"{bad} line 3: row has 3 fields, the header has 2 (quote a value"),
+        ('pair_id,label\nk6,1\nk8,0,"two\nlines"\n', f"{bad} line 3: row has 3 fields, the header has 2"),
     ]:
         bad.write_text(body)
         with pytest.raises(ConcordError) as err:

@@ -133,21 +133,18 @@ def check_ranges(args: argparse.Namespace, at_least: dict[str, int] | None = Non
 
 def check_training(args: argparse.Namespace, settings: dict[str, dict[str, str]]) -> None:
     """Refuse, before any dataset is read or network trained, what `core.training.start_run` would refuse only
-    when the run starts: `--k` below 1, an unknown `--model` or `--device`, a method (each key of `settings`)
-    the model cannot run (b0 without a pretrained image tower), and each method's `--set`s (`settings[method]`)
-    and `--epochs` (where the benchmark takes it) that its config (`core.methods.make_config`) refuses or that
-    are below 1."""
-    from core.methods import make_config
+    when the run starts: `--k` below 1, an unknown `--model` or `--device`, and for each method (each key of
+    `settings`) with its `--set`s and `--epochs` what `core.training.check_request` refuses (a model it cannot
+    run, a setting out of range, NPC's warm-up, a fused score's trusted split that cannot be)."""
     from core.models import DEFAULT_MODEL, model_info, resolve_device
-    from core.training import method_model_info
+    from core.training import check_request
     check_ranges(args, {"k": 1, "epochs": 1})
     model = args.model or DEFAULT_MODEL
     model_info(model)
     resolve_device(args.device)
     epochs = getattr(args, "epochs", None)
     for method, values in settings.items():
-        method_model_info(method, model)
-        make_config(method, values | ({} if epochs is None else {"epochs": epochs}))
+        check_request(method, model, values | ({} if epochs is None else {"epochs": epochs}))
 
 
 def repeated_options(args: argparse.Namespace) -> str:

@@ -35,7 +35,7 @@ from core.detect.signals import (HELD_OUT_SPLIT, TEXT_SPACE, Query, caption_spac
                                  space_groups, summary_signals)
 from core.errors import ConcordError
 from core.index import VectorIndex
-from core.meta_seed import DEFAULT_TRUSTED_SPLIT, TRAIN_SPLIT, trusted_split
+from core.meta_seed import DEFAULT_TRUSTED_SPLIT, TRAIN_SPLIT, usable_split
 from core.methods.config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, SHARE, setting
 from core.progress import Progress
 from core.runs import latest_of_each, run_lr, same_rate
@@ -157,10 +157,10 @@ class Concord:
         from core.methods.base import MethodResult
         t0 = time.perf_counter()
         cfg, store, run = self.config, self.store, self.run_row
+        pairs = pair_view(store.pairs_frame(run.dataset_id))
+        trusted = trusted_mask(store, run.dataset_id, pairs, cfg.trusted_split)     # refused before a b1 trains
         bases = self.base_runs()
         self.progress.start("signals", None, message=f"{METHOD}: consensus signals over {len(bases)} run(s)")
-        pairs = pair_view(store.pairs_frame(run.dataset_id))
-        trusted = trusted_mask(store, run.dataset_id, pairs, cfg.trusted_split)
         inputs = load_inputs(store, run.dataset_id, bases, pairs, bases[0].model if cfg.text_signals else None,
                              run.device or "auto", pixels=cfg.pixel_signals)
         pool = pool_of(pairs, inputs)
@@ -256,13 +256,11 @@ def labelled_in_context(captions: dict[str, np.ndarray], images: dict[str, np.nd
 
 def trusted_mask(store, dataset_id: int, pairs: pd.DataFrame, split: str) -> np.ndarray:
     """The pairs of the split the user names clean; none for '' or a dataset without the default split. The noisy
-    `train` split, the held-out `test` one and any other split the dataset lacks (a typo) are refused by the
-    meta-data's own check (`core.meta_seed.trusted_split`)."""
-    split = split.strip()
-    if not split or (split == DEFAULT_TRUSTED_SPLIT and not (pairs["split"] == split).any()):
+    `train` split, the held-out `test` one and any other split the dataset lacks (a typo) are refused
+    (`core.meta_seed.usable_split`)."""
+    if not usable_split(store, dataset_id, split):
         return np.zeros(len(pairs), bool)
-    trusted_split(store, dataset_id, split)
-    return (pairs["split"] == split).to_numpy()
+    return (pairs["split"] == split.strip()).to_numpy()
 
 
 def fit_on_meta(names: list[str], x: np.ndarray, x_made: np.ndarray, pair_ids: np.ndarray, meta: pd.DataFrame,

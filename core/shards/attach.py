@@ -96,9 +96,10 @@ def _embeddings(table: pa.Table, images, captions) -> RunEmbeddings:
 
 def attach(store, out: str | os.PathLike, name: str) -> dict[str, Any]:
     """Attach the scored shards in `out` as dataset `name`; returns its id, run id and counts. All or nothing:
-    everything is read and checked before the dataset is created (a folder without scored shards, a taken name,
-    a file that is not a scored shard, repeated keys are refused with a message), and a failure after it is
-    created deletes it again. Empty shards are left out and counted (`empty`)."""
+    every shard is checked before the dataset is created (a folder without scored shards, a taken name, a file
+    that is not a scored shard, repeated keys are refused with a message), and a failure after it is created
+    (reading the embeddings, saving them) deletes it and what was cached again. Empty shards are left out and
+    counted (`empty`)."""
     manifest = read_manifest(out)
     files = output_files(out)
     if not files:
@@ -107,19 +108,20 @@ def attach(store, out: str | os.PathLike, name: str) -> dict[str, Any]:
     embeddings = bool(identity.get("embeddings"))
     files, empty = _pair_files(out, files, embeddings)
     _refuse_repeated_keys(store, out, files)
-    table = _embedding_table(files) if embeddings else None
     config = {"scorer": identity["scorer"], "shards": str(Path(out).resolve()), "mixture": manifest.get("mixture")}
     ds_id, run_id = store.attach_scored_shards(
         name, [str(f) for f in files], model=identity["model"], config=config, source_path=str(Path(out).resolve()),
         info={"shards": len(files), "scorer": identity["scorer"]}, terms=term_columns(files),
         splits=any("split" in pq.read_schema(f).names for f in files))
+    run = store.run(run_id)
     try:
         summary = store.dataset_summary(ds_id)
-        if table is not None:
-            emb = _embeddings(table, store.images_frame(ds_id), store.captions_frame(ds_id))
-            artifacts.save_embeddings(store.run(run_id), emb)
+        if embeddings:      # read once the pairs are stored, so they are never in memory beside DuckDB's attach
+            emb = _embeddings(_embedding_table(files), store.images_frame(ds_id), store.captions_frame(ds_id))
+            artifacts.save_embeddings(run, emb)
     except BaseException:
         store.delete_dataset(name)
+        artifacts.clear_run(run)
         raise
     return {"dataset": name, "dataset_id": ds_id, "run_id": run_id, "shards": len(files), "empty": empty,
             "pairs": summary["pairs"], "images": summary["images"], "embeddings": embeddings}
