@@ -19,8 +19,9 @@ import threading
 import time
 import traceback
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from core.errors import Cancelled, ConcordError
 from core.progress import Progress
@@ -131,6 +132,33 @@ def mark_interrupted(store: Store, stale_after: float = STALE_AFTER_SECONDS, *, 
     return done
 
 
+@contextmanager
+def heartbeat(store: Store, run_id: int, progress: Progress, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Beat run `run_id`'s heartbeat with `progress` every `every` seconds while the block runs (a thread), and
+    once more at its end (its last progress), so that `mark_interrupted` knows it is alive: a job's run, or a run
+    trained inside another run's job (the b1 a fused run trains first)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            store.heartbeat(run_id, progress_record(progress))
+        except Exception as exc:  # a failed beat is logged, never fatal to the run
+            progress.log(f"heartbeat failed: {type(exc).__name__}: {exc}")
+
+    def beating() -> None:
+        while not stop.wait(every):
+            beat()
+
+    thread = threading.Thread(target=beating, daemon=True, name=f"concord-heartbeat-{run_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        beat()
+
+
 def _execute_run(store: Store, run_id: int, progress: Progress) -> None:
     from core.training import execute_run  # heavy (torch, open_clip): imported when a run starts
     execute_run(store, run_id, progress)
@@ -194,16 +222,8 @@ class JobManager:
         store.update_run(run_id, state="queued", owner_pid=os.getpid(), owner_host=socket.gethostname())
 
         def train(progress: Progress) -> None:
-            stop = threading.Event()
-            beat = threading.Thread(target=self._beat, args=(store, run_id, progress, stop), daemon=True,
-                                    name=f"concord-heartbeat-{run_id}")
-            beat.start()
-            try:
+            with heartbeat(store, run_id, progress, self._heartbeat_every):
                 self._executor(store, run_id, progress)
-            finally:
-                stop.set()
-                beat.join()
-                self._store_progress(store, run_id, progress)
 
         return self.submit("train", run_title(run), train, key=key, device=run.device or "auto", heavy=True,
                            run_id=run_id, on_end=lambda job: _settle_run(store, job))
@@ -327,17 +347,6 @@ class JobManager:
             job._fn = None
             job._done.set()
 
-    def _beat(self, store: Store, run_id: int, progress: Progress, stop: threading.Event) -> None:
-        while not stop.wait(self._heartbeat_every):
-            self._store_progress(store, run_id, progress)
-
-    @staticmethod
-    def _store_progress(store: Store, run_id: int, progress: Progress) -> None:
-        """Beat the run's heartbeat with its progress; a failed beat is logged, never fatal to the run."""
-        try:
-            store.heartbeat(run_id, progress_record(progress))
-        except Exception as exc:
-            progress.log(f"heartbeat failed: {type(exc).__name__}: {exc}")
 
 
 def _settle_run(store: Store, job: Job) -> None:

@@ -811,3 +811,18 @@ def test_the_run_fits_on_the_matched_context_and_a_refit_uses_the_same(fused_run
     assert refit(store, run_id)["labelled"]["positives"] > 0
     moved = store.scores_frame(run_id).set_index("pair_id")["clean_prob"]
     assert moved.between(0, 1).all() and not np.allclose(moved.loc[pair_ids].to_numpy(), after.loc[pair_ids].to_numpy())
+
+
+def test_a_fused_run_resumes_an_interrupted_b1_instead_of_training_another(store) -> None:
+    """The first start killed while its b1 trained: resuming the fused run finishes that b1 from its checkpoint
+    (no second b1 is trained) and fuses it."""
+    from core.generated import GenerateOptions, create_generated
+    from core.progress import Progress
+    from core.training import execute_run, start_run
+    create_generated(store, "demo", GenerateOptions(images=40, noise=0.4, noise_kind="hard", seed=3))
+    b1 = start_run(store, "demo", "b1", epochs=1, settings={"batch_size": 32})
+    store.update_run(b1, state="interrupted")
+    fused = start_run(store, "demo", "concord", settings={"fast_b1_lr": 0}, meta_fraction=0.125)
+    execute_run(store, fused, Progress())
+    assert [(r.id, r.method, r.state) for r in store.runs()] == [(fused, "concord", "finished"),
+                                                                 (b1, "b1", "finished")]

@@ -305,6 +305,24 @@ def test_mark_interrupted(store, tmp_path):
         "interrupted", "interrupted", "running", "running", "interrupted", "queued", "running"]
 
 
+def test_a_run_under_a_heartbeat_is_never_taken_for_dead_and_is_once_it_stops(store, tmp_path):
+    """`heartbeat` (a job's run, or the b1 a fused run trains inside its own job) keeps a running run's heartbeat
+    fresh while the block runs, and stores its last progress at the end."""
+    from core.jobs import heartbeat
+    run_id = make_run(store, tmp_path)
+    store.update_run(run_id, state="running", owner_pid=os.getpid(), owner_host=socket.gethostname())
+    progress = Progress()
+    progress.start("epoch 1", 4)
+    with heartbeat(store, run_id, progress, every=0.05):
+        for _ in range(6):
+            time.sleep(0.1)
+            assert mark_interrupted(store, stale_after=0.3) == []
+        progress.advance()
+    assert store.run(run_id).progress["step"] == 1           # the last beat stored the progress at the end
+    time.sleep(0.5)
+    assert mark_interrupted(store, stale_after=0.3) == [run_id]
+
+
 def test_killed_process_then_resume_finishes(store, tmp_path):
     """A process running a run is killed (SIGKILL); the next one sees it interrupted and resumes it."""
     run_id = make_run(store, tmp_path, epochs=1, steps=60, delay=0.02)

@@ -145,12 +145,19 @@ class Concord:
 
     def train_b1(self, epochs: int | None, **settings: Any):
         """A b1 run of the concord run's dataset, model, device and seed, trained now (`settings` over b1's
-        defaults); its finished row."""
+        defaults); its finished row. Without `settings`, the latest interrupted b1 of the dataset and model (a
+        server killed while the first start's b1 trained) is resumed from its checkpoint instead of training
+        another. Its heartbeat beats while it trains inside this run's job, so no page takes it for dead."""
+        from core.jobs import heartbeat
         from core.training import execute_run, start_run
         store, run = self.store, self.run_row
-        base = start_run(store, store.dataset_by_id(run.dataset_id).name, "b1", model=run.model, device=run.device
-                         or "auto", seed=run.seed or 0, epochs=epochs, settings=settings)
-        execute_run(store, base, self.progress)
+        stopped = [r for r in store.runs(run.dataset_id, state="interrupted")
+                   if r.method == "b1" and r.model == run.model and not settings]
+        base = stopped[0].id if stopped else start_run(
+            store, store.dataset_by_id(run.dataset_id).name, "b1", model=run.model, device=run.device or "auto",
+            seed=run.seed or 0, epochs=epochs, settings=settings)
+        with heartbeat(store, base, self.progress):
+            execute_run(store, base, self.progress)
         return store.run(base)
 
     def run(self):
