@@ -92,10 +92,12 @@ def unfused_runs(runs: list) -> list:
 
 
 def picked_first(runs: list):
-    """The run a page's picker starts on, from `runs` (newest first, not empty): the newest that no scorer run
-    trained for itself (a b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
+    """The run a page's picker starts on, from `runs` (newest first, not empty): one that is running now (the
+    first start's b1, not the fused run queued behind it), else the newest that no scorer run trained for itself
+    (a b1 a `concord` run trains is newer than the fused run, and less worth opening)."""
     inner = trained_by_fusion(runs)
-    return next((r for r in runs if r.id not in inner), runs[0])
+    outer = [r for r in runs if r.id not in inner]
+    return next((r for r in outer if r.state == "running"), None) or next(iter(outer), runs[0])
 
 
 def run_row(run) -> dict:

@@ -10,7 +10,7 @@ from typing import Callable
 import streamlit as st
 
 from core.errors import ConcordError
-from core.first_start import first_start
+from core.first_start import JOB_KEY, first_start
 from core.jobs import Job, JobManager, mark_interrupted
 from core.runs import overall_fraction, picked_first, progress_text, scored_run_label
 from core.store import Dataset, Run, Store
@@ -115,11 +115,22 @@ def submit_new_run(start: Callable[[], int], state_key: str) -> None:
         st.rerun()
 
 
+FIRST_START_NOTE = ("First start: the demo dataset is being created and then scored in the background (progress "
+                    "in the sidebar); the pages fill when it is ready.")
+
+
+def first_start_running() -> bool:
+    """Whether this server's first-start job (creating the demo) is still at work."""
+    job = job_manager().latest(JOB_KEY)
+    return job is not None and job.active
+
+
 def current_dataset() -> Dataset | None:
     """The sidebar's dataset, or None (after showing the empty state) when there is none."""
     name = st.session_state.get("dataset")
     if not name:
-        st.info("No dataset yet. Create the demo or import one on the **Datasets** page.")
+        st.info(FIRST_START_NOTE if first_start_running()
+                else "No dataset yet. Create the demo or import one on the **Datasets** page.")
         return None
     return get_store().dataset(name)
 
@@ -129,7 +140,10 @@ def finished_run(store: Store, dataset: Dataset, key: str, empty: str) -> Run:
     none, `empty` is shown and the page stops."""
     runs = store.runs(dataset.id, state="finished")
     if not runs:
-        st.info(empty)
+        busy = [r for r in store.runs(dataset.id) if r.state in ("queued", "running")]
+        st.info(f"No finished run for {dataset.name!r} yet: run #{busy[-1].id} ({busy[-1].method}) is "
+                f"{busy[-1].state}, and this page fills when it finishes (progress in the sidebar)."
+                if busy else empty)
         st.stop()
     by_id = {r.id: r for r in runs}
     if st.session_state.get(key) not in by_id:

@@ -14,7 +14,7 @@ from core.progress import Progress
 from core.runs import overall_fraction, progress_text, run_title
 from core.shards.job import job_key, submit_score_and_attach
 from core.shards.config import ENGINES, ShardScoreConfig
-from pages.common import get_store, job_manager, through_app
+from pages.common import FIRST_START_NOTE, first_start_running, get_store, job_manager, through_app
 
 SAMPLES = 12
 SCORING_METHODS = ("b0", "b1", "npc", "mscn")   # runs whose encoder can score shards
@@ -78,7 +78,7 @@ if rows:
         "injected noise": r["noisy"], "reviewed": r["reviewed"], "flagged": r["flagged"]} for r in rows])
     st.dataframe(table, hide_index=True)
 else:
-    st.info("No dataset yet. Create the demo or import one below.")
+    st.info(FIRST_START_NOTE if first_start_running() else "No dataset yet. Create the demo or import one below.")
 names = [r["name"] for r in rows]
 
 create, importing, attaching, noise, delete = st.tabs(["Create demo", "Import", "Scored shards",

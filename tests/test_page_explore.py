@@ -185,6 +185,10 @@ def test_empty_states(tmp_path: Path) -> None:
     get_store.clear()
     at = explore_page()
     assert at.info[0].value == "No finished run for 'ds' yet. Score its pairs on the **Train** page first."
+    get_store().update_run(fab.run_id, state="running")          # the first start's b1, say: not "go and train"
+    at = explore_page()
+    assert at.info[0].value == (f"No finished run for 'ds' yet: run #{fab.run_id} (npc) is running, and this page "
+                                "fills when it finishes (progress in the sidebar).")
     get_store().update_run(fab.run_id, state="finished")
     artifacts.embeddings_path(get_store().run(fab.run_id)).unlink()
     at = explore_page()

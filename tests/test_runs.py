@@ -162,14 +162,17 @@ def test_pickers_start_on_the_newest_run_that_no_fused_run_trained_for_itself() 
 
     from core.runs import picked_first
 
-    def runs(*rows):
-        return [SimpleNamespace(id=i, method=m, state="finished", metrics=(b or [{}])[0])
+    def runs(*rows, state="finished"):
+        return [SimpleNamespace(id=i, method=m, state=state, metrics=(b or [{}])[0])
                 for i, m, *b in reversed(rows)]
     assert picked_first(runs((1, "b1"), (2, "npc"))).id == 2
     fused = runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"))   # #3 trained by #2
     assert picked_first(fused).id == 2
     assert picked_first(runs((1, "b1"), (2, "concord", {"base_runs": [1, 3]}), (3, "b1"), (4, "mscn"))).id == 4
     assert picked_first(runs((3, "b1"))).id == 3       # its fused run not listed (e.g. not finished): the newest
+    first_start = runs((1, "b1"), (2, "concord"), state="queued")
+    first_start[1].state = "running"                   # the b1 trains, the fused run waits behind it
+    assert picked_first(first_start).id == 1
 
 
 def test_a_run_at_another_learning_rate_than_its_methods_default_is_named_apart() -> None:
