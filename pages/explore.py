@@ -204,11 +204,13 @@ for col, column in zip(st.columns(3), ("clean_prob", "weight", "similarity")):
                      key=f"explore_hist_{column}")
 summary = threshold_summary(frame, threshold)
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Flagged", f"{summary['flagged']:,}", help=f"of {len(frame):,} scored pairs")
+m1.metric("Flagged", f"{summary['flagged']:,}", help=f"of {len(frame):,} scored pairs, every split (the Train "
+                                                     "page's table counts the training split outside the meta-data)")
 if summary["known"]:
     m2.metric("Precision", percent(summary["precision"]), help="injected noise among the flagged pairs")
     m3.metric("Recall", percent(summary["recall"]), help="flagged pairs among those with injected noise")
-    m4.metric("F1", percent(summary["f1"]))
+    m4.metric("F1", percent(summary["f1"]), help="over the pairs of every split with ground truth; the Train "
+                                                  "page's F1 is the training split's outside the meta-data")
 else:
     m2.caption("No ground truth for this dataset: precision and recall need injected noise.")
 saved = abs(threshold - run.threshold) < 1e-9
