@@ -57,3 +57,6 @@ def test_train_refuses_bad_settings_and_resuming_a_finished_run(tiny_demo: str) 
     assert again.returncode == 1
     assert (f"run {done['run_id']} is finished; only a cancelled, interrupted or failed run can be resumed"
             in again.stderr)
+    other = cli("train", "elsewhere", "--resume", str(done["run_id"]))
+    assert other.returncode == 1 and (f"run {done['run_id']} belongs to dataset 'demo', not 'elsewhere'; "
+                                      f"`train --resume {done['run_id']}` needs no dataset name") in other.stderr

@@ -69,7 +69,11 @@ def run(args: argparse.Namespace, ctx) -> int:
     if args.resume is not None:
         mark_interrupted(store)
         run_id = args.resume
-        check_resumable(store.run(run_id))
+        run = store.run(run_id)
+        if args.name and store.dataset_by_id(run.dataset_id).name != args.name:
+            raise ConcordError(f"run {run_id} belongs to dataset {store.dataset_by_id(run.dataset_id).name!r}, not "
+                               f"{args.name!r}; `train --resume {run_id}` needs no dataset name")
+        check_resumable(run)
     else:
         if not args.name:
             raise ConcordError("name the dataset to train on (or pass --resume RUN_ID)")
