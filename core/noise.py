@@ -292,8 +292,9 @@ def hard_noise(image: np.ndarray, text: np.ndarray, features: np.ndarray, ratio:
 def noise_pairs(image: np.ndarray, text: np.ndarray, ratio: float, kind: str, seed: int, *,
                 eligible: np.ndarray | None = None, features: np.ndarray | None = None,
                 k: int = DEFAULT_K) -> NoiseResult:
-    """Dispatch to the noise `kind` (`ncr`, `decl` or `hard`; `hard` needs `features`)."""
-    if kind == "ncr":
+    """Dispatch to the noise `kind` (`ncr`, `decl` or `hard`; `hard` needs `features` unless `ratio` is 0: moving no
+    caption needs no near misses)."""
+    if kind == "ncr" or (kind == "hard" and ratio == 0):
         return ncr_noise(image, text, ratio, seed, eligible)
     if kind == "decl":
         return decl_noise(image, text, ratio, seed, eligible)
@@ -339,9 +340,7 @@ def inject_noise(records: pd.DataFrame, ratio: float, kind: str = "ncr", seed: i
     features = None
     if kind == "hard" and ratio > 0:
         features = (encoder or default_encoder())(list(texts))
-    # no noise at ratio 0, whatever the kind: near misses need no caption features to move no caption
-    result = noise_pairs(image, text, ratio, kind if ratio > 0 else "ncr", seed, eligible=eligible,
-                         features=features, k=k)
+    result = noise_pairs(image, text, ratio, kind, seed, eligible=eligible, features=features, k=k)
     out = records.copy()
     captions = records["caption"].to_numpy()
     out["caption"] = captions[result.source]
